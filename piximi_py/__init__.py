@@ -1,0 +1,74 @@
+"""piximi-py: nuclei instance segmentation that runs in the browser and in CPython.
+
+>>> import piximi_py
+>>> labels = piximi_py.segment("nuclei.tif")          # doctest: +SKIP
+
+The page runs the same pipeline in Pyodide with onnxruntime-web; see
+:mod:`piximi_py.pipeline`.
+"""
+from __future__ import annotations
+
+import asyncio
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .io import ImageReadError, read_image
+from .models import ModelSpec, default_models_dir, find_model, load_model_index
+from .pipeline import Segmentation, segment_async
+
+__version__ = "0.1.0"
+__all__ = ["segment", "segment_image", "ImageReadError", "read_image", "load_models",
+           "Segmentation", "__version__"]
+
+
+def load_models(models_dir=None) -> list[ModelSpec]:
+    """Specs of the models in ``models_dir`` (default :func:`default_models_dir`)."""
+    return load_model_index(Path(models_dir or default_models_dir()) / "index.json")
+
+
+@lru_cache(maxsize=8)
+def _native_backend(path: str, threads):
+    from .backends.onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(path, threads=threads)
+
+
+def segment_image(image, model: str | None = None, *, models_dir=None, threads: int | None = None,
+                  progress=None, index: dict | None = None) -> Segmentation:
+    """Segment one image with native onnxruntime; returns labels and timings.
+
+    Parameters
+    ----------
+    image : str, Path, bytes or ndarray
+        A file path, a file's bytes, or a decoded 2-D (or RGB) array.
+    model : str, optional
+        Model id from ``models/index.json``; default: the default nuclei model.
+    models_dir : path, optional
+    threads : int, optional
+        onnxruntime intra-op threads.
+    progress : callable(stage, done, total), optional
+    index : dict, optional
+        Plane selection for multi-plane files, e.g. ``{"C": 1}``.
+    """
+    models_dir = Path(models_dir or default_models_dir())
+    spec = find_model(load_models(models_dir), model)
+    backend = _native_backend(str(models_dir / spec.file), threads)
+    filename = None
+    if isinstance(image, (str, Path)):
+        filename = Path(image).name
+        try:
+            image = Path(image).read_bytes()
+        except OSError as exc:
+            raise ImageReadError(f"cannot open '{filename}': {exc.strerror or exc}") from None
+    return asyncio.run(segment_async(image, spec, backend, progress=progress,
+                                     filename=filename, index=index))
+
+
+def segment(image, model: str | None = "nuclei", **kwargs) -> np.ndarray:
+    """Instance labels (uint16, or uint32 above 65535 objects; 0 = background).
+
+    See :func:`segment_image` for the arguments.
+    """
+    return segment_image(image, model, **kwargs).labels

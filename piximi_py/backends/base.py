@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+
+class Backend(abc.ABC):
+    """Runs one model on a batch of images.
+
+    ``run`` is a coroutine so the page can await onnxruntime-web's promises;
+    CPython backends simply compute and return.
+    """
+
+    #: What actually executed the model: "onnxruntime-cpu", "wasm", "webgpu"...
+    name: str = "unknown"
+
+    @abc.abstractmethod
+    async def run(self, batch: np.ndarray) -> np.ndarray:
+        """Map float32 ``(N, C, H, W)`` inputs to float32 ``(N, K, H, W)`` probabilities."""

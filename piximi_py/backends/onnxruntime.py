@@ -1,0 +1,40 @@
+"""Native onnxruntime backend (CPython)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .base import Backend
+
+
+class OnnxRuntimeBackend(Backend):
+    """Run an ONNX model with native onnxruntime.
+
+    Parameters
+    ----------
+    model : str, PathLike or bytes
+        ONNX file or its bytes.
+    threads : int, optional
+        Intra-op threads (default: onnxruntime's choice).
+    providers : list of str, optional
+        Execution providers; CPU by default so results are reproducible.
+    """
+
+    def __init__(self, model, *, threads: int | None = None, providers=None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else bytes(model)
+        self.session = ort.InferenceSession(source, options,
+                                            providers=providers or ["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.name = "onnxruntime-" + self.session.get_providers()[0].replace("ExecutionProvider", "").lower()
+
+    def run_sync(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+
+    async def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_sync(batch)

@@ -1,0 +1,154 @@
+"""onnxruntime-web backend: runs inside Pyodide and calls ORT-web through the JS FFI.
+
+Arrays cross the FFI as one ``memcpy`` each way (``JsBuffer.assign`` /
+``JsBuffer.assign_to``), never element by element.
+
+Execution provider choice (``backend``):
+
+* ``"webgpu"`` - WebGPU; fails with :class:`BackendUnavailable` if the browser has
+  no WebGPU adapter;
+* ``"wasm"``   - WebAssembly CPU (multi-threaded when the page is cross-origin
+  isolated);
+* ``"auto"``   - WebGPU when ``navigator.gpu.requestAdapter()`` returns an adapter
+  and a session can be created on it, else WASM.
+
+Each session is created with exactly one execution provider, so
+:attr:`OrtWebBackend.name` always tells which one really runs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Backend
+
+__all__ = ["BackendUnavailable", "OrtWebBackend", "load_ort", "webgpu_available", "BACKENDS"]
+
+BACKENDS = ("auto", "webgpu", "wasm")
+
+_ort = None
+_webgpu: bool | None = None
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested execution backend cannot run in this browser."""
+
+
+def _js():
+    import js  # only exists under Pyodide
+
+    return js
+
+
+def _to_js_obj(d: dict):
+    from pyodide.ffi import to_js
+
+    return to_js(d, dict_converter=_js().Object.fromEntries)
+
+
+def _js_error_message(exc: BaseException) -> str:
+    msg = str(exc)
+    # JsException messages look like "Error: ...": keep the human part.
+    return msg.split("\n", 1)[0]
+
+
+async def load_ort(module_url: str, wasm_paths: str, *, num_threads: int | None = None):
+    """Import the onnxruntime-web ES module once (absolute URLs) and configure it."""
+    global _ort
+    if _ort is None:
+        js = _js()
+        importer = js.Function.new("u", "return import(u)")
+        ort = await importer(module_url)
+        ort.env.wasm.wasmPaths = wasm_paths
+        ort.env.wasm.proxy = False  # we already are in a worker
+        if num_threads:
+            ort.env.wasm.numThreads = int(num_threads)
+        elif not getattr(js, "crossOriginIsolated", False):
+            ort.env.wasm.numThreads = 1  # no SharedArrayBuffer: no threads
+        _ort = ort
+    return _ort
+
+
+async def webgpu_available() -> bool:
+    """True when ``navigator.gpu.requestAdapter()`` yields an adapter (cached)."""
+    global _webgpu
+    if _webgpu is None:
+        try:
+            gpu = _js().navigator.gpu
+            adapter = None if gpu is None else await gpu.requestAdapter()
+            _webgpu = adapter is not None
+        except Exception:
+            _webgpu = False
+    return _webgpu
+
+
+class OrtWebBackend(Backend):
+    """One ORT-web ``InferenceSession`` bound to one execution provider."""
+
+    def __init__(self, session, name: str, ort):
+        self.session = session
+        self.name = name  # "webgpu" or "wasm": what actually runs
+        self._ort = ort
+        self.input_name = str(session.inputNames[0])
+        self.output_name = str(session.outputNames[0])
+
+    @classmethod
+    async def create(cls, model: bytes | memoryview, backend: str = "auto", *, ort=None):
+        """Create a session from ONNX bytes on ``backend`` ("auto", "webgpu", "wasm")."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        ort = ort if ort is not None else _ort
+        if ort is None:
+            raise RuntimeError("onnxruntime-web is not loaded: call load_ort() first")
+        if backend in ("auto", "webgpu") and await webgpu_available():
+            try:
+                return cls(await cls._session(ort, model, "webgpu"), "webgpu", ort)
+            except Exception as exc:
+                if backend == "webgpu":
+                    raise BackendUnavailable(
+                        f"WebGPU session could not be created ({_js_error_message(exc)}); "
+                        "use backend 'wasm'") from None
+        elif backend == "webgpu":
+            raise BackendUnavailable(
+                "WebGPU is not available in this browser (no GPU adapter); "
+                "use backend 'wasm' or 'auto'")
+        return cls(await cls._session(ort, model, "wasm"), "wasm", ort)
+
+    @staticmethod
+    async def _session(ort, model, provider: str):
+        js = _js()
+        data = js.Uint8Array.new(len(model))
+        data.assign(model)
+        opts = _to_js_obj({"executionProviders": [provider], "graphOptimizationLevel": "all"})
+        return await ort.InferenceSession.create(data, opts)
+
+    async def run(self, batch: np.ndarray) -> np.ndarray:
+        from pyodide.ffi import to_js
+
+        js = _js()
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        buf = js.Float32Array.new(batch.size)
+        buf.assign(batch)  # one memcpy from the wasm heap into a JS typed array
+        tensor = self._ort.Tensor.new("float32", buf, to_js(list(batch.shape)))
+        results = await self.session.run(_to_js_obj({self.input_name: tensor}))
+        out = getattr(results, self.output_name)
+        try:
+            shape = tuple(int(d) for d in out.dims)
+            data = out.data
+            if str(out.type) == "float32":
+                arr = np.empty(shape, dtype=np.float32)
+                data.assign_to(arr)  # one memcpy back into numpy
+            else:
+                arr = np.asarray(data.to_py()).astype(np.float32).reshape(shape)
+        finally:
+            for t in (tensor, out):
+                try:
+                    t.dispose()
+                except Exception:
+                    pass
+        return arr
+
+    async def close(self) -> None:
+        try:
+            await self.session.release()
+        except Exception:
+            pass

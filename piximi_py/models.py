@@ -1,0 +1,67 @@
+"""The model index: what each shipped model expects and how to post-process it.
+
+``models/index.json`` lists the models; the page and CPython read the same
+file, so both run a model with the same tiling, normalization and thresholds.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["ModelSpec", "load_model_index", "default_models_dir", "find_model"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    name: str
+    task: str
+    file: str                    #: ONNX file, relative to the index
+    sha256: str = ""
+    bytes: int = 0
+    channels: int = 1            #: 1 = grayscale input, 3 = RGB
+    input_multiple: int = 16     #: height and width must be multiples of this
+    tile_size: int = 512
+    tile_overlap: int = 64
+    normalize: dict = field(default_factory=lambda: {"low": 1.0, "high": 99.8})
+    postprocess: dict = field(default_factory=dict)
+    default: bool = False
+    description: str = ""
+    metrics: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_model_index(source) -> list[ModelSpec]:
+    """Parse ``index.json`` from a path, a JSON string or an already-parsed dict."""
+    if isinstance(source, dict):
+        raw = source
+    elif isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{")):
+        raw = json.loads(Path(source).read_text())
+    else:
+        raw = json.loads(source)
+    known = set(ModelSpec.__dataclass_fields__)
+    return [ModelSpec(**{k: v for k, v in m.items() if k in known}) for m in raw["models"]]
+
+
+def default_models_dir() -> Path:
+    """The ``models/`` folder: $PIXIMI_MODELS, else the one beside the package."""
+    import os
+
+    env = os.environ.get("PIXIMI_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
+
+
+def find_model(specs: list[ModelSpec], model_id: str | None) -> ModelSpec:
+    """The spec with ``model_id``, or the default one when ``model_id`` is None."""
+    if model_id is None:
+        for spec in specs:
+            if spec.default:
+                return spec
+        return specs[0]
+    for spec in specs:
+        if spec.id == model_id:
+            return spec
+    raise ValueError(f"unknown model {model_id!r}; available: {', '.join(s.id for s in specs)}")

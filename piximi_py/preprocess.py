@@ -1,0 +1,83 @@
+"""Intensity handling between decoding and the model.
+
+Every function takes and returns numpy arrays; none depends on the runtime,
+so the page (Pyodide) and CPython compute bit-identical inputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["to_float", "normalize_percentile", "pad_to_multiple"]
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` as float32, with NaN and infinities replaced.
+
+    NaN become the image's finite minimum and +/-inf its finite max/min, so a
+    microscope export with a few invalid pixels still segments.
+
+    Raises
+    ------
+    ValueError
+        If no pixel is finite.
+    """
+    image = np.asarray(image)
+    if image.dtype == np.bool_:
+        image = image.astype(np.uint8)
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise ValueError(f"unsupported pixel type {image.dtype}")
+    out = image.astype(np.float32, copy=True)
+    finite = np.isfinite(out)
+    if not finite.all():
+        if not finite.any():
+            raise ValueError("the image has no finite pixel value (all NaN or infinite)")
+        lo, hi = out[finite].min(), out[finite].max()
+        out[np.isnan(out)] = lo
+        out[np.isposinf(out)] = hi
+        out[np.isneginf(out)] = lo
+    return out
+
+
+def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.8,
+                         eps: float = 1e-6) -> np.ndarray:
+    """Scale intensities so the ``low`` and ``high`` percentiles map to 0 and 1.
+
+    Parameters
+    ----------
+    image : ndarray
+        Any real dtype, any shape; NaN/inf are handled as in :func:`to_float`.
+    low, high : float
+        Percentiles in [0, 100]. Values outside are not clipped, as in
+        CSBDeep/StarDist, so bright outliers stay distinguishable.
+
+    Returns
+    -------
+    ndarray of float32
+    """
+    x = to_float(image)
+    lo, hi = np.percentile(x, [low, high])
+    scale = hi - lo
+    if scale < eps:  # flat image: nothing to segment, keep it finite
+        return np.zeros_like(x)
+    x -= lo
+    x /= scale
+    return x
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int, mode: str = "reflect"):
+    """Pad the last two axes up to a multiple of ``multiple``.
+
+    Returns
+    -------
+    padded : ndarray
+    crop : tuple of slice
+        Slices that cut the original extent back out of ``padded``.
+    """
+    h, w = image.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return image, (slice(0, h), slice(0, w))
+    width = [(0, 0)] * (image.ndim - 2) + [(0, ph), (0, pw)]
+    if mode == "reflect" and (h < 2 or w < 2 or ph >= h or pw >= w):
+        mode = "symmetric" if (h > 1 and w > 1) else "edge"
+    return np.pad(image, width, mode=mode), (slice(0, h), slice(0, w))

@@ -1,0 +1,310 @@
+"""Browser tests of the web page (Pyodide in a PyScript worker + onnxruntime-web).
+
+Needs: node_modules (``npm ci``, run by the build), Debian ``chromium`` at
+/usr/bin/chromium and Python Playwright. The site is built once (an up-to-date
+``dist/`` is reused) and served on a free localhost port with COOP/COEP.
+
+Models: ``models/index.json`` when it exists; otherwise a tiny hand-made test
+model (tools/devmodel.py) so the plumbing is still tested.
+Data: real images from ``../shared/data`` (tests that need them skip without it).
+
+One browser, one page for the whole module (2-core machines): the tests run in
+file order and the request log of the whole session is checked at the end.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DATA = ROOT.parent / "shared" / "data"
+CHROMIUM = os.environ.get("PIXIMI_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+    # WebGPU through SwiftShader (exact, slow: parity test uses a 128x128 crop)
+    "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
+    "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader",
+]
+REPORT = ROOT / ".cache" / "web-test-report.json"
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
+if shutil.which("npm") is None and not (ROOT / "node_modules").exists():
+    pytest.skip("npm is not installed and node_modules is missing", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _real_image() -> tuple[Path, Path] | None:
+    cands = [DATA / "stardist_wheel" / "images" / "img2d.tif"]
+    cands += sorted((DATA / "dsb2018_stage1test_gray" / "images").glob("*.tif"))[:1]
+    for img in cands:
+        mask = img.parent.parent / "masks" / img.name
+        if img.exists() and mask.exists():
+            return img, mask
+    return None
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    real = ROOT / "models"
+    if (real / "index.json").exists():
+        return real
+    from tools.devmodel import make_dev_model
+
+    return make_dev_model(ROOT / ".cache" / "dev-models")
+
+
+@pytest.fixture(scope="session")
+def site(models_dir):
+    """Build dist/ (reused when up to date) and serve it with COOP/COEP."""
+    from tools import site as site_mod
+
+    os.environ["PIXIMI_MODELS_DIR"] = str(models_dir)
+    site_mod.build_site()
+    srv, origin = site_mod.serve_background(0)
+    yield origin
+    srv.shutdown()
+    srv.server_close()
+
+
+class Session:
+    """The one browser page of this module, plus everything it requested."""
+
+    def __init__(self, origin: str):
+        # Report requests made by the service worker too (Chromium).
+        os.environ["PW_EXPERIMENTAL_SERVICE_WORKER_NETWORK_EVENTS"] = "1"
+        self.origin = origin
+        self.requests: list[str] = []
+        self.responses: list[dict] = []
+        self.console: list[str] = []
+        self.pw = sync_api.sync_playwright().start()
+        self.browser = self.pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        self.context = self.browser.new_context()
+        self.context.on("request", lambda r: self.requests.append(r.url))
+        self.context.on("response", self._on_response)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(240_000)
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+
+    def _on_response(self, r) -> None:
+        try:
+            size = int(r.headers.get("content-length", "0"))
+        except ValueError:
+            size = 0
+        sw = getattr(r.request, "service_worker", None) is not None
+        self.responses.append({"url": r.url, "status": r.status, "bytes": size, "sw": sw})
+
+    def close(self) -> None:
+        self.context.close()
+        self.browser.close()
+        self.pw.stop()
+
+
+@pytest.fixture(scope="module")
+def web(site):
+    s = Session(site)
+    s.page.goto(site + "/index.html")
+    try:
+        s.info = s.page.evaluate("window.piximi.ready")
+    except Exception as exc:  # show what the page said
+        s.close()
+        pytest.fail(f"page did not become ready: {exc}\n" + "\n".join(s.console[-30:]))
+    yield s
+    s.close()
+
+
+SEGMENT_JS = """
+async ([b64, opts]) => {
+  const u = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  try {
+    const r = await window.piximi.segment(u, opts);
+    const b = new Uint8Array(r.labels.buffer, r.labels.byteOffset, r.labels.byteLength);
+    let s = "";
+    for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
+    return { ok: true, labels: btoa(s), dtype: r.labels.constructor.name, width: r.width,
+             height: r.height, count: r.count, backend: r.backend, model: r.model, timings: r.timings };
+  } catch (e) {
+    return { ok: false, isError: e instanceof Error, name: e.name, message: String(e.message) };
+  }
+}
+"""
+
+
+def segment(web, data: bytes, **opts) -> dict:
+    res = web.page.evaluate(SEGMENT_JS, [base64.b64encode(data).decode(), opts])
+    if res["ok"]:
+        dtype = {"Uint16Array": np.uint16, "Uint32Array": np.uint32}[res["dtype"]]
+        res["labels"] = np.frombuffer(base64.b64decode(res["labels"]), dtype).reshape(
+            res["height"], res["width"])
+    return res
+
+
+def cpython_labels(image: np.ndarray, models_dir: Path, model_id: str) -> np.ndarray:
+    import concurrent.futures
+
+    import piximi_py
+
+    # Playwright's sync API keeps an asyncio loop running in this thread, and
+    # segment_image uses asyncio.run: run it on a thread of its own.
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(lambda: piximi_py.segment_image(image, model_id,
+                                                         models_dir=models_dir).labels).result()
+
+
+def tiff_bytes(a: np.ndarray) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, a)
+    return buf.getvalue()
+
+
+def assert_same_instances(a: np.ndarray, b: np.ndarray, what: str, min_iou: float = 0.99) -> None:
+    """Labels equal, or a one-to-one match of objects with IoU >= min_iou each."""
+    assert a.shape == b.shape, what
+    if np.array_equal(a, b):
+        return
+    from piximi_py.metrics import iou_matrix
+
+    assert a.max() == b.max(), f"{what}: {a.max()} vs {b.max()} objects"
+    iou = iou_matrix(a, b)
+    best = iou.max(axis=1)
+    assert best.min() >= min_iou, f"{what}: worst matched IoU {best.min():.4f}"
+    assert len(set(iou.argmax(axis=1).tolist())) == iou.shape[0], f"{what}: not one-to-one"
+
+
+_report: dict = {}
+
+
+# ------------------------------------------------------------------ tests
+def test_ready_and_models(web):
+    models = web.page.evaluate("window.piximi.models()")
+    assert models and all({"id", "name", "task"} <= set(m) for m in models)
+    assert sum(m["default"] for m in models) == 1
+    assert web.info["backend"] in ("webgpu", "wasm")
+    assert web.page.evaluate("crossOriginIsolated") is True
+    _report["models"] = [m["id"] for m in models]
+    _report["ready_backend"] = web.info["backend"]
+
+
+def test_segment_real_image(web, models_dir):
+    """(a) A real annotated image through window.piximi.segment on WASM."""
+    pair = _real_image()
+    if pair is None:
+        pytest.skip("no real data under ../shared/data")
+    import tifffile
+    from piximi_py.metrics import average_precision
+
+    img, mask = pair
+    res = segment(web, img.read_bytes(), backend="wasm", filename=img.name)
+    assert res["ok"], res
+    gt = tifffile.imread(mask)
+    labels = res["labels"]
+    assert labels.shape == gt.shape
+    assert res["backend"] == "wasm"
+    assert res["count"] == int(labels.max()) == len(np.unique(labels)) - 1
+    assert set(res["timings"]) >= {"decode", "preprocess", "inference", "postprocess", "total"}
+    ref = cpython_labels(tifffile.imread(img), models_dir, res["model"])
+    ap_vs_cpython = average_precision(ref, labels, 0.5)
+    ap = average_precision(gt, labels, 0.5)
+    _report["real_image"] = {"file": img.name, "count": res["count"], "gt_count": int(gt.max()),
+                             "cpython_count": int(ref.max()), "ap50": ap,
+                             "ap50_vs_cpython": ap_vs_cpython, "timings_ms": res["timings"]}
+    assert abs(res["count"] - int(ref.max())) <= max(1, int(0.01 * ref.max()))
+    assert ap_vs_cpython >= 0.99
+    dev = models_dir.name == "dev-models"
+    assert ap >= (0.1 if dev else 0.5), f"AP@0.5 {ap:.3f} (count {res['count']} vs {gt.max()})"
+
+
+def test_webgpu_wasm_cpython_parity(web, models_dir):
+    """(c) WebGPU (SwiftShader) vs WASM vs CPython on a 128x128 crop."""
+    pair = _real_image()
+    import tifffile
+
+    if pair is not None:
+        full = tifffile.imread(pair[0])
+        crop = np.ascontiguousarray(full[:128, :128])
+    else:  # synthetic blobs
+        yy, xx = np.mgrid[:128, :128]
+        crop = np.zeros((128, 128), np.uint8)
+        for cy, cx in [(30, 30), (40, 90), (90, 50), (100, 100)]:
+            crop[(yy - cy) ** 2 + (xx - cx) ** 2 < 150] = 200
+    if not web.page.evaluate("(async () => !!(navigator.gpu && await navigator.gpu.requestAdapter()))()"):
+        pytest.skip("no WebGPU adapter in this Chromium")
+    data = tiff_bytes(crop)
+    gpu = segment(web, data, backend="webgpu")
+    cpu = segment(web, data, backend="wasm")
+    assert gpu["ok"] and cpu["ok"], (gpu, cpu)
+    assert (gpu["backend"], cpu["backend"]) == ("webgpu", "wasm")
+    ref = cpython_labels(crop, models_dir, cpu["model"])
+    assert ref.max() > 0, "crop has no objects: the parity test would be vacuous"
+    assert_same_instances(ref, cpu["labels"], "CPython vs WASM")
+    assert_same_instances(ref, gpu["labels"], "CPython vs WebGPU")
+    _report["parity_128"] = {"count": int(ref.max()), "webgpu_ms": gpu["timings"],
+                             "wasm_ms": cpu["timings"],
+                             "wasm_equal": bool(np.array_equal(ref, cpu["labels"])),
+                             "webgpu_equal": bool(np.array_equal(ref, gpu["labels"]))}
+
+
+def _bad_inputs() -> dict[str, tuple[bytes, str]]:
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(png, format="PNG")
+    good = tiff_bytes((np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8))
+    return {
+        "truncated.tif": (good[: len(good) // 3], "truncated.tif"),
+        "empty.tif": (b"", "empty.tif"),
+        "notes.tif": (b"these are my notes, not an image\n" * 20, "notes.tif"),
+        "one-pixel.png": (png.getvalue(), "one-pixel.png"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_bad_inputs()))
+def test_bad_input_rejects_clearly(web, name):
+    """(d) Bad files reject with an Error a person can act on; the page keeps working."""
+    data, filename = _bad_inputs()[name]
+    res = segment(web, data, filename=filename, backend="wasm")
+    assert not res["ok"], f"{name} was accepted"
+    assert res["isError"]
+    msg = res["message"]
+    assert 10 <= len(msg) <= 500, msg
+    assert "Traceback" not in msg and "File \"" not in msg, msg
+    assert "internal error" not in msg, msg
+    _report.setdefault("errors", {})[name] = f"{res['name']}: {msg}"
+    ok = segment(web, tiff_bytes(np.pad(np.full((20, 20), 200, np.uint8), 22)), backend="wasm")
+    assert ok["ok"], ok
+
+
+def test_no_request_leaves_origin(web):
+    """(b) Every request of the session (page, workers, service worker) stayed local."""
+    web.page.wait_for_timeout(500)
+    foreign = [u for u in web.requests
+               if not (u.startswith(web.origin + "/") or u.startswith(("data:", "blob:")))]
+    assert not foreign, foreign
+    assert web.requests, "no request recorded"
+    page_bytes = sum(r["bytes"] for r in web.responses if not r["sw"])
+    sw_bytes = sum(r["bytes"] for r in web.responses if r["sw"])
+    _report["requests"] = len(web.requests)
+    _report["first_visit_page_bytes"] = page_bytes
+    _report["service_worker_precache_bytes"] = sw_bytes
+    _report["dist_bytes"] = json.loads((ROOT / "dist" / "manifest.json").read_text())["total_bytes"]
+    _report["page_files"] = sorted({r["url"].replace(web.origin, "") for r in web.responses if not r["sw"]})
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text(json.dumps(_report, indent=1, default=str))
+    print(json.dumps({k: v for k, v in _report.items() if k != "page_files"}, indent=1, default=str))

