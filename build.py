@@ -4,6 +4,7 @@
     python build.py                  # assemble the static site into dist/
     python build.py site [--force]   # same
     python build.py serve [--port N] # build if needed, serve dist/ with COOP/COEP
+    python build.py train|export|evaluate  # model work (needs torch, ../shared/data)
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def add_site_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------- model work
-# (train / export / evaluate subcommands go here: add_model_commands(sub))
+def add_model_commands(sub: argparse._SubParsersAction) -> None:
+    from training.cli import add_model_commands as add
+
+    add(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     add_site_commands(sub)
+    add_model_commands(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["site", *(argv or sys.argv[1:])])

@@ -8,7 +8,6 @@ The page runs the same pipeline in Pyodide with onnxruntime-web; see
 """
 from __future__ import annotations
 
-import asyncio
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,6 +25,21 @@ __all__ = ["segment", "segment_image", "ImageReadError", "read_image", "load_mod
 def load_models(models_dir=None) -> list[ModelSpec]:
     """Specs of the models in ``models_dir`` (default :func:`default_models_dir`)."""
     return load_model_index(Path(models_dir or default_models_dir()) / "index.json")
+
+
+def run_sync(coroutine):
+    """Run a pipeline coroutine whose backend never waits on I/O, without an event loop.
+
+    Native backends compute inside ``run`` and never suspend, so the coroutine
+    finishes on its first step. Unlike ``asyncio.run`` this also works where a
+    loop is already running (Jupyter, async web servers).
+    """
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("the backend suspended; await piximi_py.pipeline.segment_async instead")
 
 
 @lru_cache(maxsize=8)
@@ -62,8 +76,8 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
             image = Path(image).read_bytes()
         except OSError as exc:
             raise ImageReadError(f"cannot open '{filename}': {exc.strerror or exc}") from None
-    return asyncio.run(segment_async(image, spec, backend, progress=progress,
-                                     filename=filename, index=index))
+    return run_sync(segment_async(image, spec, backend, progress=progress,
+                                  filename=filename, index=index))
 
 
 def segment(image, model: str | None = "nuclei", **kwargs) -> np.ndarray:

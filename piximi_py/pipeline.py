@@ -3,7 +3,7 @@
 file bytes -> decode -> normalize -> tile -> infer -> stitch -> instances
 
 The pipeline is a coroutine because the page awaits onnxruntime-web; CPython
-callers use :func:`piximi_py.segment`, which runs it with ``asyncio``.
+callers use :func:`piximi_py.segment`, which drives it with :func:`piximi_py.run_sync`.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ Progress = Optional[Callable[[str, int, int], None]]
 @dataclass
 class Segmentation:
     labels: np.ndarray               #: (H, W) uint16 or uint32, 0 = background
+    image: Optional[np.ndarray] = None  #: the decoded plane the labels belong to
     backend: str = ""
     model: str = ""
     timings: dict = field(default_factory=dict)  #: milliseconds per stage
@@ -118,4 +119,5 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
     labels = postprocess.probabilities_to_labels(prob, **model.postprocess)
     lap("postprocess")
     timings["total"] = (time.perf_counter() - t0) * 1000.0
-    return Segmentation(labels=labels, backend=backend.name, model=model.id, timings=timings)
+    return Segmentation(labels=labels, image=image, backend=backend.name, model=model.id,
+                        timings=timings)

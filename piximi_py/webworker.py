@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import time
 import traceback
 
 import numpy as np
 
 from .backends.ortweb import BACKENDS, BackendUnavailable, OrtWebBackend, load_ort
-from .io import ImageReadError, read_image_bytes
+from .io import ImageReadError
 from .models import find_model, load_model_index
 from .pipeline import segment_async
 
@@ -87,23 +86,8 @@ async def _fetch_bytes(url: str) -> bytes:
     return (await resp.arrayBuffer()).to_bytes()
 
 
-def _pick_default(specs, index_text: str) -> str | None:
-    try:
-        raw = json.loads(index_text)
-        if isinstance(raw, dict) and raw.get("default"):
-            return str(raw["default"])
-    except ValueError:
-        pass
-    return find_model(specs, None).id if specs else None
-
-
 def _spec(model_id: str | None):
-    model_id = model_id or S.default_model
-    for s in S.specs:
-        if s.id == model_id:
-            return s
-    known = ", ".join(s.id for s in S.specs) or "none"
-    raise LookupError(f"unknown model {model_id!r} (available: {known})")
+    return find_model(S.specs, model_id or S.default_model)
 
 
 async def _model_bytes(spec) -> bytes:
@@ -138,9 +122,9 @@ async def init(cfg: dict) -> dict:
                                num_threads=cfg.get("num_threads"))
         text = (await _fetch_bytes(S.base + cfg["models_index"])).decode("utf-8")
         S.specs = list(load_model_index(text))
-        S.default_model = _pick_default(S.specs, text)
-        if S.default_model is None:
+        if not S.specs:
             raise LookupError("the site has no models (models/index.json is empty)")
+        S.default_model = find_model(S.specs, None).id
         backend = await _backend(_spec(None), cfg.get("backend") or "auto")
         _warm_up()
         return {"ok": True, "models": [_spec_dict(s) for s in S.specs],
@@ -190,20 +174,10 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         t_start = _now()
         spec = _spec(options.get("model"))
         backend = await _backend(spec, options.get("backend") or "auto")
-        if not data:
-            raise ImageReadError(f"{options.get('filename') or 'the file'} is empty (0 bytes)")
-        t0 = _now()
-        image = read_image_bytes(bytes(data), options.get("filename"),
-                                 color=getattr(spec, "channels", 1) == 3)
-        t_decode = _now() - t0
-        seg = await segment_async(image, spec, backend, progress=progress,
+        seg = await segment_async(bytes(data), spec, backend, progress=progress,
                                   filename=options.get("filename"))
-        labels = np.asarray(seg.labels)
-        if labels.dtype not in (np.uint16, np.uint32):
-            labels = labels.astype(np.uint32 if labels.max(initial=0) > 65535 else np.uint16)
-        timings = {k: float(v) for k, v in dict(seg.timings).items()}
-        timings["decode"] = t_decode
-        timings["total"] = t_decode + timings.get("total", 0.0)
+        labels = seg.labels
+        timings = {k: float(v) for k, v in seg.timings.items()}
         result = {
             "ok": True,
             "labels": _typed(labels),
@@ -215,7 +189,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             "timings": timings,
         }
         if options.get("display"):
-            result["image"] = _typed(_display_image(image))
+            result["image"] = _typed(_display_image(seg.image))
         result["timings"]["worker"] = _now() - t_start
         return result
     except Exception as exc:  # noqa: BLE001

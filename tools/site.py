@@ -205,54 +205,17 @@ def fetch_pure_wheel(name: str, version: str) -> Path:
 
 
 def build_piximi_wheel() -> Path:
-    """Build the piximi_py wheel: ``pip wheel --no-deps .`` when pyproject.toml
-    exists, else a minimal pure-Python wheel of the ``piximi_py`` package."""
+    """Build the piximi_py wheel the page installs (``pip wheel --no-deps .``)."""
     out = CACHE / "piximi-wheel"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    if (ROOT / "pyproject.toml").exists():
-        log("pip wheel --no-deps .")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), "."],
-            cwd=ROOT, check=True,
-        )
-        wheels = sorted(out.glob("piximi_py-*.whl"))
-        if len(wheels) != 1:
-            raise RuntimeError(f"expected one piximi_py wheel, got {wheels}")
-        return wheels[0]
-    return _minimal_wheel(out)
-
-
-def _minimal_wheel(out: Path) -> Path:
-    import base64
-    import re
-
-    init = (ROOT / "piximi_py" / "__init__.py").read_text()
-    m = re.search(r"__version__\s*=\s*[\"']([^\"']+)", init)
-    version = m.group(1) if m else "0.0.0"
-    log(f"no pyproject.toml: writing a minimal piximi_py {version} wheel")
-    dist_info = f"piximi_py-{version}.dist-info"
-    files = {}
-    for p in sorted((ROOT / "piximi_py").rglob("*")):
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
-            files[p.relative_to(ROOT).as_posix()] = p.read_bytes()
-    files[f"{dist_info}/METADATA"] = (
-        f"Metadata-Version: 2.1\nName: piximi_py\nVersion: {version}\n").encode()
-    files[f"{dist_info}/WHEEL"] = (
-        b"Wheel-Version: 1.0\nGenerator: piximi-tools\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-    record = []
-    for name, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(data)}")
-    record.append(f"{dist_info}/RECORD,,")
-    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    path = out / f"piximi_py-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in files.items():
-            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, data)
-    return path
+    log("pip wheel --no-deps .")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), "."],
+                   cwd=ROOT, check=True)
+    wheels = sorted(out.glob("piximi_py-*.whl"))
+    if len(wheels) != 1:
+        raise RuntimeError(f"expected one piximi_py wheel, got {wheels}")
+    return wheels[0]
 
 
 def pyscript_files(ps_dist: Path) -> list[str]:
@@ -434,6 +397,14 @@ class COIHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 
+    def copyfile(self, source, outputfile) -> None:
+        # count body bytes actually sent (tests report what a visit transfers)
+        start = source.tell()
+        super().copyfile(source, outputfile)
+        with self.server.stats_lock:
+            self.server.bytes_sent += source.tell() - start
+            self.server.files_sent += 1
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002
         if os.environ.get("PIXIMI_SERVE_LOG"):
             super().log_message(format, *args)
@@ -442,6 +413,9 @@ class COIHandler(http.server.SimpleHTTPRequestHandler):
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    bytes_sent = 0
+    files_sent = 0
+    stats_lock = threading.Lock()
 
 
 def make_server(port: int = 0, directory: Path = DIST, host: str = "127.0.0.1") -> _Server:

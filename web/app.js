@@ -123,6 +123,13 @@ async function segment(input, options = {}) {
 
 const ready = start();
 ready.catch((e) => { status("Failed to load", 0); showError(e.message); });
+// Once everything the page needs is loaded, let the service worker cache the
+// whole site (manifest.json) for offline use.
+ready.then(async () => {
+  if (!("serviceWorker" in navigator) || params.has("nosw")) return;
+  const reg = await navigator.serviceWorker.getRegistration(BASE);
+  reg?.active?.postMessage({ type: "precache" });
+}).catch(() => {});
 
 window.piximi = {
   ready,

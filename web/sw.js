@@ -6,21 +6,26 @@ const VERSION = "__PIXIMI_VERSION__";
 const CACHE = `piximi-${VERSION}`;
 const SCOPE = new URL("./", self.location).href;
 
-self.addEventListener("install", (event) => {
-  self.skipWaiting();
-  event.waitUntil((async () => {
-    const cache = await caches.open(CACHE);
-    const manifest = await (await fetch(SCOPE + "manifest.json", { cache: "no-store" })).json();
-    const urls = ["", "manifest.json", ...Object.keys(manifest.files)].map((p) => SCOPE + p);
-    // one at a time: gentle on the network and on the page that is loading too
-    for (const url of urls) {
-      if (await cache.match(url)) continue;
-      try {
-        const res = await fetch(url, { cache: "no-cache" });
-        if (res.ok) await cache.put(url, res);
-      } catch (e) { /* offline during install: cached later on use */ }
-    }
-  })());
+// Precaching is asked for by the page once it is ready (app.js), so the first
+// visit does not download everything twice: the files the page just loaded come
+// from the HTTP cache (revalidated), only the rest goes over the network.
+self.addEventListener("install", () => self.skipWaiting());
+
+async function precache() {
+  const cache = await caches.open(CACHE);
+  const manifest = await (await fetch(SCOPE + "manifest.json", { cache: "no-cache" })).json();
+  const urls = ["", ...Object.keys(manifest.files)].map((p) => SCOPE + p);
+  for (const url of urls) { // one at a time: gentle on the network and the page
+    if (await cache.match(url)) continue;
+    try {
+      const res = await fetch(url);
+      if (res.ok) await cache.put(url, res);
+    } catch (e) { /* offline: cached later on use */ }
+  }
+}
+
+self.addEventListener("message", (event) => {
+  if (event.data?.type === "precache") event.waitUntil(precache());
 });
 
 self.addEventListener("activate", (event) => {

@@ -1,0 +1,115 @@
+"""Benchmark: native onnxruntime vs the page (onnxruntime-web WASM), one run, one machine.
+
+    python -m bench [--repeats 5] [--threads 2] [--image PATH]
+
+Prints a table for the default model on a 512x512 image (the StarDist sample
+unless ``--image`` is given): model-only and end-to-end latency natively and
+in headless Chromium (WASM backend, same thread count), their ratios, and the
+page's cold start to ``window.piximi.ready``. Absolute times on a shared
+2-core machine are noisy; compare the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def native(image_bytes: bytes, threads: int, repeats: int) -> dict:
+    import piximi_py
+    from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
+    from piximi_py.io import read_image_bytes
+    from piximi_py.models import default_models_dir, find_model
+    from piximi_py import run_sync
+    from piximi_py.pipeline import prepare_input, segment_async
+
+    spec = find_model(piximi_py.load_models(), None)
+    backend = OnnxRuntimeBackend(default_models_dir() / spec.file, threads=threads)
+    x = prepare_input(read_image_bytes(image_bytes), spec)[None]
+    backend.run_sync(x)  # warm-up
+    model_ms = median_ms(lambda: backend.run_sync(x), repeats)
+    e2e_ms = median_ms(lambda: run_sync(segment_async(image_bytes, spec, backend)), repeats)
+    return {"model": spec.id, "shape": x.shape[-2:], "model_ms": model_ms, "e2e_ms": e2e_ms}
+
+
+def browser(image_bytes: bytes, threads: int, repeats: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    from tools.browser import launch
+    from tools.site import build_site, serve_background
+
+    build_site()
+    server, origin = serve_background(0)
+    try:
+        with sync_playwright() as p:
+            b = launch(p)
+            page = b.new_page()
+            t0 = time.perf_counter()
+            page.goto(f"{origin}/index.html?threads={threads}")
+            page.wait_for_function("window.piximi !== undefined")
+            page.evaluate("() => window.piximi.ready")
+            cold_ms = (time.perf_counter() - t0) * 1000
+            runs = page.evaluate(
+                """async ([b64, n]) => {
+                    const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                    const out = [];
+                    for (let i = 0; i < n + 1; i++) {
+                      const r = await window.piximi.segment(bytes.slice(), {backend: "wasm"});
+                      out.push({...r.timings, backend: r.backend, count: r.count});
+                    }
+                    return out.slice(1);  // first run warms up
+                }""", [base64.b64encode(image_bytes).decode(), repeats])
+            b.close()
+    finally:
+        server.shutdown()
+    med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+    return {"backend": runs[0]["backend"], "model_ms": med("inference"), "e2e_ms": med("total"),
+            "roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
+            "cold_ms": cold_ms}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image", type=Path, help="image file (default: the StarDist 512x512 sample)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    if args.image is None:
+        from tools.samples import stardist_sample
+
+        args.image = stardist_sample()[0]
+    data = args.image.read_bytes()
+    nat = native(data, args.threads, args.repeats)
+    web = browser(data, args.threads, args.repeats)
+    h, w = nat["shape"]
+    print(f"\nmodel {nat['model']!r}, image {args.image.name} ({w}x{h}), {args.threads} threads, "
+          f"median of {args.repeats}")
+    print("| measure | native onnxruntime | browser " + web["backend"] + " | browser / native |")
+    print("|---|---|---|---|")
+    print(f"| model only (ms) | {nat['model_ms']:.0f} | {web['model_ms']:.0f} | {web['model_ms'] / nat['model_ms']:.2f} |")
+    print(f"| end to end, in Python (ms) | {nat['e2e_ms']:.0f} | {web['e2e_ms']:.0f} | {web['e2e_ms'] / nat['e2e_ms']:.2f} |")
+    print(f"| end to end, from JS incl. transfer (ms) | | {web['roundtrip_ms']:.0f} | {web['roundtrip_ms'] / nat['e2e_ms']:.2f} |")
+    print(f"| page cold start to ready (ms) | | {web['cold_ms']:.0f} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""preprocess, tiling, postprocess and metrics: constructed cases + scikit-image as oracle."""
+import numpy as np
+import pytest
+from skimage import measure, morphology, segmentation
+
+from piximi_py import postprocess, preprocess, tiling
+from piximi_py.metrics import average_precision, evaluate_instances, iou_matrix
+
+
+def disks(shape, centers, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for i, (cy, cx) in enumerate(centers, 1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = i
+    return labels
+
+
+def probabilities_from_labels(labels):
+    boundary = segmentation.find_boundaries(labels, mode="inner") & (labels > 0)
+    prob = np.zeros((3,) + labels.shape, np.float32)
+    prob[0][labels == 0] = 1
+    prob[1][(labels > 0) & ~boundary] = 1
+    prob[2][boundary] = 1
+    return prob
+
+
+# ---------------------------------------------------------------- preprocess
+def test_normalize_percentile_matches_definition():
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 100.0, (64, 64)).astype(np.uint16)
+    lo, hi = np.percentile(x.astype(np.float32), [1, 99.8])
+    np.testing.assert_allclose(preprocess.normalize_percentile(x), (x - lo) / (hi - lo), rtol=1e-5, atol=1e-6)
+
+
+def test_normalize_handles_nan_inf_and_flat():
+    x = np.arange(100, dtype=np.float32).reshape(10, 10)
+    x[0, 0], x[0, 1], x[0, 2] = np.nan, np.inf, -np.inf
+    y = preprocess.normalize_percentile(x)
+    assert np.isfinite(y).all()
+    assert (preprocess.normalize_percentile(np.full((9, 9), 7, np.uint8)) == 0).all()
+    with pytest.raises(ValueError, match="no finite"):
+        preprocess.to_float(np.full((4, 4), np.nan))
+
+
+def test_pad_to_multiple_roundtrip():
+    x = np.arange(5 * 7, dtype=np.float32).reshape(1, 5, 7)
+    padded, crop = preprocess.pad_to_multiple(x, 16)
+    assert padded.shape == (1, 16, 16)
+    np.testing.assert_array_equal(padded[(slice(None),) + crop], x)
+
+
+# ---------------------------------------------------------------- tiling
+@pytest.mark.parametrize("shape,tile,overlap", [((512, 512), 512, 64), ((1000, 700), 256, 48), ((64, 2000), 128, 32)])
+def test_tile_cores_partition_the_image(shape, tile, overlap):
+    plan = tiling.plan_tiles(shape, tile, overlap)
+    cover = np.zeros(shape, np.int32)
+    for t in plan:
+        cover[t.core] += 1
+        # the core lies inside the tile with at least overlap/2 context where there is a neighbour
+        assert t.read[0].start <= t.core[0].start and t.core[0].stop <= t.read[0].stop
+        assert t.read[1].start <= t.core[1].start and t.core[1].stop <= t.read[1].stop
+    assert (cover == 1).all()
+
+
+# ---------------------------------------------------------------- postprocess
+def test_touching_disks_are_separated():
+    truth = disks((80, 120), [(40, 30), (40, 52), (40, 90)], 12)  # first two touch
+    labels = postprocess.probabilities_to_labels(probabilities_from_labels(truth))
+    assert labels.max() == 3
+    assert average_precision(truth, labels, 0.9) == 1.0
+
+
+def test_relabel_and_remove_small_match_skimage():
+    rng = np.random.default_rng(1)
+    labels = measure.label(rng.random((96, 96)) > 0.7)
+    ours = postprocess.remove_small_objects(labels, 5)
+    ref = morphology.remove_small_objects(labels, max_size=4)  # removes < 5 pixels
+    np.testing.assert_array_equal(ours, ref)
+    relabelled = postprocess.relabel_sequential(ours * 7)
+    ref_rel = segmentation.relabel_sequential(ours * 7)[0]
+    assert relabelled.max() == ref_rel.max()
+    assert average_precision(ref_rel, relabelled, 0.99) == 1.0
+
+
+def test_fill_holes():
+    labels = disks((40, 40), [(20, 20)], 10)
+    labels[18:22, 18:22] = 0
+    filled = postprocess.fill_holes(labels)
+    assert (filled[18:22, 18:22] == 1).all()
+
+
+def test_orphan_foreground_without_seed_is_kept():
+    truth = disks((40, 40), [(20, 20)], 6)
+    prob = probabilities_from_labels(truth)
+    prob[2] += prob[1]  # all boundary, no interior seed
+    prob[1] = 0
+    assert postprocess.probabilities_to_labels(prob).max() == 1
+
+
+def test_uint32_above_65535():
+    assert postprocess.label_dtype(70000) == np.uint32
+    assert postprocess.label_dtype(100) == np.uint16
+
+
+# ---------------------------------------------------------------- metrics
+def test_metrics_constructed():
+    truth = disks((64, 64), [(16, 16), (48, 48)], 8)
+    pred = disks((64, 64), [(16, 16), (48, 16)], 8)  # one right, one wrong
+    r = evaluate_instances(truth, pred)
+    assert (r["tp"], r["fp"], r["fn"]) == (1, 1, 1)
+    assert r["ap50"] == pytest.approx(1 / 3) and r["f1"] == pytest.approx(0.5)
+    assert iou_matrix(truth, truth).diagonal().tolist() == [1.0, 1.0]
+    assert evaluate_instances(np.zeros((8, 8), int), np.zeros((8, 8), int))["ap50"] == 1.0
