@@ -1,0 +1,88 @@
+"""piximi_py.measure against scikit-image's regionprops (the oracle; not in the page)."""
+import numpy as np
+import pytest
+import tifffile
+from skimage.measure import regionprops
+
+from piximi_py.measure import COLUMNS, INTENSITY_COLUMNS, perimeter, regionprops_table
+from realdata import stardist_sample
+
+
+def oracle(labels, image=None):
+    props = regionprops(labels, intensity_image=image)
+    table = {
+        "label": [p.label for p in props],
+        "area": [p.area for p in props],
+        "centroid_y": [p.centroid[0] for p in props],
+        "centroid_x": [p.centroid[1] for p in props],
+        "bbox_min_y": [p.bbox[0] for p in props],
+        "bbox_min_x": [p.bbox[1] for p in props],
+        "bbox_max_y": [p.bbox[2] for p in props],
+        "bbox_max_x": [p.bbox[3] for p in props],
+        "perimeter": [p.perimeter for p in props],
+    }
+    if image is not None:
+        table["intensity_mean"] = [p.intensity_mean for p in props]
+        table["intensity_min"] = [p.intensity_min for p in props]
+        table["intensity_max"] = [p.intensity_max for p in props]
+    return table
+
+
+def assert_same(ours, theirs):
+    assert list(ours) == list(theirs)
+    for name, values in theirs.items():
+        assert ours[name].ndim == 1 and len(ours[name]) == len(values), name
+        np.testing.assert_allclose(ours[name], np.asarray(values, np.float64), rtol=1e-12,
+                                   atol=1e-9, err_msg=name)
+
+
+def test_real_mask_and_image_match_skimage():
+    image_path, mask_path = stardist_sample()
+    labels, image = tifffile.imread(mask_path), tifffile.imread(image_path)
+    assert labels.max() > 50
+    table = regionprops_table(labels, image)
+    assert tuple(table) == COLUMNS + INTENSITY_COLUMNS
+    assert_same(table, oracle(labels, image))
+    assert table["intensity_min"].dtype == image.dtype
+
+
+def test_touching_edge_objects_and_gaps_in_ids():
+    image_path, mask_path = stardist_sample()
+    labels = tifffile.imread(mask_path)[100:228, 300:428].astype(np.int32)
+    labels[labels > 0] += 1000            # ids with gaps, objects cut by the crop edges
+    labels[0:5, 0:7] = 7                  # a rectangle touching two edges
+    labels[50, 50] = 3                    # single pixel
+    labels[60:62, 60:70] = 4              # thin bar, touching nothing else
+    labels[61:63, 64:66] = 5              # ... and another object touching it
+    image = np.random.default_rng(0).normal(size=labels.shape)  # float64: skimage averages float32 in float32
+    assert_same(regionprops_table(labels, image), oracle(labels, image))
+
+
+def test_sparse_ids_and_empty():
+    labels = np.zeros((32, 40), np.uint32)
+    labels[3:9, 4:12] = 70_000            # more than the pixel count: ids are compacted
+    labels[20:30, 20:21] = 17
+    assert_same(regionprops_table(labels), oracle(labels))
+    labels[labels == 70_000] = 4_000_000_000   # too sparse for skimage's find_objects
+    table = regionprops_table(labels)
+    assert table["label"].tolist() == [17, 4_000_000_000] and table["area"].tolist() == [10, 48]
+    empty = regionprops_table(np.zeros((16, 16), np.uint16), np.ones((16, 16)))
+    assert all(len(v) == 0 for v in empty.values()) and tuple(empty) == COLUMNS + INTENSITY_COLUMNS
+
+
+def test_perimeter_indexed_by_label():
+    labels = np.zeros((10, 10), np.uint8)
+    labels[2:5, 2:5] = 2
+    from skimage.measure import perimeter as sk_perimeter
+    p = perimeter(labels)
+    assert p.shape == (3,) and p[0] == 0 and p[1] == 0
+    assert p[2] == pytest.approx(sk_perimeter(labels == 2, 4))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="2-D integer"):
+        regionprops_table(np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match="negative"):
+        regionprops_table(-np.ones((4, 4), np.int16))
+    with pytest.raises(ValueError, match="shape"):
+        regionprops_table(np.zeros((4, 4), np.uint8), np.zeros((4, 5)))
