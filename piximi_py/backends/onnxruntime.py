@@ -31,6 +31,7 @@ class OnnxRuntimeBackend(Backend):
         self.session = ort.InferenceSession(source, options,
                                             providers=providers or ["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = "onnxruntime-" + self.session.get_providers()[0].replace("ExecutionProvider", "").lower()
 
     def run_sync(self, batch: np.ndarray) -> np.ndarray:
@@ -38,3 +39,10 @@ class OnnxRuntimeBackend(Backend):
 
     async def run(self, batch: np.ndarray) -> np.ndarray:
         return self.run_sync(batch)
+
+    def run_named_sync(self, inputs: dict) -> dict:
+        feed = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
+        return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+
+    async def run_named(self, inputs: dict) -> dict:
+        return self.run_named_sync(inputs)

@@ -90,6 +90,7 @@ class OrtWebBackend(Backend):
         self._ort = ort
         self.input_name = str(session.inputNames[0])
         self.output_name = str(session.outputNames[0])
+        self.output_names = [str(n) for n in session.outputNames]
 
     @classmethod
     async def create(cls, model: bytes | memoryview, backend: str = "auto", *, ort=None):
@@ -146,6 +147,45 @@ class OrtWebBackend(Backend):
                 except Exception:
                     pass
         return arr
+
+    async def run_named(self, inputs: dict) -> dict:
+        """Several named inputs -> every output by name (one memcpy per array each way)."""
+        from pyodide.ffi import to_js
+
+        js = _js()
+        typed = {np.dtype(np.float32): (js.Float32Array, "float32"), np.dtype(np.int64): (js.BigInt64Array, "int64"),
+                 np.dtype(np.int32): (js.Int32Array, "int32"), np.dtype(np.uint8): (js.Uint8Array, "uint8")}
+        feeds, tensors = {}, []
+        try:
+            for name, value in inputs.items():
+                arr = np.ascontiguousarray(value)
+                if arr.dtype not in typed:
+                    arr = arr.astype(np.float32)
+                ctor, ort_type = typed[arr.dtype]
+                buf = ctor.new(arr.size)
+                buf.assign(arr)
+                tensor = self._ort.Tensor.new(ort_type, buf, to_js(list(arr.shape)))
+                tensors.append(tensor)
+                feeds[name] = tensor
+            results = await self.session.run(_to_js_obj(feeds))
+            out = {}
+            for name in self.output_names:
+                t = getattr(results, name)
+                tensors.append(t)
+                shape = tuple(int(d) for d in t.dims)
+                if str(t.type) == "float32":
+                    arr = np.empty(shape, dtype=np.float32)
+                    t.data.assign_to(arr)
+                else:
+                    arr = np.asarray(t.data.to_py()).astype(np.float32).reshape(shape)
+                out[name] = arr
+            return out
+        finally:
+            for t in tensors:
+                try:
+                    t.dispose()
+                except Exception:
+                    pass
 
     async def close(self) -> None:
         try:
