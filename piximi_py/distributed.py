@@ -10,7 +10,9 @@ a small summary. :func:`run_batch` maps it over the inputs, in this process
 or as Dask tasks, and writes the run's tables and report. Per image ``NAME``:
 
 * ``NAME_labels.tif`` -- instance labels (ImageJ-compatible uint16 TIFF);
-* ``NAME_measurements.csv`` -- one row per object (:mod:`piximi_py.measure`).
+* ``NAME_measurements.csv`` -- one row per object (:mod:`piximi_py.measure`);
+* ``NAME_rois.zip`` -- ImageJ/Fiji ROI set, one traced polygon per object;
+* ``NAME_coco.json`` -- COCO instance annotations (RLE), :mod:`piximi_py.export`.
 
 Per run: ``run_images.csv`` (one row per input, failures included),
 ``run_objects.csv`` (every object of every image) and ``run_report.json``
@@ -47,6 +49,8 @@ __all__ = ["IMAGE_SUFFIXES", "expand_inputs", "output_paths", "process_one", "ru
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
 LABELS_SUFFIX = "_labels.tif"
 MEASUREMENTS_SUFFIX = "_measurements.csv"
+ROIS_SUFFIX = "_rois.zip"
+COCO_SUFFIX = "_coco.json"
 RUN_IMAGES_CSV = "run_images.csv"
 RUN_OBJECTS_CSV = "run_objects.csv"
 RUN_REPORT = "run_report.json"
@@ -99,6 +103,12 @@ def output_paths(out_dir, name: str) -> tuple[Path, Path]:
     return base.with_name(base.name + LABELS_SUFFIX), base.with_name(base.name + MEASUREMENTS_SUFFIX)
 
 
+def export_paths(out_dir, name: str) -> tuple[Path, Path]:
+    """``(ImageJ ROI zip, COCO JSON)`` of the image with output ``name``."""
+    base = Path(out_dir) / name
+    return base.with_name(base.name + ROIS_SUFFIX), base.with_name(base.name + COCO_SUFFIX)
+
+
 def _write_atomic(target: Path, write) -> None:
     """``write(tmp)`` then rename ``tmp`` to ``target``: ``target`` is never partial."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{_TMP_SUFFIX}")
@@ -118,16 +128,15 @@ def _format(value) -> str:
 
 def write_measurements(path, table: dict) -> None:
     """Write :func:`piximi_py.measure.regionprops_table` output as CSV (floats round-trip)."""
-    columns = list(table)
+    from .export import measurements_csv
+
     with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(zip(*([_format(v) for v in table[c]] for c in columns)))
+        f.write(measurements_csv(table))
 
 
 def _complete(out_dir, name: str) -> bool:
-    """Whether both outputs of ``name`` exist (each was renamed into place whole)."""
-    return all(p.exists() for p in output_paths(out_dir, name))
+    """Whether all outputs of ``name`` exist (each was renamed into place whole)."""
+    return all(p.exists() for p in output_paths(out_dir, name) + export_paths(out_dir, name))
 
 
 def _count_rows(path: Path) -> int:
@@ -158,7 +167,8 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
                 overwrite: bool = False) -> dict:
     """Segment and measure one image file and write its outputs.
 
-    Writes ``NAME_measurements.csv`` then ``NAME_labels.tif`` in ``out_dir``,
+    Writes ``NAME_rois.zip``, ``NAME_coco.json``, ``NAME_measurements.csv``
+    then ``NAME_labels.tif`` in ``out_dir``,
     each under a temporary name renamed when complete. Both the command line
     and the Dask tasks run this function.
 
@@ -189,7 +199,8 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         a readable image), ``objects``, ``height``, ``width``, ``worker``
         (``host:pid``) and ``ms`` (milliseconds per stage).
     """
-    from .io import ImageReadError, read_image_bytes
+    from . import export
+    from .io import ImageReadError, describe_image, read_image_bytes
     from .measure import regionprops_table
     from .pipeline import segment_async
 
@@ -212,6 +223,7 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         except OSError as exc:
             raise ImageReadError(f"cannot open '{path.name}': {exc.strerror or exc}") from None
         image = read_image_bytes(data, path.name, color=spec.channels == 3, index=index)
+        pixel_size = describe_image(data, path.name).get("pixel_size")
         decode_ms = (time.perf_counter() - t) * 1000.0
         result = asyncio.run(segment_async(image, spec, backend))
     except ImageReadError as exc:
@@ -222,16 +234,18 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
     ms["decode"] = decode_ms
 
     t = time.perf_counter()
-    table = regionprops_table(result.labels, _intensity(image))
+    table = regionprops_table(result.labels, _intensity(image), pixel_size=pixel_size)
     ms["measure"] = (time.perf_counter() - t) * 1000.0
-
-    import tifffile
 
     t = time.perf_counter()
     labels_path.parent.mkdir(parents=True, exist_ok=True)
+    rois_path, coco_path = export_paths(out_dir, name)
+    _write_atomic(rois_path, lambda tmp: tmp.write_bytes(export.roi_zip(result.labels)))
+    _write_atomic(coco_path, lambda tmp: tmp.write_bytes(export.coco_json_bytes(
+        result.labels, file_name=path.name)))
     _write_atomic(csv_path, lambda tmp: write_measurements(tmp, table))
-    _write_atomic(labels_path, lambda tmp: tifffile.imwrite(
-        tmp, result.labels, imagej=result.labels.dtype == np.uint16, compression=None))
+    _write_atomic(labels_path, lambda tmp: tmp.write_bytes(
+        export.labels_tiff(result.labels, pixel_size=pixel_size)))
     ms["write"] = (time.perf_counter() - t) * 1000.0
     ms["total"] = (time.perf_counter() - t0) * 1000.0
     summary.update(objects=result.count, height=int(result.labels.shape[0]),

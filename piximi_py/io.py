@@ -11,7 +11,10 @@ A file can hold more than one 2-D plane (channels, z-slices, time points,
 RGB samples). By default :func:`read_image` returns the **first** plane along
 every axis other than Y and X, except RGB(A) samples, which are averaged into
 one grayscale plane (or kept when ``color=True``). Pass ``index={"C": 1,
-"Z": 5}`` to pick another plane.
+"Z": 5}`` to pick another plane, and ``project={"Z": "max"}`` to project an
+axis (maximum or mean) instead. :func:`describe_image` tells what a file holds
+(axes, sizes, pixel size, channel names) from its header, without decoding
+the pixels, so a user interface can offer the choices.
 """
 from __future__ import annotations
 
@@ -22,10 +25,12 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ImageReadError", "read_image", "read_image_bytes", "sniff_format",
-           "validate_image", "MAX_PIXELS", "MIN_SIDE"]
+           "validate_image", "describe_image", "MAX_PIXELS", "MAX_BYTES", "MIN_SIDE"]
 
 #: Largest plane accepted (pixels); bigger ones would exhaust a browser tab.
 MAX_PIXELS = 16384 * 16384
+#: Largest decoded file (all planes) accepted, in bytes.
+MAX_BYTES = 4 << 30
 #: Smallest side accepted; the models need some context around a nucleus.
 MIN_SIDE = 8
 
@@ -52,7 +57,7 @@ def _describe(filename) -> str:
 
 
 def read_image(source, *, color: bool = False, index: dict | None = None,
-               filename: str | None = None) -> np.ndarray:
+               filename: str | None = None, project: dict | None = None) -> np.ndarray:
     """Read one 2-D image plane from a path, bytes or a binary file object.
 
     Parameters
@@ -64,6 +69,9 @@ def read_image(source, *, color: bool = False, index: dict | None = None,
     index : dict of {str: int}, optional
         Plane to take along non-spatial axes, by tifffile axis letter
         (``C`` channel, ``Z`` depth, ``T`` time, ``Q``/``I`` other pages).
+    project : dict of {str: str}, optional
+        Axes to project rather than index, ``"max"`` or ``"mean"``
+        (``{"Z": "max"}``: maximum-intensity projection over z).
     filename : str, optional
         Used in error messages when ``source`` is bytes.
 
@@ -89,11 +97,11 @@ def read_image(source, *, color: bool = False, index: dict | None = None,
         data = bytes(source)
     else:
         data = source.read()
-    return read_image_bytes(data, filename=filename, color=color, index=index)
+    return read_image_bytes(data, filename=filename, color=color, index=index, project=project)
 
 
 def read_image_bytes(data: bytes, filename: str | None = None, *, color: bool = False,
-                     index: dict | None = None) -> np.ndarray:
+                     index: dict | None = None, project: dict | None = None) -> np.ndarray:
     """Like :func:`read_image`, for the bytes of a file."""
     what = _describe(filename)
     if len(data) == 0:
@@ -105,8 +113,11 @@ def read_image_bytes(data: bytes, filename: str | None = None, *, color: bool = 
             f"(it starts with {bytes(data[:8])!r}); was it renamed from another format?")
     try:
         if fmt == "TIFF":
-            image = _read_tiff(data, what, color, index or {})
+            image = _read_tiff(data, what, color, index or {}, project or {})
         else:
+            if project or index:
+                unknown = sorted(set(index or {}) | set(project or {}))
+                raise ImageReadError(f"{what} is a single-plane {fmt}; it has no axis {unknown}")
             image = _read_pillow(data, what, fmt, color)
     except ImageReadError:
         raise
@@ -152,7 +163,7 @@ def _to_plane(array: np.ndarray, color: bool) -> np.ndarray:
     return array
 
 
-def _read_tiff(data: bytes, what: str, color: bool, index: dict) -> np.ndarray:
+def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict) -> np.ndarray:
     import tifffile
 
     try:
@@ -167,30 +178,178 @@ def _read_tiff(data: bytes, what: str, color: bool, index: dict) -> np.ndarray:
         if "Y" not in axes or "X" not in axes:
             raise ImageReadError(f"{what} has axes {axes!r} without both Y and X")
         _check_plane_size((shape[axes.index("Y")], shape[axes.index("X")]), what)
-        unknown = set(index) - set(axes)
+        nbytes = int(np.prod(shape, dtype=np.float64)) * np.dtype(series.dtype).itemsize
+        if nbytes > MAX_BYTES:
+            raise ImageReadError(f"{what} holds {nbytes / 2**30:.1f} GiB of pixels (axes "
+                                 f"{axes}, shape {tuple(shape)}), more than the "
+                                 f"{MAX_BYTES / 2**30:.0f} GiB supported")
+        for axis, how in project.items():
+            if how not in ("max", "mean"):
+                raise ImageReadError(f"projection {how!r} of axis {axis}: use 'max' or 'mean'")
+            if axis in "YXS":
+                raise ImageReadError(f"axis {axis} cannot be projected")
+        unknown = (set(index) | set(project)) - set(axes)
         if unknown:
             raise ImageReadError(f"{what} has axes {axes!r}; it has no axis {sorted(unknown)}")
         page = series.pages[0] if series.pages else None
         compression = getattr(getattr(page, "compression", None), "name", "")
         try:
             array = series.asarray()
-        except (ValueError, NotImplementedError, KeyError) as exc:
+        except (ValueError, NotImplementedError, KeyError, ImportError) as exc:
             if compression and compression not in ("NONE",):
                 raise ImageReadError(
                     f"{what} uses {compression} compression, which cannot be decoded here "
                     f"({exc}); save it uncompressed, or with LZW or Deflate") from None
             raise
-    selection = []
+    selection, kept = [], []
     for axis, size in zip(axes, shape):
-        if axis in "YXS":
+        if axis in "YXS" or axis in project:
             selection.append(slice(None))
+            kept.append(axis)
         else:
             i = int(index.get(axis, 0))
             if not -size <= i < size:
                 raise ImageReadError(f"{what}: index {i} is outside axis {axis} of length {size}")
             selection.append(i)
     plane = array[tuple(selection)]
+    for axis, how in project.items():
+        i = kept.index(axis)
+        plane = plane.max(axis=i) if how == "max" else plane.mean(axis=i, dtype=np.float64).astype(np.float32)
+        kept.pop(i)
     return _to_plane(plane, color)
+
+
+_UNIT_UM = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0,
+            "micrometer": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3,
+            "cm": 1e4, "m": 1e6}
+
+
+def describe_image(data: bytes, filename: str | None = None) -> dict:
+    """What an image file holds, read from its header (pixels are not decoded).
+
+    Parameters
+    ----------
+    data : bytes
+        The file's bytes.
+    filename : str, optional
+        Used in error messages.
+
+    Returns
+    -------
+    dict
+        ``format`` ("TIFF", "PNG", ...), ``axes`` (tifffile letters, e.g.
+        ``"ZCYX"``; ``"YX"``/``"YXS"`` for other formats), ``shape``, ``sizes``
+        (``{axis: length}``), ``dtype``, ``width``, ``height``, ``pixel_size``
+        (``[y, x]`` in µm, or None when the file does not say), ``channel_names``
+        (list or None), ``compression`` (TIFF) and ``kind`` ("ome", "imagej" or
+        "plain").
+
+    Raises
+    ------
+    ImageReadError
+        For empty, unrecognised, truncated or implausibly large files.
+    """
+    what = _describe(filename)
+    if len(data) == 0:
+        raise ImageReadError(f"{what} is empty (0 bytes)")
+    fmt = sniff_format(bytes(data[:8]))
+    if fmt is None:
+        raise ImageReadError(f"{what} is not a PNG, JPEG, BMP or TIFF image "
+                             f"(it starts with {bytes(data[:8])!r})")
+    try:
+        info = _describe_tiff(data, what) if fmt == "TIFF" else _describe_pillow(data, what, fmt)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ImageReadError(f"could not read the header of {what} as {fmt}: {exc}. "
+                             "The file may be truncated or corrupt.") from None
+    info["format"] = fmt
+    info["sizes"] = dict(zip(info["axes"], info["shape"]))
+    info["height"], info["width"] = info["sizes"]["Y"], info["sizes"]["X"]
+    return info
+
+
+def _describe_pillow(data, what, fmt) -> dict:
+    from PIL import Image
+
+    img = Image.open(_io.BytesIO(data))
+    _check_plane_size((img.height, img.width), what)
+    bands = len(img.getbands())
+    color = img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "RGBX", "PA")
+    pixel_size = None
+    dpi = img.info.get("dpi")
+    if fmt == "PNG" and dpi and dpi[0] and dpi[0] > 1000:  # pixels per metre stored as dpi
+        pixel_size = [25400.0 / float(dpi[1]), 25400.0 / float(dpi[0])]
+    axes, shape = ("YXS", [img.height, img.width, 3]) if color else ("YX", [img.height, img.width])
+    if bands == 2 and not color:
+        axes, shape = "YX", [img.height, img.width]
+    return {"axes": axes, "shape": shape, "dtype": "uint8" if img.mode not in ("I;16", "I", "F")
+            else {"I;16": "uint16", "I": "int32", "F": "float32"}[img.mode],
+            "pixel_size": pixel_size, "channel_names": None, "compression": None,
+            "kind": "plain", "mode": img.mode}
+
+
+def _describe_tiff(data, what) -> dict:
+    import tifffile
+
+    with tifffile.TiffFile(_io.BytesIO(data)) as tif:
+        if not tif.series:
+            raise ImageReadError(f"{what} contains no image")
+        series = tif.series[0]
+        axes, shape = series.axes, [int(n) for n in series.shape]
+        if "Y" not in axes or "X" not in axes:
+            raise ImageReadError(f"{what} has axes {axes!r} without both Y and X")
+        _check_plane_size((shape[axes.index("Y")], shape[axes.index("X")]), what)
+        page = series.pages[0] if series.pages else tif.pages[0]
+        compression = getattr(getattr(page, "compression", None), "name", None)
+        pixel_size, names, kind = None, None, "plain"
+        if tif.is_ome and tif.ome_metadata:
+            kind = "ome"
+            pixel_size, names = _ome_metadata(tif.ome_metadata)
+        elif tif.is_imagej:
+            kind = "imagej"
+            meta = tif.imagej_metadata or {}
+            factor = _UNIT_UM.get(str(meta.get("unit", "")).strip().lower())
+            pixel_size = _tag_pixel_size(page, factor) if factor else None
+            labels = meta.get("Labels")
+            n_c = shape[axes.index("C")] if "C" in axes else 0
+            if isinstance(labels, (list, tuple)) and n_c and len(labels) == n_c:
+                names = [str(x) for x in labels]
+        else:
+            unit = page.tags.get("ResolutionUnit")
+            if unit is not None and int(unit.value) == 3:   # centimetre: a real pixel size
+                pixel_size = _tag_pixel_size(page, 1e4)
+        return {"axes": axes, "shape": shape, "dtype": str(series.dtype),
+                "pixel_size": pixel_size, "channel_names": names, "compression": compression,
+                "kind": kind}
+
+
+def _tag_pixel_size(page, factor_um):
+    try:
+        xr, yr = page.tags["XResolution"].value, page.tags["YResolution"].value
+        px, py = xr[1] / xr[0] * factor_um, yr[1] / yr[0] * factor_um
+    except (KeyError, ZeroDivisionError, TypeError, IndexError):
+        return None
+    return [float(py), float(px)] if px > 0 and py > 0 else None
+
+
+def _ome_metadata(xml: str):
+    """(pixel size [y, x] in µm or None, channel names or None) of the first OME image."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(xml)
+    pixels = next((e for e in root.iter() if e.tag.endswith("}Pixels") or e.tag == "Pixels"), None)
+    if pixels is None:
+        return None, None
+    size = []
+    for ax in ("Y", "X"):
+        value = pixels.get(f"PhysicalSize{ax}")
+        unit = pixels.get(f"PhysicalSize{ax}Unit", "µm")
+        factor = _UNIT_UM.get(unit.strip().lower()) if unit else 1.0
+        size.append(float(value) * factor if value and factor else None)
+    channels = [c.get("Name") for c in pixels if c.tag.endswith("Channel")]
+    names = channels if channels and all(channels) else None
+    return (size if None not in size else None), names
 
 
 def _read_pillow(data: bytes, what: str, fmt: str, color: bool) -> np.ndarray:

@@ -16,13 +16,17 @@ from math import sqrt
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.spatial import ConvexHull
 
-__all__ = ["COLUMNS", "INTENSITY_COLUMNS", "regionprops_table", "perimeter"]
+__all__ = ["COLUMNS", "INTENSITY_COLUMNS", "regionprops_table", "perimeter", "solidity",
+           "summarize"]
 
 #: Columns of :func:`regionprops_table`, in order, without an intensity image.
 COLUMNS = ("label", "area", "centroid_y", "centroid_x",
-           "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x", "perimeter")
-#: Columns added when an intensity image is given.
+           "bbox_min_y", "bbox_min_x", "bbox_max_y", "bbox_max_x", "perimeter",
+           "eccentricity", "solidity")
+#: Columns added when a 2-D intensity image is given (a multi-channel image
+#: gives ``intensity_mean-0``, ``intensity_mean-1``, ... as scikit-image does).
 INTENSITY_COLUMNS = ("intensity_mean", "intensity_min", "intensity_max")
 
 # Benkrid & Crookes' perimeter estimator, as in skimage.measure.perimeter
@@ -85,25 +89,78 @@ def perimeter(labels: np.ndarray) -> np.ndarray:
     return np.bincount(labels[where].ravel(), weights=_CODE_LENGTH[code[where]], minlength=n + 1)
 
 
-def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None) -> dict:
+def solidity(labels: np.ndarray, boxes: list, ids) -> np.ndarray:
+    """Area over convex area of each object, as scikit-image's ``solidity``.
+
+    The convex hull is that of the pixel-edge midpoints of the object, and the
+    convex area counts the pixels whose centre lies in or on the hull
+    (``skimage.morphology.convex_hull_image``).
+
+    Parameters
+    ----------
+    labels : (H, W) ndarray of non-negative ints
+    boxes : list of tuple of slice
+        ``scipy.ndimage.find_objects(labels)``.
+    ids : iterable of int
+        The labels to measure (each with a box).
+
+    Returns
+    -------
+    ndarray of float64, one value per id.
+    """
+    diamond = np.array([[0, 0.5], [0, -0.5], [0.5, 0], [-0.5, 0]])
+    out = []
+    for i in ids:
+        box = boxes[i - 1]
+        mask = labels[box] == i
+        area = int(mask.sum())
+        rows, cols = np.nonzero(mask)
+        # only the first and last pixel of each row and column can be on the hull
+        keep = np.zeros(len(rows), bool)
+        # nonzero() is sorted by row; lexsort gives the order by column
+        for key, order in ((rows, np.arange(len(rows))), (cols, np.lexsort((rows, cols)))):
+            change = key[order][1:] != key[order][:-1]
+            keep[order[np.r_[True, change] | np.r_[change, True]]] = True
+        pts = np.stack([rows[keep], cols[keep]], 1).astype(np.float64)
+        pts = np.unique((pts[:, None, :] + diamond).reshape(-1, 2), axis=0)
+        try:
+            eq = ConvexHull(pts).equations
+        except Exception:  # noqa: BLE001 - qhull errors: degenerate hull
+            out.append(1.0)
+            continue
+        gy, gx = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
+        grid = np.stack([gy.ravel(), gx.ravel()], 1).astype(np.float64)
+        inside = np.all(grid @ eq[:, :2].T + eq[:, 2] <= 1e-10, axis=1)
+        out.append(area / int(inside.sum()))
+    return np.asarray(out, np.float64)
+
+
+def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
+                      pixel_size=None) -> dict:
     """Measure every object of a label image.
 
     Parameters
     ----------
     labels : (H, W) ndarray of non-negative ints
         Instance labels, 0 = background. Ids need not be consecutive.
-    image : (H, W) ndarray, optional
-        Intensities for the ``intensity_*`` columns.
+    image : (H, W) or (H, W, C) ndarray, optional
+        Intensities for the ``intensity_*`` columns (per channel when 3-D).
+    pixel_size : float or (float, float), optional
+        Pixel size in µm (``(y, x)`` or one value for both); adds ``area_um2``.
 
     Returns
     -------
     dict of str to 1-D ndarray
         One entry per object, in increasing label order, with the columns of
-        :data:`COLUMNS` (+ :data:`INTENSITY_COLUMNS` with ``image``):
+        :data:`COLUMNS` (+ ``area_um2`` with ``pixel_size``, +
+        :data:`INTENSITY_COLUMNS` with ``image``):
         ``area`` in pixels; ``centroid_y``/``centroid_x`` (row, column);
         ``bbox_*`` with exclusive maxima, as in scikit-image;
         ``perimeter`` as ``skimage.measure.perimeter`` with 4-connectivity;
-        ``intensity_mean``/``min``/``max`` of ``image`` over the object.
+        ``eccentricity`` of the ellipse with the same second moments (0 = circle);
+        ``solidity`` (area / convex area, :func:`solidity`);
+        ``intensity_mean``/``min``/``max`` of ``image`` over the object
+        (``intensity_mean-0``, ... per channel for a multi-channel image).
 
     Raises
     ------
@@ -118,39 +175,87 @@ def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None) -> di
         raise ValueError("labels must not be negative")
     if image is not None:
         image = np.asarray(image)
-        if image.shape != labels.shape:
+        if image.shape[:2] != labels.shape or image.ndim not in (2, 3):
             raise ValueError(f"image shape {image.shape} differs from labels shape {labels.shape}")
     compact, ids = _compact(labels.astype(np.int64) if labels.dtype.kind == "b" else labels)
-    area = np.bincount(compact.ravel(), minlength=len(ids))
+    n = len(ids)
+    area = np.bincount(compact.ravel(), minlength=n)
     present = np.flatnonzero(area[1:]) + 1           # compact ids of the objects
-    sum_y, sum_x = np.zeros(len(ids)), np.zeros(len(ids))
     height, width = labels.shape
     step = max(1, (1 << 20) // max(width, 1))       # row blocks bound the memory
-    for y0 in range(0, height if width else 0, step):
-        block = compact[y0:y0 + step].ravel()
-        h = len(block) // width
-        sum_y += np.bincount(block, np.repeat(np.arange(y0, y0 + h, dtype=np.float64), width),
-                             minlength=len(ids))
-        sum_x += np.bincount(block, np.tile(np.arange(width, dtype=np.float64), h),
-                             minlength=len(ids))
+
+    def blocks():
+        for y0 in range(0, height if width else 0, step):
+            block = compact[y0:y0 + step].ravel()
+            h = len(block) // width
+            yield (block, np.repeat(np.arange(y0, y0 + h, dtype=np.float64), width),
+                   np.tile(np.arange(width, dtype=np.float64), h))
+
+    sum_y, sum_x = np.zeros(n), np.zeros(n)
+    for block, ys, xs in blocks():
+        sum_y += np.bincount(block, ys, minlength=n)
+        sum_x += np.bincount(block, xs, minlength=n)
+    safe = np.maximum(area, 1)
+    cy, cx = sum_y / safe, sum_x / safe
+    # central second moments, from coordinates relative to the centroid
+    mu20, mu02, mu11 = np.zeros(n), np.zeros(n), np.zeros(n)
+    for block, ys, xs in blocks():
+        dy, dx = ys - cy[block], xs - cx[block]
+        mu20 += np.bincount(block, dy * dy, minlength=n)
+        mu02 += np.bincount(block, dx * dx, minlength=n)
+        mu11 += np.bincount(block, dy * dx, minlength=n)
+    a, c, b = mu20 / safe, mu02 / safe, mu11 / safe
+    root = np.sqrt(((a - c) / 2) ** 2 + b ** 2)
+    l1 = np.maximum((a + c) / 2 + root, 0)
+    l2 = np.maximum((a + c) / 2 - root, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ecc = np.where(l1 > 0, np.sqrt(np.maximum(1 - l2 / np.where(l1 > 0, l1, 1), 0)), 0.0)
+
     boxes = ndi.find_objects(compact)
     bbox = np.array([[b[0].start, b[1].start, b[0].stop, b[1].stop] for b in
                      (boxes[i - 1] for i in present)], dtype=np.int64).reshape(-1, 4)
     table = {
         "label": ids[present].astype(np.int64),
         "area": area[present].astype(np.int64),
-        "centroid_y": sum_y[present] / area[present],
-        "centroid_x": sum_x[present] / area[present],
+        "centroid_y": cy[present],
+        "centroid_x": cx[present],
         "bbox_min_y": bbox[:, 0], "bbox_min_x": bbox[:, 1],
         "bbox_max_y": bbox[:, 2], "bbox_max_x": bbox[:, 3],
         "perimeter": perimeter(compact)[present],
+        "eccentricity": ecc[present],
+        "solidity": solidity(compact, boxes, present),
     }
+    if pixel_size is not None:
+        py, px = (pixel_size, pixel_size) if np.isscalar(pixel_size) else pixel_size
+        table["area_um2"] = table["area"] * float(py) * float(px)
     if image is not None:
-        if len(present):
-            table["intensity_mean"] = np.asarray(ndi.mean(image, compact, present), np.float64)
-            table["intensity_min"] = np.asarray(ndi.minimum(image, compact, present))
-            table["intensity_max"] = np.asarray(ndi.maximum(image, compact, present))
-        else:
-            for column in INTENSITY_COLUMNS:
-                table[column] = np.zeros(0, np.float64)
+        planes = [("", image)] if image.ndim == 2 else \
+            [(f"-{k}", image[..., k]) for k in range(image.shape[-1])]
+        for suffix, plane in planes:
+            for column, fn in zip(INTENSITY_COLUMNS, (ndi.mean, ndi.minimum, ndi.maximum)):
+                if len(present):
+                    values = np.asarray(fn(plane, compact, present))
+                    table[column + suffix] = values.astype(np.float64) if fn is ndi.mean else values
+                else:
+                    table[column + suffix] = np.zeros(0, np.float64)
     return table
+
+
+def summarize(table: dict) -> dict:
+    """Image summary of a :func:`regionprops_table` table.
+
+    Returns
+    -------
+    dict
+        ``count``, ``mean_area``, ``median_area``, ``total_area`` (pixels), and
+        ``mean_area_um2`` when the table has ``area_um2``.
+    """
+    area = np.asarray(table.get("area", []), np.float64)
+    out = {"count": int(len(area)),
+           "mean_area": float(area.mean()) if len(area) else 0.0,
+           "median_area": float(np.median(area)) if len(area) else 0.0,
+           "total_area": float(area.sum())}
+    if "area_um2" in table:
+        um2 = np.asarray(table["area_um2"], np.float64)
+        out["mean_area_um2"] = float(um2.mean()) if len(um2) else 0.0
+    return out

@@ -9,7 +9,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["ModelSpec", "load_model_index", "default_models_dir", "find_model"]
+__all__ = ["ModelSpec", "load_model_index", "default_models_dir", "find_model", "PROMPT_TASKS",
+           "can_segment"]
+
+#: Tasks whose models need prompts (boxes, clicks) and cannot run ``segment``.
+PROMPT_TASKS = ("prompt-segmentation",)
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def can_segment(spec: ModelSpec) -> bool:
+    """True for models that ``segment`` can run on a whole image without prompts."""
+    return spec.task not in PROMPT_TASKS
 
 
 def load_model_index(source) -> list[ModelSpec]:

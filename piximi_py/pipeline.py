@@ -17,7 +17,8 @@ from . import io, postprocess, preprocess, tiling
 from .backends.base import Backend
 from .models import ModelSpec
 
-__all__ = ["Segmentation", "prepare_input", "predict_probabilities", "segment_async"]
+__all__ = ["Segmentation", "prepare_input", "predict_probabilities", "predict_masks",
+           "segment_async"]
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -69,6 +70,31 @@ async def predict_probabilities(x: np.ndarray, model: ModelSpec, backend: Backen
     return out[(slice(None),) + crop]
 
 
+async def predict_masks(x: np.ndarray, model: ModelSpec, backend: Backend,
+                        progress: Progress = None) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`predict_probabilities`, but each tile is thresholded
+    (:func:`piximi_py.postprocess.threshold_probabilities`) before stitching:
+    two bool planes instead of three float32 ones (1/6 of the memory; on an
+    8192² image 134 MB instead of 805 MB), and the same masks."""
+    post = model.postprocess
+    thresholds = (post.get("foreground_threshold", 0.5), post.get("seed_threshold", 0.5))
+    h, w = x.shape[-2:]
+    padded, crop = preprocess.pad_to_multiple(x, model.input_multiple)
+    tile = max(model.input_multiple, model.tile_size - model.tile_size % model.input_multiple)
+    plan = tiling.plan_tiles(padded.shape[-2:], tile, model.tile_overlap)
+    fg = np.zeros(padded.shape[-2:], bool)
+    seed = np.zeros(padded.shape[-2:], bool)
+    for i, t in enumerate(plan):
+        if progress:
+            progress("inference", i, len(plan))
+        y = await backend.run(np.ascontiguousarray(padded[(slice(None),) + t.read])[None])
+        f, s = postprocess.threshold_probabilities(y[0][(slice(None),) + t.inner], *thresholds)
+        fg[t.core], seed[t.core] = f, s
+    if progress:
+        progress("inference", len(plan), len(plan))
+    return fg[crop], seed[crop]
+
+
 async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
                         progress: Progress = None, filename: str | None = None,
                         index: dict | None = None) -> Segmentation:
@@ -112,11 +138,13 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
     except ValueError as exc:
         raise io.ImageReadError(str(exc)) from None
     lap("preprocess")
-    prob = await predict_probabilities(x, model, backend, progress)
+    fg, seed = await predict_masks(x, model, backend, progress)
+    del x
     lap("inference")
     if progress:
         progress("postprocess", 0, 1)
-    labels = postprocess.probabilities_to_labels(prob, **model.postprocess)
+    post = {k: v for k, v in model.postprocess.items() if k in ("min_seed_size", "min_size")}
+    labels = postprocess.masks_to_labels(fg, seed, **post)
     lap("postprocess")
     timings["total"] = (time.perf_counter() - t0) * 1000.0
     return Segmentation(labels=labels, image=image, backend=backend.name, model=model.id,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["probabilities_to_labels", "remove_small_objects", "fill_holes",
+__all__ = ["probabilities_to_labels", "threshold_probabilities", "masks_to_labels",
+           "remove_small_objects", "fill_holes",
            "relabel_sequential", "label_dtype"]
 
 
@@ -48,7 +49,7 @@ def _nearest_label(labels: np.ndarray, where: np.ndarray) -> np.ndarray:
     """Give each pixel in ``where`` the label of the nearest labelled pixel."""
     if labels.max() == 0:
         return labels
-    _, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
+    iy, ix = ndi.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
     out = labels.copy()
     out[where] = labels[iy[where], ix[where]]
     return out
@@ -86,15 +87,35 @@ def probabilities_to_labels(prob: np.ndarray, *, foreground_threshold: float = 0
     prob = np.asarray(prob, dtype=np.float32)
     if prob.ndim != 3 or prob.shape[0] != 3:
         raise ValueError(f"expected probabilities of shape (3, H, W), got {prob.shape}")
-    foreground = (1.0 - prob[0]) > foreground_threshold
-    seeds, _ = ndi.label(prob[1] > seed_threshold)
+    foreground, seed_mask = threshold_probabilities(prob, foreground_threshold, seed_threshold)
+    return masks_to_labels(foreground, seed_mask, min_seed_size=min_seed_size, min_size=min_size)
+
+
+def threshold_probabilities(prob: np.ndarray, foreground_threshold: float = 0.5,
+                            seed_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel masks the instances are made from: ``(foreground, seed)``, bool.
+
+    Pixel-wise, so it can run tile by tile (the stitched masks equal the masks
+    of the stitched probabilities, at a twelfth of the memory).
+    """
+    prob = np.asarray(prob, dtype=np.float32)
+    return (1.0 - prob[0]) > foreground_threshold, prob[1] > seed_threshold
+
+
+def masks_to_labels(foreground: np.ndarray, seed_mask: np.ndarray, *, min_seed_size: int = 4,
+                    min_size: int = 12) -> np.ndarray:
+    """Instance labels from :func:`threshold_probabilities` masks.
+
+    See :func:`probabilities_to_labels` (which is this after thresholding).
+    """
+    seeds, _ = ndi.label(seed_mask)
     seeds = remove_small_objects(seeds, min_seed_size)
     seeds[~foreground] = 0
     components, n_components = ndi.label(foreground)
     if seeds.max() == 0:
         labels = components
     else:
-        _, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+        iy, ix = ndi.distance_transform_edt(seeds == 0, return_distances=False, return_indices=True)
         labels = np.where(foreground, seeds[iy, ix], 0)
         # a pixel only joins a seed in its own foreground component
         labels[components[iy, ix] != components] = 0

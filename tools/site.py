@@ -55,7 +55,7 @@ PYODIDE_RUNTIME = [
 # Packages from the Pyodide distribution (the lock's dependency closure is added).
 REQUIRED_PYODIDE_PACKAGES = ["numpy", "scipy", "pillow", "micropip", "packaging"]
 # Pure-Python wheels from PyPI, pinned exactly.
-PURE_WHEELS = {"tifffile": "2026.3.3"}
+PURE_WHEELS = {"tifffile": "2026.3.3", "roifile": "2026.2.10"}
 
 # onnxruntime-web: ort.min.mjs = WebGPU (JSEP) + WASM execution providers; both
 # run on the single ort-wasm-simd-threaded.jsep build.
@@ -68,7 +68,7 @@ ORT_FILES = [
 # chunks the page really loads (index.html disables the other plugins).
 PYSCRIPT_LAZY_PREFIXES = ("error-",)
 
-WEB_FILES = ["index.html", "app.js", "style.css", "sw.js", "worker.py"]
+WEB_FILES = ["index.html", "app.js", "style.css", "sw.js", "worker.py", "embed.js", "examples/embed.html"]
 
 
 def log(msg: str) -> None:
@@ -326,8 +326,12 @@ def build_site(force: bool = False) -> Path:
     index = mdir / "index.json"
     if index.exists():
         _copy(index, staging / "models" / "index.json")
-        for p in sorted(mdir.glob("*.onnx")):
-            _copy(p, staging / "models" / p.name)
+        # only what the page runs: prompt models (SAM) wait for their UI
+        from piximi_py.models import can_segment, load_model_index
+
+        for spec in load_model_index(index):
+            if can_segment(spec):
+                _copy(mdir / spec.file, staging / "models" / spec.file)
     else:
         log(f"WARNING: {index} not found: the site has no models")
 

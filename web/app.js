@@ -100,14 +100,26 @@ async function toBytes(input) {
   throw new TypeError("segment(input): input must be a File, Blob, ArrayBuffer or Uint8Array of an image file");
 }
 
+function inWorker(fn) {
+  // one call at a time in the worker; a failure does not block the next
+  const p = queue.then(fn, fn);
+  queue = p.catch(() => {});
+  return p;
+}
+
 async function segment(input, options = {}) {
   await ready;
   const bytes = await toBytes(input);
   const opts = {
     model: options.model || defaultModel,
     backend: options.backend || "auto",
-    filename: options.filename || (input instanceof File ? input.name : null),
+    filename: options.filename || (input instanceof File ? (input.webkitRelativePath || input.name) : null),
     display: !!options.display,
+    index: options.index || null,          // {C: 1, Z: 3}: plane of a multi-plane file
+    project: options.project || null,      // {Z: "max"}: projection instead of a plane
+    pixel_size: options.pixelSize || null, // µm per pixel [y, x]; default: from the file
+    measure: options.measure !== false,
+    batch: !!options.batch,
   };
   const run = async () => {
     const t0 = performance.now();
@@ -116,9 +128,60 @@ async function segment(input, options = {}) {
     delete res.ok;
     return res;
   };
-  const p = queue.then(run, run); // one image at a time; a failure does not block the next
-  queue = p.catch(() => {});
-  return p;
+  return inWorker(run);
+}
+
+// What a file holds (axes, sizes, pixel size, channel names), from its header.
+async function describe(input, options = {}) {
+  await ready;
+  const bytes = await toBytes(input);
+  const filename = options.filename || (input instanceof File ? input.name : null);
+  return inWorker(async () => {
+    const res = unwrap(await worker.sync.describe(bytes, { filename }));
+    delete res.ok;
+    return res;
+  });
+}
+
+// The last segmentation as a file (made by Python in the worker): a Blob with a name.
+// kind: labels | mask | overlay | csv | coco | coco_polygon | rois | all
+async function exportResult(kind, options = {}) {
+  await ready;
+  return inWorker(async () => {
+    const res = unwrap(await worker.sync.export(kind, options));
+    const blob = new Blob([res.data], { type: res.mime });
+    blob.filename = res.name;
+    return blob;
+  });
+}
+
+// Segment many files; onFile(i, file, result | Error) after each. Stops early
+// when signal.aborted (the image in progress finishes first). Resolves to a zip
+// Blob of all results (labels, CSV, ROIs, COCO per image + batch_report.csv).
+async function batch(files, { onFile, signal, ...options } = {}) {
+  await ready;
+  await inWorker(async () => worker.sync.batch_clear());
+  const results = [];
+  for (let i = 0; i < files.length; i++) {
+    if (signal?.aborted) break;
+    const file = files[i];
+    const name = file.webkitRelativePath || file.name || `image${i + 1}`;
+    let res;
+    try {
+      res = await segment(file, { ...options, filename: name, batch: true, display: false });
+      res = { name, count: res.count, width: res.width, height: res.height,
+              summary: res.summary, timings: res.timings };
+    } catch (e) {
+      res = e;
+      await inWorker(async () => worker.sync.batch_fail(name, e.message));
+    }
+    results.push(res);
+    onFile?.(i, file, res);
+  }
+  const zip = await inWorker(async () => unwrap(await worker.sync.batch_zip()));
+  const blob = new Blob([zip.data], { type: zip.mime });
+  blob.filename = zip.name;
+  return { results, zip: blob, cancelled: !!signal?.aborted };
 }
 
 const ready = start();
@@ -133,64 +196,230 @@ ready.then(async () => {
 
 window.piximi = {
   ready,
-  models: async () => { await ready; return modelList.map((m) => ({ ...m })); },
+  // models the page can segment with; {all: true} lists every model with its task
+  models: async ({ all = false } = {}) => {
+    await ready;
+    if (!all) return modelList.map((m) => ({ ...m }));
+    return [...(await inWorker(async () => worker.sync.models(true)))].map((m) => ({ ...m }));
+  },
   segment,
+  describe,
+  export: exportResult,
+  batch,
+  // diagnostics: the worker's WebAssembly heap and Python object counts
+  memory: async () => { await ready; const r = await inWorker(async () => worker.sync.memory()); return { ...r }; },
 };
 
 // ---------------------------------------------------------------- drawing
+// The worker sends an 8-bit rendition of the image (auto percentile contrast),
+// the labels and the measurements; here we only paint them.
 function colour(id) {
-  const h = (id * 137.508) % 360; // golden angle: neighbours differ
+  const h = (id * 137.508) % 360; // golden angle: neighbours differ (same as export.label_colours)
   const s = 0.9, l = 0.55, a = s * Math.min(l, 1 - l);
   const f = (n) => { const k = (n + h / 30) % 12; return l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1)); };
   return [255 * f(0), 255 * f(8), 255 * f(4)];
 }
 
-function draw(res) {
-  const { width: w, height: h, labels, image } = res;
+let view = null; // {res, name, rowOf: Map label -> row}
+
+function paintImage() {
+  const { width: w, height: h, image } = view.res;
+  const lo = Number($("contrast-min").value), hi = Math.max(lo + 1, Number($("contrast-max").value));
+  const lut = new Uint8ClampedArray(256);
+  for (let g = 0; g < 256; g++) lut[g] = ((g - lo) * 255) / (hi - lo);
   const canvas = $("canvas");
   canvas.width = w; canvas.height = h;
   const ctx = canvas.getContext("2d");
   const out = ctx.createImageData(w, h);
-  const px = out.data;
-  const fill = $("fill").checked;
+  const px = new Uint32Array(out.data.buffer);
+  for (let i = 0; i < w * h; i++) { const g = image ? lut[image[i]] : 0; px[i] = 0xff000000 | (g << 16) | (g << 8) | g; }
+  ctx.putImageData(out, 0, 0);
+}
+
+function paintLabels() {
+  // two layers: filled objects (CSS opacity = the slider) and outlines (opaque)
+  const { width: w, height: h, labels } = view.res;
+  const fillC = $("overlay-fill"), edgeC = $("overlay-edge");
+  for (const c of [fillC, edgeC]) { c.width = w; c.height = h; }
+  const fctx = fillC.getContext("2d"), ectx = edgeC.getContext("2d");
+  const fimg = fctx.createImageData(w, h), eimg = ectx.createImageData(w, h);
+  const fp = new Uint32Array(fimg.data.buffer), ep = new Uint32Array(eimg.data.buffer);
   const lut = new Map();
   for (let y = 0, i = 0; y < h; y++) {
     for (let x = 0; x < w; x++, i++) {
-      const g = image ? image[i] : 0, l = labels[i], o = 4 * i;
-      px[o] = px[o + 1] = px[o + 2] = g; px[o + 3] = 255;
+      const l = labels[i];
       if (!l) continue;
-      const edge = (x === 0 || labels[i - 1] !== l) || (x === w - 1 || labels[i + 1] !== l) ||
-                   (y === 0 || labels[i - w] !== l) || (y === h - 1 || labels[i + w] !== l);
-      if (!edge && !fill) continue;
       let c = lut.get(l);
-      if (!c) { c = colour(l); lut.set(l, c); }
-      const a = edge ? 1 : 0.35;
-      px[o] = g * (1 - a) + c[0] * a; px[o + 1] = g * (1 - a) + c[1] * a; px[o + 2] = g * (1 - a) + c[2] * a;
+      if (c === undefined) { const [r, g, b] = colour(l); c = 0xff000000 | (b << 16) | (g << 8) | r; lut.set(l, c); }
+      fp[i] = c;
+      if ((x === 0 || labels[i - 1] !== l) || (x === w - 1 || labels[i + 1] !== l) ||
+          (y === 0 || labels[i - w] !== l) || (y === h - 1 || labels[i + w] !== l)) ep[i] = c;
     }
   }
-  ctx.putImageData(out, 0, 0);
+  fctx.putImageData(fimg, 0, 0); ectx.putImageData(eimg, 0, 0);
+  applyOverlayStyle();
+}
+
+function applyOverlayStyle() {
+  const fill = $("mode").value === "fill";
+  const opacity = Number($("opacity").value);
+  // fill: objects at the chosen opacity, outlines opaque; outline: outlines at the opacity
+  $("overlay-fill").style.opacity = fill ? String(opacity) : "0";
+  $("overlay-edge").style.opacity = fill ? "1" : String(opacity);
+}
+
+// zoom and pan: a CSS transform of the stacked canvases (the GPU composites them)
+const zoom = { s: 1, x: 0, y: 0 };
+function applyZoom() {
+  $("stack").style.transform = `translate(${zoom.x}px, ${zoom.y}px) scale(${zoom.s})`;
+  $("zoom-level").textContent = `${Math.round(zoom.s * 100)}%`;
+}
+function fitZoom() {
+  if (!view) return;
+  const vp = $("viewport").getBoundingClientRect();
+  zoom.s = Math.min(1, vp.width / view.res.width, vp.height / view.res.height) || 1;
+  zoom.x = 0; zoom.y = 0;
+  applyZoom();
+}
+function setupViewport() {
+  const vp = $("viewport");
+  vp.addEventListener("wheel", (e) => {
+    if (!view) return;
+    e.preventDefault();
+    const r = vp.getBoundingClientRect();
+    const mx = e.clientX - r.left, my = e.clientY - r.top;
+    const f = Math.exp(-e.deltaY * 0.0015);
+    const s = Math.min(32, Math.max(0.02, zoom.s * f));
+    zoom.x = mx - ((mx - zoom.x) * s) / zoom.s; zoom.y = my - ((my - zoom.y) * s) / zoom.s; zoom.s = s;
+    applyZoom();
+  }, { passive: false });
+  let drag = null;
+  vp.addEventListener("pointerdown", (e) => { drag = { x: e.clientX - zoom.x, y: e.clientY - zoom.y, moved: false }; vp.setPointerCapture(e.pointerId); });
+  vp.addEventListener("pointermove", (e) => {
+    if (drag) { zoom.x = e.clientX - drag.x; zoom.y = e.clientY - drag.y; drag.moved = true; applyZoom(); }
+    else hover(e);
+  });
+  vp.addEventListener("pointerup", (e) => { if (drag && !drag.moved) hover(e, true); drag = null; });
+  $("zoom-fit").addEventListener("click", fitZoom);
+}
+
+function pixelAt(e) {
+  const r = $("canvas").getBoundingClientRect(); // includes the transform
+  const x = Math.floor(((e.clientX - r.left) / r.width) * view.res.width);
+  const y = Math.floor(((e.clientY - r.top) / r.height) * view.res.height);
+  return x >= 0 && y >= 0 && x < view.res.width && y < view.res.height ? [x, y] : null;
+}
+
+function hover(e, pin = false) {
+  if (!view) return;
+  const p = pixelAt(e);
+  const label = p ? view.res.labels[p[1] * view.res.width + p[0]] : 0;
+  showObject(label, pin);
+}
+
+const FMT = (v) => (Number.isInteger(v) ? String(v) : v.toPrecision(4));
+function showObject(label, pin = false) {
+  const box = $("object-info");
+  const row = label ? view.rowOf.get(label) : undefined;
+  if (row === undefined) { if (!pin) return; box.textContent = "Background"; return; }
+  const m = view.res.measurements;
+  box.replaceChildren(...Object.keys(m).map((k) => {
+    const tr = document.createElement("tr");
+    tr.innerHTML = `<th>${k}</th><td>${FMT(m[k][row])}</td>`;
+    return tr;
+  }));
+  box.dataset.label = String(label);
+  document.querySelectorAll("#measurements tr.sel").forEach((tr) => tr.classList.remove("sel"));
+  document.querySelector(`#measurements tr[data-label="${label}"]`)?.classList.add("sel");
+}
+
+const TABLE_COLUMNS = ["label", "area", "area_um2", "centroid_x", "centroid_y", "perimeter",
+                       "eccentricity", "solidity", "intensity_mean", "intensity_mean-0", "intensity_mean-1", "intensity_mean-2"];
+const MAX_ROWS = 1000; // the CSV has all of them
+function showMeasurements(res) {
+  const m = res.measurements, table = $("measurements");
+  view.rowOf = new Map();
+  if (!m) { table.replaceChildren(); $("summary").textContent = ""; return; }
+  const n = m.label.length;
+  for (let i = 0; i < n; i++) view.rowOf.set(m.label[i], i);
+  const cols = TABLE_COLUMNS.filter((c) => c in m);
+  const head = document.createElement("tr");
+  head.innerHTML = cols.map((c) => `<th>${c}</th>`).join("");
+  const rows = [head];
+  for (let i = 0; i < Math.min(n, MAX_ROWS); i++) {
+    const tr = document.createElement("tr");
+    tr.dataset.label = String(m.label[i]);
+    tr.innerHTML = cols.map((c) => `<td>${FMT(m[c][i])}</td>`).join("");
+    rows.push(tr);
+  }
+  table.replaceChildren(...rows);
+  const s = res.summary;
+  const um = res.pixel_size ? `, mean area ${s.mean_area_um2.toFixed(1)} µm² (pixel ${res.pixel_size[1].toPrecision(3)} µm)` : "";
+  $("summary").textContent = `${s.count} objects, mean area ${s.mean_area.toFixed(1)} px${um}` +
+    (n > MAX_ROWS ? ` — first ${MAX_ROWS} rows shown, all in the CSV` : "");
 }
 
 function showResult(res, name) {
   $("count").textContent = String(res.count);
   $("backend-used").textContent = res.backend;
   $("result-name").textContent = `${name} — ${res.width}×${res.height}, model ${res.model}`;
-  const rows = ["decode", "preprocess", "inference", "postprocess", "total", "roundtrip"]
+  const rows = ["decode", "preprocess", "inference", "postprocess", "measure", "total", "roundtrip"]
     .filter((k) => k in res.timings)
     .map((k) => `<tr><th>${k}</th><td>${res.timings[k].toFixed(1)} ms</td></tr>`);
   $("timings").innerHTML = rows.join("");
 }
 
-async function handleFile(file) {
-  if (!file) return;
+function render(res, name) {
+  view = { res, name, rowOf: new Map() };
+  paintImage();
+  paintLabels();
+  showMeasurements(res);
+  showResult(res, name);
+  fitZoom();
+  document.body.classList.add("has-result");
+}
+
+// ---------------------------------------------------------------- planes (C/Z/T)
+let current = null; // {file, info}
+function planeChoice() {
+  const index = {}, project = {};
+  document.querySelectorAll("#planes select[data-axis]").forEach((s) => {
+    if (s.value === "max") project[s.dataset.axis] = "max";
+    else index[s.dataset.axis] = Number(s.value);
+  });
+  return { index, project };
+}
+function showPlanes(info) {
+  const box = $("planes");
+  const names = { C: "Channel", Z: "Z-plane", T: "Time point", Q: "Plane", I: "Plane", S: "Sample" };
+  const axes = [...info.axes].filter((a) => !"YXS".includes(a) && info.sizes[a] > 1);
+  box.replaceChildren(...axes.map((a) => {
+    const label = document.createElement("label");
+    label.textContent = `${names[a] || a} `;
+    const sel = document.createElement("select");
+    sel.dataset.axis = a; sel.id = `plane-${a}`;
+    for (let i = 0; i < info.sizes[a]; i++) {
+      const cname = a === "C" && info.channel_names ? ` (${info.channel_names[i]})` : "";
+      sel.add(new Option(`${i + 1}${cname}`, String(i)));
+    }
+    if (a === "Z") sel.add(new Option("max projection", "max"));
+    sel.addEventListener("change", () => current && segmentCurrent());
+    label.append(sel);
+    return label;
+  }));
+  box.hidden = axes.length === 0;
+}
+
+// ---------------------------------------------------------------- one file
+async function segmentCurrent() {
+  const { file } = current;
   showError("");
   status(`Segmenting ${file.name}…`, null);
   document.body.classList.add("busy");
   try {
-    const res = await segment(file, { model: $("model").value || undefined, backend: $("backend").value, display: true });
-    draw(res);
-    lastResult = res;
-    showResult(res, file.name);
+    const res = await segment(file, { model: $("model").value || undefined, backend: $("backend").value,
+                                      display: true, ...planeChoice() });
+    render(res, file.name);
     status(`Done: ${res.count} objects in ${res.timings.total.toFixed(0)} ms (${res.backend})`, 1);
   } catch (e) {
     showError(e.message);
@@ -200,13 +429,141 @@ async function handleFile(file) {
   }
 }
 
-let lastResult = null;
-$("file").addEventListener("change", (e) => handleFile(e.target.files[0]));
-$("fill").addEventListener("change", () => lastResult && draw(lastResult));
+async function handleFile(file) {
+  if (!file) return;
+  showError("");
+  try {
+    const info = await describe(file);
+    current = { file, info };
+    showPlanes(info);
+  } catch (e) {
+    current = null;
+    showPlanes({ axes: "YX", sizes: {} });
+    showError(e.message);
+    status("Could not read this file", 1);
+    return;
+  }
+  await segmentCurrent();
+}
+
+async function download(blob) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = blob.filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+// ---------------------------------------------------------------- batch
+let batchAbort = null;
+const IMAGE_RE = /\.(tiff?|png|jpe?g|bmp)$/i;
+async function handleFiles(list) {
+  const files = [...list].filter((f) => IMAGE_RE.test(f.name));
+  if (files.length === 0) { showError("no image files (TIFF, PNG, JPEG, BMP) in the selection"); return; }
+  if (files.length === 1) return handleFile(files[0]);
+  showError("");
+  const ul = $("batch-list");
+  const items = files.map((f) => {
+    const li = document.createElement("li");
+    li.dataset.status = "queued";
+    li.textContent = `${f.webkitRelativePath || f.name}: queued`;
+    return li;
+  });
+  ul.replaceChildren(...items);
+  $("batch").hidden = false;
+  $("batch-download").disabled = true;
+  $("batch-cancel").disabled = false;
+  const bar = $("batch-progress");
+  bar.max = files.length; bar.value = 0;
+  batchAbort = new AbortController();
+  document.body.classList.add("busy");
+  let ok = 0, failed = 0;
+  try {
+    const out = await batch(files, {
+      model: $("model").value || undefined, backend: $("backend").value, signal: batchAbort.signal,
+      onFile: (i, f, res) => {
+        const li = items[i];
+        if (res instanceof Error) { failed++; li.dataset.status = "failed"; li.textContent = `${f.name}: failed — ${res.message}`; }
+        else { ok++; li.dataset.status = "done"; li.textContent = `${f.name}: ${res.count} objects`; }
+        items[i + 1]?.setAttribute("data-status", "running");
+        bar.value = i + 1;
+        $("batch-status").textContent = `${i + 1}/${files.length} files: ${ok} segmented, ${failed} failed`;
+      },
+    });
+    items.forEach((li) => { if (li.dataset.status === "queued" || li.dataset.status === "running") { li.dataset.status = "cancelled"; li.textContent += " (cancelled)"; } });
+    $("batch-status").textContent = `${out.cancelled ? "Cancelled" : "Done"}: ${ok} segmented, ${failed} failed of ${files.length}`;
+    lastZip = out.zip;
+    $("batch-download").disabled = false;
+    status($("batch-status").textContent, 1);
+  } catch (e) {
+    showError(e.message);
+  } finally {
+    $("batch-cancel").disabled = true;
+    document.body.classList.remove("busy");
+  }
+}
+let lastZip = null;
+
+// ---------------------------------------------------------------- wiring
+$("file").addEventListener("change", (e) => handleFiles(e.target.files));
+$("folder").addEventListener("change", (e) => handleFiles(e.target.files));
+$("mode").addEventListener("change", applyOverlayStyle);
+$("opacity").addEventListener("input", applyOverlayStyle);
+for (const id of ["contrast-min", "contrast-max"]) $(id).addEventListener("input", () => view && paintImage());
+$("contrast-auto").addEventListener("click", () => { $("contrast-min").value = 0; $("contrast-max").value = 255; view && paintImage(); });
+$("batch-cancel").addEventListener("click", () => batchAbort?.abort());
+$("batch-download").addEventListener("click", () => lastZip && download(lastZip));
+document.querySelectorAll("[data-export]").forEach((b) => b.addEventListener("click", async () => {
+  try {
+    showError("");
+    await download(await exportResult(b.dataset.export, { mode: $("mode").value, opacity: Number($("opacity").value) }));
+  } catch (e) { showError(e.message); }
+}));
+$("measurements").addEventListener("click", (e) => {
+  const tr = e.target.closest("tr[data-label]");
+  if (tr) showObject(Number(tr.dataset.label), true);
+});
+setupViewport();
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
   e.preventDefault(); drop.classList.remove("over");
-  handleFile(e.dataTransfer.files[0]);
+  handleFiles(e.dataTransfer.files);
 });
+
+// ---------------------------------------------------------------- embedding
+// A page that embeds this one in an iframe (embed.js, <piximi-segmenter>) calls
+// window.piximi through postMessage: {piximi: 1, id, type, ...} -> {piximi: 1, id, ok, result | error}.
+if (window.parent !== window) {
+  document.body.classList.add("embedded");
+  window.addEventListener("message", async (e) => {
+    const msg = e.data;
+    if (e.source !== window.parent || !msg || msg.piximi !== 1 || !msg.type) return;
+    const target = e.origin === "null" ? "*" : e.origin;
+    const reply = (body, transfer = []) => e.source.postMessage({ piximi: 1, id: msg.id, ...body }, target, transfer);
+    try {
+      let result, transfer = [];
+      if (msg.type === "ready") {
+        const r = await ready;
+        result = { models: r.models.map((m) => ({ ...m })), defaultModel: r.defaultModel, backend: r.backend };
+      } else if (msg.type === "models") {
+        result = await window.piximi.models(msg.options || {});
+      } else if (msg.type === "segment") {
+        result = await segment(msg.data, msg.options || {});
+        transfer = [result.labels.buffer];
+      } else if (msg.type === "export") {
+        const blob = await exportResult(msg.kind, msg.options || {});
+        result = { data: new Uint8Array(await blob.arrayBuffer()), name: blob.filename, mime: blob.type };
+        transfer = [result.data.buffer];
+      } else {
+        throw new Error(`unknown request ${msg.type}`);
+      }
+      reply({ ok: true, result }, transfer);
+    } catch (err) {
+      reply({ ok: false, error: { name: err.name, message: String(err.message) } });
+    }
+  });
+}

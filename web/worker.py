@@ -49,17 +49,54 @@ async def init(cfg):
     return _js_obj(out)
 
 
-def models():
-    return _js_obj(_ww.models() if _ww else [])
+def models(all_models=False):
+    return _js_obj(_ww.models(bool(all_models)) if _ww else [])
+
+
+def _bytes(data):
+    return data.to_bytes() if hasattr(data, "to_bytes") else bytes(data or b"")
+
+
+def _not_ready():
+    return _js_obj({"ok": False, "error": {"type": "NotReady",
+                                           "message": "the runtime is still loading"}})
+
+
+def describe(data, options=None):
+    if _ww is None:
+        return _not_ready()
+    return _js_obj(_ww.describe(_bytes(data), _py(options) or {}))
+
+
+def export(kind, options=None):
+    if _ww is None:
+        return _not_ready()
+    return _js_obj(_ww.export(str(kind), _py(options) or {}))
+
+
+def batch_fail(name, message):
+    return _js_obj(_ww.batch_fail(str(name), str(message)))
+
+
+def batch_zip():
+    return _js_obj(_ww.batch_zip())
+
+
+def memory():
+    return _js_obj(_ww.memory() if _ww else {"ok": False})
+
+
+def batch_clear():
+    return _js_obj(_ww.batch_clear())
 
 
 async def segment(data, options=None):
     if _ww is None:
         return _js_obj({"ok": False, "error": {"type": "NotReady",
                                                "message": "the runtime is still loading"}})
-    raw = data.to_bytes() if hasattr(data, "to_bytes") else bytes(data or b"")
-    out = await _ww.segment(raw, _py(options) or {}, progress=_progress)
+    out = await _ww.segment(_bytes(data), _py(options) or {}, progress=_progress)
     return _js_obj(out)
 
 
-__export__ = ["init", "models", "segment"]
+__export__ = ["init", "models", "segment", "describe", "export", "batch_fail", "batch_zip",
+              "batch_clear", "memory"]

@@ -1,0 +1,464 @@
+"""The page as a biologist uses it, driven through its DOM in headless Chromium:
+open real files (OME-TIFF stack with plane pickers), display controls,
+measurements table and object inspection, every download reopened with its
+reference library, a batch with a failing file, cancel and zip download,
+model filtering and the Content-Security-Policy.
+
+One browser page for the module (2-core machines); tests run in file order.
+Real pixels: the StarDist sample (CC0), and crops of it for the batch.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from realdata import stardist_sample  # noqa: E402
+from tools.browser import CHROMIUM, launch  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
+if shutil.which("npm") is None and not (ROOT / "node_modules").exists():
+    pytest.skip("npm is not installed and node_modules is missing", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+tifffile = pytest.importorskip("tifffile")
+
+
+class App:
+    def __init__(self, origin: str):
+        self.origin = origin
+        self.requests: list[str] = []
+        self.console: list[str] = []
+        self.pw = sync_api.sync_playwright().start()
+        self.browser = launch(self.pw)
+        self.context = self.browser.new_context(accept_downloads=True,
+                                                viewport={"width": 1400, "height": 1000})
+        self.context.on("request", lambda r: self.requests.append(r.url))
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(180_000)
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+
+    def close(self):
+        self.context.close()
+        self.browser.close()
+        self.pw.stop()
+
+
+@pytest.fixture(scope="module")
+def app(site):
+    a = App(site)
+    # ?backend=wasm: deterministic and comparable with CPython onnxruntime
+    a.page.goto(site + "/index.html?backend=wasm")
+    try:
+        a.page.evaluate("window.piximi.ready")
+    except Exception as exc:
+        a.close()
+        pytest.fail(f"page did not become ready: {exc}\n" + "\n".join(a.console[-30:]))
+    yield a
+    a.close()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    image_path, _ = stardist_sample()
+    return tifffile.imread(image_path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, sample):
+    """Real-pixel files: an OME-TIFF ZCYX stack and crops as TIFF / PNG / JPEG."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("files")
+    z = np.stack([sample, (sample * 0.5).astype(sample.dtype), np.roll(sample, 40, axis=1)])
+    stack = np.stack([z, np.flip(z, axis=-1)], axis=1)                   # ZCYX
+    tifffile.imwrite(d / "stack.ome.tif", stack, ome=True, metadata={
+        "axes": "ZCYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5,
+        "Channel": {"Name": ["DAPI", "DAPI-flipped"]}})
+    out = {"stack": d / "stack.ome.tif", "stack_array": stack, "batch": []}
+    for i, (y, x) in enumerate([(0, 0), (256, 0), (0, 256), (256, 256)]):
+        crop = sample[y:y + 256, x:x + 256]
+        if i == 1:
+            p = d / f"crop{i}.png"
+            Image.fromarray((crop.astype(np.float32) * 255 / crop.max()).astype(np.uint8)).save(p)
+        else:
+            p = d / f"crop{i}.tif"
+            tifffile.imwrite(p, crop)
+        out["batch"].append(p)
+    (d / "broken.tif").write_bytes(b"")                                   # fails, is skipped
+    out["broken"] = d / "broken.tif"
+    return out
+
+
+def cpython_labels(image, models_dir):
+    import piximi_py
+
+    return piximi_py.segment_image(image, models_dir=models_dir).labels
+
+
+def wait_done(page):
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')"
+                           " || !document.querySelector('#error').hidden")
+    err = page.locator("#error")
+    assert err.is_hidden(), err.text_content()
+
+
+def set_status_pending(page):
+    page.evaluate("document.querySelector('#status').textContent = 'pending'")
+
+
+def test_models_offered_are_segmentable(app, models_dir):
+    index = json.loads((models_dir / "index.json").read_text())["models"]
+    offered = app.page.evaluate("window.piximi.models()")
+    every = app.page.evaluate("window.piximi.models({all: true})")
+    assert {m["id"] for m in every} == {m["id"] for m in index}
+    assert all(m["segment"] for m in offered)
+    assert {m["id"] for m in offered} == {m["id"] for m in index
+                                          if m["task"] != "prompt-segmentation"}
+    options = app.page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+    assert set(options) == {m["id"] for m in offered}
+    for m in every:
+        assert "task" in m
+
+
+def test_ome_stack_planes_and_max_projection(app, files, models_dir):
+    page = app.page
+    set_status_pending(page)
+    page.set_input_files("#file", str(files["stack"]))
+    wait_done(page)
+    # pickers from the OME metadata: z (with max projection) and named channels
+    assert page.locator("#planes").is_visible()
+    z_opts = page.eval_on_selector_all("#plane-Z option", "os => os.map(o => o.value)")
+    assert z_opts == ["0", "1", "2", "max"]
+    c_text = page.eval_on_selector_all("#plane-C option", "os => os.map(o => o.textContent)")
+    assert c_text == ["1 (DAPI)", "2 (DAPI-flipped)"]
+    stack = files["stack_array"]
+    first = int(page.text_content("#count"))
+    assert first == int(cpython_labels(stack[0, 0], models_dir).max())
+
+    set_status_pending(page)
+    page.select_option("#plane-Z", "max")
+    wait_done(page)
+    assert int(page.text_content("#count")) == int(cpython_labels(stack[:, 0].max(0), models_dir).max())
+    set_status_pending(page)
+    page.select_option("#plane-Z", "0")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
+    set_status_pending(page)
+    page.select_option("#plane-C", "1")
+    wait_done(page)
+    ref = cpython_labels(stack[0, 1], models_dir)
+    assert int(page.text_content("#count")) == int(ref.max())
+
+
+def test_measurements_table_and_object_inspection(app):
+    page = app.page
+    count = int(page.text_content("#count"))
+    rows = page.locator("#measurements tr[data-label]")
+    assert rows.count() == min(count, 1000)
+    header = page.eval_on_selector_all("#measurements tr:first-child th", "t => t.map(x => x.textContent)")
+    assert {"label", "area", "area_um2", "eccentricity", "solidity", "perimeter"} <= set(header)
+    summary = page.text_content("#summary")
+    assert f"{count} objects" in summary and "µm²" in summary and "0.500 µm" in summary
+    # click on an object's centroid: its measurements are shown
+    cell = page.evaluate("""() => {
+      const tr = document.querySelector('#measurements tr[data-label]');
+      const cols = [...document.querySelectorAll('#measurements tr:first-child th')].map(t => t.textContent);
+      const v = [...tr.children].map(td => Number(td.textContent));
+      return {label: v[cols.indexOf('label')], x: v[cols.indexOf('centroid_x')], y: v[cols.indexOf('centroid_y')]};
+    }""")
+    box = page.locator("#canvas").bounding_box()
+    w = page.evaluate("document.querySelector('#canvas').width")
+    scale = box["width"] / w
+    page.mouse.click(box["x"] + (cell["x"] + 0.5) * scale, box["y"] + (cell["y"] + 0.5) * scale)
+    page.wait_for_function(f"document.querySelector('#object-info').dataset.label === '{cell['label']}'")
+    assert page.locator(f"#measurements tr.sel[data-label='{cell['label']}']").count() == 1
+
+
+def test_display_controls(app):
+    page = app.page
+    sample_px = "() => document.querySelector('#canvas').getContext('2d').getImageData(0, 0, 512, 512).data.reduce((a, b) => a + b, 0)"
+    before = page.evaluate(sample_px)
+    page.fill("#contrast-max", "60")
+    page.dispatch_event("#contrast-max", "input")
+    assert page.evaluate(sample_px) > before                    # brighter
+    page.click("#contrast-auto")
+    assert page.evaluate(sample_px) == before
+    page.select_option("#mode", "fill")
+    page.fill("#opacity", "0.3")
+    page.dispatch_event("#opacity", "input")
+    assert page.evaluate("document.querySelector('#overlay-fill').style.opacity") == "0.3"
+    page.select_option("#mode", "outline")
+    assert page.evaluate("document.querySelector('#overlay-fill').style.opacity") == "0"
+    # zoom with the wheel around the pointer, then fit again
+    vp = page.locator("#viewport").bounding_box()
+    page.mouse.move(vp["x"] + 100, vp["y"] + 100)
+    page.mouse.wheel(0, -600)
+    page.wait_for_function("!document.querySelector('#zoom-level').textContent.startsWith('100%')")
+    assert "scale(" in page.evaluate("document.querySelector('#stack').style.transform")
+    page.click("#zoom-fit")
+
+
+def download(page, selector) -> tuple[str, bytes]:
+    with page.expect_download() as info:
+        page.click(selector)
+    d = info.value
+    return d.suggested_filename, Path(d.path()).read_bytes()
+
+
+def test_every_download_reopens(app, files, tmp_path):
+    roifile = pytest.importorskip("roifile")
+    from PIL import Image
+    from scipy import ndimage as ndi
+
+    page = app.page
+    name, data = download(page, "[data-export=labels]")
+    assert name == "stack_labels.tif"
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        assert tif.is_imagej
+        labels = tif.asarray()
+        xres = tif.pages[0].tags["XResolution"].value
+    assert labels.dtype == np.uint16 and labels.max() == int(page.text_content("#count"))
+    assert xres[1] / xres[0] == pytest.approx(0.5)
+
+    _, data = download(page, "[data-export=mask]")
+    np.testing.assert_array_equal(tifffile.imread(io.BytesIO(data)) > 0, labels > 0)
+
+    _, data = download(page, "[data-export=overlay]")
+    png = np.asarray(Image.open(io.BytesIO(data)))
+    assert png.shape == labels.shape + (3,)
+
+    _, data = download(page, "[data-export=csv]")
+    rows = list(csv.DictReader(io.StringIO(data.decode())))
+    ids = np.unique(labels)[1:]
+    assert [int(r["label"]) for r in rows] == ids.tolist()
+    assert [int(r["area"]) for r in rows] == np.bincount(labels.ravel())[ids].tolist()
+    np.testing.assert_allclose([float(r["area_um2"]) for r in rows],
+                               np.bincount(labels.ravel())[ids] * 0.25)
+
+    _, data = download(page, "[data-export=coco]")
+    coco = json.loads(data)
+    try:
+        from pycocotools import mask as mask_utils
+    except ImportError:
+        mask_utils = None
+    assert [a["id"] for a in coco["annotations"]] == ids.tolist()
+    for ann in coco["annotations"]:
+        if mask_utils is not None:
+            np.testing.assert_array_equal(mask_utils.decode(ann["segmentation"]).astype(bool),
+                                          labels == ann["id"])
+        assert ann["area"] == int((labels == ann["id"]).sum())
+
+    _, data = download(page, "[data-export=rois]")
+    (tmp_path / "rois.zip").write_bytes(data)
+    rois = roifile.roiread(tmp_path / "rois.zip")
+    assert len(rois) == len(ids)
+    from skimage.draw import polygon2mask
+    for roi in rois:
+        obj = labels == int(roi.name)
+        parts, n = ndi.label(obj)
+        if n > 1:
+            obj = parts == 1 + np.argmax(np.bincount(parts.ravel())[1:])
+        filled = polygon2mask(labels.shape, roi.coordinates()[:, ::-1].astype(float) - 0.5)
+        np.testing.assert_array_equal(filled, ndi.binary_fill_holes(obj))
+
+    name, data = download(page, "[data-export=all]")
+    assert name == "stack_results.zip"
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert {"stack_labels.tif", "stack_measurements.csv", "stack_coco.json",
+                "stack_rois.zip", "stack_overlay.png", "stack_mask.tif"} <= set(zf.namelist())
+
+
+def test_batch_with_failure_and_zip(app, files, models_dir):
+    page = app.page
+    inputs = [str(p) for p in files["batch"][:2]] + [str(files["broken"])] + \
+        [str(p) for p in files["batch"][2:]]
+    page.set_input_files("#file", inputs)
+    page.wait_for_function("document.querySelector('#batch-status').textContent.startsWith('Done')")
+    statuses = page.eval_on_selector_all("#batch-list li", "ls => ls.map(l => [l.dataset.status, l.textContent])")
+    assert [s for s, _ in statuses] == ["done", "done", "failed", "done", "done"]
+    assert "empty (0 bytes)" in statuses[2][1]
+    assert page.evaluate("document.querySelector('#batch-progress').value") == 5
+    name, data = download(page, "#batch-download")
+    assert name == "piximi_batch.zip"
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = set(zf.namelist())
+        report = list(csv.DictReader(io.StringIO(zf.read("batch_report.csv").decode())))
+        crop0 = tifffile.imread(io.BytesIO(zf.read("crop0_labels.tif")))
+    for stem in ("crop0", "crop1", "crop2", "crop3"):
+        assert {f"{stem}_labels.tif", f"{stem}_measurements.csv", f"{stem}_rois.zip",
+                f"{stem}_coco.json"} <= names
+    assert [r["status"] for r in report] == ["segmented", "segmented", "failed", "segmented", "segmented"]
+    ref = cpython_labels(tifffile.imread(files["batch"][0]), models_dir)
+    assert int(crop0.max()) == int(ref.max())
+
+
+def test_batch_cancel(app, files):
+    page = app.page
+    inputs = [str(p) for p in files["batch"]] * 3
+    page.set_input_files("#file", inputs)
+    page.wait_for_function("document.querySelectorAll('#batch-list li[data-status=done]').length >= 1")
+    page.click("#batch-cancel")
+    page.wait_for_function("document.querySelector('#batch-status').textContent.startsWith('Cancelled')")
+    statuses = page.eval_on_selector_all("#batch-list li", "ls => ls.map(l => l.dataset.status)")
+    assert statuses.count("cancelled") >= 6 and "queued" not in statuses
+    assert page.is_enabled("#batch-download")
+    # the page is still usable afterwards
+    set_status_pending(page)
+    page.set_input_files("#file", str(files["batch"][0]))
+    wait_done(page)
+
+
+def test_csp_blocks_outside_connections(app):
+    page = app.page
+    csp = page.get_attribute("meta[http-equiv=Content-Security-Policy]", "content")
+    assert "connect-src 'self'" in csp and "default-src 'self'" in csp
+    blocked = page.evaluate("""async () => {
+      const seen = [];
+      document.addEventListener('securitypolicyviolation', (e) => seen.push(e.blockedURI));
+      let fetched = true;
+      try { await fetch('https://example.com/x.png'); } catch (e) { fetched = false; }
+      await new Promise((r) => setTimeout(r, 100));
+      return {fetched, seen};
+    }""")
+    assert blocked["fetched"] is False and any("example.com" in u for u in blocked["seen"])
+    outside = [u for u in app.requests if not u.startswith((app.origin, "blob:", "data:"))]
+    assert outside == []
+
+
+def _robustness_inputs(sample):
+    """name -> (bytes, "ok" or a fragment of the expected message)."""
+    from PIL import Image
+
+    def tif(a, **kw):
+        b = io.BytesIO()
+        tifffile.imwrite(b, a, **kw)
+        return b.getvalue()
+
+    crop = sample[:128, :128]
+    nan = crop.astype(">f4")
+    nan[::7, ::5] = np.nan
+    nan[3, :] = np.inf
+    five_d = np.stack([np.stack([np.stack([crop, crop])] * 2)] * 2)        # TZCYX
+    png_p = io.BytesIO()
+    Image.fromarray((crop // 2).astype(np.uint8)).convert("P").save(png_p, "PNG")
+    png_1 = io.BytesIO()
+    Image.fromarray(crop > np.percentile(crop, 70)).convert("1").save(png_1, "PNG")
+    huge = bytearray(tif(np.zeros((8, 70000), np.uint8)))
+    with tifffile.TiffFile(io.BytesIO(bytes(huge))) as t:
+        for k in ("ImageWidth", "ImageLength"):
+            off = t.pages[0].tags[k].valueoffset
+            huge[off:off + 4] = (100000).to_bytes(4, "little")
+    good = tif(crop)
+    return {
+        "nan_inf_bigendian.tif": (tif(nan), "ok"),
+        "five_d.tif": (tif(five_d, metadata={"axes": "TZCYX"}), "ok"),
+        "bigtiff.tif": (tif(crop, bigtiff=True), "ok"),
+        "palette.png": (png_p.getvalue(), "ok"),
+        "one_bit.png": (png_1.getvalue(), "ok"),
+        "huge_header.tif": (bytes(huge), "100000×100000"),
+        "zero.tif": (b"", "empty (0 bytes)"),
+        "truncated.tif": (good[: len(good) // 3], "truncated"),
+        "photo.jpg.tif": (b"\xff\xd8\xff" + b"junk" * 10, "JPEG"),
+        "one_pixel.tif": (tif(np.zeros((1, 1), np.uint8)), "1×1"),
+        "deflate.tif": (tif(crop, compression="zlib"), "ok"),
+        # Pyodide's lzma module is not shipped: the message names the compression
+        "lzma.tif": (tif(crop, compression="lzma") if _has_lzma() else good, "ok|LZMA compression"),
+    }
+
+
+def _has_lzma():
+    try:
+        import lzma  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def test_bad_and_unusual_inputs_in_the_page(app, sample):
+    import base64
+    import time
+
+    page = app.page
+    for name, (data, want) in _robustness_inputs(sample).items():
+        t = time.perf_counter()
+        res = page.evaluate("""async ([b64, name]) => {
+          const u = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+          try { const r = await window.piximi.segment(u, {filename: name}); return {ok: true, count: r.count}; }
+          catch (e) { return {ok: false, message: e.message}; } }""",
+                            [base64.b64encode(data).decode(), name])
+        took = time.perf_counter() - t
+        assert took < 20, f"{name}: {took:.1f} s"
+        if want == "ok":
+            assert res["ok"], f"{name}: {res}"
+        elif want.startswith("ok|"):
+            assert res["ok"] or want[3:] in res["message"], f"{name}: {res}"
+        else:
+            assert not res["ok"] and want in res["message"], f"{name}: {res}"
+    # still usable
+    assert page.evaluate("window.piximi.models()")
+
+
+def test_embedding_custom_element(app, files, models_dir):
+    """web/examples/embed.html: a lab page using <piximi-segmenter> (embed.js)."""
+    page = app.context.new_page()
+    page.set_default_timeout(180_000)
+    try:
+        page.goto(app.origin + "/examples/embed.html")
+        page.wait_for_function("document.querySelector('#state').textContent === 'ready'")
+        page.set_input_files("#pick", str(files["batch"][0]))
+        page.wait_for_function("document.querySelector('#state').textContent === 'done'")
+        ref = cpython_labels(tifffile.imread(files["batch"][0]), models_dir)
+        assert int(page.text_content("#n")) == int(ref.max())
+        with page.expect_download() as info:
+            page.click("#csv")
+        rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
+        assert len(rows) == int(ref.max())
+        # the element's API directly, with an error crossing the frame boundary
+        err = page.evaluate("""async () => {
+          try { await document.querySelector('#seg').segment(new Uint8Array(0)); return null; }
+          catch (e) { return e.message; } }""")
+        assert "empty" in err
+    finally:
+        page.close()
+
+
+def test_offline_after_first_visit(app, files, models_dir):
+    """After the first visit the service worker serves the whole site: reload
+    with the network off and segment a file."""
+    page = app.page
+    page.wait_for_function("""async () => {
+      const m = await (await fetch('manifest.json')).json();
+      const name = (await caches.keys()).find((k) => k.startsWith('piximi-'));
+      if (!name) return false;
+      const keys = await (await caches.open(name)).keys();
+      const have = new Set(keys.map((r) => new URL(r.url).pathname));
+      return Object.keys(m.files).every((f) => have.has(new URL(f, location.href).pathname));
+    }""", polling=1000)
+    app.context.set_offline(True)
+    offline = app.context.new_page()
+    offline.set_default_timeout(180_000)
+    try:
+        offline.goto(app.origin + "/index.html?backend=wasm")
+        offline.evaluate("window.piximi.ready")
+        offline.set_input_files("#file", str(files["batch"][0]))
+        offline.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
+        ref = cpython_labels(tifffile.imread(files["batch"][0]), models_dir)
+        assert int(offline.text_content("#count")) == int(ref.max())
+        # and nothing reached the network: a fetch outside the cache fails
+        assert offline.evaluate("fetch('not-cached-' + Math.random()).then(() => 'online', () => 'offline')") == "offline"
+    finally:
+        offline.close()
+        app.context.set_offline(False)
