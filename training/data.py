@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import find_boundaries
 
 from piximi_py.io import read_image
 from piximi_py.preprocess import normalize_percentile
@@ -54,20 +53,35 @@ def split(samples: list[Sample], fraction: float = 0.25):
     return train, val
 
 
-def class_targets(labels: np.ndarray) -> np.ndarray:
-    """0 background, 1 interior, 2 boundary (inner one-pixel rim of each object)."""
-    boundary = find_boundaries(labels, mode="inner")
+def class_targets(labels: np.ndarray, boundary_width: int = 2) -> np.ndarray:
+    """0 background, 1 interior, 2 boundary (inner rim of each object, ``boundary_width`` px).
+
+    A rim of two pixels keeps the interiors of touching nuclei four pixels
+    apart, which the network learns far more reliably than a one-pixel gap.
+    """
+    size = 2 * boundary_width + 1
+    boundary = (ndi.maximum_filter(labels, size) != labels) | (ndi.minimum_filter(labels, size) != labels)
     target = np.zeros(labels.shape, np.int64)
     target[labels > 0] = 1
     target[boundary & (labels > 0)] = 2
     return target
 
 
+def touching_mask(labels: np.ndarray, width: int = 2) -> np.ndarray:
+    """Pixels of an object within ``width`` px of another object (not background)."""
+    size = 2 * width + 1
+    no_label = np.iinfo(labels.dtype).max
+    largest = ndi.maximum_filter(labels, size)
+    smallest = ndi.minimum_filter(np.where(labels > 0, labels, no_label), size)
+    return (labels > 0) & ((largest != labels) | ((smallest != labels) & (smallest != no_label)))
+
+
 def random_crop(sample: Sample, size: int, rng: np.random.Generator,
-                scale_range=(0.6, 1.6)):
+                scale_range=(0.6, 1.6), boundary_width: int = 2):
     """A ``size`` x ``size`` crop, rescaled by a random factor, flipped and rotated.
 
-    Returns image (C, size, size) float32 and class target (size, size).
+    Returns image (C, size, size) float32, class target (size, size) and the
+    mask of pixels where two objects touch (weighted up in the loss).
     """
     image, labels = sample.image, sample.labels
     scale = float(np.exp(rng.uniform(*np.log(scale_range))))
@@ -96,7 +110,8 @@ def random_crop(sample: Sample, size: int, rng: np.random.Generator,
     if rng.random() < 0.5:
         img, lab = img[:, :, ::-1], lab[:, ::-1]
     img = intensity_augment(np.ascontiguousarray(img, dtype=np.float32), rng)
-    return img, class_targets(np.ascontiguousarray(lab))
+    lab = np.ascontiguousarray(lab)
+    return img, class_targets(lab, boundary_width), touching_mask(lab)
 
 
 def intensity_augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -98,3 +98,32 @@ if __name__ == "__main__":
     rep = evaluate_model(sys.argv[1] if len(sys.argv) > 1 else None)
     print(format_summary(rep))
     print(json.dumps(rep["summary"], indent=1))
+
+
+def model_card(spec, report: dict, train_cfg: dict, params: int, stages=()) -> str:
+    """Markdown model card for one shipped model from an evaluation report."""
+    stages_text = "; ".join(
+        f"stage {i}: {st['iterations']} iterations at peak LR {st['lr']:g}, {st['boundary_width']}-pixel "
+        f"boundary rim, touching-pixel weight {st['touching_weight']:g}"
+        + (" (from stage 1's weights)" if "init_from" in st else "")
+        for i, st in enumerate(stages, 1))
+    return f"""## `{spec.id}` — {spec.name}
+
+{spec.description}
+
+| | |
+|---|---|
+| file | `{spec.file}` ({spec.bytes / 1e6:.1f} MB, sha256 `{spec.sha256[:16]}…`) |
+| architecture | U-Net, vanilla encoder (base width {train_cfg['base_width']}, depth {train_cfg['depth']}), BatchNorm + ReLU, softmax head; {params:,} parameters; ONNX opset 17, float32, dynamic batch/height/width (multiples of {spec.input_multiple}) |
+| input | 1 channel, percentile-normalized (p{spec.normalize['low']:g} → 0, p{spec.normalize['high']:g} → 1); tiles of {spec.tile_size} px with {spec.tile_overlap} px overlap |
+| output | per-pixel probabilities of background / nucleus interior / nucleus boundary → instances by seeded nearest-seed growth (`piximi_py.postprocess`) |
+| training data | the training split (75 %) of `dsb2018_stage1test_gray` (Data Science Bowl 2018 / BBBC038, CC0): 29 images; split by a hash of the image name (`training.data.is_validation`); no synthetic data |
+| training | `python build.py train` (CPU, 2 threads): batches of {train_cfg['batch']} random {train_cfg['crop']}² crops (scale 0.6–1.6, flips, 90° rotations, gamma/contrast, blur, noise), AdamW + one-cycle LR, cross-entropy weighted 1/1/2 by class, seed {train_cfg['seed']}; {stages_text} |
+
+Accuracy on held-out real images (never used for training or model selection),
+measured with `python build.py evaluate` through the same `piximi_py` pipeline
+the page runs (native onnxruntime). Baseline: Otsu threshold + distance-transform
+watershed (scikit-image).
+
+{format_summary(report)}
+"""

@@ -47,11 +47,20 @@ def export_onnx(checkpoint: Path, out: Path, *, check_size: int = 128, tolerance
 
 
 def register_model(index_path: Path, entry: dict) -> dict:
-    """Add or replace ``entry`` (by id) in ``index.json``; fills sha256 and bytes."""
+    """Add or replace ``entry`` (by id) in ``index.json``; fills sha256 and bytes.
+
+    Models made of several files (e.g. an image encoder and a prompt decoder)
+    list them in ``entry["files"]`` as ``{role: {"file": name, ...}}``; each
+    gets its own sha256 and bytes too.
+    """
     index_path = Path(index_path)
     index = json.loads(index_path.read_text()) if index_path.exists() else {"models": []}
     model_file = index_path.parent / entry["file"]
     entry = {**entry, "sha256": sha256_file(model_file), "bytes": model_file.stat().st_size}
+    if "files" in entry:
+        entry["files"] = {role: {**f, "sha256": sha256_file(index_path.parent / f["file"]),
+                                 "bytes": (index_path.parent / f["file"]).stat().st_size}
+                          for role, f in entry["files"].items()}
     index["models"] = [m for m in index["models"] if m["id"] != entry["id"]] + [entry]
     if entry.get("default"):
         for m in index["models"]:
