@@ -6,9 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from .train import load_checkpoint
 
 OPSET = 17
 
@@ -24,6 +21,9 @@ def sha256_file(path: Path) -> str:
 def export_onnx(checkpoint: Path, out: Path, *, check_size: int = 128, tolerance: float = 1e-4) -> Path:
     """Write ``out`` (ONNX, dynamic batch/height/width) and verify it against PyTorch."""
     import onnxruntime as ort
+    import torch
+
+    from .train import load_checkpoint
 
     model = load_checkpoint(checkpoint)
     channels = model.encoder.out_channels[0]

