@@ -161,6 +161,9 @@ def test_ready_and_models(web):
     assert sum(m["default"] for m in models) == 1
     assert web.info["backend"] in ("webgpu", "wasm")
     assert web.page.evaluate("crossOriginIsolated") is True
+    # PyScript's config tags must not show up as page text
+    assert not web.page.locator("py-config").is_visible()
+    assert "plugins" not in web.page.inner_text("body")
     _report["models"] = [m["id"] for m in models]
     _report["ready_backend"] = web.info["backend"]
 
