@@ -193,6 +193,32 @@ def test_segment_real_image(web, models_dir):
     assert ap >= 0.70, f"AP@0.5 {ap:.3f} (count {res['count']} vs {len(np.unique(gt)) - 1})"
 
 
+def test_held_out_accuracy_in_the_page(web):
+    """The issue's bar: mean AP@0.5 >= 0.75 on held-out real images, via window.piximi.segment.
+
+    Held-out = the validation split of dsb2018_stage1test_gray (never trained on)
+    plus the StarDist sample; needs ../shared/data (skips without it).
+    """
+    import tifffile
+    from piximi_py.metrics import evaluate_instances
+    from training.data import is_validation
+
+    root = shared_set("dsb2018_stage1test_gray")
+    pairs = [(p, root / "masks" / p.name) for p in sorted((root / "images").glob("*.tif"))
+             if is_validation(f"{root.name}/{p.stem}")]
+    pairs.append(stardist_sample())
+    scores = []
+    for image, mask in pairs:
+        res = segment(web, image.read_bytes(), backend="wasm", filename=image.name)
+        assert res["ok"], res
+        scores.append(evaluate_instances(tifffile.imread(mask), res["labels"]))
+    ap50 = float(np.mean([s["ap50"] for s in scores]))
+    _report["held_out"] = {"images": len(scores), "ap50": ap50,
+                           "map": float(np.mean([s["map"] for s in scores]))}
+    assert len(scores) >= 10
+    assert ap50 >= 0.75, _report["held_out"]
+
+
 def test_webgpu_wasm_cpython_parity(web, models_dir):
     """(c) WebGPU (SwiftShader) vs WASM vs CPython on a 128x128 crop."""
     import tifffile

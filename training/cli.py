@@ -12,15 +12,19 @@ SHIPPED = {
     "nuclei": {
         "run": "runs/nuclei_gray_w16",
         "file": "nuclei_unet_w16.onnx",
-        # Two stages, as the shipped model was made: a from-scratch run with a
-        # one-pixel boundary class, then a short fine-tune to a two-pixel rim
-        # with the pixels between touching nuclei weighted up (splits better).
+        # Three stages, as the shipped model was made: a from-scratch run with a
+        # one-pixel boundary class, then fine-tunes to a two-pixel rim with the
+        # pixels between touching nuclei weighted up (splits better); stage 3
+        # was kept because it scored higher on the training split.
         "stages": [
             {"run": "runs/nuclei_gray_w16_v1", "iterations": 1500, "lr": 2e-3, "boundary_width": 1,
              "touching_weight": 0.0},
-            {"run": "runs/nuclei_gray_w16", "init_from": "runs/nuclei_gray_w16_v1/model.pt",
+            {"run": "runs/nuclei_gray_w16_s2", "init_from": "runs/nuclei_gray_w16_v1/model.pt",
              "iterations": 400, "lr": 5e-4, "warmup": 0.05, "boundary_width": 2,
              "touching_weight": 3.0, "eval_every": 200},
+            {"run": "runs/nuclei_gray_w16", "init_from": "runs/nuclei_gray_w16_s2/model.pt",
+             "iterations": 500, "lr": 5e-4, "warmup": 0.05, "boundary_width": 2,
+             "touching_weight": 3.0, "eval_every": 10000, "seed": 1},
         ],
         "train": {"channels": 1, "base_width": 16, "depth": 4, "batch": 8, "crop": 192, "seed": 0},
         "entry": {"id": "nuclei", "name": "Nuclei, fluorescence (U-Net, 2.0M params)",

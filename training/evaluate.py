@@ -105,7 +105,7 @@ def model_card(spec, report: dict, train_cfg: dict, params: int, stages=()) -> s
     stages_text = "; ".join(
         f"stage {i}: {st['iterations']} iterations at peak LR {st['lr']:g}, {st['boundary_width']}-pixel "
         f"boundary rim, touching-pixel weight {st['touching_weight']:g}"
-        + (" (from stage 1's weights)" if "init_from" in st else "")
+        + (f" (from stage {i - 1}'s weights)" if "init_from" in st else "")
         for i, st in enumerate(stages, 1))
     return f"""## `{spec.id}` — {spec.name}
 
