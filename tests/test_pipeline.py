@@ -27,7 +27,7 @@ def test_segment_real_image_accuracy(sample):
     result = piximi_py.segment_image(image_path)
     scores = evaluate_instances(truth, result.labels)
     assert result.labels.dtype == np.uint16 and result.labels.shape == truth.shape
-    # measured 0.719 with the shipped model (models/README.md); the product bar is 0.75
+    # StarDist image alone: 0.715 with the shipped model; the bar (0.75) is on the held-out set, see test_web
     assert scores["ap50"] >= 0.70, scores
     n_true = len(np.unique(truth)) - 1  # the mask's ids are not consecutive
     assert abs(result.count - n_true) <= 0.15 * n_true, (result.count, n_true)
