@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -24,49 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from realdata import stardist_sample  # noqa: E402
-from tools.browser import CHROMIUM, launch  # noqa: E402
+from browserpage import BrowserPage, cpython_labels, require_browser  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
-if shutil.which("npm") is None and not (ROOT / "node_modules").exists():
-    pytest.skip("npm is not installed and node_modules is missing", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+require_browser()
 tifffile = pytest.importorskip("tifffile")
-
-
-class App:
-    def __init__(self, origin: str):
-        self.origin = origin
-        self.requests: list[str] = []
-        self.console: list[str] = []
-        self.pw = sync_api.sync_playwright().start()
-        self.browser = launch(self.pw)
-        self.context = self.browser.new_context(accept_downloads=True,
-                                                viewport={"width": 1400, "height": 1000})
-        self.context.on("request", lambda r: self.requests.append(r.url))
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(180_000)
-        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
-        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
-
-    def close(self):
-        self.context.close()
-        self.browser.close()
-        self.pw.stop()
 
 
 @pytest.fixture(scope="module")
 def app(site):
-    a = App(site)
+    a = BrowserPage(site, accept_downloads=True, viewport={"width": 1400, "height": 1000})
     # ?backend=wasm: deterministic and comparable with CPython onnxruntime
-    a.page.goto(site + "/index.html?backend=wasm")
-    try:
-        a.page.evaluate("window.piximi.ready")
-    except Exception as exc:
-        a.close()
-        pytest.fail(f"page did not become ready: {exc}\n" + "\n".join(a.console[-30:]))
+    a.open_app("?backend=wasm")
     yield a
     a.close()
 
@@ -101,12 +70,6 @@ def files(tmp_path_factory, sample):
     (d / "broken.tif").write_bytes(b"")                                   # fails, is skipped
     out["broken"] = d / "broken.tif"
     return out
-
-
-def cpython_labels(image, models_dir):
-    import piximi_py
-
-    return piximi_py.segment_image(image, models_dir=models_dir).labels
 
 
 def wait_done(page):

@@ -17,7 +17,6 @@ import base64
 import io
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -28,42 +27,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from realdata import shared_set, stardist_sample  # noqa: E402
-from tools.browser import CHROMIUM, launch  # noqa: E402
+from browserpage import BrowserPage, cpython_labels, require_browser  # noqa: E402
 
 REPORT = ROOT / ".cache" / "web-test-report.json"
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
-if shutil.which("npm") is None and not (ROOT / "node_modules").exists():
-    pytest.skip("npm is not installed and node_modules is missing", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+require_browser()
 
 
 # ------------------------------------------------------------------ fixtures
 # models_dir and site (build dist/ once, serve it) are in conftest.py
 
 
-class Session:
-    """The one browser page of this module, plus everything it requested."""
+class Session(BrowserPage):
+    """The one browser page of this module, plus every response it received."""
 
     def __init__(self, origin: str):
         # Report requests made by the service worker too (Chromium).
         os.environ["PW_EXPERIMENTAL_SERVICE_WORKER_NETWORK_EVENTS"] = "1"
-        self.origin = origin
-        self.requests: list[str] = []
+        super().__init__(origin, webgpu=True, timeout_ms=240_000)
         self.responses: list[dict] = []
-        self.console: list[str] = []
-        self.pw = sync_api.sync_playwright().start()
-        self.browser = launch(self.pw, webgpu=True)
-        self.context = self.browser.new_context()
-        self.context.on("request", lambda r: self.requests.append(r.url))
         self.context.on("response", self._on_response)
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(240_000)
-        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
-        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
 
     def _on_response(self, r) -> None:
         try:
@@ -74,25 +59,14 @@ class Session:
         self.responses.append({"url": r.url, "status": r.status, "bytes": size, "sw": sw})
 
 
-    def close(self) -> None:
-        self.context.close()
-        self.browser.close()
-        self.pw.stop()
-
-
 @pytest.fixture(scope="module")
 def web(site):
-    s = Session(site)
-    s.page.goto(site + "/index.html")
-    try:
-        s.info = s.page.evaluate("window.piximi.ready")
-        from tools import site as site_mod
+    from tools import site as site_mod
 
-        s.bytes_at_ready = site_mod.SERVER.bytes_sent
-        s.files_at_ready = site_mod.SERVER.files_sent
-    except Exception as exc:  # show what the page said
-        s.close()
-        pytest.fail(f"page did not become ready: {exc}\n" + "\n".join(s.console[-30:]))
+    s = Session(site)
+    s.open_app()
+    s.bytes_at_ready = site_mod.SERVER.bytes_sent
+    s.files_at_ready = site_mod.SERVER.files_sent
     yield s
     s.close()
 
@@ -121,12 +95,6 @@ def segment(web, data: bytes, **opts) -> dict:
         res["labels"] = np.frombuffer(base64.b64decode(res["labels"]), dtype).reshape(
             res["height"], res["width"])
     return res
-
-
-def cpython_labels(image: np.ndarray, models_dir: Path, model_id: str) -> np.ndarray:
-    import piximi_py
-
-    return piximi_py.segment_image(image, model_id, models_dir=models_dir).labels
 
 
 def tiff_bytes(a: np.ndarray) -> bytes:
