@@ -15,7 +15,7 @@ setup_python() {
     local stamp=.venv/.piximi-installed
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         .venv/bin/python -m pip install -q --upgrade pip
-        .venv/bin/python -m pip install -q -e ".[native,test]"
+        .venv/bin/python -m pip install -q -e ".[native,test,train]"
         touch "$stamp"
     fi
 }

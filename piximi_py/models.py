@@ -33,6 +33,7 @@ class ModelSpec:
     default: bool = False
     description: str = ""
     metrics: dict = field(default_factory=dict)
+    latency_ms_512: float = 0.0  #: measured native pipeline time for a 512x512 image (0 = unknown)
 
     def to_dict(self) -> dict:
         return asdict(self)

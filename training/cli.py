@@ -7,74 +7,84 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: What ``export`` writes into models/index.json for each shipped model.
+#: The shipped models: which zoo variant each one is (``training.zoo.VARIANTS``),
+#: the iterations of its schedule and the index entry ``export`` writes.
+#: The zoo was trained on a lent H100 (``python -m training.zoo gpu-run``,
+#: four to five minutes per variant, several at once); ``python build.py train
+#: --model ID --device cpu`` runs the same schedule on a CPU (hours).
 SHIPPED = {
     "nuclei": {
-        "run": "runs/nuclei_gray_w16",
-        "file": "nuclei_unet_w16.onnx",
-        # Three stages, as the shipped model was made: a from-scratch run with a
-        # one-pixel boundary class, then fine-tunes to a two-pixel rim with the
-        # pixels between touching nuclei weighted up (splits better); stage 3
-        # was kept because it scored higher on the training split.
-        "stages": [
-            {"run": "runs/nuclei_gray_w16_v1", "iterations": 1500, "lr": 2e-3, "boundary_width": 1,
-             "touching_weight": 0.0},
-            {"run": "runs/nuclei_gray_w16_s2", "init_from": "runs/nuclei_gray_w16_v1/model.pt",
-             "iterations": 400, "lr": 5e-4, "warmup": 0.05, "boundary_width": 2,
-             "touching_weight": 3.0, "eval_every": 200},
-            {"run": "runs/nuclei_gray_w16", "init_from": "runs/nuclei_gray_w16_s2/model.pt",
-             "iterations": 500, "lr": 5e-4, "warmup": 0.05, "boundary_width": 2,
-             "touching_weight": 3.0, "eval_every": 10000, "seed": 1},
-        ],
-        "train": {"channels": 1, "base_width": 16, "depth": 4, "batch": 8, "crop": 192, "seed": 0},
+        "variant": "unet_w16", "iterations": 5706, "file": "nuclei_unet_w16.onnx",
+        "int8": "nuclei_unet_w16_int8.onnx",
         "entry": {"id": "nuclei", "name": "Nuclei, fluorescence (U-Net, 2.0M params)",
-                  "task": "nuclei-fluorescence", "channels": 1, "input_multiple": 16,
-                  "tile_size": 512, "tile_overlap": 64, "normalize": {"low": 1.0, "high": 99.8},
-                  "postprocess": {"foreground_threshold": 0.7, "seed_threshold": 0.3,
-                                  "min_seed_size": 4, "min_size": 12},
-                  "default": True,
-                  "description": "3-class U-Net (background / interior / boundary) for "
-                                 "fluorescent nuclei, any size; trained on DSB2018 images."},
+                  "task": "nuclei-fluorescence", "default": True,
+                  "description": "3-class U-Net (background / interior / boundary) for fluorescent nuclei, "
+                                 "any size; trained on DSB2018 + mnfinder images and synthetic nuclei."},
+    },
+    "nuclei_fast": {
+        "variant": "unet_w8", "iterations": 5968, "file": "nuclei_unet_w8.onnx",
+        "entry": {"id": "nuclei_fast", "name": "Nuclei, fluorescence, fast (U-Net, 0.5M params)",
+                  "task": "nuclei-fluorescence", "default": False,
+                  "description": "Half-width U-Net: a quarter of the default model's size, a little less "
+                                 "accurate; for slow machines and big batches."},
+    },
+    "nuclei_he": {
+        "variant": "unet_he_mnv2", "iterations": 2796, "file": "nuclei_he_mnv2.onnx",
+        "entry": {"id": "nuclei_he", "name": "Nuclei, H&E / brightfield RGB (MobileNetV2 U-Net, 3.6M params)",
+                  "task": "nuclei-brightfield", "default": False,
+                  "description": "U-Net with an ImageNet-pretrained MobileNetV2 encoder for stained "
+                                 "(H&E-like) colour images; trained on the few DSB2018 colour images plus "
+                                 "grayscale nuclei rendered as stains. Experimental: few training images."},
     },
 }
 
 
 def cmd_train(args) -> int:
-    from .train import train
+    from .zoo import train_variant
 
     cfg = SHIPPED[args.model]
-    stages = cfg["stages"][args.from_stage - 1:]
-    for stage in stages:
-        stage = dict(stage)
-        run = ROOT / stage.pop("run")
-        if "init_from" in stage:
-            stage["init_from"] = ROOT / stage["init_from"]
-        if args.threads:
-            stage["threads"] = args.threads
-        train(run, **{**cfg["train"], **stage})
+    train_variant(cfg["variant"], ROOT / "runs" / "zoo", data_root=Path(args.data_root), device=args.device,
+                  workers=args.workers, iterations=cfg["iterations"], threads=args.threads or 2)
     return 0
 
 
 def cmd_export(args) -> int:
-    from .export import export_onnx, register_model
+    from .zoo_report import ship
 
-    cfg = SHIPPED[args.model]
-    out = ROOT / "models" / cfg["file"]
-    export_onnx(ROOT / cfg["run"] / "model.pt", out)
-    entry = register_model(ROOT / "models" / "index.json", {**cfg["entry"], "file": cfg["file"]})
-    print(json.dumps(entry, indent=1))
+    for model_id in args.model or sorted(SHIPPED):
+        print(json.dumps(ship(model_id, SHIPPED[model_id]), indent=1))
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model, format_summary
 
-    report = evaluate_model(args.model)
-    print(format_summary(report))
+    reports = {}
+    for model_id in ([args.model] if args.model else sorted(SHIPPED)):
+        mode = "rgb" if SHIPPED.get(model_id, {}).get("entry", {}).get("task") == "nuclei-brightfield" else "gray"
+        reports[model_id] = evaluate_model(model_id, mode=mode)
+        print(f"## {model_id}\n{format_summary(reports[model_id])}\n")
     if args.card:
-        write_cards(report)
+        write_cards(reports)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        Path(args.json).write_text(json.dumps(reports, indent=1))
+    return 0
+
+
+def cmd_zoo_train(args) -> int:
+    from .zoo import VARIANTS, train_variant
+
+    for name in args.variant or list(VARIANTS):
+        train_variant(name, ROOT / "runs" / "zoo", data_root=Path(args.data_root), device=args.device,
+                      workers=args.workers, time_budget_s=args.budget, iterations=args.iterations,
+                      threads=args.threads)
+    return 0
+
+
+def cmd_zoo_report(args) -> int:
+    from .zoo_report import write_zoo_page
+
+    write_zoo_page(bundles=args.bundles, names=args.variant, compress=args.compress, measure=not args.table_only)
     return 0
 
 
@@ -107,31 +117,52 @@ def cmd_sam_finetune(args) -> int:
     return 0
 
 
-def write_cards(report: dict) -> None:
-    """models/README.md: the card of the default nuclei model from ``report``."""
+def write_cards(reports: dict) -> None:
+    """models/README.md: one card per shipped model, from its evaluation report."""
     import piximi_py
     from piximi_py.models import find_model
 
     from .evaluate import model_card
-    from .train import load_checkpoint
 
-    spec = find_model(piximi_py.load_models(), report["model"])
-    cfg = SHIPPED[spec.id]
-    params = sum(p.numel() for p in load_checkpoint(ROOT / cfg["run"] / "model.pt").parameters())
-    text = "# Shipped models\n\nRegenerate this page with `python build.py evaluate --card`.\n\n"
-    text += model_card(spec, report, cfg["train"], params, cfg["stages"])
+    text = ("# Shipped models\n\nRegenerate this page with `python build.py evaluate --card`; "
+            "the whole zoo (every variant, compression, latency) is in [ZOO.md](ZOO.md).\n\n")
+    for model_id, report in reports.items():
+        spec = find_model(piximi_py.load_models(), model_id)
+        cfg = SHIPPED[model_id]
+        text += model_card(spec, report, ROOT / "runs" / "zoo" / cfg["variant"] / "model.pt", cfg) + "\n"
     (ROOT / "models" / "README.md").write_text(text)
 
 
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
+    data_root = str(ROOT.parent / "shared" / "data")
     p = sub.add_parser("train", help="train a shipped model from ../shared/data (needs torch)")
     p.add_argument("--model", default="nuclei", choices=sorted(SHIPPED))
-    p.add_argument("--from-stage", type=int, default=1, help="skip the stages before this one (1-based)")
+    p.add_argument("--data-root", default=data_root)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--threads", type=int, help="torch threads (default 2)")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("export", help="export the trained checkpoint to models/ and index it")
-    p.add_argument("--model", default="nuclei", choices=sorted(SHIPPED))
+    p = sub.add_parser("export", help="export the shipped models' checkpoints (runs/zoo) to models/, "
+                                      "with int8 variants, bioimage.io rdf.yaml and index entries")
+    p.add_argument("--model", nargs="*", choices=sorted(SHIPPED), help="default: all shipped models")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("zoo-train", help="train zoo variants (training.zoo.VARIANTS) into runs/zoo")
+    p.add_argument("--variant", nargs="*", help="default: all")
+    p.add_argument("--data-root", default=data_root)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--budget", type=float, default=0, help="seconds per variant (default: fixed iterations)")
+    p.add_argument("--iterations", type=int, help="default: training.zoo.COMMON / the variant's own")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_zoo_train)
+    p = sub.add_parser("zoo-report", help="export, compress, evaluate and time every variant in runs/zoo; "
+                                          "write models/ZOO.md and models/zoo.png")
+    p.add_argument("--bundles", nargs="*", default=[], help="unets_*.pt files of an accelerator run to unpack first")
+    p.add_argument("--variant", nargs="*", help="default: every trained variant")
+    p.add_argument("--compress", nargs="*", default=["unet_w16", "unet_mnv2", "unet_w8"],
+                   help="variants that also get int8 (QDQ) and fp16 versions")
+    p.add_argument("--table-only", action="store_true", help="rewrite the page from runs/zoo/report.json")
+    p.set_defaults(func=cmd_zoo_report)
     p = sub.add_parser("evaluate", help="AP@0.5, mAP, F1 on held-out real images vs a classical baseline")
     p.add_argument("--model", default=None, help="model id (default: the default model)")
     p.add_argument("--json", help="also write the full per-image report here")

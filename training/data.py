@@ -114,6 +114,28 @@ def random_crop(sample: Sample, size: int, rng: np.random.Generator,
     return img, class_targets(lab, boundary_width), touching_mask(lab)
 
 
+#: Absorbance of haematoxylin (nuclei) and eosin (the rest) per RGB channel.
+HEMATOXYLIN = np.array([0.65, 0.70, 0.29], np.float32)
+EOSIN = np.array([0.07, 0.99, 0.11], np.float32)
+
+
+def gray_to_rgb(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A grayscale fluorescence crop (1, H, W) as a 3-channel crop for a colour model.
+
+    Half the time the channels are simply repeated (fluorescence shown as
+    RGB); otherwise the crop is rendered as a brightfield stain: nuclei absorb
+    haematoxylin and the background a little eosin, with random strengths, so
+    nuclei appear dark purple on pink as in H&E images.
+    """
+    g = np.clip(img[0], 0, None)
+    if rng.random() < 0.5:
+        return np.repeat(img, 3, axis=0)
+    h = HEMATOXYLIN * rng.uniform(0.8, 2.0)
+    e = EOSIN * rng.uniform(0.05, 0.6)
+    absorbance = g[None] * h[:, None, None] + (1 - np.minimum(g, 1))[None] * e[:, None, None]
+    return (np.exp(-absorbance) * rng.uniform(0.85, 1.05)).astype(np.float32)
+
+
 def intensity_augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Gamma, contrast/offset, blur and Gaussian noise, on normalized intensities."""
     if rng.random() < 0.5:

@@ -20,15 +20,23 @@ from piximi_py.metrics import evaluate_instances
 from . import data as D
 
 HELD_OUT = {
-    "gray": [("dsb2018_stage1test_gray", "validation"), ("stardist_wheel", "all")],
+    "gray": [("dsb2018_stage1test_gray", "validation"), ("stardist_wheel", "all"), ("mnfinder", "validation")],
     "rgb": [("dsb2018_stage1test_color", "validation")],
 }
+
+
+def set_root(set_name: str, data_root: Path) -> Path:
+    """Where a set lives: under ``data_root`` or, for sets fetched from packages, the data cache."""
+    from .datasets import DATA_CACHE
+
+    root = Path(data_root) / set_name
+    return root if root.is_dir() else DATA_CACHE / set_name
 
 
 def held_out_pairs(data_root: Path, mode: str = "gray"):
     """(set, name, image path, mask path) of every held-out image available."""
     for set_name, part in HELD_OUT[mode]:
-        root = Path(data_root) / set_name
+        root = set_root(set_name, data_root)
         if not root.is_dir():
             continue
         for path in sorted((root / "images").glob("*.tif")):
@@ -100,30 +108,35 @@ if __name__ == "__main__":
     print(json.dumps(rep["summary"], indent=1))
 
 
-def model_card(spec, report: dict, train_cfg: dict, params: int, stages=()) -> str:
-    """Markdown model card for one shipped model from an evaluation report."""
-    stages_text = "; ".join(
-        f"stage {i}: {st['iterations']} iterations at peak LR {st['lr']:g}, {st['boundary_width']}-pixel "
-        f"boundary rim, touching-pixel weight {st['touching_weight']:g}"
-        + (f" (from stage {i - 1}'s weights)" if "init_from" in st else "")
-        for i, st in enumerate(stages, 1))
+def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
+    """Markdown model card for one shipped model from its evaluation report and checkpoint."""
+    import torch
+
+    from .zoo import COMMON, VARIANTS
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg, run = ckpt["config"], ckpt.get("run", {})
+    variant = {**COMMON, **VARIANTS[shipped["variant"]]}
+    params = sum(v.numel() for k, v in ckpt["state_dict"].items() if "running_" not in k and "num_batches" not in k)
+    sets = ", ".join(f"`{Path(s).name}`" for s in run.get("sets", variant["sets"]))
+    encoder = cfg["encoder_name"] + (" (ImageNet-pretrained start)" if "weights" in cfg else "")
     return f"""## `{spec.id}` — {spec.name}
 
 {spec.description}
 
 | | |
 |---|---|
-| file | `{spec.file}` ({spec.bytes / 1e6:.1f} MB, sha256 `{spec.sha256[:16]}…`) |
-| architecture | U-Net, vanilla encoder (base width {train_cfg['base_width']}, depth {train_cfg['depth']}), BatchNorm + ReLU, softmax head; {params:,} parameters; ONNX opset 17, float32, dynamic batch/height/width (multiples of {spec.input_multiple}) |
-| input | 1 channel, percentile-normalized (p{spec.normalize['low']:g} → 0, p{spec.normalize['high']:g} → 1); tiles of {spec.tile_size} px with {spec.tile_overlap} px overlap |
-| output | per-pixel probabilities of background / nucleus interior / nucleus boundary → instances by seeded nearest-seed growth (`piximi_py.postprocess`) |
-| training data | the training split (75 %) of `dsb2018_stage1test_gray` (Data Science Bowl 2018 / BBBC038, CC0): 29 images; split by a hash of the image name (`training.data.is_validation`); no synthetic data |
-| training | `python build.py train` (CPU, 2 threads): batches of {train_cfg['batch']} random {train_cfg['crop']}² crops (scale 0.6–1.6, flips, 90° rotations, gamma/contrast, blur, noise), AdamW + one-cycle LR, cross-entropy weighted 1/1/2 by class, seed {train_cfg['seed']}; {stages_text} |
+| file | `{spec.file}` ({spec.bytes / 1e6:.1f} MB, sha256 `{spec.sha256[:16]}…`); bioimage.io description `{spec.id}.rdf.yaml` |
+| architecture | U-Net, {encoder} encoder, depth {cfg['depth']}, softmax head; {params:,} parameters; ONNX opset 17, float32, dynamic batch/height/width (multiples of {spec.input_multiple}) |
+| input | {spec.channels} channel(s), percentile-normalized (p{spec.normalize['low']:g} → 0, p{spec.normalize['high']:g} → 1); tiles of {spec.tile_size} px with {spec.tile_overlap} px overlap |
+| output | per-pixel probabilities of background / nucleus interior / nucleus boundary ({variant['boundary_width']}-pixel rim) → instances by seeded growth (`piximi_py.postprocess`, foreground ≥ {spec.postprocess.get('foreground_threshold')}, seeds ≥ {spec.postprocess.get('seed_threshold')}, thresholds chosen on training images) |
+| training data | training split (75 %, by a hash of the image name: `training.data.is_validation`) of {sets}; synthetic nuclei (`training.synthetic`) as {run.get('synthetic_fraction', variant['synthetic_fraction']):.0%} of crops |
+| training | `training.zoo` variant `{shipped['variant']}`: {ckpt.get('iteration')} iterations (of a {shipped['iterations']}-iteration schedule) × batches of {run.get('batch', variant['batch'])} random {run.get('crop', variant['crop'])}² crops (scale 0.6–1.6, flips, 90° rotations, gamma/contrast, blur, noise), AdamW, warm-up + cosine LR (peak {variant['lr']:g}), cross-entropy weighted 1/1/2 by class plus {variant['touching_weight']:g}× on pixels where nuclei touch, seed {variant['seed']}; on {run.get('device', 'cuda')} |
 
-Accuracy on held-out real images (never used for training or model selection),
-measured with `python build.py evaluate` through the same `piximi_py` pipeline
-the page runs (native onnxruntime). Baseline: Otsu threshold + distance-transform
-watershed (scikit-image).
+Accuracy on held-out real images (never used for training), measured with
+`python build.py evaluate` through the same `piximi_py` pipeline the page runs
+(native onnxruntime). Baseline: Otsu threshold + distance-transform watershed
+(scikit-image) on the same images.
 
 {format_summary(report)}
 """

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage as ndi
 
 from piximi_py.io import read_image
@@ -43,12 +44,16 @@ def _nearest_resize(labels: np.ndarray, shape) -> np.ndarray:
 
 def build_windows(data_root: Path = D.SHARED_DATA, sets=("dsb2018_stage1test_gray",), spec: SamSpec | None = None,
                   max_objects: int = 40, seed: int = 0):
-    """Training windows: (image name, normalized image, labels, window, [(label, kind)])."""
+    """Training windows: (image name, normalized image, labels, window, [(label, kind)]).
+
+    ``sets`` are names under ``data_root`` or paths of sets in the standard layout.
+    """
     spec = spec or load_sam_spec()
     rng = np.random.default_rng(seed)
     out = {}
     for set_name in sets:
-        root = Path(data_root) / set_name
+        root = Path(set_name) if Path(set_name).is_dir() else Path(data_root) / set_name
+        set_name = root.name
         for path in sorted((root / "images").glob("*.tif")):
             name = f"{set_name}/{path.stem}"
             if D.is_validation(name):
@@ -251,3 +256,203 @@ def finetune_decoder(out: Path = ROOT / "runs" / "sam_ft", *, iterations: int = 
         "data": "dsb2018_stage1test_gray training split (training.data.is_validation false)"}},
         out / "model.pt")
     return out / "model.pt"
+
+
+class PromptStream(torch.utils.data.IterableDataset):
+    """Endless batches of simulated prompts over window label maps (DataLoader workers).
+
+    Each pair (window, object, prompt kind) is drawn uniformly; with
+    ``augment`` the window is rotated by a multiple of 90 degrees and maybe
+    flipped (the caller applies the same to the encoder input) before the
+    prompt is simulated on the moved mask.
+    """
+
+    def __init__(self, label_maps, pairs, batch: int, seed: int, augment: bool):
+        self.label_maps, self.pairs, self.batch, self.seed, self.augment = label_maps, pairs, batch, seed, augment
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        while True:
+            rows = []
+            for p in rng.choice(len(self.pairs), self.batch):
+                w, lab, kind = self.pairs[p]
+                k, flip = (int(rng.integers(4)), bool(rng.random() < 0.5)) if self.augment else (0, False)
+                mask = _move(self.label_maps[w] == lab, k, flip)
+                if not mask.any():
+                    continue
+                c, l = simulate_prompt(mask, kind, rng)
+                rows.append((w, k, flip, c, l, mask))
+            n = max(len(r[3]) for r in rows)
+            coords = np.stack([np.concatenate([r[3], np.zeros((n - len(r[3]), 2), np.float32)]) for r in rows])
+            labels = np.stack([np.concatenate([r[4], -np.ones(n - len(r[4]), np.float32)]) for r in rows])
+            yield (torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows]),
+                   torch.tensor([r[2] for r in rows]), torch.from_numpy(coords), torch.from_numpy(labels),
+                   torch.from_numpy(np.stack([r[5] for r in rows]).astype(np.float32)))
+
+
+def _move(a, k: int, flip: bool):
+    """Rotate the last two axes by ``k`` quarter turns, then maybe flip left-right (numpy or torch)."""
+    if hasattr(a, "rot90"):  # torch
+        a = a.rot90(k, dims=(-2, -1))
+        return a.flip(-1) if flip else a
+    a = np.rot90(a, k, axes=(-2, -1))
+    return np.ascontiguousarray(a[..., ::-1] if flip else a)
+
+
+def _mask_loss(logit, target, iou_pred):
+    """BCE + Dice on one mask output, plus the IoU head's error against the IoU reached."""
+    import torch
+    import torch.nn.functional as F
+
+    prob = torch.sigmoid(logit)
+    bce = F.binary_cross_entropy_with_logits(logit, target)
+    inter = (prob * target).sum((1, 2))
+    dice = 1 - (2 * inter + 1) / (prob.sum((1, 2)) + target.sum((1, 2)) + 1)
+    with torch.no_grad():
+        hard = (logit > 0).float()
+        real_iou = (hard * target).sum((1, 2)) / ((hard + target).clamp(max=1).sum((1, 2)) + 1e-6)
+    return bce + dice.mean() + F.mse_loss(iou_pred, real_iou), real_iou
+
+
+def finetune_sam(out: Path, checkpoint: Path, *, device: str = "cuda", sets=("dsb2018_stage1test_gray",),
+                 data_root: Path = D.SHARED_DATA, max_objects: int = 80, decoder_seconds: float = 150,
+                 joint_seconds: float = 150, batch: int = 32, joint_batch: int = 16, lr: float = 1e-4,
+                 encoder_lr: float = 2e-5, workers: int = 3, seed: int = 0) -> dict:
+    """Fine-tune LiteMedSAM on an accelerator, in two phases with time budgets.
+
+    1. The decoder (prompt encoder + mask decoder) on cached embeddings of
+       every training window (image encoder frozen); saved as
+       ``out/sam_decoder_ft.pt``.
+    2. From there, image encoder and decoder together, on windows rotated and
+       flipped at random (encoder batch norms frozen, lower rate for the
+       encoder); saved as ``out/sam_joint_encoder.pt`` and
+       ``out/sam_joint_decoder.pt``.
+
+    Checkpoints hold float16 state dicts of the parts trained, under the
+    full model's key names; :func:`merge_checkpoint` puts them back over
+    the original weights.
+    """
+    import torch
+
+    from .models.sam import SamPromptDecoder, load_lite_medsam
+
+    torch.manual_seed(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = load_sam_spec()
+    t0 = time.time()
+    windows = build_windows(data_root, sets, spec=spec, max_objects=max_objects, seed=seed)
+    inputs, label_maps, pairs, norm = [], [], [], {}
+    for w in windows:
+        if w["name"] not in norm:
+            norm = {w["name"]: normalize_image(w["image"], **spec.normalize)}
+        win = w["window"]
+        crop = w["truth"][win.y:win.y + win.h, win.x:win.x + win.w]
+        x, (nh, nw) = encoder_input(norm[w["name"]], win, SIZE)
+        lab = np.zeros((SIZE, SIZE), np.int32)
+        lab[:nh, :nw] = _nearest_resize(crop, (nh, nw))
+        objects = [(label, kind) for label, kind in w["objects"]
+                   if (crop == label).sum() == (w["truth"] == label).sum() and (lab == label).sum() >= 4]
+        if objects:
+            pairs += [(len(inputs), label, kind) for label, kind in objects]
+            inputs.append(x[0].astype(np.float16))
+            label_maps.append(lab)
+    print(f"sam: {len(inputs)} windows, {len(pairs)} (object, prompt) pairs, {time.time() - t0:.0f} s", flush=True)
+    images = torch.from_numpy(np.stack(inputs)).to(device)
+    sam = load_lite_medsam(checkpoint).to(device)
+    with torch.no_grad(), torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+        embeddings = torch.cat([sam.image_encoder(images[i:i + 64].float()).to(torch.float16)
+                                for i in range(0, len(images), 64)])
+    print(f"sam: embeddings {tuple(embeddings.shape)}, {time.time() - t0:.0f} s", flush=True)
+    decoder = SamPromptDecoder(sam)
+    report = {"windows": len(inputs), "pairs": len(pairs), "sets": [str(s) for s in sets]}
+
+    def run_phase(name, seconds, params, batch_size, augment, step):
+        stream = PromptStream(label_maps, pairs, batch_size, seed + len(report), augment)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=4)
+        opt = torch.optim.AdamW(params, weight_decay=1e-4)
+        base = [g["lr"] for g in opt.param_groups]
+        start, total, it, running, log = time.time(), 10 ** 9, 0, [], []
+        probe = (20, 60) if device.startswith("cuda") else (2, 4)
+        for b in loader:
+            it += 1
+            if it == probe[0]:
+                t_probe = time.time()
+            if it == probe[1]:
+                per = (time.time() - t_probe) / (probe[1] - probe[0])
+                total = max(it + 10, int((seconds - (time.time() - start)) / per) + it)
+                print(f"sam {name}: {per * 1000:.0f} ms/step -> {total} iterations", flush=True)
+            f = min(1.0, it / 50) if total == 10 ** 9 else 0.5 * (1 + np.cos(np.pi * min(1.0, it / total)))
+            for g, lr0 in zip(opt.param_groups, base):
+                g["lr"] = lr0 * (min(1.0, it / 50) if it < 50 else f)
+            loss, iou = step(*(t.to(device, non_blocking=True) for t in b))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running.append(iou.mean().item() if it % 10 == 0 else None)
+            if it % 200 == 0 or it >= total:
+                vals = [r for r in running if r is not None]
+                row = {"phase": name, "iteration": it, "train_iou": round(float(np.mean(vals)), 4) if vals else None,
+                       "seconds": round(time.time() - start, 1)}
+                running = []
+                print(json.dumps(row), flush=True)
+                log.append(row)
+            if it >= total:
+                break
+        return {"iterations": it, "batch": batch_size, "seconds": round(time.time() - start, 1), "log": log}
+
+    def decoder_step(w, k, flip, coords, labels, target):
+        masks, iou_pred = decoder(embeddings[w].float(), coords, labels)
+        return _mask_loss(masks[:, 0], target, iou_pred[:, 0])
+
+    for p in sam.image_encoder.parameters():
+        p.requires_grad_(False)
+    decoder.train()
+    params = [{"params": [p for p in decoder.parameters() if p.requires_grad], "lr": lr}]
+    report["decoder"] = run_phase("decoder", decoder_seconds, params, batch, False, decoder_step)
+    save_parts(sam, ("prompt_encoder", "mask_decoder"), out / "sam_decoder_ft.pt",
+               {"what": "prompt encoder + mask decoder, image encoder frozen", **report["decoder"]})
+
+    def joint_step(w, k, flip, coords, labels, target):
+        x = torch.stack([_move(images[i].float(), int(kk), bool(ff)) for i, kk, ff in zip(w, k, flip)])
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            emb = sam.image_encoder(x)
+        masks, iou_pred = decoder(emb.float(), coords, labels)
+        return _mask_loss(masks[:, 0], target, iou_pred[:, 0])
+
+    for p in sam.image_encoder.parameters():
+        p.requires_grad_(True)
+    sam.image_encoder.eval()  # batch norms keep their statistics
+    params = [{"params": list(sam.image_encoder.parameters()), "lr": encoder_lr},
+              {"params": [p for p in decoder.parameters() if p.requires_grad], "lr": lr * 0.5}]
+    report["joint"] = run_phase("joint", joint_seconds, params, joint_batch, True, joint_step)
+    info = {"what": "image encoder + prompt encoder + mask decoder, from the decoder fine-tune", **report["joint"]}
+    save_parts(sam, ("image_encoder",), out / "sam_joint_encoder.pt", info)
+    save_parts(sam, ("prompt_encoder", "mask_decoder"), out / "sam_joint_decoder.pt", info)
+    return report
+
+
+def save_parts(sam, prefixes, path: Path, info: dict) -> None:
+    """float16 state dict of the parameters under ``prefixes``, with ``info``."""
+    import torch
+
+    state = {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in sam.state_dict().items()
+             if k.split(".")[0] in prefixes}
+    torch.save({"parts": state, "fine_tuning": info}, path)
+
+
+def merge_checkpoint(base: Path, parts: list[Path], out: Path) -> Path:
+    """A full LiteMedSAM checkpoint: ``base`` weights overwritten by fine-tuned ``parts``."""
+    import torch
+
+    state = torch.load(base, map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    info = []
+    for p in parts:
+        ft = torch.load(p, map_location="cpu", weights_only=True)
+        for k, v in ft["parts"].items():
+            state[k] = v.to(state[k].dtype)
+        info.append(ft["fine_tuning"])
+    torch.save({"model": state, "fine_tuning": info}, out)
+    return out

@@ -1,12 +1,21 @@
-"""Train a nuclei U-Net on real annotated data.
+"""Train a nuclei U-Net on real annotated data (plus optional synthetic data).
 
-Run through ``python build.py train`` (see ``--help``). Needs PyTorch
-(``pip install -e .[train]``) and the annotated sets in ``../shared/data``,
-which a fresh clone does not have: the command then says so and stops.
+Run through ``python build.py train`` (see ``--help``) or ``python build.py
+zoo-train``. Needs PyTorch (``pip install -e .[train]``) and the annotated
+sets in ``../shared/data``, which a fresh clone does not have: the command
+then says so and stops.
+
+The same loop runs on 2 CPU cores and on a GPU: batches are cut and
+augmented by DataLoader workers, the model runs on ``device``. Length is
+either a fixed number of iterations (reproducible from the seed) or a time
+budget, which times the first steps and then fixes the iteration count; the
+count reached is saved with the checkpoint so the run can be repeated with
+``iterations=``.
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -27,9 +36,12 @@ GRAY_SETS = ("dsb2018_stage1test_gray",)
 def predict_probabilities(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
     """Whole-image probabilities (C, H, W) for a normalized image, torch side."""
     x = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+    if x.shape[0] == 1 and model.encoder.out_channels[0] == 3:  # a grayscale image for a colour model
+        x = np.repeat(x, 3, axis=0)
     x, crop = pad_to_multiple(x, 2 ** model.depth)
+    device = next(model.parameters()).device
     with torch.no_grad():
-        p = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None])[0].numpy()
+        p = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(device))[0].cpu().numpy()
     return p[(slice(None),) + crop]
 
 
@@ -43,77 +55,191 @@ def evaluate(model, samples, **post) -> dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in ("ap50", "map", "f1")}
 
 
+class CropStream(torch.utils.data.IterableDataset):
+    """Endless augmented batches ``(image, class target, touching mask)``.
+
+    Real images are drawn in proportion to the square root of their area;
+    a fraction ``synthetic_fraction`` of the crops come from synthetic
+    images (:mod:`training.synthetic`), kept in a pool per worker that is
+    refreshed one image per batch. Each worker has its own random stream
+    derived from ``seed``.
+    """
+
+    def __init__(self, samples, *, batch: int, crop: int, seed: int, boundary_width: int = 2,
+                 synthetic_fraction: float = 0.0, channels: int = 1, pool: int = 48):
+        self.samples, self.batch, self.crop, self.seed = samples, batch, crop, seed
+        self.boundary_width, self.synthetic_fraction = boundary_width, synthetic_fraction
+        self.channels, self.pool = channels, pool
+        w = np.array([s.labels.size for s in samples], float) ** 0.5
+        self.weights = w / w.sum()
+
+    def _synthetic(self, rng):
+        from .synthetic import synthetic_nuclei
+
+        image, labels = synthetic_nuclei(rng, (256, 256))
+        return D.Sample("synthetic", image, labels)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        pool = []
+        while True:
+            n_syn = rng.binomial(self.batch, self.synthetic_fraction) if self.synthetic_fraction else 0
+            if n_syn:
+                if len(pool) < self.pool:
+                    pool.append(self._synthetic(rng))
+                else:
+                    pool[rng.integers(len(pool))] = self._synthetic(rng)
+            chosen = [pool[i] for i in rng.integers(len(pool), size=n_syn)] if n_syn else []
+            chosen += [self.samples[i] for i in rng.choice(len(self.samples), self.batch - n_syn, p=self.weights)]
+            crops = [D.random_crop(s, self.crop, rng, boundary_width=self.boundary_width) for s in chosen]
+            if self.channels == 3:  # grayscale and synthetic crops for a colour model
+                crops = [(D.gray_to_rgb(c[0], rng), *c[1:]) if c[0].shape[0] == 1 else c for c in crops]
+            yield tuple(torch.from_numpy(np.stack([c[k] for c in crops])) for k in range(3))
+
+
+def lr_factor(it: int, total: int, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` iterations, then cosine decay to zero at ``total``."""
+    if it <= warmup:
+        return it / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (it - warmup) / max(1, total - warmup))))
+
+
+def load_samples(sets, data_root: Path, channels: int) -> list:
+    """Samples of every set; a set is a name under ``data_root`` or a path."""
+    mode = "rgb" if channels == 3 else "gray"
+    roots = [Path(s) if Path(s).is_absolute() or Path(s).is_dir() else Path(data_root) / s for s in sets]
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        raise SystemExit(f"training data not found: {', '.join(missing)} "
+                         "(../shared/data is only present on the project's own machines)")
+    return [s for r in roots for s in D.load_set(r, mode)]
+
+
 def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channels: int = 1,
-          base_width: int = 16, depth: int = 4, iterations: int = 1500, batch: int = 8,
-          crop: int = 192, lr: float = 2e-3, seed: int = 0, log_every: int = 50,
-          eval_every: int = 250, threads: int = 2, touching_weight: float = 3.0,
-          init_from: Path | None = None, warmup: float = 0.1, boundary_width: int = 2) -> Path:
+          encoder: str = "vanilla", encoder_kwargs: dict | None = None, base_width: int = 16,
+          depth: int = 4, iterations: int = 1500, batch: int = 8, crop: int = 192, lr: float = 2e-3,
+          seed: int = 0, log_every: int = 50, eval_every: int = 250, threads: int = 2,
+          touching_weight: float = 3.0, init_from: Path | None = None, warmup: float = 0.1,
+          boundary_width: int = 2, synthetic_fraction: float = 0.0, device: str = "cpu",
+          workers: int = 0, time_budget_s: float = 0, teacher: Path | None = None,
+          distill_weight: float = 1.0, save_half: bool = False, save_every: int = 500) -> Path:
     """Train and save ``out/model.pt`` plus ``out/log.jsonl``; returns the .pt path.
 
-    ``init_from`` starts from another checkpoint's weights (fine-tuning), e.g.
-    to adapt a trained model to new targets in a few hundred iterations.
+    Parameters
+    ----------
+    sets : sequence of str
+        Set names under ``data_root`` or paths of sets in the standard layout.
+        Only each set's training split is used (:func:`training.data.split`).
+    encoder, encoder_kwargs, base_width, depth
+        The U-Net (``encoder_kwargs`` default to ``{"base_width": base_width}``
+        for the vanilla encoder).
+    synthetic_fraction : float
+        Expected share of synthetic crops in a batch.
+    init_from : path, optional
+        Start from another checkpoint's weights (fine-tuning).
+    warmup : float
+        Warm-up length as a fraction of ``iterations`` (or, with a time
+        budget, of the iterations the budget allows).
+    time_budget_s : float
+        If set, time the first steps and fit the run into this many seconds.
+    teacher : path, optional
+        A trained checkpoint whose probabilities the model also learns
+        (knowledge distillation, weight ``distill_weight``).
+    save_half : bool
+        Store the weights as float16 (half the transfer size).
     """
-    missing = [s for s in sets if not (Path(data_root) / s).is_dir()]
-    if missing:
-        raise SystemExit(f"training data not found: {', '.join(str(Path(data_root) / s) for s in missing)} "
-                         "(../shared/data is only present on the project's own machines)")
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
-    rng = np.random.default_rng(seed)
-    mode = "rgb" if channels == 3 else "gray"
-    samples = [s for name in sets for s in D.load_set(Path(data_root) / name, mode)]
+    torch.backends.cudnn.benchmark = device.startswith("cuda")  # fixed crop size: let cuDNN pick kernels
+    samples = load_samples(sets, data_root, channels)
     train_set, val_set = D.split(samples)
-    print(f"train {len(train_set)} images, validation {len(val_set)} images", flush=True)
-    # sample images in proportion to their area so big fields are not under-seen
-    weights = np.array([s.labels.size for s in train_set], float) ** 0.5
-    weights /= weights.sum()
-    model = Unet("vanilla", in_channels=channels, classes=3, depth=depth, base_width=base_width)
+    print(f"{out}: train {len(train_set)} images, validation {len(val_set)} images", flush=True)
+    if encoder_kwargs is None:
+        encoder_kwargs = {"base_width": base_width} if encoder == "vanilla" else {}
+    model = Unet(encoder, in_channels=channels, classes=3, depth=depth, **encoder_kwargs)
     if init_from is not None:
         model.load_state_dict(torch.load(init_from, map_location="cpu", weights_only=True)["state_dict"])
+    model.to(device)
+    teacher_model = load_checkpoint(teacher).to(device) if teacher else None
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=iterations, pct_start=warmup)
-    class_weight = torch.tensor([1.0, 1.0, 2.0])
+    class_weight = torch.tensor([1.0, 1.0, 2.0], device=device)
+    stream = CropStream(train_set, batch=batch, crop=crop, seed=seed, boundary_width=boundary_width,
+                        synthetic_fraction=synthetic_fraction, channels=channels)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
+                                         pin_memory=device != "cpu", prefetch_factor=4 if workers else None,
+                                         persistent_workers=False)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "log.jsonl", "w")
-    t0, running = time.time(), []
-    for it in range(1, iterations + 1):
-        idx = rng.choice(len(train_set), size=batch, p=weights)
-        crops = [D.random_crop(train_set[i], crop, rng, boundary_width=boundary_width) for i in idx]
-        x = torch.from_numpy(np.stack([c[0] for c in crops]))
-        y = torch.from_numpy(np.stack([c[1] for c in crops]))
-        touching = torch.from_numpy(np.stack([c[2] for c in crops]))
+    config = model_config(model, channels, encoder, depth, encoder_kwargs)
+    probe = (10, 40) if device.startswith("cuda") else (2, 4)  # steps timed (after the first ones, which warm up the kernels) for a time budget
+    total = iterations if not time_budget_s else 10 ** 9
+    warm = max(1, int(warmup * iterations)) if not time_budget_s else 10 ** 9
+    t0, t_probe, running = time.time(), None, []
+    batches = iter(loader)
+    it = 0
+    while it < total:
+        it += 1
+        if time_budget_s and it == probe[0]:
+            t_probe = time.time()
+        if time_budget_s and it == probe[1]:
+            per_step = (time.time() - t_probe) / (probe[1] - probe[0])
+            total = max(probe[1] + 10, int((time_budget_s - (time.time() - t0)) / per_step) + it)
+            warm = max(probe[1], int(warmup * total))
+            print(f"{out.name}: {per_step * 1000:.0f} ms/step -> {total} iterations", flush=True)
+        for g in opt.param_groups:
+            g["lr"] = lr * lr_factor(it, total, warm) if total < 10 ** 9 else lr * min(1.0, it / 200)
+        x, y, touching = (t.to(device, non_blocking=True) for t in next(batches))
         prob = model(x)
         # pixels between touching nuclei decide splits and merges: weight them up
         weight = class_weight[y] + touching_weight * touching
-        loss = (F.nll_loss(torch.log(prob.clamp_min(1e-7)), y, reduction="none") * weight).mean()
-        opt.zero_grad()
+        logp = torch.log(prob.clamp_min(1e-7))
+        loss = (F.nll_loss(logp, y, reduction="none") * weight).mean()
+        if teacher_model is not None:
+            with torch.no_grad():
+                target = teacher_model(x)
+            loss = loss + distill_weight * (target * (torch.log(target.clamp_min(1e-7)) - logp)).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
-        running.append(loss.item())
-        if it % log_every == 0:
-            row = {"iteration": it, "loss": float(np.mean(running)), "seconds": round(time.time() - t0, 1)}
+        running.append(loss.item() if it % 10 == 0 or log_every < 10 else None)
+        if it % log_every == 0 or it == total:
+            row = {"iteration": it, "loss": float(np.mean([r for r in running if r is not None] or [np.nan])),
+                   "seconds": round(time.time() - t0, 1)}
             running = []
-            if it % eval_every == 0 or it == iterations:
+            if it % eval_every == 0 or it == total:
                 row.update({f"val_{k}": v for k, v in evaluate(model, val_set).items()})
-                torch.save({"state_dict": model.state_dict(), "config": model_config(model, channels, base_width)},
-                           out / "model.pt")
+            if it % eval_every == 0 or it % save_every == 0 or it == total:
+                save_checkpoint(model, config, out / "model.pt", it, save_half)
             print(json.dumps(row), flush=True)
             log.write(json.dumps(row) + "\n")
             log.flush()
-    torch.save({"state_dict": model.state_dict(), "config": model_config(model, channels, base_width)},
-               out / "model.pt")
+    save_checkpoint(model, config, out / "model.pt", it, save_half,
+                    run={"iterations": it, "batch": batch, "crop": crop, "lr": lr, "seed": seed,
+                         "sets": [str(s) for s in sets], "synthetic_fraction": synthetic_fraction,
+                         "touching_weight": touching_weight, "boundary_width": boundary_width,
+                         "teacher": str(teacher) if teacher else None, "device": device,
+                         "seconds": round(time.time() - t0, 1)})
     return out / "model.pt"
 
 
-def model_config(model: Unet, channels: int, base_width: int) -> dict:
-    return {"encoder_name": "vanilla", "in_channels": channels, "classes": 3,
-            "depth": model.depth, "base_width": base_width}
+def save_checkpoint(model, config: dict, path: Path, iteration: int, half: bool = False, run: dict | None = None):
+    state = {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "config": config, "iteration": iteration, "run": run or {}}, path)
+
+
+def model_config(model: Unet, channels: int, encoder: str = "vanilla", depth: int | None = None,
+                 encoder_kwargs: dict | None = None) -> dict:
+    kwargs = dict(encoder_kwargs or {})
+    if "weights" in kwargs:  # pretrained weights are only a starting point: reloads need none
+        kwargs["weights"] = None
+    return {"encoder_name": encoder, "in_channels": channels, "classes": 3,
+            "depth": model.depth if depth is None else depth, **kwargs}
 
 
 def load_checkpoint(path: Path) -> Unet:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = Unet(**ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
     return model.eval()

@@ -1,25 +1,50 @@
 """U-Net decoder composed with any registered encoder."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .encoders import ConvBlock, get_encoder
+from .encoders import ConvBlock, FireBlock, get_encoder
+
+DECODER_BLOCKS = {"conv": ConvBlock, "fire": FireBlock}
 
 
 class DecoderBlock(nn.Module):
-    def __init__(self, cin: int, cskip: int, cout: int):
-        super().__init__()
-        self.block = ConvBlock(cin + cskip, cout)
+    """Upsample (nearest), concatenate the skip (if any), then a conv or fire block.
 
-    def forward(self, x, skip):
-        x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
-        return self.block(torch.cat([x, skip], dim=1))
+    Without a skip, the block upsamples to ``size`` when given (the input
+    resolution, for the last block) or by 2.
+    """
+
+    def __init__(self, cin: int, cskip: int, cout: int, block: str = "conv"):
+        super().__init__()
+        try:
+            make = DECODER_BLOCKS[block]
+        except KeyError:
+            raise ValueError(f"unknown decoder_block {block!r}; known: {sorted(DECODER_BLOCKS)}") from None
+        self.block = make(cin + cskip, cout)
+
+    def forward(self, x, skip=None, size=None):
+        if skip is not None:
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = torch.cat([x, skip], dim=1)
+        elif size is not None:
+            x = F.interpolate(x, size=size, mode="nearest")
+        else:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.block(x)
 
 
 class Unet(nn.Module):
     """U-Net: encoder features fused top-down by concatenation.
+
+    The output is always at the input resolution: the decoder has one block
+    per skip (``features[1:-1]``) and, for encoders whose first feature is at
+    stride 2 or more (``mobilenet_v2``, ``efficientnet_lite0``), extra
+    upsampling blocks without a skip, as in segmentation_models_pytorch.
 
     Parameters
     ----------
@@ -30,32 +55,58 @@ class Unet(nn.Module):
     classes : int
         Output channels of the segmentation head.
     depth : int
-        Number of downsamplings; inputs must be divisible by ``2**depth``.
+        Number of downsamplings; inputs must be divisible by ``2**depth``
+        (``model.input_multiple``).
     activation : {"softmax", None}
         Applied by the head, so the exported ONNX returns probabilities.
+    decoder_channels : list of int, optional
+        Output width of each decoder block, deepest first. Default: each
+        block as wide as its skip (for ``vanilla``, the original U-Net
+        widths), and extra (skipless) blocks 16 wide (smp's last width) or
+        as wide as the shallowest feature if that is narrower.
+    decoder_block : {"conv", "fire"}
+        Two 3x3 conv+BN+ReLU per block, or two SqueezeNet fire modules
+        (with the ``squeeze`` encoder: Squeeze U-Net).
+    **encoder_kwargs
+        Passed to the encoder, e.g. ``base_width`` or ``weights="imagenet"``.
     """
 
     def __init__(self, encoder_name="vanilla", in_channels=1, classes=3, depth=4,
-                 activation="softmax", **encoder_kwargs):
+                 activation="softmax", decoder_channels=None, decoder_block="conv", **encoder_kwargs):
         super().__init__()
         self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=depth, **encoder_kwargs)
-        enc = self.encoder.out_channels  # [in, s1, s2, ..., s_depth]
+        enc = self.encoder.out_channels  # [in, f1, ..., f_last]
+        strides = getattr(self.encoder, "strides", [1] + [2 ** i for i in range(len(enc) - 1)])
+        if strides[-1] != 2 ** depth:
+            raise ValueError(f"encoder {encoder_name!r} ends at stride {strides[-1]}, not 2**depth={2 ** depth}")
         skips = enc[1:-1][::-1]
-        widths = skips
+        n_up = int(round(math.log2(strides[1])))  # skipless blocks back to stride 1
+        if decoder_channels is None:
+            decoder_channels = list(skips) + [min(enc[1], 16)] * n_up
+        decoder_channels = list(decoder_channels)
+        if len(decoder_channels) != len(skips) + n_up:
+            raise ValueError(f"decoder_channels needs {len(skips) + n_up} widths, got {len(decoder_channels)}")
         blocks, cin = [], enc[-1]
-        for cskip, cout in zip(skips, widths):
-            blocks.append(DecoderBlock(cin, cskip, cout))
+        for cskip, cout in zip(skips + [0] * n_up, decoder_channels):
+            blocks.append(DecoderBlock(cin, cskip, cout, decoder_block))
             cin = cout
         self.decoder = nn.ModuleList(blocks)
         self.head = nn.Conv2d(cin, classes, 1)
         self.activation = activation
         self.depth = depth
+        self.input_multiple = 2 ** depth
+        self.n_skips = len(skips)
 
     def forward(self, x):
         features = self.encoder(x)
+        skips = features[1:-1][::-1]
         y = features[-1]
-        for block, skip in zip(self.decoder, features[1:-1][::-1]):
-            y = block(y, skip)
+        last = len(self.decoder) - 1
+        for i, block in enumerate(self.decoder):
+            if i < self.n_skips:
+                y = block(y, skips[i])
+            else:
+                y = block(y, size=x.shape[-2:] if i == last else None)
         y = self.head(y)
         if self.activation == "softmax":
             y = torch.softmax(y, dim=1)

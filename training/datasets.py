@@ -1,0 +1,370 @@
+"""Fetch public annotated nuclei data and convert it to the standard layout.
+
+Each fetcher writes one set in the layout that :mod:`training.data` reads::
+
+    SET/images/NAME.tif   the image, 2-D single-channel, original dtype
+    SET/masks/NAME.tif    uint16 instance labels, 0 = background
+    SET/README.md         source, version, licence and how it was converted
+
+and returns ``SET``; a set already in place is returned as it is.
+
+Sets
+----
+mnfinder
+    The images and hand-drawn nucleus masks that ship inside the source
+    distribution of the PyPI package ``mnfinder`` (micronucleus finder,
+    Lucian DiPeso, MIT licence): 48 distinct fluorescence images of RPE-1,
+    U2OS, HeLa, HFF and MCC13 nuclei (DNA stain: DAPI or an H2B fusion
+    where the sdist says), 512 x 512 to 1024 x 1024, uint8 or uint16.
+
+Run ``python -m training.datasets mnfinder`` to fetch and convert.
+
+Notes
+-----
+The mnfinder nucleus masks are RGBA PNGs where every nucleus is painted in
+its own colour (the blue channel holds the cell id) on a transparent
+background. :func:`labels_from_color_mask` turns one colour into one label
+and splits a colour into its 8-connected components, so a colour painted
+on two separate nuclei still gives two labels. Micronuclei are annotated
+in separate masks (``mn_masks/``); they are not converted: they are not
+nuclei in the sense of the DSB 2018 annotations this project trains on,
+so they lie in the background of the converted masks.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import tifffile
+from PIL import Image
+from scipy import ndimage as ndi
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_CACHE = ROOT / ".cache" / "data"
+
+MNFINDER_REQUIREMENT = "mnfinder==1.2.3"
+# sha256 of mnfinder-1.2.3.tar.gz as served by PyPI
+MNFINDER_SHA256 = "fcd39f5e84972496af12058738b13c627e89a41376e17a168d6c0ff58fa09b32"
+# sdist folders holding images/, nucleus_masks/ and mn_masks/, with the
+# short prefix used in the converted names (order decides which copy of a
+# duplicated image is kept)
+MNFINDER_SPLITS = {"training-data": "train", "validation-data": "val", "test-data": "test"}
+
+MIN_SIZE = 4
+
+
+def labels_from_color_mask(rgba: np.ndarray, min_size: int = MIN_SIZE) -> np.ndarray:
+    """Instance labels from a colour-coded mask, one colour per object.
+
+    Parameters
+    ----------
+    rgba : (M, N, 4) or (M, N, 3) uint8 array
+        The mask. Background is any pixel that is fully transparent (alpha
+        0) or black (R = G = B = 0).
+    min_size : int, optional
+        Connected pieces of fewer pixels are dropped (set to background).
+
+    Returns
+    -------
+    labels : (M, N) uint16 array
+        0 for background, then 1, 2, ... for each 8-connected component of
+        each non-background colour, numbered by colour (in sorted colour
+        order) and, within a colour, in raster order.
+
+    Examples
+    --------
+    >>> rgba = np.zeros((3, 5, 4), np.uint8)
+    >>> rgba[0, 0] = rgba[0, 4] = (255, 0, 0, 255)   # one colour, two pieces
+    >>> rgba[2, 2] = (0, 255, 0, 255)
+    >>> labels_from_color_mask(rgba, min_size=1)
+    array([[2, 0, 0, 0, 3],
+           [0, 0, 0, 0, 0],
+           [0, 0, 1, 0, 0]], dtype=uint16)
+    """
+    rgba = np.asarray(rgba)
+    if rgba.ndim != 3 or rgba.shape[-1] not in (3, 4) or rgba.dtype != np.uint8:
+        raise ValueError(f"expected an (M, N, 3|4) uint8 array, got {rgba.shape} {rgba.dtype}")
+    background = ~rgba[..., :3].any(axis=-1)
+    if rgba.shape[-1] == 4:
+        background |= rgba[..., 3] == 0
+    packed = np.zeros(rgba.shape[:2], np.uint32)
+    for channel in range(rgba.shape[-1]):
+        packed = (packed << 8) | rgba[..., channel]
+    colour_index = np.zeros(packed.shape, np.int64)
+    _, inverse = np.unique(packed[~background], return_inverse=True)
+    colour_index[~background] = inverse.ravel() + 1
+
+    labels = np.zeros(packed.shape, np.int64)
+    structure = np.ones((3, 3), bool)
+    next_id = 1
+    for index, box in enumerate(ndi.find_objects(colour_index), start=1):
+        if box is None:
+            continue
+        pieces, count = ndi.label(colour_index[box] == index, structure)
+        sizes = np.bincount(pieces.ravel(), minlength=count + 1)
+        keep = np.flatnonzero(sizes[1:] >= min_size) + 1
+        relabel = np.zeros(count + 1, np.int64)
+        relabel[keep] = np.arange(next_id, next_id + keep.size)
+        target = labels[box]
+        target[pieces > 0] = relabel[pieces[pieces > 0]]
+        next_id += keep.size
+    # annotators left small unpainted holes inside some nuclei: they are nucleus, not background
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is not None:
+            region = labels[box]
+            region[ndi.binary_fill_holes(region == index) & (region == 0)] = index
+    if next_id - 1 > np.iinfo(np.uint16).max:
+        raise ValueError(f"{next_id - 1} objects do not fit in uint16 labels")
+    return labels.astype(np.uint16)
+
+
+def nuclear_channel(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The single nuclear (DNA stain) plane of an image.
+
+    Parameters
+    ----------
+    image : (M, N) or (M, N, C) or (C, M, N) array
+        The image; singleton axes are squeezed.
+    labels : (M, N) array
+        Instance labels of the nuclei.
+
+    Returns
+    -------
+    plane : (M, N) array
+        ``image`` itself when it is 2-D; otherwise the channel in which the
+        annotated nuclei stand out most from the background (largest
+        difference between the mean inside and outside the masks, in units
+        of the channel's standard deviation), which is the DNA channel the
+        masks were drawn on.
+    """
+    image = np.squeeze(np.asarray(image))
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3:
+        raise ValueError(f"cannot pick a channel from a {image.shape} image")
+    if image.shape[:2] == labels.shape:
+        channels = np.moveaxis(image, -1, 0)
+    elif image.shape[1:] == labels.shape:
+        channels = image
+    else:
+        raise ValueError(f"image {image.shape} does not match labels {labels.shape}")
+    inside = labels > 0
+    if not inside.any() or inside.all():
+        raise ValueError("need both nucleus and background pixels to pick a channel")
+    contrast = [(c[inside].mean() - c[~inside].mean()) / (c.std() + 1e-12)
+                for c in channels.astype(np.float64)]
+    return channels[int(np.argmax(contrast))]
+
+
+def safe_name(*parts: str) -> str:
+    """A file-name stem from ``parts`` with anything odd replaced by ``_``."""
+    cleaned = (re.sub(r"[_-]{2,}", "_", re.sub(r"[^A-Za-z0-9_.-]+", "_", p)).strip("_.-") for p in parts)
+    return "-".join(cleaned)
+
+
+def _download_sdist(requirement: str, sha256: str, folder: Path) -> Path:
+    """``pip download`` the source distribution of ``requirement`` into ``folder``."""
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                    "--disable-pip-version-check", "-d", str(folder), requirement], check=True)
+    (path,) = sorted(folder.glob("*.tar.gz"))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise RuntimeError(f"{path.name}: sha256 {digest}, expected {sha256}")
+    return path
+
+
+def _mnfinder_pairs(tar: tarfile.TarFile):
+    """(split, dataset, stem, image member, nucleus mask member) of the sdist."""
+    members = {PurePosixPath(m.name): m for m in tar.getmembers() if m.isfile()}
+    for split in MNFINDER_SPLITS:
+        found = []
+        for path, member in members.items():
+            if len(path.parts) < 4 or path.parts[-4] != split or path.parts[-2] != "images":
+                continue
+            if path.suffix.lower() not in (".tif", ".tiff"):
+                continue
+            mask = path.parent.parent / "nucleus_masks" / (path.stem + ".png")
+            if mask in members:
+                found.append((split, path.parts[-3], path.stem, member, members[mask]))
+        yield from sorted(found, key=lambda f: (f[1], f[2]))
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    return tar.extractfile(member).read()
+
+
+def _sdist_licence(tar: tarfile.TarFile) -> tuple[str, str]:
+    """(licence classifiers and fields of PKG-INFO, text of the licence file)."""
+    root = tar.getnames()[0].split("/")[0]
+    pkg_info = _read_member(tar, tar.getmember(f"{root}/PKG-INFO")).decode()
+    fields = [line for line in pkg_info.splitlines()
+              if line.startswith(("License", "Classifier: License", "Author", "Version", "Name"))]
+    files = [line.split(":", 1)[1].strip() for line in fields if line.startswith("License-File")]
+    text = "\n\n".join(_read_member(tar, tar.getmember(f"{root}/{f}")).decode() for f in files)
+    return "\n".join(fields), text
+
+
+def convert_mnfinder(sdist: Path, dest: Path) -> list[dict]:
+    """Convert the mnfinder sdist at ``sdist`` into ``dest`` (images/, masks/, README.md).
+
+    Returns one record per converted image. An image whose pixels repeat an
+    earlier one (the sdist holds one image twice, annotated twice) is
+    skipped, keeping the copy in the first split of ``MNFINDER_SPLITS``.
+    """
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    (dest / "masks").mkdir(parents=True, exist_ok=True)
+    records, seen = [], {}
+    with tarfile.open(sdist, "r:gz") as tar:
+        licence_fields, licence_text = _sdist_licence(tar)
+        for split, dataset, stem, image_member, mask_member in _mnfinder_pairs(tar):
+            image = tifffile.imread(io.BytesIO(_read_member(tar, image_member)))
+            rgba = np.asarray(Image.open(io.BytesIO(_read_member(tar, mask_member))).convert("RGBA"))
+            digest = hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+            if digest in seen:
+                print(f"skipping {image_member.name}: same pixels as {seen[digest]}")
+                continue
+            seen[digest] = image_member.name
+            labels = labels_from_color_mask(rgba)
+            image = nuclear_channel(image, labels)
+            if image.shape != labels.shape:
+                raise ValueError(f"{image_member.name}: image {image.shape} vs mask {labels.shape}")
+            name = safe_name(MNFINDER_SPLITS[split], dataset, stem)
+            tifffile.imwrite(dest / "images" / f"{name}.tif", image)
+            tifffile.imwrite(dest / "masks" / f"{name}.tif", labels, compression="zlib")
+            records.append({"name": name, "source": image_member.name.split("/", 1)[1],
+                            "shape": "x".join(map(str, image.shape)), "dtype": str(image.dtype),
+                            "nuclei": int(labels.max())})
+    with open(dest / "index.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    (dest / "README.md").write_text(_mnfinder_readme(sdist.name, licence_fields, licence_text, records))
+    return records
+
+
+def _mnfinder_readme(sdist_name: str, licence_fields: str, licence_text: str,
+                     records: list[dict]) -> str:
+    nuclei = sum(r["nuclei"] for r in records)
+    return f"""# mnfinder nuclei ({MNFINDER_REQUIREMENT})
+
+Source: the source distribution `{sdist_name}` of the PyPI package
+`{MNFINDER_REQUIREMENT}` (sha256 `{MNFINDER_SHA256}`), folders
+`src/mnfinder/{{training,validation,test}}-data/DATASET/{{images,nucleus_masks}}/`.
+Written by `python -m training.datasets mnfinder` (`training/datasets.py`).
+
+{len(records)} images, {nuclei} nuclei. `index.csv` maps each NAME to its
+file in the sdist, with its shape, dtype and number of nuclei.
+
+## Licence
+
+MIT, from the package metadata (PKG-INFO):
+
+```
+{licence_fields}
+```
+
+Licence file shipped in the sdist:
+
+```
+{licence_text.strip()}
+```
+
+## Conversion
+
+- `images/NAME.tif`: the sdist's `images/STEM.tif` unchanged (2-D,
+  single-channel, uint8 or uint16 as shipped; the PNG copies next to them
+  are 8-bit renders and are not used). Every image in this version is
+  already one plane, the nuclear stain (DAPI or an H2B fusion for the
+  images listed in the sdist's `test-data/image-info.csv`); for a multi-channel image the
+  converter would keep the channel where the annotated nuclei have the
+  highest contrast to the background.
+- `masks/NAME.tif`: uint16 instance labels (zlib-compressed TIFF) from
+  `nucleus_masks/STEM.png`, an RGBA image with one colour per nucleus on
+  a transparent background. Each colour is one nucleus; a colour is split
+  into its 8-connected components (so a colour reused for two separate
+  nuclei gives two labels) and components under {MIN_SIZE} px are dropped.
+  Pixels that are transparent or black are background.
+- Micronuclei (`mn_masks/`) are not included: they are background here.
+- NAME is `SPLIT-DATASET-STEM` with SPLIT `train`, `val` or `test` (the
+  sdist's own split) and runs of other characters replaced by `_`.
+- `test-data/2023-05-31_misc/images/1.tif` has the same pixels as
+  `training-data/2022-05-26_RPE1/images/1.tif` (annotated twice, slightly
+  differently); only the training copy is kept.
+"""
+
+
+def fetch_mnfinder(dest: Path = DATA_CACHE / "mnfinder") -> Path:
+    """The mnfinder nuclei in the standard layout, downloaded on first use.
+
+    Parameters
+    ----------
+    dest : Path, optional
+        Folder of the set. When it already holds ``images/`` and ``masks/``
+        it is returned untouched.
+
+    Returns
+    -------
+    dest : Path
+        The folder, holding ``images/``, ``masks/``, ``index.csv`` and
+        ``README.md``.
+    """
+    dest = Path(dest)
+    if (dest / "images").is_dir() and (dest / "masks").is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
+        tmp = Path(tmp)
+        sdist = _download_sdist(MNFINDER_REQUIREMENT, MNFINDER_SHA256, tmp / "sdist")
+        convert_mnfinder(sdist, tmp / "set")
+        if dest.exists():
+            shutil.rmtree(dest)
+        (tmp / "set").rename(dest)
+    return dest
+
+
+FETCHERS = {"mnfinder": fetch_mnfinder}
+
+
+def summarize(root: Path) -> str:
+    """A few lines on a set: images, nuclei, image sizes and dtypes."""
+    shapes, dtypes, counts, areas = {}, {}, [], []
+    for path in sorted((Path(root) / "images").glob("*.tif")):
+        image = tifffile.imread(path)
+        labels = tifffile.imread(Path(root) / "masks" / path.name)
+        shapes[image.shape] = shapes.get(image.shape, 0) + 1
+        dtypes[str(image.dtype)] = dtypes.get(str(image.dtype), 0) + 1
+        counts.append(int(labels.max()))
+        areas.extend(np.bincount(labels.ravel())[1:].tolist())
+    areas = np.array([a for a in areas if a > 0])
+    return "\n".join([
+        f"{root}",
+        f"  images: {len(counts)}, nuclei: {sum(counts)} "
+        f"(per image min {min(counts)}, median {int(np.median(counts))}, max {max(counts)})",
+        "  sizes: " + ", ".join(f"{'x'.join(map(str, s))} ({n})" for s, n in sorted(shapes.items())),
+        "  dtypes: " + ", ".join(f"{d} ({n})" for d, n in sorted(dtypes.items())),
+        f"  nucleus area px: min {areas.min()}, median {int(np.median(areas))}, max {areas.max()}",
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.datasets", description=__doc__.split("\n")[0])
+    parser.add_argument("name", choices=sorted(FETCHERS))
+    parser.add_argument("--dest", type=Path, help="folder of the set (default .cache/data/NAME)")
+    args = parser.parse_args(argv)
+    fetch = FETCHERS[args.name]
+    root = fetch() if args.dest is None else fetch(args.dest)
+    print(summarize(root))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The model zoo: every U-Net variant we train, and one accelerator run that trains them all.
+
+``VARIANTS`` is the single list of what the zoo holds; ``python build.py
+zoo-train`` trains one or all of them (CPU or GPU), and :mod:`training.zoo_report`
+evaluates, times and tabulates whatever was trained.
+
+On a lent GPU machine (16 cores, one GPU, minutes of time) the whole zoo is
+trained in one command, several variants at once on the one GPU::
+
+    python -m training.zoo gpu-run --data-root .gpu/data --out $OUT
+
+Phase 1 trains the independent variants side by side (and fine-tunes SAM
+when its checkpoint is given); phase 2 trains the students that learn from
+a phase-1 teacher. Checkpoints are float16 and packed into a few files, as
+the machine hands back at most 8.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAY = ["dsb2018_stage1test_gray", "mnfinder"]
+COLOR = ["dsb2018_stage1test_color", "dsb2018_stage1test_gray", "mnfinder"]
+
+#: name -> training settings (keyword arguments of :func:`training.train.train`).
+#: ``phase`` 2 variants need their ``teacher`` (a phase-1 variant) first.
+VARIANTS = {
+    "unet_w16_real": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 16}, "depth": 4,
+                      "sets": GRAY, "synthetic_fraction": 0.0, "lr": 2e-3},
+    "unet_w16": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 16}, "depth": 4,
+                 "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
+    "unet_mnv2": {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
+                  "sets": GRAY, "synthetic_fraction": 0.3, "lr": 1e-3},
+    "squeeze_unet": {"encoder": "squeeze", "encoder_kwargs": {"base_width": 16, "decoder_block": "fire"},
+                     "depth": 4, "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
+    "unet_he_mnv2": {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
+                     "channels": 3, "sets": COLOR, "synthetic_fraction": 0.2, "lr": 1e-3},
+    "unet_w8": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 8}, "depth": 4,
+                "sets": GRAY, "synthetic_fraction": 0.3, "lr": 3e-3, "phase": 2},
+    "unet_w8_distilled": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 8}, "depth": 4,
+                          "sets": GRAY, "synthetic_fraction": 0.3, "lr": 3e-3, "phase": 2,
+                          "teacher": "unet_mnv2", "teacher_fallback": "unet_w16"},
+}
+COMMON = {"batch": 16, "crop": 192, "seed": 0, "touching_weight": 3.0, "boundary_width": 2, "warmup": 0.05,
+          "log_every": 100, "eval_every": 10 ** 9}
+
+
+def train_variant(name: str, out: Path, *, data_root: Path, device: str = "cpu", workers: int = 0,
+                  time_budget_s: float = 0, iterations: int | None = None, threads: int = 2) -> Path:
+    """Train one variant into ``out/name/model.pt``."""
+    from .train import train
+
+    cfg = {**COMMON, **VARIANTS[name]}
+    cfg.pop("phase", None)
+    fallback = cfg.pop("teacher_fallback", None)
+    if cfg.get("teacher"):
+        teacher = Path(out) / cfg["teacher"] / "model.pt"
+        if not teacher.exists() and fallback:
+            teacher = Path(out) / fallback / "model.pt"
+        cfg["teacher"] = teacher
+    roots = [Path(data_root) / s for s in cfg.pop("sets")]
+    cfg["sets"] = [str(r) for r in roots if r.is_dir() or r.name != "mnfinder"]
+    if iterations:
+        cfg["iterations"] = iterations
+    return train(Path(out) / name, data_root=data_root, device=device, workers=workers,
+                 time_budget_s=time_budget_s, threads=threads, save_half=device != "cpu", **cfg)
+
+
+def _launch(args_list, log_path: Path, env=None):
+    log = open(log_path, "w")
+    return subprocess.Popen([sys.executable, "-m", "training.zoo", *args_list], stdout=log,
+                            stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+
+
+def _wait(procs: dict, deadline: float) -> dict:
+    codes = {}
+    for name, p in procs.items():
+        try:
+            codes[name] = p.wait(timeout=max(1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            codes[name] = "killed at the deadline"
+    return codes
+
+
+def pack(run_dir: Path, out: Path, limit: int = 15 * 2 ** 20) -> list[Path]:
+    """Bundle every ``run_dir/*/model.pt`` into as few files under ``limit`` bytes as possible."""
+    import torch
+
+    items = sorted(((p.stat().st_size, p.parent.name, p) for p in Path(run_dir).glob("*/model.pt")), reverse=True)
+    bundles: list[list] = []
+    for size, name, path in items:
+        for b in bundles:
+            if b[0] + size < limit:
+                b[0] += size
+                b[1].append((name, path))
+                break
+        else:
+            bundles.append([size, [(name, path)]])
+    files = []
+    for i, (_, members) in enumerate(bundles):
+        f = Path(out) / f"unets_{i}.pt"
+        torch.save({name: torch.load(path, map_location="cpu", weights_only=True) for name, path in members}, f)
+        files.append(f)
+    return files
+
+
+def unpack(bundle: Path, run_dir: Path) -> list[str]:
+    """Write each checkpoint of a :func:`pack` bundle to ``run_dir/name/model.pt``."""
+    import torch
+
+    names = []
+    for name, ckpt in torch.load(bundle, map_location="cpu", weights_only=True).items():
+        (Path(run_dir) / name).mkdir(parents=True, exist_ok=True)
+        torch.save(ckpt, Path(run_dir) / name / "model.pt")
+        names.append(name)
+    return names
+
+
+def gpu_run(data_root: Path, out: Path, *, run_dir: Path = ROOT / "runs" / "zoo", phase1: float = 270,
+            phase2: float = 150, sam_checkpoint: Path | None = None, sam_decoder: float = 150,
+            sam_joint: float = 200, workers: int = 3, device: str = "cuda", variants=None) -> dict:
+    """Train the zoo (and SAM) on one accelerator within fixed time budgets; results into ``out``."""
+    run_dir, out = Path(run_dir), Path(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    names = variants or list(VARIANTS)
+    common = ["--data-root", str(data_root), "--out", str(run_dir), "--device", device, "--workers", str(workers)]
+    t0 = time.time()
+    procs = {}
+    if sam_checkpoint:
+        procs["sam"] = _launch(["sam", "--checkpoint", str(sam_checkpoint), "--data-root", str(data_root),
+                                "--out", str(out), "--device", device, "--decoder-seconds", str(sam_decoder),
+                                "--joint-seconds", str(sam_joint)], run_dir / "sam.log", env)
+    first = {n: _launch(["one", n, "--budget", str(phase1), *common], run_dir / f"{n}.log", env)
+             for n in names if VARIANTS[n].get("phase", 1) == 1}
+    codes = _wait(first, t0 + phase1 + 120)
+    t1 = time.time()
+    second = {n: _launch(["one", n, "--budget", str(phase2), *common], run_dir / f"{n}.log", env)
+              for n in names if VARIANTS[n].get("phase", 1) == 2}
+    codes.update(_wait(second, t1 + phase2 + 90))
+    if "sam" in procs:
+        codes.update(_wait({"sam": procs["sam"]}, time.time() + 60))
+    files = pack(run_dir, out)
+    with open(out / "log.txt", "w") as log:
+        for path in sorted(run_dir.glob("*.log")):
+            log.write(f"===== {path.name}\n{path.read_text()}\n")
+    report = {"exit": codes, "files": [f.name for f in files], "seconds": round(time.time() - t0, 1)}
+    print(json.dumps(report, indent=1), flush=True)
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.zoo")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("one", help="train one variant")
+    p.add_argument("name", choices=sorted(VARIANTS))
+    p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--out", default=str(ROOT / "runs" / "zoo"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--budget", type=float, default=0, help="seconds of training (default: fixed iterations)")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--threads", type=int, default=2)
+    p = sub.add_parser("sam", help="fine-tune SAM (decoder, then jointly) within time budgets")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--decoder-seconds", type=float, default=150)
+    p.add_argument("--joint-seconds", type=float, default=200)
+    p = sub.add_parser("gpu-run", help="the whole zoo (and SAM) on one accelerator")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--phase1", type=float, default=270)
+    p.add_argument("--phase2", type=float, default=150)
+    p.add_argument("--sam-checkpoint")
+    p.add_argument("--sam-decoder", type=float, default=150)
+    p.add_argument("--sam-joint", type=float, default=200)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--variants", nargs="*")
+    args = parser.parse_args(argv)
+    if args.cmd == "one":
+        train_variant(args.name, Path(args.out), data_root=Path(args.data_root), device=args.device,
+                      workers=args.workers, time_budget_s=args.budget, iterations=args.iterations,
+                      threads=args.threads)
+    elif args.cmd == "sam":
+        from .sam_finetune import finetune_sam
+
+        sets = [Path(args.data_root) / s for s in ("dsb2018_stage1test_gray", "mnfinder")]
+        report = finetune_sam(Path(args.out), Path(args.checkpoint), device=args.device,
+                              sets=[s for s in sets if s.is_dir()], decoder_seconds=args.decoder_seconds,
+                              joint_seconds=args.joint_seconds)
+        print(json.dumps({k: v for k, v in report.items() if k not in ("decoder", "joint")}))
+    else:
+        gpu_run(Path(args.data_root), Path(args.out), phase1=args.phase1, phase2=args.phase2,
+                sam_checkpoint=Path(args.sam_checkpoint) if args.sam_checkpoint else None,
+                sam_decoder=args.sam_decoder, sam_joint=args.sam_joint, workers=args.workers,
+                device=args.device, variants=args.variants)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""Export, compress, evaluate and time every trained zoo variant; write the table and the plot.
+
+``python build.py zoo-report`` regenerates ``models/ZOO.md`` and
+``models/zoo.png`` from the checkpoints in ``runs/zoo`` (trained by
+``python build.py zoo-train`` or unpacked from an accelerator run's bundles
+with ``--bundles``). For every variant: parameters, file size, native
+onnxruntime latency (model alone and the whole ``piximi_py`` pipeline on a
+512x512 image), held-out AP@0.5 / mAP / F1 per set and overall, and the
+ratio to the classical baseline's mAP. The browser columns come from
+``python -m bench --zoo`` (``runs/zoo/browser.json``) when it has been run.
+
+Post-processing thresholds of each variant are chosen on training-split
+images only (never on held-out ones).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import data as D
+from .zoo import ROOT, VARIANTS, unpack
+
+RUN_DIR = ROOT / "runs" / "zoo"
+#: The index entry every exported variant starts from (per-variant fields are filled in).
+TEMPLATE = {"tile_size": 512, "tile_overlap": 64, "normalize": {"low": 1.0, "high": 99.8},
+            "postprocess": {"foreground_threshold": 0.7, "seed_threshold": 0.3, "min_seed_size": 4,
+                            "min_size": 12}}
+GRID = [(fg, seed) for fg in (0.5, 0.6, 0.7, 0.8) for seed in (0.3, 0.5, 0.7)]
+
+
+def count_parameters(checkpoint: Path) -> int:
+    from .train import load_checkpoint
+
+    return sum(p.numel() for p in load_checkpoint(checkpoint).parameters())
+
+
+def export_variant(name: str, models_dir: Path, run_dir: Path = RUN_DIR) -> dict:
+    """ONNX of one variant in ``models_dir`` and its entry in that dir's index.json."""
+    import torch
+
+    from .export import export_onnx, register_model
+
+    ckpt = torch.load(run_dir / name / "model.pt", map_location="cpu", weights_only=True)
+    cfg = ckpt["config"]
+    file = f"{name}.onnx"
+    export_onnx(run_dir / name / "model.pt", models_dir / file)
+    entry = {**TEMPLATE, "id": name, "name": name, "file": file, "channels": cfg["in_channels"],
+             "task": "nuclei-fluorescence" if cfg["in_channels"] == 1 else "nuclei-brightfield",
+             "input_multiple": 2 ** cfg["depth"], "description": f"zoo variant {name}",
+             "training": {"iterations": ckpt.get("iteration"), **ckpt.get("run", {})}}
+    return register_model(models_dir / "index.json", entry)
+
+
+def tune_postprocess(name: str, models_dir: Path, *, data_root: Path = D.SHARED_DATA, max_images: int = 12,
+                     seed: int = 0) -> dict:
+    """Thresholds with the best mean AP@0.5 on training-split images (same sets as the variant's training)."""
+    import piximi_py
+    from piximi_py.metrics import evaluate_instances
+    from piximi_py.postprocess import probabilities_to_labels
+
+    from .evaluate import set_root
+    from .train import load_samples
+
+    spec = piximi_py.find_model(piximi_py.load_models(models_dir), name)
+    backend = piximi_py._native_backend(str(Path(models_dir) / spec.file), 2)
+    sets = [str(set_root(s, data_root)) for s in VARIANTS[name]["sets"] if set_root(s, data_root).is_dir()]
+    train, _ = D.split(load_samples(sets, data_root, spec.channels))
+    rng = np.random.default_rng(seed)
+    chosen = [train[i] for i in rng.choice(len(train), min(max_images, len(train)), replace=False)]
+    probs = []
+    for s in chosen:
+        from piximi_py.preprocess import pad_to_multiple
+
+        x = s.image[None] if s.image.ndim == 2 else np.moveaxis(s.image, -1, 0)
+        if x.shape[0] == 1 and spec.channels == 3:
+            x = np.repeat(x, 3, axis=0)
+        x, crop = pad_to_multiple(x, spec.input_multiple)
+        p = np.asarray(backend.run_sync(np.ascontiguousarray(x[None], np.float32)))
+        p = p.reshape(p.shape[-3:])
+        probs.append(p[(slice(None),) + crop])
+    scores = {}
+    for fg, sd in GRID:
+        post = {**TEMPLATE["postprocess"], "foreground_threshold": fg, "seed_threshold": sd}
+        scores[(fg, sd)] = float(np.mean([evaluate_instances(s.labels, probabilities_to_labels(p, **post))["ap50"]
+                                          for s, p in zip(chosen, probs)]))
+    fg, sd = max(scores, key=scores.get)
+    return {**TEMPLATE["postprocess"], "foreground_threshold": fg, "seed_threshold": sd}
+
+
+def native_latency(models_dir: Path, name: str, image: np.ndarray, threads: int = 2, repeats: int = 5) -> dict:
+    """Median ms of the model alone and of the whole pipeline on ``image``, onnxruntime, ``threads`` threads."""
+    import onnxruntime as ort
+
+    import piximi_py
+
+    spec = piximi_py.find_model(piximi_py.load_models(models_dir), name)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(str(Path(models_dir) / spec.file), opts, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, spec.channels, *image.shape[:2]), dtype=np.float32)
+    sess.run(None, {"image": x})
+    model = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sess.run(None, {"image": x})
+        model.append((time.perf_counter() - t) * 1000)
+    piximi_py.segment(image, name, models_dir=models_dir)
+    e2e = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        piximi_py.segment(image, name, models_dir=models_dir)
+        e2e.append((time.perf_counter() - t) * 1000)
+    return {"model_ms": round(float(np.median(model)), 1), "e2e_ms": round(float(np.median(e2e)), 1)}
+
+
+def quantize_int8(src: Path, dst: Path, calibration: list[np.ndarray]) -> Path:
+    """Static int8 quantization, QDQ format, per-channel weights, calibrated on real normalized images."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"image": x} for x in calibration])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    pre = dst.with_suffix(".pre.onnx")
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    pre.unlink()
+    return dst
+
+
+def convert_fp16(src: Path, dst: Path) -> Path:
+    """float16 weights and activations (inputs and outputs stay float32), for WebGPU."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0,
+                      data_root: Path = D.SHARED_DATA) -> list[np.ndarray]:
+    """Normalized crops of training-split real images, as the model sees them."""
+    from .evaluate import set_root
+    from .train import load_samples
+
+    sets = ["dsb2018_stage1test_gray", "mnfinder"] if channels == 1 else ["dsb2018_stage1test_color"]
+    roots = [str(set_root(s, data_root)) for s in sets if set_root(s, data_root).is_dir()]
+    train, _ = D.split(load_samples(roots, data_root, channels))
+    rng = np.random.default_rng(seed)
+    tiles = []
+    for i in rng.choice(len(train), n):
+        img = train[i].image
+        h, w = img.shape[:2]
+        y, x = rng.integers(0, max(1, h - size + 1)), rng.integers(0, max(1, w - size + 1))
+        crop = img[y:y + size, x:x + size]
+        crop = np.pad(crop, [(0, size - crop.shape[0]), (0, size - crop.shape[1])] + [(0, 0)] * (crop.ndim - 2))
+        crop = crop[None] if crop.ndim == 2 else np.moveaxis(crop, -1, 0)
+        tiles.append(np.ascontiguousarray(crop[None], np.float32))
+    return tiles
+
+
+def build_report(run_dir: Path = RUN_DIR, *, bundles=(), names=None, data_root: Path = D.SHARED_DATA,
+                 compress: tuple = ()) -> dict:
+    """Export, tune, evaluate and time every variant; returns and writes ``run_dir/report.json``."""
+    import piximi_py
+    from piximi_py.io import read_image
+
+    from .evaluate import evaluate_model
+    from .export import register_model
+
+    for b in bundles:
+        print("unpacked", unpack(Path(b), run_dir), flush=True)
+    models_dir = run_dir / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    names = names or [n for n in VARIANTS if (run_dir / n / "model.pt").exists()]
+    sample = read_image(ROOT.parent / "shared" / "data" / "stardist_wheel" / "images" / "img2d.tif") \
+        if (ROOT.parent / "shared" / "data" / "stardist_wheel").is_dir() else None
+    if sample is None:
+        from tools.samples import stardist_sample
+
+        sample = read_image(stardist_sample()[0])
+    rows = {}
+    for name in names:
+        entry = export_variant(name, models_dir, run_dir)
+        entry = register_model(models_dir / "index.json",
+                               {**entry, "postprocess": tune_postprocess(name, models_dir, data_root=data_root)})
+        variants = [(name, entry)]
+        if name in compress:
+            tiles = calibration_tiles(entry["channels"], data_root=data_root)
+            for suffix, make in (("int8", lambda s, d: quantize_int8(s, d, tiles)), ("fp16", convert_fp16)):
+                file = f"{name}_{suffix}.onnx"
+                make(models_dir / entry["file"], models_dir / file)
+                variants.append((f"{name}_{suffix}", register_model(models_dir / "index.json", {
+                    **entry, "id": f"{name}_{suffix}", "file": file, "parent": name})))
+        for vid, ventry in variants:
+            mode = "gray" if ventry["channels"] == 1 else "rgb"
+            ev = evaluate_model(vid, models_dir=models_dir, mode=mode, data_root=data_root)
+            img = sample if ventry["channels"] == 1 else np.repeat(sample[..., None], 3, -1)
+            rows[vid] = {"params": count_parameters(run_dir / name / "model.pt"), "bytes": ventry["bytes"],
+                         "parent": ventry.get("parent"), "postprocess": ventry["postprocess"],
+                         "training": entry.get("training", {}), "summary": ev["summary"],
+                         **native_latency(models_dir, vid, img)}
+            print(vid, json.dumps({k: v for k, v in rows[vid].items() if k != "training"}), flush=True)
+    report = {"variants": rows, "machine": "2-core CPU, onnxruntime 2 threads",
+              "onnxruntime": __import__("onnxruntime").__version__}
+    old = json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").exists() else {}
+    report["variants"] = {**old.get("variants", {}), **rows}
+    (run_dir / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def format_table(report: dict, browser: dict | None = None) -> str:
+    """The zoo table (Markdown): one row per variant; accuracy over all held-out images, then per set."""
+    browser = browser or {}
+    sets = sorted({g for r in report["variants"].values() for g in r["summary"] if g != "all"})
+    head = ["variant", "params", "file", "native model 512²", "native pipeline 512²", "page WASM pipeline 512²",
+            "WebGPU = CPython", "AP@0.5", "mAP", "F1", "mAP / baseline"] + [f"AP@0.5 {g}" for g in sets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for vid, r in report["variants"].items():
+        b, s = browser.get(vid, {}), r["summary"]["all"]
+        ratio = s["map"] / s["baseline_map"] if s.get("baseline_map") else float("nan")
+        cells = [vid, f"{r['params'] / 1e6:.2f} M", f"{r['bytes'] / 1e6:.1f} MB", f"{r['model_ms']:.0f} ms",
+                 f"{r['e2e_ms']:.0f} ms", f"{b['e2e_ms']:.0f} ms" if b.get("e2e_ms") else "—",
+                 ("yes" if b["webgpu_equal"] else "no") if "webgpu_equal" in b else "—",
+                 f"**{s['ap50']:.3f}**", f"{s['map']:.3f}", f"{s['f1']:.3f}", f"{ratio:.2f}×"]
+        cells += [f"{r['summary'][g]['ap50']:.3f} ({r['summary'][g]['images']})" if g in r["summary"] else "—"
+                  for g in sets]
+        lines.append("| " + " | ".join(cells) + " |")
+    base = next(iter(report["variants"].values()))["summary"]
+    lines.append("| Otsu + watershed baseline | — | — | — | — | — | — | "
+                 f"{base['all']['baseline_ap50']:.3f} | {base['all']['baseline_map']:.3f} | "
+                 f"{base['all']['baseline_f1']:.3f} | 1.00× | "
+                 + " | ".join(f"{base[g]['baseline_ap50']:.3f}" if g in base else "—" for g in sets) + " |")
+    return "\n".join(lines)
+
+
+def plot(report: dict, out: Path) -> Path:
+    """Accuracy (mAP, all held-out images) against native pipeline latency; the frontier at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for vid, r in report["variants"].items():
+        s = r["summary"]["all"]
+        ax.scatter(r["e2e_ms"], s["map"], s=20 + r["bytes"] / 2e5, alpha=0.7)
+        ax.annotate(vid, (r["e2e_ms"], s["map"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    base = [r["summary"]["all"]["baseline_map"] for r in report["variants"].values()
+            if r["summary"]["all"].get("baseline_map") and r["summary"]["all"]["images"] > 5]
+    if base:
+        ax.axhline(base[0], color="gray", ls="--", lw=1)
+        ax.text(ax.get_xlim()[0], base[0], " Otsu + watershed baseline", fontsize=7, va="bottom", color="gray")
+    ax.set_xlabel("native pipeline time, 512×512 image (ms, onnxruntime, 2 threads)")
+    ax.set_ylabel("held-out mAP@0.5:0.95")
+    ax.set_title("piximi-py model zoo: accuracy vs speed (marker area ~ file size)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out)
+    return out
+
+
+def write_zoo_page(*, bundles=(), names=None, compress=("unet_w16", "unet_mnv2", "unet_w8"), measure: bool = True,
+                   run_dir: Path = RUN_DIR) -> Path:
+    """``models/ZOO.md`` (table + how it was made) and ``models/zoo.png`` from ``run_dir``."""
+    report = build_report(run_dir, bundles=bundles, names=names, compress=tuple(compress)) if measure \
+        else json.loads((run_dir / "report.json").read_text())
+    browser_path = run_dir / "browser.json"
+    browser = json.loads(browser_path.read_text()) if browser_path.exists() else {}
+    plot(report, ROOT / "models" / "zoo.png")
+    text = ZOO_HEADER + "\n" + format_table(report, browser) + "\n\n" + training_table(report) + "\n"
+    (ROOT / "models" / "ZOO.md").write_text(text)
+    return ROOT / "models" / "ZOO.md"
+
+
+ZOO_HEADER = """# Model zoo
+
+Regenerate with `python build.py zoo-report` (add `--bundles runs/gpu1/unets_*.pt` to unpack an
+accelerator run first). Every variant is defined in `training/zoo.py` (`VARIANTS`) and was
+trained by `python -m training.zoo gpu-run` on one lent H100 (several variants at once, a time
+budget each; the iterations reached are listed below, and `python build.py zoo-train --variant NAME
+--iterations N` repeats a schedule on any machine).
+
+* Accuracy: held-out real images only (validation split of each training set by a hash of the
+  name, plus the StarDist sample that no model trained on), through the same `piximi_py` pipeline
+  the page runs. Post-processing thresholds were chosen on training-split images.
+* Baseline: Otsu + distance-transform watershed (scikit-image) on the same images.
+* Latency: this project's 2-core CI-class machine, onnxruntime with 2 threads, median of 5, a
+  512×512 image; "pipeline" is the whole `piximi_py.segment` call (normalize, tile, infer, instances).
+  Absolute times are noisy here: compare within the table.
+* int8: static QDQ quantization (per-channel int8 weights, uint8 activations) calibrated on 16
+  training-split crops; fp16: weights and activations in float16 for WebGPU.
+
+![accuracy vs speed](zoo.png)
+"""
+
+
+def planned_iterations(log: Path = ROOT / "runs" / "gpu1" / "log.txt") -> dict:
+    """Iterations each variant's time budget fixed in the accelerator run (``NAME: X ms/step -> N iterations``)."""
+    import re
+
+    if not log.exists():
+        return {}
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+): \d+ ms/step -> (\d+) iterations", log.read_text(), re.M)}
+
+
+def training_table(report: dict) -> str:
+    from .zoo import COMMON
+
+    planned = planned_iterations()
+    lines = ["| variant | encoder | trained on | synthetic share | iterations reached / scheduled × batch | teacher |",
+             "|---|---|---|---|---|---|"]
+    for vid, r in report["variants"].items():
+        if r.get("parent"):
+            continue
+        t = r.get("training", {})
+        cfg = {**COMMON, **VARIANTS.get(vid, {})}
+        sets = ", ".join(Path(s).name for s in t.get("sets") or cfg.get("sets", []))
+        teacher = cfg.get("teacher")
+        lines.append(f"| {vid} | {cfg.get('encoder', '?')} {cfg.get('encoder_kwargs', {})} | {sets} | "
+                     f"{cfg.get('synthetic_fraction')} | {t.get('iterations', '?')} / {planned.get(vid, '?')} × "
+                     f"{cfg['batch']} | {teacher or '—'} |")
+    return "\n".join(lines) + (
+        "\n\nWhere fewer iterations were reached than scheduled, the machine's time limit stopped the run and "
+        "the last periodic checkpoint (every 500 iterations) is the one evaluated. `unet_w8_distilled` learned "
+        "from `unet_mnv2`'s probabilities (KL term, weight 1) besides the labels; it stopped at 75 % of its "
+        "schedule, so the comparison with `unet_w8` (92 %) does not isolate distillation.")
+
+
+def ship(model_id: str, cfg: dict, run_dir: Path = RUN_DIR, models_dir: Path = ROOT / "models") -> dict:
+    """Export a zoo variant as a shipped model: ONNX (+ int8), bioimage.io rdf.yaml, index entry."""
+    import torch
+
+    from .export import export_onnx, register_model
+    from .rdf import write_rdf
+
+    variant = cfg["variant"]
+    checkpoint = run_dir / variant / "model.pt"
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    zoo = json.loads((run_dir / "report.json").read_text())["variants"] if (run_dir / "report.json").exists() else {}
+    measured = zoo.get(variant, {})
+    export_onnx(checkpoint, models_dir / cfg["file"])
+    entry = {**TEMPLATE, **cfg["entry"], "file": cfg["file"], "channels": ckpt["config"]["in_channels"],
+             "input_multiple": 2 ** ckpt["config"]["depth"],
+             "postprocess": measured.get("postprocess", TEMPLATE["postprocess"]),
+             "latency_ms_512": measured.get("e2e_ms", 0.0),
+             "metrics": {k: measured["summary"]["all"][k] for k in ("ap50", "map", "f1")} if measured else {}}
+    entry = register_model(models_dir / "index.json", entry)
+    if cfg.get("int8"):
+        quantize_int8(models_dir / cfg["file"], models_dir / cfg["int8"], calibration_tiles(entry["channels"]))
+        q = zoo.get(f"{variant}_int8", {})
+        register_model(models_dir / "index.json", {
+            **entry, "id": f"{model_id}_int8", "file": cfg["int8"], "default": False,
+            "name": entry["name"].replace(")", ", int8)"),
+            "description": entry["description"] + " int8-quantized (QDQ): a quarter of the download.",
+            "latency_ms_512": q.get("e2e_ms", 0.0),
+            "metrics": {k: q["summary"]["all"][k] for k in ("ap50", "map", "f1")} if q else {}})
+    write_rdf(models_dir, entry, ckpt)
+    return entry
