@@ -1,8 +1,8 @@
 """Benchmark: native onnxruntime vs the page (onnxruntime-web WASM), one run, one machine.
 
-    python -m bench [--repeats 5] [--threads 2] [--image PATH]
+    python -m bench [--repeats 5] [--threads 2] [--image PATH] [--models ID ...] [--zoo]
 
-Prints a table for the default model on a 512x512 image (the StarDist sample
+Prints a table for the default model (or each of ``--models``) on a 512x512 image (the StarDist sample
 unless ``--image`` is given): model-only and end-to-end latency natively and
 in headless Chromium (WASM backend, same thread count), their ratios, and the
 page's cold start to ``window.piximi.ready``. Absolute times on a shared
@@ -32,7 +32,7 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def native(image_bytes: bytes, threads: int, repeats: int) -> dict:
+def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = None) -> dict:
     import piximi_py
     from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
     from piximi_py.io import read_image_bytes
@@ -40,7 +40,7 @@ def native(image_bytes: bytes, threads: int, repeats: int) -> dict:
     from piximi_py import run_sync
     from piximi_py.pipeline import prepare_input, segment_async
 
-    spec = find_model(piximi_py.load_models(), None)
+    spec = find_model(piximi_py.load_models(), model)
     backend = OnnxRuntimeBackend(default_models_dir() / spec.file, threads=threads)
     x = prepare_input(read_image_bytes(image_bytes), spec)[None]
     backend.run_sync(x)  # warm-up
@@ -49,7 +49,8 @@ def native(image_bytes: bytes, threads: int, repeats: int) -> dict:
     return {"model": spec.id, "shape": x.shape[-2:], "model_ms": model_ms, "e2e_ms": e2e_ms}
 
 
-def browser(image_bytes: bytes, threads: int, repeats: int) -> dict:
+def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,)) -> dict:
+    """Per model id: page timings (WASM) from one page session; plus the cold start."""
     from playwright.sync_api import sync_playwright
 
     from tools.browser import launch
@@ -66,23 +67,27 @@ def browser(image_bytes: bytes, threads: int, repeats: int) -> dict:
             page.wait_for_function("window.piximi !== undefined")
             page.evaluate("() => window.piximi.ready")
             cold_ms = (time.perf_counter() - t0) * 1000
-            runs = page.evaluate(
-                """async ([b64, n]) => {
-                    const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-                    const out = [];
-                    for (let i = 0; i < n + 1; i++) {
-                      const r = await window.piximi.segment(bytes.slice(), {backend: "wasm"});
-                      out.push({...r.timings, backend: r.backend, count: r.count});
-                    }
-                    return out.slice(1);  // first run warms up
-                }""", [base64.b64encode(image_bytes).decode(), repeats])
+            results = {}
+            for model in models:
+                runs = page.evaluate(
+                    """async ([b64, n, model]) => {
+                        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                        const out = [];
+                        for (let i = 0; i < n + 1; i++) {
+                          const r = await window.piximi.segment(bytes.slice(), {backend: "wasm",
+                                                                                model: model || undefined});
+                          out.push({...r.timings, backend: r.backend, count: r.count});
+                        }
+                        return out.slice(1);  // first run warms up
+                    }""", [base64.b64encode(image_bytes).decode(), repeats, model])
+                med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731,B023
+                results[model] = {"backend": runs[0]["backend"], "model_ms": med("inference"), "e2e_ms": med("total"),
+                                  "roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
+                                  "cold_ms": cold_ms}
             b.close()
     finally:
         server.shutdown()
-    med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
-    return {"backend": runs[0]["backend"], "model_ms": med("inference"), "e2e_ms": med("total"),
-            "roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
-            "cold_ms": cold_ms}
+    return results
 
 
 def main(argv=None) -> int:
@@ -91,23 +96,40 @@ def main(argv=None) -> int:
     ap.add_argument("--image", type=Path, help="image file (default: the StarDist 512x512 sample)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", nargs="*", help="model ids (default: the default model)")
+    ap.add_argument("--zoo", action="store_true", help="every shipped model; also write runs/zoo/browser.json")
     args = ap.parse_args(argv)
     if args.image is None:
         from tools.samples import stardist_sample
 
         args.image = stardist_sample()[0]
     data = args.image.read_bytes()
-    nat = native(data, args.threads, args.repeats)
-    web = browser(data, args.threads, args.repeats)
-    h, w = nat["shape"]
-    print(f"\nmodel {nat['model']!r}, image {args.image.name} ({w}x{h}), {args.threads} threads, "
-          f"median of {args.repeats}")
-    print("| measure | native onnxruntime | browser " + web["backend"] + " | browser / native |")
-    print("|---|---|---|---|")
-    print(f"| model only (ms) | {nat['model_ms']:.0f} | {web['model_ms']:.0f} | {web['model_ms'] / nat['model_ms']:.2f} |")
-    print(f"| end to end, in Python (ms) | {nat['e2e_ms']:.0f} | {web['e2e_ms']:.0f} | {web['e2e_ms'] / nat['e2e_ms']:.2f} |")
-    print(f"| end to end, from JS incl. transfer (ms) | | {web['roundtrip_ms']:.0f} | {web['roundtrip_ms'] / nat['e2e_ms']:.2f} |")
-    print(f"| page cold start to ready (ms) | | {web['cold_ms']:.0f} | |")
+    models = args.models or ([*__import__("training.cli", fromlist=["SHIPPED"]).SHIPPED, "nuclei_int8"]
+                             if args.zoo else [None])
+    nat = {m: native(data, args.threads, args.repeats, m) for m in models}
+    webs = browser(data, args.threads, args.repeats, models)
+    for m in models:
+        n, web = nat[m], webs[m]
+        h, w = n["shape"]
+        print(f"\nmodel {n['model']!r}, image {args.image.name} ({w}x{h}), {args.threads} threads, "
+              f"median of {args.repeats}")
+        print("| measure | native onnxruntime | browser " + web["backend"] + " | browser / native |")
+        print("|---|---|---|---|")
+        print(f"| model only (ms) | {n['model_ms']:.0f} | {web['model_ms']:.0f} | {web['model_ms'] / n['model_ms']:.2f} |")
+        print(f"| end to end, in Python (ms) | {n['e2e_ms']:.0f} | {web['e2e_ms']:.0f} | {web['e2e_ms'] / n['e2e_ms']:.2f} |")
+        print(f"| end to end, from JS incl. transfer (ms) | | {web['roundtrip_ms']:.0f} | {web['roundtrip_ms'] / n['e2e_ms']:.2f} |")
+    print(f"\npage cold start to ready: {next(iter(webs.values()))['cold_ms']:.0f} ms")
+    if args.zoo:  # the zoo table's browser column, keyed by zoo variant
+        import json
+
+        from training.cli import SHIPPED
+
+        variant = {k: v["variant"] for k, v in SHIPPED.items()} | {"nuclei_int8": SHIPPED["nuclei"]["variant"] + "_int8"}
+        out = ROOT / "runs" / "zoo" / "browser.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({variant[m]: {"model": m, "e2e_ms": webs[m]["e2e_ms"],
+                                                "native_e2e_ms": nat[m]["e2e_ms"]} for m in models}, indent=1))
+        print(f"wrote {out}")
     return 0
 
 

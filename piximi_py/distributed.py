@@ -91,10 +91,16 @@ def expand_inputs(inputs, exclude=None) -> list[tuple[str, str]]:
                                 if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
                 if exclude is not None and found.resolve().is_relative_to(exclude):
                     continue
-                items.append((str(found), found.relative_to(path).with_suffix("").as_posix()))
+                items.append((str(found), image_stem(found.relative_to(path)).as_posix()))
         else:
-            items.append((str(path), path.stem))
+            items.append((str(path), image_stem(path).name))
     return items
+
+
+def image_stem(path) -> Path:
+    """``path`` without its image suffix, ``.ome.tif`` counted as one (``a/b.ome.tif`` -> ``a/b``)."""
+    path = Path(path).with_suffix("")
+    return path.with_suffix("") if path.suffix.lower() == ".ome" else path
 
 
 def output_paths(out_dir, name: str) -> tuple[Path, Path]:
@@ -206,7 +212,7 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
 
     t0 = time.perf_counter()
     path = Path(path)
-    name = name or path.stem
+    name = name or image_stem(path).name
     labels_path, csv_path = output_paths(out_dir, name)
     summary = {"path": str(path), "name": name, "status": "segmented", "objects": 0,
                "height": 0, "width": 0, "error": "",
@@ -415,7 +421,7 @@ class _Recorder:
 # --------------------------------------------------------------------------- the run
 
 def _as_items(inputs) -> list[tuple[str, str]]:
-    items = [(str(x[0]), str(x[1])) if isinstance(x, (tuple, list)) else (str(x), Path(x).stem)
+    items = [(str(x[0]), str(x[1])) if isinstance(x, (tuple, list)) else (str(x), image_stem(x).name)
              for x in inputs]
     seen = {}
     for path, name in items:

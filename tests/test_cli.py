@@ -61,3 +61,12 @@ def test_cli_folder_writes_every_export(tmp_path):
     assert "area_um2" not in list(csv.DictReader(open(out / "plate1/b_measurements.csv")))[0]
     report = json.loads((out / "run_report.json").read_text())
     assert (report["segmented"], report["failed"]) == (2, 1)
+
+
+def test_output_names_drop_the_ome_suffix():
+    from piximi_py.distributed import image_stem
+
+    assert image_stem("plate/A01.ome.tif").as_posix() == "plate/A01"
+    assert image_stem("A01.OME.TIFF").as_posix() == "A01"
+    assert image_stem("cells.tif").as_posix() == "cells"
+    assert image_stem("v1.2.png").as_posix() == "v1.2"
