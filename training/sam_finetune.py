@@ -167,7 +167,6 @@ def finetune_decoder(out: Path = ROOT / "runs" / "sam_ft", *, iterations: int = 
                      time_budget_s: float = 0) -> Path:
     """Train; writes ``out/model.pt`` (full LiteMedSAM state dict) and ``out/log.jsonl``."""
     import torch
-    import torch.nn.functional as F
 
     from .models.sam import SamPromptDecoder, load_lite_medsam
     from .sam_export import fetch_checkpoint
@@ -227,15 +226,7 @@ def finetune_decoder(out: Path = ROOT / "runs" / "sam_ft", *, iterations: int = 
         emb = torch.from_numpy(np.stack(embs).astype(np.float32))
         target = torch.from_numpy(np.stack(targets).astype(np.float32))
         masks, iou_pred = decoder(emb, torch.from_numpy(coords), torch.from_numpy(labels))
-        logit = masks[:, 0]
-        prob = torch.sigmoid(logit)
-        bce = F.binary_cross_entropy_with_logits(logit, target)
-        inter = (prob * target).sum((1, 2))
-        dice = 1 - (2 * inter + 1) / (prob.sum((1, 2)) + target.sum((1, 2)) + 1)
-        with torch.no_grad():
-            hard = (logit > 0).float()
-            real_iou = (hard * target).sum((1, 2)) / ((hard + target).clamp(max=1).sum((1, 2)) + 1e-6)
-        loss = bce + dice.mean() + F.mse_loss(iou_pred[:, 0], real_iou)
+        loss, real_iou = _mask_loss(masks[:, 0], target, iou_pred[:, 0])
         opt.zero_grad()
         loss.backward()
         opt.step()

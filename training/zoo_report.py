@@ -171,7 +171,6 @@ def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0
 def build_report(run_dir: Path = RUN_DIR, *, bundles=(), names=None, data_root: Path = D.SHARED_DATA,
                  compress: tuple = ()) -> dict:
     """Export, tune, evaluate and time every variant; returns and writes ``run_dir/report.json``."""
-    import piximi_py
     from piximi_py.io import read_image
 
     from .evaluate import evaluate_model

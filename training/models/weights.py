@@ -8,7 +8,6 @@ the wheel is installed or imported.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -17,6 +16,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..export import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache"
@@ -58,14 +59,6 @@ PRETRAINED: dict[tuple[str, str], WheelWeights] = {
         source="TensorFlow EfficientNet-Lite0 ImageNet checkpoint converted to the "
                "lukemelas/EfficientNet-PyTorch layout (_conv_stem, _blocks.*, _fc)"),
 }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def weights_spec(encoder: str, weights: str) -> WheelWeights:
