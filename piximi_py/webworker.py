@@ -11,7 +11,12 @@ The page (``web/app.js``) talks to these through ``web/worker.py``:
 * :func:`export`  - the last result as a file (label TIFF, mask, overlay PNG,
   CSV, COCO JSON, ImageJ ROI zip, or all of them in one zip), as bytes;
 * ``segment(..., batch=True)`` / :func:`batch_fail` / :func:`batch_zip` -
-  collect the exports of many images (and the failures) into one zip.
+  collect the exports of many images (and the failures) into one zip;
+* :func:`open_image` / :func:`prompt` / :func:`prompt_accept` /
+  :func:`prompt_cancel` / :func:`refine` - promptable segmentation (SAM):
+  a box or clicks on an image already decoded (by its ``image_id``) give one
+  object mask; accepting it adds the object to the current labels; ``refine``
+  re-segments every current object from its bounding box.
 
 Only models the ``segment`` pipeline runs are offered by :func:`models`
 (``segment: true``); the others (e.g. promptable SAM) keep their ``task`` and
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import time
 import traceback
 
@@ -36,12 +42,16 @@ from .models import can_segment, find_model, load_model_index
 from .pipeline import segment_async
 
 __all__ = ["init", "models", "segment", "describe", "export", "batch_fail", "batch_zip", "memory",
-           "batch_clear"]
+           "batch_clear", "open_image", "prompt", "prompt_accept", "prompt_cancel", "refine"]
 
 #: Tasks that are not an image -> instance labels model (they need prompts).
 
+class Cancelled(Exception):
+    """The page asked to stop (its progress callback returned true)."""
+
+
 #: Errors whose message is shown to the user as is (no traceback).
-USER_ERRORS = (ImageReadError, BackendUnavailable, ValueError, KeyError, LookupError)
+USER_ERRORS = (ImageReadError, BackendUnavailable, ValueError, KeyError, LookupError, Cancelled)
 
 
 class _State:
@@ -52,8 +62,14 @@ class _State:
     default_model: str | None = None
     model_bytes: dict = {}
     sessions: dict = {}
-    last: dict = {}      # the last segmentation: labels, image, table, name, pixel size
+    last: dict = {}      # the last segmentation: labels, image, table, name, pixel size, image_id
     batch = None         # _Batch: the zip of a batch download, written as results come
+    raw: dict = {}       # model id -> its models/index.json entry as parsed JSON
+    index: dict = {}     # models/index.json as parsed JSON
+    images: dict = {}    # image_id -> decoded plane (the last few), for prompts
+    sam: dict = {}       # runtime ("wasm", "webgpu") -> SamPredictor
+    sam_failed: set = set()  # runtimes whose sessions could not be created (auto skips them)
+    pending = None       # the last prompt's mask, waiting for prompt_accept
 
 
 S = _State()
@@ -78,6 +94,8 @@ def _now() -> float:
 def _spec_dict(spec) -> dict:
     d = dataclasses.asdict(spec) if dataclasses.is_dataclass(spec) else dict(vars(spec))
     d = {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+    for k, v in S.raw.get(spec.id, {}).items():  # fields the dataclass does not keep
+        d.setdefault(k, v)                         # (latency_ms_512, files, runtimes, ...)
     d["default"] = spec.id == S.default_model
     d["segment"] = can_segment(spec)
     return d
@@ -142,6 +160,8 @@ async def init(cfg: dict) -> dict:
                                num_threads=cfg.get("num_threads"))
         text = (await _fetch_bytes(S.base + cfg["models_index"])).decode("utf-8")
         S.specs = list(load_model_index(text))
+        S.index = json.loads(text)
+        S.raw = {m["id"]: m for m in S.index.get("models", [])}
         if not S.specs:
             raise LookupError("the site has no models (models/index.json is empty)")
         runnable = [s for s in S.specs if can_segment(s)]
@@ -150,8 +170,10 @@ async def init(cfg: dict) -> dict:
         S.default_model = find_model(runnable, None).id
         backend = await _backend(_spec(None), cfg.get("backend") or "auto")
         _warm_up()
+        prompt_models = [s.id for s in S.specs if not can_segment(s)]
         return {"ok": True, "models": models(),
                 "default_model": S.default_model, "backend": backend.name,
+                "prompt_model": prompt_models[0] if prompt_models else None,
                 "ms": _now() - t0}
     except Exception as exc:  # noqa: BLE001
         return _error(exc)
@@ -249,8 +271,11 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             "info": info,
             "pixel_size": pixel_size,
         }
+        image_id = None if options.get("batch") else _remember(image)  # batch: not for prompts
+        result["image_id"] = image_id
         S.last = {"labels": labels, "image": image, "name": name or "image",
-                  "pixel_size": pixel_size, "table": None}
+                  "pixel_size": pixel_size, "table": None, "image_id": image_id}
+        S.pending = None
         if options.get("measure", True):
             t = _now()
             table = regionprops_table(labels, _intensity(image), pixel_size=pixel_size)
@@ -451,3 +476,298 @@ def memory() -> dict:
 def batch_clear() -> dict:
     S.batch = None
     return {"ok": True}
+
+
+# ------------------------------------------------------------ prompts (SAM)
+#: Decoded images kept for prompts (the last ones segmented or opened), by image id:
+#: at most this many, and beyond the newest one at most MAX_IMAGE_BYTES in all.
+MAX_IMAGES = 4
+MAX_IMAGE_BYTES = 256 * 2**20
+#: Window embeddings kept per runtime (4 MB each).
+EMBEDDING_CACHE = 16
+#: An object the accepted mask covers by at least this fraction is replaced by it.
+REPLACE_FRACTION = 0.5
+
+
+def _remember(image: np.ndarray) -> str:
+    """Keep a decoded plane for prompts; returns its id (a digest of the pixels)."""
+    from .sam import image_digest
+
+    image_id = image_digest(image)
+    S.images.pop(image_id, None)
+    S.images[image_id] = image
+    while len(S.images) > 1 and (len(S.images) > MAX_IMAGES
+                                 or sum(a.nbytes for a in S.images.values()) > MAX_IMAGE_BYTES):
+        old = next(iter(S.images))
+        del S.images[old]
+        for predictor in S.sam.values():
+            predictor.cache.clear(old)
+    return image_id
+
+
+def _image(image_id: str | None) -> tuple[str, np.ndarray]:
+    if not image_id and S.last:
+        image_id = S.last["image_id"]
+    if image_id not in S.images:
+        raise LookupError(f"unknown image {image_id!r}: segment or open it first "
+                          f"(the page keeps the last {MAX_IMAGES} images for prompts)")
+    return image_id, S.images[image_id]
+
+
+class _Announcing:
+    """An encoder backend that calls ``on_run`` before each run (progress for the page)."""
+
+    def __init__(self, backend):
+        self.backend, self.name, self.on_run = backend, backend.name, None
+
+    async def run(self, batch):
+        if self.on_run is not None:
+            self.on_run()
+        return await self.backend.run(batch)
+
+
+async def _sam_file(spec, role: str) -> bytes:
+    info = spec.files[role]
+    data = await _fetch_bytes(S.base + "models/" + info["file"])
+    if info.get("sha256") and hashlib.sha256(data).hexdigest() != info["sha256"]:
+        raise OSError(f"model file {info['file']} is corrupt (sha256 mismatch); reload the page")
+    return data
+
+
+async def _sam(backend: str):
+    """The promptable model's predictor on ``backend`` ("auto", "webgpu", "wasm"), made once.
+
+    Each runtime uses the encoder/decoder files its ``runtimes`` entry names
+    (e.g. int8 on WASM, fp16 on WebGPU).
+    """
+    from .backends.ortweb import webgpu_available
+    from .sam import EmbeddingCache, SamPredictor, sam_spec_from_index
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    spec = sam_spec_from_index(S.index)
+    if backend == "auto":
+        order = ["webgpu", "wasm"] if await webgpu_available() else ["wasm"]
+    else:
+        order = [backend]
+    for runtime in order:
+        if runtime in S.sam:
+            return S.sam[runtime]
+        if runtime not in spec.runtimes or (backend == "auto" and runtime in S.sam_failed):
+            continue
+        roles = spec.runtimes[runtime]
+        try:
+            enc = await OrtWebBackend.create(await _sam_file(spec, roles["encoder"]), runtime, ort=S.ort)
+            dec = await OrtWebBackend.create(await _sam_file(spec, roles["decoder"]), runtime, ort=S.ort)
+        except BackendUnavailable:
+            if backend != "auto":
+                raise
+            S.sam_failed.add(runtime)
+            continue
+        S.sam[runtime] = SamPredictor(_Announcing(enc), dec, spec, EmbeddingCache(EMBEDDING_CACHE))
+        return S.sam[runtime]
+    raise LookupError(f"model {spec.id!r} has no files for backend {backend!r}")
+
+
+def _mask_js(mask: np.ndarray) -> tuple[dict, dict]:
+    """A full-size bool mask as ``{bbox, width, height, area, bits}`` (bits: the bbox
+    crop, row-major, packed 8 pixels a byte, first pixel in the high bit), and the
+    crop for :func:`prompt_accept`."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return ({"bbox": None, "width": 0, "height": 0, "area": 0,
+                 "bits": _typed(np.zeros(0, np.uint8))}, {"bbox": None, "crop": None})
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    crop = np.ascontiguousarray(mask[y0:y1 + 1, x0:x1 + 1])
+    bbox = [x0, y0, x1, y1]
+    return ({"bbox": bbox, "width": x1 - x0 + 1, "height": y1 - y0 + 1, "area": int(crop.sum()),
+             "bits": _typed(np.packbits(crop, axis=None))}, {"bbox": bbox, "crop": crop})
+
+
+async def open_image(data: bytes, options: dict | None = None) -> dict:
+    """Decode a file for prompts without segmenting it: ``{"ok", "image_id", "width", "height"}``.
+
+    ``options``: filename, index / project (plane selection).
+    """
+    from . import io as pio
+
+    options = options or {}
+    try:
+        index, project = _plane_options(options)
+        image = pio.read_image_bytes(bytes(data), options.get("filename"), color=True, index=index,
+                                     project=project)
+        return {"ok": True, "image_id": _remember(image), "width": int(image.shape[1]),
+                "height": int(image.shape[0])}
+    except Exception as exc:  # noqa: BLE001
+        return _error(exc)
+
+
+async def prompt(image_id: str | None, request: dict | None = None, options: dict | None = None,
+                 progress=None) -> dict:
+    """Segment one object of an image already decoded (``image_id`` from :func:`segment`
+    or :func:`open_image`; default: the last segmented one) from a prompt.
+
+    ``request``: ``boxes`` ([x0, y0, x1, y1], one box), ``points`` ([[x, y], ...]),
+    ``labels`` (1 object / 0 background per point), ``multimask`` (bool, optional).
+    ``options``: backend. Returns ``{"ok", "image_id", "mask": {bbox, width, height,
+    area, bits}, "iou", "backend", "timings": {embedding_ms, decoder_ms,
+    postprocess_ms, total_ms}, "cached"}``; the mask is kept for :func:`prompt_accept`.
+    """
+    request, options = request or {}, options or {}
+    try:
+        t0 = _now()
+        image_id, image = _image(image_id)
+        boxes = request.get("boxes")
+        if boxes is not None and np.asarray(boxes, dtype=float).size > 4:
+            raise ValueError("a prompt segments one object: give one box [x0, y0, x1, y1]")
+        predictor = await _sam(options.get("backend") or "auto")
+        await predictor.set_image(image, image_id)
+        predictor.timings = {}
+        if progress is not None:
+            predictor.encoder.on_run = lambda: progress("embedding", 0, 1)
+        try:
+            mask, iou = await predictor.predict(boxes, request.get("points"), request.get("labels"),
+                                                multimask=request.get("multimask"))
+        finally:
+            predictor.encoder.on_run = None
+        if progress is not None and "encoder" in predictor.timings:
+            progress("embedding", 1, 1)
+        t = predictor.timings
+        out, keep = _mask_js(mask)
+        S.pending = {"image_id": image_id, "iou": float(iou), **keep}
+        return {"ok": True, "image_id": image_id, "mask": out, "iou": float(iou),
+                "backend": predictor.encoder.name, "cached": "encoder" not in t,
+                "timings": {"embedding_ms": float(t.get("encoder", 0.0)),
+                            "decoder_ms": float(t.get("decoder", 0.0)),
+                            "postprocess_ms": float(t.get("prompt", 0.0) - t.get("decoder", 0.0)),
+                            "total_ms": _now() - t0}}
+    except Exception as exc:  # noqa: BLE001
+        return _error(exc)
+
+
+def prompt_cancel() -> dict:
+    """Forget the last prompt's mask."""
+    S.pending = None
+    return {"ok": True}
+
+
+def _measured(labels: np.ndarray) -> dict:
+    """Store new labels as the current result; their measurements as JS."""
+    from .measure import regionprops_table, summarize
+
+    table = regionprops_table(labels, _intensity(S.last["image"]), pixel_size=S.last.get("pixel_size"))
+    S.last["labels"], S.last["table"] = labels, table
+    return {"count": int(len(table["label"])), "measurements": _table_js(table),
+            "summary": summarize(table)}
+
+
+def prompt_accept(options: dict | None = None) -> dict:
+    """Add the last prompt's mask to the current labels as a new object (a new label id).
+
+    The new object takes every pixel of its mask; an existing object that it
+    covers by at least :data:`REPLACE_FRACTION` of its area is replaced (removed
+    entirely). Returns ``{"ok", "label", "removed", "patch": {bbox, labels}, "count",
+    "measurements", "summary"}`` where ``patch`` is the changed rectangle of the
+    labels; ``labels`` (all of them) instead when their dtype had to grow to uint32.
+    """
+    try:
+        p = S.pending
+        if p is None:
+            raise ValueError("nothing to accept: draw a box or click on an object first")
+        if not S.last or S.last.get("image_id") != p["image_id"]:
+            raise ValueError("the prompted image is not the one shown: open it again")
+        if p["bbox"] is None:
+            raise ValueError("the prompt found no object (empty mask): nothing to add")
+        labels = S.last["labels"]
+        new_id = int(labels.max()) + 1
+        grown = new_id > np.iinfo(labels.dtype).max
+        labels = labels.astype(np.uint32) if grown else labels.copy()
+        x0, y0, x1, y1 = p["bbox"]
+        window = labels[y0:y1 + 1, x0:x1 + 1]
+        hit, counts = np.unique(window[p["crop"]], return_counts=True)
+        removed = []
+        if len(hit) > int(hit[0] == 0):
+            areas = np.bincount(labels.ravel())
+            removed = [int(k) for k, n in zip(hit, counts) if k and n >= REPLACE_FRACTION * areas[k]]
+        if removed:
+            gone = np.isin(labels, removed)
+            rows, cols = np.flatnonzero(gone.any(1)), np.flatnonzero(gone.any(0))
+            x0, y0 = min(x0, int(cols[0])), min(y0, int(rows[0]))
+            x1, y1 = max(x1, int(cols[-1])), max(y1, int(rows[-1]))
+            labels[gone] = 0
+        bx0, by0, bx1, by1 = p["bbox"]
+        labels[by0:by1 + 1, bx0:bx1 + 1][p["crop"]] = new_id
+        out = {"ok": True, "label": new_id, "removed": removed, "image_id": p["image_id"],
+               **_measured(labels)}
+        if grown:
+            out["labels"] = _typed(labels)
+        else:
+            out["patch"] = {"bbox": [x0, y0, x1, y1], "labels": _typed(labels[y0:y1 + 1, x0:x1 + 1])}
+        S.pending = None
+        return out
+    except Exception as exc:  # noqa: BLE001
+        return _error(exc)
+
+
+async def refine(image_id: str | None = None, options: dict | None = None, progress=None) -> dict:
+    """"Refine all": re-segment every object of the current labels with SAM, each
+    prompted by its bounding box (:meth:`piximi_py.sam.SamPredictor.segment_boxes`).
+
+    Objects keep their order (ids become 1..K); one whose SAM mask is empty, or
+    whose predicted IoU is below ``options["min_iou"]`` (default 0), keeps its
+    old pixels where no other object took them. ``progress("embedding", k, n)``
+    is called before each encoder run; when it returns ``True`` the refinement
+    stops (:class:`Cancelled`) and the labels stay as they were. Returns the new labels like
+    :func:`segment` (``labels``, ``count``, ``measurements``, ``summary``) and
+    ``timings`` (embedding_ms, decoder_ms, total_ms), ``windows`` (encoder runs).
+    """
+    from .sam import boxes_from_labels, prompt_window
+
+    options = options or {}
+    try:
+        t0 = _now()
+        if not S.last:
+            raise ValueError("nothing to refine: segment an image first")
+        image_id = image_id or S.last["image_id"]
+        if image_id != S.last.get("image_id"):
+            raise ValueError("refine works on the image shown: open it again")
+        image_id, image = _image(image_id)
+        labels = S.last["labels"]
+        ids = np.unique(labels)
+        ids = ids[ids > 0]
+        if not len(ids):
+            raise ValueError("no objects to refine: the image has no labels")
+        predictor = await _sam(options.get("backend") or "auto")
+        await predictor.set_image(image, image_id)
+        boxes = boxes_from_labels(labels)
+        windows = {prompt_window(predictor.shape, b, crop=predictor.spec.crop) for b in boxes}
+        runs = [0]
+
+        def on_run():
+            runs[0] += 1
+            if progress is not None and progress("embedding", runs[0] - 1, len(windows)) is True:
+                raise Cancelled("refine cancelled: the labels are unchanged")
+
+        predictor.encoder.on_run = on_run
+        predictor.timings = {}
+        t = _now()
+        try:
+            new, _ = await predictor.segment_boxes(boxes, min_iou=float(options.get("min_iou", 0.0)))
+        finally:
+            predictor.encoder.on_run = None
+        total_sam = _now() - t
+        if progress is not None:
+            progress("embedding", len(windows), len(windows))
+        present = np.zeros(len(ids) + 1, bool)
+        present[np.unique(new)] = True
+        for k in np.flatnonzero(~present[1:]):
+            new[(labels == ids[k]) & (new == 0)] = k + 1
+        new = new.astype(labels.dtype if len(ids) <= np.iinfo(labels.dtype).max else np.uint32)
+        S.pending = None
+        out = {"ok": True, "labels": _typed(new), "height": int(new.shape[0]), "width": int(new.shape[1]),
+               "image_id": image_id, "backend": predictor.encoder.name, "windows": runs[0],
+               "objects": int(len(ids)), **_measured(new)}
+        out["timings"] = {"sam_ms": total_sam, "total_ms": _now() - t0}
+        return out
+    except Exception as exc:  # noqa: BLE001
+        return _error(exc)

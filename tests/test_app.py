@@ -420,6 +420,11 @@ def test_offline_after_first_visit(app, files, models_dir):
         offline.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
         ref = cpython_labels(tifffile.imread(files["batch"][0]), models_dir)
         assert int(offline.text_content("#count")) == int(ref.max())
+        # the service worker sends the page's CSP as a header on every file (worker scripts included)
+        csp = offline.get_attribute("meta[http-equiv=Content-Security-Policy]", "content")
+        for name in ("index.html", "app.js", "worker.py"):
+            got = offline.evaluate(f"fetch('{name}').then((r) => r.headers.get('content-security-policy'))")
+            assert got == csp, (name, got)
         # and nothing reached the network: a fetch outside the cache fails
         assert offline.evaluate("fetch('not-cached-' + Math.random()).then(() => 'online', () => 'offline')") == "offline"
     finally:

@@ -239,6 +239,28 @@ def models_dir() -> Path:
     return Path(os.environ.get("PIXIMI_MODELS_DIR", ROOT / "models"))
 
 
+#: Runtimes the page runs a promptable model on (``runtimes`` of its index entry).
+PAGE_RUNTIMES = ("wasm", "webgpu")
+
+
+def page_model_files(index: dict) -> list[str]:
+    """The model files the page loads: each segmentation model's ``file``, and for a
+    promptable model (SAM) the encoder and decoder that its ``wasm`` and ``webgpu``
+    runtimes name (not every exported variant: a native-only file stays out)."""
+    from piximi_py.models import PROMPT_TASKS
+
+    out: list[str] = []
+    for entry in index["models"]:
+        if entry.get("task") not in PROMPT_TASKS:
+            names = [entry["file"]]
+        else:
+            runtimes, files = entry.get("runtimes") or {}, entry.get("files") or {}
+            names = [files[runtimes[rt][part]]["file"] for rt in PAGE_RUNTIMES if rt in runtimes
+                     for part in ("encoder", "decoder")]
+        out += [n for n in names if n not in out]
+    return out
+
+
 # ------------------------------------------------------------------- freshness
 def _input_paths() -> list[Path]:
     paths = [Path(__file__), ROOT / "package-lock.json", ROOT / "pyproject.toml"]
@@ -326,12 +348,8 @@ def build_site(force: bool = False) -> Path:
     index = mdir / "index.json"
     if index.exists():
         _copy(index, staging / "models" / "index.json")
-        # only what the page runs: prompt models (SAM) wait for their UI
-        from piximi_py.models import can_segment, load_model_index
-
-        for spec in load_model_index(index):
-            if can_segment(spec):
-                _copy(mdir / spec.file, staging / "models" / spec.file)
+        for name in page_model_files(json.loads(index.read_text())):
+            _copy(mdir / name, staging / "models" / name)
     else:
         log(f"WARNING: {index} not found: the site has no models")
 

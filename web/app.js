@@ -45,7 +45,22 @@ async function setupServiceWorker() {
 let worker = null;
 let defaultModel = null;
 let modelList = [];
+let promptModel = null; // id of the promptable (SAM) model, if the site has one
 let queue = Promise.resolve();
+
+// "Nuclei, fluorescence — 7.9 MB, ~0.6 s per 512²": size from `bytes`, speed from the
+// optional `latency_ms_512` (a number, or {backend: ms}).
+function modelLabel(m, backend) {
+  const parts = [];
+  if (m.bytes) parts.push(`${(m.bytes / 1e6).toFixed(1)} MB`);
+  let ms = m.latency_ms_512;
+  if (ms && typeof ms === "object") ms = ms[backend] ?? ms.wasm ?? Object.values(ms)[0];
+  if (typeof ms === "number" && ms > 0) {
+    parts.push(ms < 100 ? `~${Math.round(ms)} ms per 512²` : `~${(ms / 1000).toFixed(1)} s per 512²`);
+  }
+  const name = m.name || m.id;
+  return parts.length ? `${name} — ${parts.join(", ")}` : name;
+}
 
 function unwrap(res) {
   if (res && res.ok) return res;
@@ -69,6 +84,11 @@ async function start() {
   worker.sync.progress = (stage, done, total) => {
     if (stage === "packages") status(done ? "Packages loaded" : "Loading numpy, scipy, piximi_py…", done ? 0.6 : 0.3);
     else if (stage === "model") status(done ? "Model loaded" : "Loading the model…", done ? 0.95 : 0.7);
+    else if (stage === "embedding") {
+      status(total > 1 ? `Computing image embeddings with SAM: ${done}/${total}…`
+        : done ? "Embedding ready" : "Computing the image embedding for this region (1–2 s)…", total ? done / total : null);
+      return total > 1 && refineJob.cancel;   // true: the worker stops refining
+    }
     else status(`${stage}: ${done}/${total}`, total ? done / total : null);
   };
   const res = unwrap(await worker.sync.init({
@@ -83,13 +103,15 @@ async function start() {
   }));
   defaultModel = res.default_model;
   modelList = res.models;
+  promptModel = res.prompt_model;
   const sel = $("model");
-  sel.replaceChildren(...modelList.map((m) => new Option(m.name || m.id, m.id, false, m.id === defaultModel)));
+  sel.replaceChildren(...modelList.map((m) => new Option(modelLabel(m, res.backend), m.id, false, m.id === defaultModel)));
+  document.body.classList.toggle("can-prompt", !!promptModel);
   $("backend-used").textContent = res.backend;
   status(`Ready (${((performance.now() - t0) / 1000).toFixed(1)} s, ${res.backend}` +
          `${window.crossOriginIsolated ? ", threads" : ""})`, 1);
   document.body.classList.add("ready");
-  return { models: modelList, defaultModel, backend: res.backend };
+  return { models: modelList, defaultModel, backend: res.backend, promptModel };
 }
 
 async function toBytes(input) {
@@ -184,6 +206,44 @@ async function batch(files, { onFile, signal, ...options } = {}) {
   return { results, zip: blob, cancelled: !!signal?.aborted };
 }
 
+// Promptable segmentation (SAM). target: an image id (from segment(), res.image_id),
+// null for the last segmented image, or a file (File, Blob, ArrayBuffer, Uint8Array).
+// request: {boxes: [x0, y0, x1, y1], points: [[x, y], ...], labels: [1 | 0, ...], multimask}.
+// Resolves to {image_id, mask: {bbox, width, height, area, bits}, iou, backend, cached, timings}.
+async function prompt(target, request = {}, options = {}) {
+  await ready;
+  let imageId = typeof target === "string" ? target : "";
+  const bytes = target != null && typeof target !== "string" ? await toBytes(target) : null;
+  const req = {};
+  for (const k of ["boxes", "points", "labels", "multimask"]) if (request[k] != null) req[k] = request[k];
+  return inWorker(async () => {
+    const t0 = performance.now();
+    if (bytes) {
+      const filename = options.filename || (target instanceof File ? target.name : null);
+      imageId = unwrap(await worker.sync.open_image(bytes, {
+        filename, index: options.index || null, project: options.project || null })).image_id;
+    }
+    const res = unwrap(await worker.sync.prompt(imageId, req, { backend: options.backend || "auto" }));
+    res.timings.roundtrip_ms = performance.now() - t0;
+    delete res.ok;
+    return res;
+  });
+}
+
+// "Refine all": every object of the last segmentation re-segmented by SAM from its box.
+async function refine(options = {}) {
+  await ready;
+  return inWorker(async () => {
+    const t0 = performance.now();
+    const res = unwrap(await worker.sync.refine(options.imageId || "", { backend: options.backend || "auto",
+                                                                        min_iou: options.minIou ?? 0 }));
+    res.timings.roundtrip_ms = performance.now() - t0;
+    delete res.ok;
+    if (view && view.res.image_id === res.image_id) updateLabels(res);
+    return res;
+  });
+}
+
 const ready = start();
 ready.catch((e) => { status("Failed to load", 0); showError(e.message); });
 // Once everything the page needs is loaded, let the service worker cache the
@@ -206,6 +266,8 @@ window.piximi = {
   describe,
   export: exportResult,
   batch,
+  prompt,
+  refine,
   // diagnostics: the worker's WebAssembly heap and Python object counts
   memory: async () => { await ready; const r = await inWorker(async () => worker.sync.memory()); return { ...r }; },
 };
@@ -294,19 +356,31 @@ function setupViewport() {
     applyZoom();
   }, { passive: false });
   let drag = null;
-  vp.addEventListener("pointerdown", (e) => { drag = { x: e.clientX - zoom.x, y: e.clientY - zoom.y, moved: false }; vp.setPointerCapture(e.pointerId); });
+  vp.addEventListener("pointerdown", (e) => {
+    if (promptOn() && e.button === 0) { promptPointer.down(e); vp.setPointerCapture(e.pointerId); return; }
+    drag = { x: e.clientX - zoom.x, y: e.clientY - zoom.y, moved: false }; vp.setPointerCapture(e.pointerId);
+  });
   vp.addEventListener("pointermove", (e) => {
-    if (drag) { zoom.x = e.clientX - drag.x; zoom.y = e.clientY - drag.y; drag.moved = true; applyZoom(); }
+    if (promptPointer.active) promptPointer.move(e);
+    else if (drag) { zoom.x = e.clientX - drag.x; zoom.y = e.clientY - drag.y; drag.moved = true; applyZoom(); }
     else hover(e);
   });
-  vp.addEventListener("pointerup", (e) => { if (drag && !drag.moved) hover(e, true); drag = null; });
+  vp.addEventListener("pointerup", (e) => {
+    if (promptPointer.active) { promptPointer.up(e); return; }
+    if (drag && !drag.moved) hover(e, true);
+    drag = null;
+  });
   $("zoom-fit").addEventListener("click", fitZoom);
 }
 
-function pixelAt(e) {
+function pixelAt(e, clamp = false) {
   const r = $("canvas").getBoundingClientRect(); // includes the transform
-  const x = Math.floor(((e.clientX - r.left) / r.width) * view.res.width);
-  const y = Math.floor(((e.clientY - r.top) / r.height) * view.res.height);
+  let x = Math.floor(((e.clientX - r.left) / r.width) * view.res.width);
+  let y = Math.floor(((e.clientY - r.top) / r.height) * view.res.height);
+  if (clamp) {
+    x = Math.min(view.res.width - 1, Math.max(0, x));
+    y = Math.min(view.res.height - 1, Math.max(0, y));
+  }
   return x >= 0 && y >= 0 && x < view.res.width && y < view.res.height ? [x, y] : null;
 }
 
@@ -376,7 +450,187 @@ function render(res, name) {
   showMeasurements(res);
   showResult(res, name);
   fitZoom();
+  resetPrompt();
   document.body.classList.add("has-result");
+}
+
+// New labels for the image shown (SAM accept / refine): whole, or a patch
+// {bbox: [x0, y0, x1, y1], labels} of the rectangle that changed.
+function updateLabels(res) {
+  const r = view.res;
+  if (res.labels) r.labels = res.labels;
+  else if (res.patch) {
+    const [x0, y0, x1, y1] = res.patch.bbox, pw = x1 - x0 + 1;
+    for (let y = y0; y <= y1; y++) r.labels.set(res.patch.labels.subarray((y - y0) * pw, (y - y0 + 1) * pw), y * r.width + x0);
+  }
+  r.measurements = res.measurements;
+  r.summary = res.summary;
+  r.count = res.count;
+  paintLabels();
+  showMeasurements(r);
+  $("count").textContent = String(res.count);
+}
+
+// ---------------------------------------------------------------- prompt mode (SAM)
+// Drag a box: a new object. Click: a positive point; shift- or alt-click: a negative
+// point refining the current object. Enter / Accept adds it to the labels, Esc cancels.
+let pobj = null;                 // {box, points, labels, mask, iou}
+const pjob = { busy: false, again: false };
+const promptOn = () => document.body.classList.contains("prompt-mode") && !!view;
+
+function resetPrompt() {
+  pobj = null;
+  $("prompt-accept").disabled = $("prompt-cancel").disabled = true;
+  $("prompt-info").textContent = "";
+  drawPrompt();
+}
+
+function setPromptMode(on) {
+  document.body.classList.toggle("prompt-mode", on);
+  $("prompt-mode").setAttribute("aria-pressed", String(on));
+  if (!on) cancelPrompt();
+}
+
+const promptPointer = {
+  active: false, start: null, startClient: null, end: null, moved: false,
+  down(e) {
+    this.active = true; this.moved = false;
+    this.start = pixelAt(e, true); this.end = this.start; this.startClient = [e.clientX, e.clientY];
+  },
+  move(e) {
+    this.end = pixelAt(e, true);
+    if (Math.hypot(e.clientX - this.startClient[0], e.clientY - this.startClient[1]) > 4) this.moved = true;
+    if (this.moved) drawPrompt(this.box());
+  },
+  up(e) {
+    this.active = false;
+    this.end = pixelAt(e, true);
+    if (this.moved) {
+      const box = this.box();
+      if (box[2] > box[0] && box[3] > box[1]) { pobj = { box, points: [], labels: [] }; runPrompt(); }
+      else drawPrompt();
+      return;
+    }
+    const p = pixelAt(e);
+    if (!p) return;
+    const label = e.shiftKey || e.altKey ? 0 : 1;
+    if (!pobj) {
+      if (label === 0) { $("prompt-info").textContent = "Click on an object or drag a box first; shift-click removes a region"; return; }
+      pobj = { box: null, points: [], labels: [] };
+    }
+    pobj.points.push(p); pobj.labels.push(label);
+    runPrompt();
+  },
+  box() {
+    const [a, b] = [this.start, this.end];
+    return [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
+  },
+};
+
+async function runPrompt() {
+  if (pjob.busy) { pjob.again = true; return; }   // the latest state is sent when this one ends
+  pjob.busy = true;
+  drawPrompt();
+  try {
+    do {
+      pjob.again = false;
+      const obj = pobj;
+      if (!obj) break;
+      const req = { labels: obj.labels };
+      if (obj.box) req.boxes = obj.box;
+      if (obj.points.length) req.points = obj.points;
+      else delete req.labels;
+      const res = await prompt(view.res.image_id, req, { backend: $("backend").value });
+      if (obj !== pobj) continue;                  // cancelled or replaced meanwhile
+      obj.mask = res.mask; obj.iou = res.iou;
+      const t = res.timings;
+      $("prompt-info").textContent = res.mask.area
+        ? `Object: ${res.mask.area} px, predicted IoU ${res.iou.toFixed(2)} — Enter: accept, Esc: cancel ` +
+          `(${res.cached ? "embedding cached" : `embedding ${t.embedding_ms.toFixed(0)} ms`}, decoder ${t.decoder_ms.toFixed(0)} ms)`
+        : "No object found here: drag a box around it or click inside it";
+      $("prompt-accept").disabled = !res.mask.area;
+      $("prompt-cancel").disabled = false;
+      status(`Prompt: ${t.total_ms.toFixed(0)} ms (${res.backend})`, 1);
+      drawPrompt();
+    } while (pjob.again);
+  } catch (e) {
+    showError(e.message);
+    status("Prompt failed", 1);
+  } finally {
+    pjob.busy = false;
+  }
+}
+
+async function acceptPrompt() {
+  if (!pobj?.mask?.area || pjob.busy) return;
+  try {
+    showError("");
+    const res = await inWorker(async () => unwrap(await worker.sync.prompt_accept({})));
+    updateLabels(res);
+    showObject(res.label, true);
+    status(`Added object ${res.label}${res.removed.length ? ` (replacing ${res.removed.join(", ")})` : ""}: ${res.count} objects`, 1);
+    resetPrompt();
+  } catch (e) { showError(e.message); }
+}
+
+function cancelPrompt() {
+  if (!pobj) return;
+  resetPrompt();
+  inWorker(async () => worker.sync.prompt_cancel()).catch(() => {});
+}
+
+const refineJob = { running: false, cancel: false };
+async function refineAll() {
+  if (!view) return;
+  if (refineJob.running) { refineJob.cancel = true; $("refine-all").textContent = "Cancelling…"; return; }
+  cancelPrompt();
+  showError("");
+  Object.assign(refineJob, { running: true, cancel: false });
+  $("refine-all").textContent = "Cancel refine";
+  document.body.classList.add("busy");
+  status("Refining every object with SAM…", null);
+  try {
+    const res = await refine({ backend: $("backend").value });
+    status(`Refined ${res.objects} objects with SAM in ${(res.timings.total_ms / 1000).toFixed(1)} s ` +
+           `(${res.windows} embeddings, ${res.backend})`, 1);
+  } catch (e) {
+    if (e.name === "Cancelled") status(e.message, 1);
+    else { showError(e.message); status("Refine failed", 1); }
+  } finally {
+    Object.assign(refineJob, { running: false, cancel: false });
+    $("refine-all").textContent = "Refine all with SAM";
+    document.body.classList.remove("busy");
+  }
+}
+
+// the current object: its mask (yellow), box and points, or the box being dragged
+function drawPrompt(dragBox = null) {
+  const c = $("prompt-layer");
+  if (!view) return;
+  const { width: w, height: h } = view.res;
+  if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+  const ctx = c.getContext("2d");
+  ctx.clearRect(0, 0, w, h);
+  const m = pobj?.mask;
+  if (m?.area) {
+    const [x0, y0] = m.bbox, img = ctx.createImageData(m.width, m.height);
+    const px = new Uint32Array(img.data.buffer);
+    for (let i = 0; i < m.width * m.height; i++) if ((m.bits[i >> 3] >> (7 - (i & 7))) & 1) px[i] = 0x7300dcff; // ABGR
+    ctx.putImageData(img, x0, y0);
+  }
+  const lw = Math.max(1, 1.5 / zoom.s);
+  ctx.lineWidth = lw;
+  const box = dragBox || pobj?.box;
+  if (box) {
+    ctx.strokeStyle = "#ffe14d";
+    ctx.setLineDash(dragBox ? [4 * lw, 3 * lw] : []);
+    ctx.strokeRect(box[0], box[1], box[2] - box[0] + 1, box[3] - box[1] + 1);
+    ctx.setLineDash([]);
+  }
+  (pobj?.points || []).forEach(([x, y], i) => {
+    ctx.fillStyle = pobj.labels[i] ? "#33dd55" : "#ff4040";
+    ctx.beginPath(); ctx.arc(x + 0.5, y + 0.5, Math.max(2, 4 / zoom.s), 0, 2 * Math.PI); ctx.fill();
+  });
 }
 
 // ---------------------------------------------------------------- planes (C/Z/T)
@@ -526,6 +780,15 @@ $("measurements").addEventListener("click", (e) => {
   if (tr) showObject(Number(tr.dataset.label), true);
 });
 setupViewport();
+$("prompt-mode").addEventListener("click", () => setPromptMode(!document.body.classList.contains("prompt-mode")));
+$("prompt-accept").addEventListener("click", acceptPrompt);
+$("prompt-cancel").addEventListener("click", cancelPrompt);
+$("refine-all").addEventListener("click", refineAll);
+document.addEventListener("keydown", (e) => {
+  if (!promptOn() || e.target.closest?.("input, select, textarea")) return;
+  if (e.key === "Enter") { e.preventDefault(); acceptPrompt(); }
+  else if (e.key === "Escape") { e.preventDefault(); cancelPrompt(); }
+});
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));

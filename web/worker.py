@@ -19,12 +19,13 @@ def _py(value):
 
 def _progress(stage, done, total):
     # Synchronous call to the main thread (Atomics); a no-op when unavailable.
+    # Returns what the page returns: True asks a long task (refine) to stop.
     try:
         from polyscript import xworker
 
-        xworker.sync.progress(stage, done, total)
+        return xworker.sync.progress(stage, done, total) is True
     except Exception:
-        pass
+        return False
 
 
 async def init(cfg):
@@ -98,5 +99,42 @@ async def segment(data, options=None):
     return _js_obj(out)
 
 
+def _id(value):
+    # JS null/undefined/"" -> None (the last segmented image)
+    if value is None or not isinstance(value, str) or value in ("", "null", "undefined"):
+        return None
+    return value
+
+
+async def open_image(data, options=None):
+    if _ww is None:
+        return _not_ready()
+    return _js_obj(await _ww.open_image(_bytes(data), _py(options) or {}))
+
+
+async def prompt(image_id, request=None, options=None):
+    if _ww is None:
+        return _not_ready()
+    out = await _ww.prompt(_id(image_id), _py(request) or {}, _py(options) or {}, progress=_progress)
+    return _js_obj(out)
+
+
+def prompt_accept(options=None):
+    if _ww is None:
+        return _not_ready()
+    return _js_obj(_ww.prompt_accept(_py(options) or {}))
+
+
+def prompt_cancel():
+    return _js_obj(_ww.prompt_cancel() if _ww else {"ok": True})
+
+
+async def refine(image_id=None, options=None):
+    if _ww is None:
+        return _not_ready()
+    return _js_obj(await _ww.refine(_id(image_id), _py(options) or {}, progress=_progress))
+
+
 __export__ = ["init", "models", "segment", "describe", "export", "batch_fail", "batch_zip",
-              "batch_clear", "memory"]
+              "batch_clear", "memory", "open_image", "prompt", "prompt_accept", "prompt_cancel",
+              "refine"]
