@@ -187,8 +187,9 @@ def test_box_prompt_on_real_nucleus(nuclei, predictor):
         assert 0.0 < iou <= 1.5
         ious.append(_iou(mask, gt))
     # one of the five (label 35, pressed against a neighbour) is under-segmented: 0.44 before
-    # fine-tuning, 0.56 after the short one; the others reach 0.76-0.87
-    assert np.median(ious) >= 0.7 and min(ious) >= 0.4, ious
+    # fine-tuning, 0.56 after the short CPU one, 0.51 with the shipped GPU fine-tune (joint
+    # encoder + decoder), whose other four reach 0.83-0.86 (median 0.84)
+    assert np.median(ious) >= 0.78 and min(ious) >= 0.45, ious
 
 
 def test_embedding_cached_per_window(nuclei, predictor):
@@ -212,14 +213,15 @@ def test_segment_boxes_gives_instances(nuclei, predictor):
     out, ious = piximi_py.run_sync(predictor.segment_boxes(boxes))
     assert out.shape == labels.shape and set(np.unique(out)) <= {0, 1, 2, 3}
     ious = [_iou(out == k + 1, labels == i) for k, i in enumerate(ids)]
-    assert np.median(ious) >= 0.7 and min(ious) >= 0.4, ious
+    # labels 35, 72, 91: 0.51, 0.83, 0.84 with the shipped model (see above)
+    assert np.median(ious) >= 0.78 and min(ious) >= 0.45, ious
 
 
 def test_cpython_prompt_helper(nuclei):
     image, labels = nuclei
     lab = _typical_objects(labels, 2)[1]
     mask, iou = S.prompt(image, boxes=_bbox(labels == lab), models_dir=MODELS)
-    assert _iou(mask, labels == lab) >= 0.7
+    assert _iou(mask, labels == lab) >= 0.78  # 0.83 with the shipped model
     with pytest.raises(ValueError, match="empty prompt"):
         S.prompt(image, models_dir=MODELS)
 
