@@ -34,7 +34,7 @@ def test_cli_folder_writes_every_export(tmp_path):
     assert proc.returncode == 1, proc.stderr           # one input failed
     assert "broken.tif: skipped" in proc.stderr and "[3/3]" in proc.stderr
 
-    for stem in ("plate1/a.ome", "plate1/b"):
+    for stem in ("plate1/a", "plate1/b"):
         labels = tifffile.imread(out / f"{stem}_labels.tif")
         ids = np.unique(labels)[1:]
         assert len(ids) > 5
@@ -52,10 +52,10 @@ def test_cli_folder_writes_every_export(tmp_path):
             pass
         rois = roifile.roiread(out / f"{stem}_rois.zip")
         assert [int(r.name) for r in rois] == ids.tolist()
-    rows = list(csv.DictReader(open(out / "plate1/a.ome_measurements.csv")))
+    rows = list(csv.DictReader(open(out / "plate1/a_measurements.csv")))
     np.testing.assert_allclose([float(r["area_um2"]) for r in rows],
                                [int(r["area"]) * 0.16 for r in rows])
-    with tifffile.TiffFile(out / "plate1/a.ome_labels.tif") as tif:
+    with tifffile.TiffFile(out / "plate1/a_labels.tif") as tif:
         x = tif.pages[0].tags["XResolution"].value
         assert x[1] / x[0] == pytest.approx(0.4)
     assert "area_um2" not in list(csv.DictReader(open(out / "plate1/b_measurements.csv")))[0]
