@@ -276,7 +276,14 @@ def write_zoo_page(*, bundles=(), names=None, compress=("unet_w16", "unet_mnv2",
     browser_path = run_dir / "browser.json"
     browser = json.loads(browser_path.read_text()) if browser_path.exists() else {}
     plot(report, ROOT / "models" / "zoo.png")
-    text = ZOO_HEADER + "\n" + format_table(report, browser) + "\n\n" + training_table(report) + "\n"
+    text = ZOO_HEADER + "\n" + format_table(report, browser) + "\n\n"
+    if browser:
+        text += ("The page column comes from `python -m bench --zoo` (headless Chromium, onnxruntime-web WASM, "
+                 "2 threads), a run at another time than the native columns; the ratio that counts is the page "
+                 "against native in that same run: " + ", ".join(
+                     f"`{b['model']}` {b['e2e_ms']:.0f} ms vs {b['native_e2e_ms']:.0f} ms "
+                     f"({b['e2e_ms'] / b['native_e2e_ms']:.1f}×)" for b in browser.values()) + ".\n\n")
+    text += training_table(report) + "\n"
     (ROOT / "models" / "ZOO.md").write_text(text)
     return ROOT / "models" / "ZOO.md"
 
