@@ -50,42 +50,26 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
 
 def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,)) -> dict:
     """Per model id: page timings (WASM) from one page session; plus the cold start."""
-    from playwright.sync_api import sync_playwright
+    from bench import app_page
 
-    from tools.browser import launch
-    from tools.site import build_site, serve_background
-
-    build_site()
-    server, origin = serve_background(0)
-    try:
-        with sync_playwright() as p:
-            b = launch(p)
-            page = b.new_page()
-            t0 = time.perf_counter()
-            page.goto(f"{origin}/index.html?threads={threads}")
-            page.wait_for_function("window.piximi !== undefined")
-            page.evaluate("() => window.piximi.ready")
-            cold_ms = (time.perf_counter() - t0) * 1000
-            results = {}
-            for model in models:
-                runs = page.evaluate(
-                    """async ([b64, n, model]) => {
-                        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-                        const out = [];
-                        for (let i = 0; i < n + 1; i++) {
-                          const r = await window.piximi.segment(bytes.slice(), {backend: "wasm",
-                                                                                model: model || undefined});
-                          out.push({...r.timings, backend: r.backend, count: r.count});
-                        }
-                        return out.slice(1);  // first run warms up
-                    }""", [base64.b64encode(image_bytes).decode(), repeats, model])
-                med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731,B023
-                results[model] = {"backend": runs[0]["backend"], "model_ms": med("inference"), "e2e_ms": med("total"),
-                                  "roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
-                                  "cold_ms": cold_ms}
-            b.close()
-    finally:
-        server.shutdown()
+    results = {}
+    with app_page(f"?threads={threads}") as (page, cold_ms):
+        for model in models:
+            runs = page.evaluate(
+                """async ([b64, n, model]) => {
+                    const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                    const out = [];
+                    for (let i = 0; i < n + 1; i++) {
+                      const r = await window.piximi.segment(bytes.slice(), {backend: "wasm",
+                                                                            model: model || undefined});
+                      out.push({...r.timings, backend: r.backend, count: r.count});
+                    }
+                    return out.slice(1);  // first run warms up
+                }""", [base64.b64encode(image_bytes).decode(), repeats, model])
+            med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731,B023
+            results[model] = {"backend": runs[0]["backend"], "model_ms": med("inference"), "e2e_ms": med("total"),
+                              "roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
+                              "cold_ms": cold_ms}
     return results
 
 

@@ -122,32 +122,13 @@ PAGE_JS = """async ([crops, prompts]) => {
 
 
 def page(images, prompts, threads: int, warm: np.ndarray) -> dict:
-    import time
+    from bench import app_page
 
-    from playwright.sync_api import sync_playwright
-
-    from tools.browser import launch
-    from tools.site import build_site, serve_background
-
-    build_site()
-    server, origin = serve_background(0)
-    try:
-        with sync_playwright() as p:
-            b = launch(p)
-            pg = b.new_page()
-            pg.set_default_timeout(600_000)
-            t0 = time.perf_counter()
-            pg.goto(f"{origin}/index.html?backend=wasm&threads={threads}")
-            pg.wait_for_function("window.piximi !== undefined")
-            pg.evaluate("() => window.piximi.ready")
-            ready_ms = (time.perf_counter() - t0) * 1000
-            # one warm-up crop (model load) + one new crop per measured embedding
-            data = [base64.b64encode(tiff(a)).decode() for a in [warm] + list(images)]
-            r = pg.evaluate(PAGE_JS, [data, prompts])
-            isolated = pg.evaluate("crossOriginIsolated")
-            b.close()
-    finally:
-        server.shutdown()
+    with app_page(f"?backend=wasm&threads={threads}", timeout_ms=600_000) as (pg, ready_ms):
+        # one warm-up crop (model load) + one new crop per measured embedding
+        data = [base64.b64encode(tiff(a)).decode() for a in [warm] + list(images)]
+        r = pg.evaluate(PAGE_JS, [data, prompts])
+        isolated = pg.evaluate("crossOriginIsolated")
     assert all(d["cached"] for d in r["dec"]), "decoder prompts were not on a cached embedding"
     med = lambda rows, k: statistics.median(x[k] for x in rows)  # noqa: E731
     return {"backend": r["backend"], "threads": threads, "cross_origin_isolated": isolated,

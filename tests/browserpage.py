@@ -75,6 +75,14 @@ class BrowserPage:
         self.pw.stop()
 
 
+def wasm_app(origin: str) -> BrowserPage:
+    """The app as a person uses it (large window, downloads allowed), on the WASM backend:
+    deterministic, and running the same model files CPython's onnxruntime is compared with."""
+    app = BrowserPage(origin, accept_downloads=True, viewport={"width": 1400, "height": 1000})
+    app.open_app("?backend=wasm")
+    return app
+
+
 def cpython_labels(image, models_dir: Path, model_id: str | None = None):
     """The same image through the CPython pipeline (native onnxruntime), for parity checks."""
     import piximi_py

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from realdata import stardist_sample  # noqa: E402
-from browserpage import BrowserPage, cpython_labels, require_browser  # noqa: E402
+from browserpage import cpython_labels, require_browser, wasm_app  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -33,9 +33,7 @@ tifffile = pytest.importorskip("tifffile")
 
 @pytest.fixture(scope="module")
 def app(site):
-    a = BrowserPage(site, accept_downloads=True, viewport={"width": 1400, "height": 1000})
-    # ?backend=wasm: deterministic and comparable with CPython onnxruntime
-    a.open_app("?backend=wasm")
+    a = wasm_app(site)
     yield a
     a.close()
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from realdata import stardist_sample  # noqa: E402
-from browserpage import BrowserPage, require_browser  # noqa: E402
+from browserpage import require_browser, wasm_app  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -36,9 +36,7 @@ def app(site, models_dir):
     index = json.loads((models_dir / "index.json").read_text())
     if not any(m.get("task") == "prompt-segmentation" for m in index["models"]):
         pytest.skip("models/index.json has no promptable model")
-    a = BrowserPage(site, accept_downloads=True, viewport={"width": 1400, "height": 1000})
-    # ?backend=wasm: the files and runtime CPython is compared with
-    a.open_app("?backend=wasm")
+    a = wasm_app(site)
     yield a
     a.close()
 
