@@ -87,6 +87,40 @@ def test_onnx_export_matches_torch(name, tmp_path):
         assert float(np.abs(ref - got).max()) < 1e-4
 
 
+def test_space_to_depth_stem(tmp_path):
+    """No full-resolution layer, yet full-resolution probabilities, in the same ONNX ops the page runs."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = make("vanilla", space_to_depth=2)
+    assert model.input_multiple == 2 ** model.depth * 2 and model.in_channels == 1
+    assert model.encoder.stem[0].in_channels == 4
+    grid = {}
+    model.encoder.stem.register_forward_hook(lambda m, i, o: grid.update(stem=o.shape))
+    x = torch.randn(2, 1, 64, 96)
+    with torch.no_grad():
+        y = model(x)
+    assert grid["stem"][-2:] == (32, 48)
+    assert y.shape == (2, 3, 64, 96)
+    assert torch.allclose(y.sum(1), torch.ones(2, 64, 96), atol=1e-5)
+    # each output pixel of a 2x2 cell has its own head channels: the cell's pixels differ
+    assert float((y[..., 0::2, :] - y[..., 1::2, :]).abs().max()) > 1e-3
+    path = tmp_path / "s2d.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x[:1],), str(path), dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["probabilities"],
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        "probabilities": {0: "batch", 2: "height", 3: "width"}})
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "DepthToSpace" in ops
+    assert ops <= ALLOWED_OPS | {"DepthToSpace", "Reshape", "Transpose", "Squeeze"}, ops
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    z = np.random.default_rng(1).normal(size=(1, 1, 96, 64)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(z)).numpy()
+    assert float(np.abs(session.run(None, {"image": z})[0] - ref).max()) < 1e-4
+
+
 # ---------------------------------------------------------------- the shipped vanilla U-Net
 
 class LegacyDecoderBlock(nn.Module):

@@ -120,6 +120,10 @@ def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
     params = sum(v.numel() for k, v in ckpt["state_dict"].items() if "running_" not in k and "num_batches" not in k)
     sets = ", ".join(f"`{Path(s).name}`" for s in run.get("sets", variant["sets"]))
     encoder = cfg["encoder_name"] + (" (ImageNet-pretrained start)" if "weights" in cfg else "")
+    if cfg.get("space_to_depth", 1) > 1:
+        k = cfg["space_to_depth"]
+        encoder += (f" behind a {k}×{k} space-to-depth stem (the network runs at 1/{k} resolution; "
+                    f"a depth-to-space head restores full-resolution probabilities)")
     return f"""## `{spec.id}` — {spec.name}
 
 {spec.description}

@@ -26,7 +26,7 @@ def export_onnx(checkpoint: Path, out: Path, *, check_size: int = 128, tolerance
     from .train import load_checkpoint
 
     model = load_checkpoint(checkpoint)
-    channels = model.encoder.out_channels[0]
+    channels = model.in_channels
     example = torch.randn(1, channels, check_size, check_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, (example,), str(out), dynamo=False, opset_version=OPSET,

@@ -36,7 +36,7 @@ GRAY_SETS = ("dsb2018_stage1test_gray",)
 def predict_probabilities(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
     """Whole-image probabilities (C, H, W) for a normalized image, torch side."""
     x = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
-    if x.shape[0] == 1 and model.encoder.out_channels[0] == 3:  # a grayscale image for a colour model
+    if x.shape[0] == 1 and model.in_channels == 3:  # a grayscale image for a colour model
         x = np.repeat(x, 3, axis=0)
     x, crop = pad_to_multiple(x, 2 ** model.depth)
     device = next(model.parameters()).device
@@ -236,6 +236,11 @@ def model_config(model: Unet, channels: int, encoder: str = "vanilla", depth: in
         kwargs["weights"] = None
     return {"encoder_name": encoder, "in_channels": channels, "classes": 3,
             "depth": model.depth if depth is None else depth, **kwargs}
+
+
+def input_multiple(config: dict) -> int:
+    """Side multiple the exported model needs, from a checkpoint's ``config``."""
+    return 2 ** config["depth"] * config.get("space_to_depth", 1)
 
 
 def load_checkpoint(path: Path) -> Unet:

@@ -35,6 +35,9 @@ VARIANTS = {
                       "sets": GRAY, "synthetic_fraction": 0.0, "lr": 2e-3},
     "unet_w16": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 16}, "depth": 4,
                  "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
+    # no full-resolution level: conv kernels run ~7x slower in WebAssembly than natively (ZOO.md)
+    "unet_s2d_w16": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 16, "space_to_depth": 2}, "depth": 4,
+                     "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
     "unet_mnv2": {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
                   "sets": GRAY, "synthetic_fraction": 0.3, "lr": 1e-3},
     "squeeze_unet": {"encoder": "squeeze", "encoder_kwargs": {"base_width": 16, "decoder_block": "fire"},

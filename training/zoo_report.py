@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as D
+from .train import input_multiple
 from .zoo import ROOT, VARIANTS, unpack
 
 RUN_DIR = ROOT / "runs" / "zoo"
@@ -49,7 +50,7 @@ def export_variant(name: str, models_dir: Path, run_dir: Path = RUN_DIR) -> dict
     export_onnx(run_dir / name / "model.pt", models_dir / file)
     entry = {**TEMPLATE, "id": name, "name": name, "file": file, "channels": cfg["in_channels"],
              "task": "nuclei-fluorescence" if cfg["in_channels"] == 1 else "nuclei-brightfield",
-             "input_multiple": 2 ** cfg["depth"], "description": f"zoo variant {name}",
+             "input_multiple": input_multiple(cfg), "description": f"zoo variant {name}",
              "training": {"iterations": ckpt.get("iteration"), **ckpt.get("run", {})}}
     return register_model(models_dir / "index.json", entry)
 
@@ -356,7 +357,7 @@ def ship(model_id: str, cfg: dict, run_dir: Path = RUN_DIR, models_dir: Path = R
     measured = zoo.get(variant, {})
     export_onnx(checkpoint, models_dir / cfg["file"])
     entry = {**TEMPLATE, **cfg["entry"], "file": cfg["file"], "channels": ckpt["config"]["in_channels"],
-             "input_multiple": 2 ** ckpt["config"]["depth"],
+             "input_multiple": input_multiple(ckpt["config"]),
              "postprocess": measured.get("postprocess", TEMPLATE["postprocess"]),
              "latency_ms_512": measured.get("e2e_ms", 0.0),
              "metrics": {k: measured["summary"]["all"][k] for k in ("ap50", "map", "f1")} if measured else {}}

@@ -67,14 +67,25 @@ class Unet(nn.Module):
     decoder_block : {"conv", "fire"}
         Two 3x3 conv+BN+ReLU per block, or two SqueezeNet fire modules
         (with the ``squeeze`` encoder: Squeeze U-Net).
+    space_to_depth : int
+        Block size ``k`` of a space-to-depth stem: the image enters as
+        ``k*k*in_channels`` channels at ``1/k`` resolution (ONNX
+        ``SpaceToDepth``) and the head predicts ``k*k*classes`` channels
+        that a depth-to-space restores to full resolution. The network then
+        has no full-resolution layer, where narrow convolutions are slowest
+        in WebAssembly (see ``models/ZOO.md``); 1 means none.
     **encoder_kwargs
         Passed to the encoder, e.g. ``base_width`` or ``weights="imagenet"``.
     """
 
     def __init__(self, encoder_name="vanilla", in_channels=1, classes=3, depth=4,
-                 activation="softmax", decoder_channels=None, decoder_block="conv", **encoder_kwargs):
+                 activation="softmax", decoder_channels=None, decoder_block="conv", space_to_depth=1,
+                 **encoder_kwargs):
         super().__init__()
-        self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=depth, **encoder_kwargs)
+        self.space_to_depth = int(space_to_depth)
+        self.in_channels = in_channels
+        cells = self.space_to_depth ** 2
+        self.encoder = get_encoder(encoder_name, in_channels=in_channels * cells, depth=depth, **encoder_kwargs)
         enc = self.encoder.out_channels  # [in, f1, ..., f_last]
         strides = getattr(self.encoder, "strides", [1] + [2 ** i for i in range(len(enc) - 1)])
         if strides[-1] != 2 ** depth:
@@ -91,13 +102,15 @@ class Unet(nn.Module):
             blocks.append(DecoderBlock(cin, cskip, cout, decoder_block))
             cin = cout
         self.decoder = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(cin, classes, 1)
+        self.head = nn.Conv2d(cin, classes * cells, 1)
         self.activation = activation
         self.depth = depth
-        self.input_multiple = 2 ** depth
+        self.input_multiple = 2 ** depth * self.space_to_depth
         self.n_skips = len(skips)
 
     def forward(self, x):
+        if self.space_to_depth > 1:
+            x = F.pixel_unshuffle(x, self.space_to_depth)
         features = self.encoder(x)
         skips = features[1:-1][::-1]
         y = features[-1]
@@ -108,6 +121,8 @@ class Unet(nn.Module):
             else:
                 y = block(y, size=x.shape[-2:] if i == last else None)
         y = self.head(y)
+        if self.space_to_depth > 1:
+            y = F.pixel_shuffle(y, self.space_to_depth)
         if self.activation == "softmax":
             y = torch.softmax(y, dim=1)
         return y
