@@ -25,10 +25,8 @@ sys.path.insert(0, str(ROOT))
 def main(argv=None) -> int:
     import numpy as np
     import tifffile
-    from playwright.sync_api import sync_playwright
 
-    from tools import site as site_mod
-    from tools.browser import launch
+    from bench import app_page
     from tools.samples import stardist_sample
 
     ap = argparse.ArgumentParser()
@@ -36,15 +34,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sample = tifffile.imread(stardist_sample()[0])
     rng = np.random.default_rng(0)
-    site_mod.build_site()
-    srv, origin = site_mod.serve_background(0)
     rows = []
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        page = browser.new_page()
-        page.set_default_timeout(300_000)
-        page.goto(origin + "/index.html?backend=wasm")
-        page.evaluate("window.piximi.ready")
+    with app_page("?backend=wasm", timeout_ms=300_000) as (page, _):
         page.evaluate("window.piximi.memory()")
         t0 = time.perf_counter()
         for i in range(args.images):
@@ -68,8 +59,6 @@ def main(argv=None) -> int:
                 print(f"{r['images']:4d} images  wasm heap {r['wasm_heap_mib']:7.1f} MiB  "
                       f"python objects {r['python_objects']:7d}  zip {r['batch_zip_mib']:5.2f} MiB  "
                       f"page JS heap {r['page_js_heap_mib']:6.1f} MiB  {r['s']:6.1f} s", flush=True)
-        browser.close()
-    srv.shutdown()
     first = next(r for r in rows if r["images"] == 50)
     last = rows[-1]
     summary = {"images": args.images, "wasm_heap_first50_mib": first["wasm_heap_mib"],

@@ -10,7 +10,6 @@ Writes bench/large_page.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -34,29 +33,20 @@ def tiled_image(size: int):
 
 def main(argv=None) -> int:
     import tifffile
-    from playwright.sync_api import sync_playwright
 
-    from tools import site as site_mod
-    from tools.browser import launch
+    from bench import app_page
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, action="append")
     args = ap.parse_args(argv)
-    site_mod.build_site()
-    srv, origin = site_mod.serve_background(0)
     tmp = ROOT / ".cache" / "large_page"
     tmp.mkdir(parents=True, exist_ok=True)
     rows = []
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        for size in [512] + (args.size or [4096]):
-            path = tmp / f"tiled_{size}.tif"
-            if not path.exists():
-                tifffile.imwrite(path, tiled_image(size))
-            page = browser.new_page()   # a fresh worker (and heap) per size
-            page.set_default_timeout(1_800_000)
-            page.goto(origin + "/index.html?backend=wasm")
-            page.evaluate("window.piximi.ready")
+    for size in [512] + (args.size or [4096]):
+        path = tmp / f"tiled_{size}.tif"
+        if not path.exists():
+            tifffile.imwrite(path, tiled_image(size))
+        with app_page("?backend=wasm", timeout_ms=1_800_000) as (page, _):  # a fresh worker (and heap) per size
             heap0 = page.evaluate("window.piximi.memory()")["wasm_heap_bytes"]
             t = time.perf_counter()
             with page.expect_file_chooser() as fc:
@@ -69,19 +59,16 @@ def main(argv=None) -> int:
             mem = page.evaluate("window.piximi.memory()")
             count = page.text_content("#count")
             timings = page.eval_on_selector_all("#timings tr", "rs => rs.map(r => r.textContent)")
-            mp = size * size / 1e6
-            rows.append({"size": size, "megapixels": mp, "seconds": wall, "s_per_megapixel": wall / mp,
-                         "objects": count, "error": err, "timings": timings,
-                         "wasm_heap_mib_before": heap0 / 2**20,
-                         "wasm_heap_mib_after": mem["wasm_heap_bytes"] / 2**20})
-            r = rows[-1]
-            print(f"{size:>6}²  {mp:6.1f} MP  {wall:7.1f} s  {wall / mp:6.2f} s/MP  wasm heap "
-                  f"{r['wasm_heap_mib_before']:.0f} -> {r['wasm_heap_mib_after']:.0f} MiB  "
-                  f"{count} objects {err}", flush=True)
-            (ROOT / "bench" / "large_page.json").write_text(json.dumps(rows, indent=1))
-            page.close()
-        browser.close()
-    srv.shutdown()
+        mp = size * size / 1e6
+        rows.append({"size": size, "megapixels": mp, "seconds": wall, "s_per_megapixel": wall / mp,
+                     "objects": count, "error": err, "timings": timings,
+                     "wasm_heap_mib_before": heap0 / 2**20,
+                     "wasm_heap_mib_after": mem["wasm_heap_bytes"] / 2**20})
+        r = rows[-1]
+        print(f"{size:>6}²  {mp:6.1f} MP  {wall:7.1f} s  {wall / mp:6.2f} s/MP  wasm heap "
+              f"{r['wasm_heap_mib_before']:.0f} -> {r['wasm_heap_mib_after']:.0f} MiB  "
+              f"{count} objects {err}", flush=True)
+        (ROOT / "bench" / "large_page.json").write_text(json.dumps(rows, indent=1))
     return 0
 
 

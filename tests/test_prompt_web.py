@@ -3,7 +3,8 @@
 leaving the origin. Real Chromium, real onnxruntime-web (WASM), the shipped
 LiteMedSAM files, the real StarDist sample (CC0) and its ground-truth mask.
 
-One browser page for the module (2-core machines); tests run in file order.
+One browser page for the module (2-core machines); each test opens the image
+it needs (``show``), so any one of them runs alone.
 """
 from __future__ import annotations
 
@@ -119,6 +120,22 @@ def accept(page) -> int:
     return int(page.text_content("#status").split()[2].rstrip(":"))
 
 
+def show(app, path: Path, prompt_mode: bool = True):
+    """Open ``path`` in the page (unless it is the image shown) and set prompt mode."""
+    page = app.page
+    if getattr(app, "shown", None) != path:
+        page.evaluate("document.querySelector('#status').textContent = 'pending'")
+        page.set_input_files("#file", str(path))
+        page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')"
+                               " || !document.querySelector('#error').hidden")
+        assert page.locator("#error").is_hidden(), page.text_content("#error")
+        app.shown = path
+    assert page.locator("#prompt-tools").is_visible()
+    if (page.get_attribute("#prompt-mode", "aria-pressed") == "true") != prompt_mode:
+        page.click("#prompt-mode")
+    assert page.get_attribute("#prompt-mode", "aria-pressed") == str(prompt_mode).lower()
+
+
 def test_open_sample_and_model_labels(app, sample, models_dir):
     page = app.page
     index = {m["id"]: m for m in json.loads((models_dir / "index.json").read_text())["models"]}
@@ -128,17 +145,13 @@ def test_open_sample_and_model_labels(app, sample, models_dir):
         assert f"{m['bytes'] / 1e6:.1f} MB" in text, text
         if m.get("latency_ms_512"):
             assert "per 512²" in text, text
-    page.evaluate("document.querySelector('#status').textContent = 'pending'")
-    page.set_input_files("#file", str(sample[0]))
-    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
-    assert page.locator("#prompt-tools").is_visible()
-    page.click("#prompt-mode")
-    assert page.get_attribute("#prompt-mode", "aria-pressed") == "true"
+    show(app, sample[0])
 
 
 def test_box_drawn_with_the_mouse(app, sample):
     """(a) Drag a box around a nucleus, Enter: the new object matches the nucleus."""
     page = app.page
+    show(app, sample[0])
     gt = sample[1]
     nucleus = separated_nuclei(gt)[0]
     truth = gt == nucleus
@@ -174,6 +187,7 @@ def test_box_drawn_with_the_mouse(app, sample):
 def test_one_positive_click(app, sample):
     """(b) One click at a nucleus centre, Enter."""
     page = app.page
+    show(app, sample[0])
     gt = sample[1]
     nucleus = separated_nuclei(gt)[1]
     truth = gt == nucleus
@@ -189,6 +203,7 @@ def test_one_positive_click(app, sample):
 
 def test_escape_cancels(app, sample):
     page = app.page
+    show(app, sample[0])
     gt = sample[1]
     nucleus = separated_nuclei(gt, 3)[2]
     ys, xs = np.nonzero(gt == nucleus)
@@ -261,9 +276,7 @@ def test_refine_all(app, sample, tmp_path):
     gt_crop = gt[y:y + 128, x:x + 128]
     path = tmp_path / "crop.tif"
     tifffile.imwrite(path, crop)
-    page.evaluate("document.querySelector('#status').textContent = 'pending'")
-    page.set_input_files("#file", str(path))
-    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
+    show(app, path)
     unet = page_labels(page)
     # cancel during the first of the embeddings: the labels stay as they were
     page.click("#refine-all")

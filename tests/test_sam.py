@@ -233,3 +233,28 @@ def test_boxes_from_labels():
     boxes = S.boxes_from_labels(labels)
     np.testing.assert_array_equal(boxes, [[3, 2, 8, 4], [28, 10, 29, 11]])
     S.check_prompt(labels.shape, boxes=boxes)  # valid prompts
+
+
+def test_merged_checkpoint_records_each_phase_once(tmp_path):
+    """Parts of a two-phase fine-tune merge into one checkpoint listing both phases, in order."""
+    torch = pytest.importorskip("torch")
+    from training.sam_finetune import merge_checkpoint
+
+    base = {"image_encoder.w": torch.zeros(2), "mask_decoder.w": torch.zeros(2), "prompt_encoder.w": torch.zeros(1)}
+    torch.save({"model": base}, tmp_path / "base.pth")
+    decoder = {"what": "decoder phase", "iterations": 3}
+    joint = {"what": "joint phase", "iterations": 2}
+    torch.save({"parts": {"mask_decoder.w": torch.ones(2).half()}, "fine_tuning": {"phases": [decoder]}},
+               tmp_path / "dec.pt")
+    torch.save({"parts": {"image_encoder.w": torch.full((2,), 2.0).half()},
+                "fine_tuning": {"phases": [decoder, joint]}}, tmp_path / "enc.pt")
+    torch.save({"parts": {"mask_decoder.w": torch.full((2,), 3.0).half()},
+                "fine_tuning": {"phases": [decoder, joint]}}, tmp_path / "joint_dec.pt")
+    out = merge_checkpoint(tmp_path / "base.pth", [tmp_path / "enc.pt", tmp_path / "joint_dec.pt"],
+                           tmp_path / "merged.pth")
+    merged = torch.load(out, weights_only=True)
+    assert merged["fine_tuning"] == {"phases": [decoder, joint]}
+    assert merged["model"]["image_encoder.w"].dtype == torch.float32
+    assert merged["model"]["image_encoder.w"].tolist() == [2.0, 2.0]
+    assert merged["model"]["mask_decoder.w"].tolist() == [3.0, 3.0]
+    assert merged["model"]["prompt_encoder.w"].tolist() == [0.0]

@@ -402,8 +402,8 @@ def finetune_sam(out: Path, checkpoint: Path, *, device: str = "cuda", sets=("ds
     decoder.train()
     params = [{"params": [p for p in decoder.parameters() if p.requires_grad], "lr": lr}]
     report["decoder"] = run_phase("decoder", decoder_seconds, params, batch, False, decoder_step)
-    save_parts(sam, ("prompt_encoder", "mask_decoder"), out / "sam_decoder_ft.pt",
-               {"what": "prompt encoder + mask decoder, image encoder frozen", **report["decoder"]})
+    phases = [{"what": "prompt encoder + mask decoder, image encoder frozen", **report["decoder"]}]
+    save_parts(sam, ("prompt_encoder", "mask_decoder"), out / "sam_decoder_ft.pt", {"phases": phases})
 
     def joint_step(w, k, flip, coords, labels, target):
         x = torch.stack([_move(images[i].float(), int(kk), bool(ff)) for i, kk, ff in zip(w, k, flip)])
@@ -418,14 +418,16 @@ def finetune_sam(out: Path, checkpoint: Path, *, device: str = "cuda", sets=("ds
     params = [{"params": list(sam.image_encoder.parameters()), "lr": encoder_lr},
               {"params": [p for p in decoder.parameters() if p.requires_grad], "lr": lr * 0.5}]
     report["joint"] = run_phase("joint", joint_seconds, params, joint_batch, True, joint_step)
-    info = {"what": "image encoder + prompt encoder + mask decoder, from the decoder fine-tune", **report["joint"]}
-    save_parts(sam, ("image_encoder",), out / "sam_joint_encoder.pt", info)
-    save_parts(sam, ("prompt_encoder", "mask_decoder"), out / "sam_joint_decoder.pt", info)
+    phases = phases + [{"what": "image encoder + prompt encoder + mask decoder, from the decoder fine-tune",
+                        **report["joint"]}]
+    save_parts(sam, ("image_encoder",), out / "sam_joint_encoder.pt", {"phases": phases})
+    save_parts(sam, ("prompt_encoder", "mask_decoder"), out / "sam_joint_decoder.pt", {"phases": phases})
     return report
 
 
 def save_parts(sam, prefixes, path: Path, info: dict) -> None:
-    """float16 state dict of the parameters under ``prefixes``, with ``info``."""
+    """float16 state dict of the parameters under ``prefixes``, with ``info``
+    (``{"phases": [...]}``: every training phase these weights went through)."""
     import torch
 
     state = {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in sam.state_dict().items()
@@ -434,16 +436,22 @@ def save_parts(sam, prefixes, path: Path, info: dict) -> None:
 
 
 def merge_checkpoint(base: Path, parts: list[Path], out: Path) -> Path:
-    """A full LiteMedSAM checkpoint: ``base`` weights overwritten by fine-tuned ``parts``."""
+    """A full LiteMedSAM checkpoint: ``base`` weights overwritten by fine-tuned ``parts``.
+
+    Its ``fine_tuning`` lists each training phase of the parts once, in order
+    (parts of one phase share its record).
+    """
     import torch
 
     state = torch.load(base, map_location="cpu", weights_only=True)
     state = state.get("model", state)
-    info = []
+    phases = []
     for p in parts:
         ft = torch.load(p, map_location="cpu", weights_only=True)
         for k, v in ft["parts"].items():
             state[k] = v.to(state[k].dtype)
-        info.append(ft["fine_tuning"])
-    torch.save({"model": state, "fine_tuning": info}, out)
+        for phase in ft["fine_tuning"].get("phases", [ft["fine_tuning"]]):
+            if phase not in phases:
+                phases.append(phase)
+    torch.save({"model": state, "fine_tuning": {"phases": phases}}, out)
     return out
