@@ -7,11 +7,12 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def app_page(query: str = "", timeout_ms: int | None = None):
+def app_page(query: str = "", timeout_ms: int | None = None, webgpu: bool = False):
     """Build ``dist/``, serve it and open ``index.html{query}`` in headless Chromium.
 
     Yields ``(page, ready_ms)``: the Playwright page once ``window.piximi.ready``
-    has resolved, and the cold start to that point in milliseconds.
+    has resolved, and the cold start to that point in milliseconds. ``webgpu``
+    gives the browser SwiftShader's WebGPU adapter (correctness only: slow).
     """
     from playwright.sync_api import sync_playwright
 
@@ -22,7 +23,7 @@ def app_page(query: str = "", timeout_ms: int | None = None):
     server, origin = serve_background(0)
     try:
         with sync_playwright() as p:
-            browser = launch(p)
+            browser = launch(p, webgpu=webgpu)
             try:
                 page = browser.new_page()
                 if timeout_ms:

@@ -1,12 +1,16 @@
 """Benchmark: native onnxruntime vs the page (onnxruntime-web WASM), one run, one machine.
 
-    python -m bench [--repeats 5] [--threads 2] [--image PATH] [--models ID ...] [--zoo]
+    python -m bench [--repeats 5] [--threads 2] [--image PATH] [--models ID ...] [--zoo [--webgpu]]
 
 Prints a table for the default model (or each of ``--models``) on a 512x512 image (the StarDist sample
 unless ``--image`` is given): model-only and end-to-end latency natively and
 in headless Chromium (WASM backend, same thread count), their ratios, and the
 page's cold start to ``window.piximi.ready``. Absolute times on a shared
 2-core machine are noisy; compare the ratios.
+
+``--webgpu`` also segments a 128x128 crop of the image with each model on
+WebGPU (SwiftShader: exact, but too slow to time) and compares the labels with
+CPython's: the zoo table's "WebGPU = CPython" column.
 """
 from __future__ import annotations
 
@@ -73,6 +77,46 @@ def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,)) -> d
     return results
 
 
+SEGMENT_JS = """async ([b64, opts]) => {
+  const u = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const r = await window.piximi.segment(u, opts);
+  const b = new Uint8Array(r.labels.buffer, r.labels.byteOffset, r.labels.byteLength);
+  let s = "";
+  for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
+  return {labels: btoa(s), dtype: r.labels.constructor.name, width: r.width, height: r.height,
+          backend: r.backend};
+}"""
+
+
+def webgpu_parity(crop, models) -> dict:
+    """Per model id: do WebGPU labels in the page equal CPython's on ``crop``? (and the worst object IoU)"""
+    import io
+
+    import numpy as np
+    import tifffile
+
+    import piximi_py
+    from bench import app_page
+    from piximi_py.metrics import iou_matrix
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, crop)
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    out = {}
+    with app_page(timeout_ms=600_000, webgpu=True) as (page, _):
+        for model in models:
+            r = page.evaluate(SEGMENT_JS, [b64, {"backend": "webgpu", **({"model": model} if model else {})}])
+            dtype = {"Uint16Array": np.uint16, "Uint32Array": np.uint32}[r["dtype"]]
+            gpu = np.frombuffer(base64.b64decode(r["labels"]), dtype).reshape(r["height"], r["width"])
+            ref = piximi_py.segment_image(crop, model).labels
+            equal = bool(np.array_equal(gpu, ref))
+            iou = 1.0 if equal else (float(iou_matrix(ref, gpu).max(axis=1).min()) if ref.max() and gpu.max()
+                                     else 0.0)
+            out[model] = {"backend": r["backend"], "webgpu_equal": equal, "webgpu_min_iou": iou,
+                          "objects": int(ref.max())}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,6 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", nargs="*", help="model ids (default: the default model)")
     ap.add_argument("--zoo", action="store_true", help="every shipped model; also write runs/zoo/browser.json")
+    ap.add_argument("--webgpu", action="store_true", help="also check WebGPU labels against CPython (128x128)")
     args = ap.parse_args(argv)
     if args.image is None:
         from tools.samples import stardist_sample
@@ -102,6 +147,15 @@ def main(argv=None) -> int:
         print(f"| end to end, in Python (ms) | {n['e2e_ms']:.0f} | {web['e2e_ms']:.0f} | {web['e2e_ms'] / n['e2e_ms']:.2f} |")
         print(f"| end to end, from JS incl. transfer (ms) | | {web['roundtrip_ms']:.0f} | {web['roundtrip_ms'] / n['e2e_ms']:.2f} |")
     print(f"\npage cold start to ready: {next(iter(webs.values()))['cold_ms']:.0f} ms")
+    gpu = {}
+    if args.webgpu:
+        from piximi_py.io import read_image_bytes
+
+        gpu = webgpu_parity(read_image_bytes(data)[:128, :128].copy(), models)
+        print("\n| model | WebGPU labels = CPython | worst object IoU | objects |\n|---|---|---|---|")
+        for m, g in gpu.items():
+            print(f"| {m or 'default'} | {'yes' if g['webgpu_equal'] else 'no'} ({g['backend']}) | "
+                  f"{g['webgpu_min_iou']:.3f} | {g['objects']} |")
     if args.zoo:  # the zoo table's browser column, keyed by zoo variant
         import json
 
@@ -111,7 +165,10 @@ def main(argv=None) -> int:
         out = ROOT / "runs" / "zoo" / "browser.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({variant[m]: {"model": m, "e2e_ms": webs[m]["e2e_ms"],
-                                                "native_e2e_ms": nat[m]["e2e_ms"]} for m in models}, indent=1))
+                                                "native_e2e_ms": nat[m]["e2e_ms"],
+                                                **({k: gpu[m][k] for k in ("webgpu_equal", "webgpu_min_iou")}
+                                                   if m in gpu and gpu[m]["backend"] == "webgpu" else {})}
+                                   for m in models}, indent=1))
         print(f"wrote {out}")
     return 0
 
