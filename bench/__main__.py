@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", nargs="*", help="model ids (default: the default model)")
-    ap.add_argument("--zoo", action="store_true", help="every shipped model; also write runs/zoo/browser.json")
+    ap.add_argument("--zoo", action="store_true", help="every shipped model; also record the page columns in models/zoo.json")
     ap.add_argument("--webgpu", action="store_true", help="also check WebGPU labels against CPython (128x128)")
     args = ap.parse_args(argv)
     if args.image is None:
@@ -156,20 +156,17 @@ def main(argv=None) -> int:
         for m, g in gpu.items():
             print(f"| {m or 'default'} | {'yes' if g['webgpu_equal'] else 'no'} ({g['backend']}) | "
                   f"{g['webgpu_min_iou']:.3f} | {g['objects']} |")
-    if args.zoo:  # the zoo table's browser column, keyed by zoo variant
-        import json
-
+    if args.zoo:  # the zoo table's browser columns, keyed by zoo variant, into models/zoo.json
         from training.cli import SHIPPED
+        from training.zoo_report import REPORT, update_report
 
         variant = {k: v["variant"] for k, v in SHIPPED.items()} | {"nuclei_int8": SHIPPED["nuclei"]["variant"] + "_int8"}
-        out = ROOT / "runs" / "zoo" / "browser.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({variant[m]: {"model": m, "e2e_ms": webs[m]["e2e_ms"],
-                                                "native_e2e_ms": nat[m]["e2e_ms"],
-                                                **({k: gpu[m][k] for k in ("webgpu_equal", "webgpu_min_iou")}
-                                                   if m in gpu and gpu[m]["backend"] == "webgpu" else {})}
-                                   for m in models}, indent=1))
-        print(f"wrote {out}")
+        update_report(browser={variant[m]: {"model": m, "e2e_ms": webs[m]["e2e_ms"],
+                                            "native_e2e_ms": nat[m]["e2e_ms"],
+                                            **({k: gpu[m][k] for k in ("webgpu_equal", "webgpu_min_iou")}
+                                               if m in gpu and gpu[m]["backend"] == "webgpu" else {})}
+                               for m in models})
+        print(f"wrote the browser columns into {REPORT}; `python build.py zoo-report --table-only` redraws ZOO.md")
     return 0
 
 

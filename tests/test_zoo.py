@@ -86,6 +86,16 @@ def test_zoo_page_lists_every_variant():
     assert (ROOT / "models" / "zoo.png").stat().st_size > 10_000
 
 
+def test_zoo_page_regenerates_from_the_committed_measurements(tmp_path):
+    """`python build.py zoo-report --table-only` on a clean clone: the committed page, exactly."""
+    pytest.importorskip("matplotlib")
+    from training.zoo_report import write_zoo_page
+
+    page = write_zoo_page(measure=False, out_dir=tmp_path)
+    assert page.read_text() == (ROOT / "models" / "ZOO.md").read_text()
+    assert (tmp_path / "zoo.png").stat().st_size > 10_000
+
+
 def test_training_loop_on_synthetic_data(tmp_path):
     """The real training loop (CropStream workers, schedule, checkpoint, pack/unpack) for a few steps."""
     torch = pytest.importorskip("torch")

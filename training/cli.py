@@ -155,13 +155,13 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, help="default: training.zoo.COMMON / the variant's own")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_zoo_train)
-    p = sub.add_parser("zoo-report", help="export, compress, evaluate and time every variant in runs/zoo; "
-                                          "write models/ZOO.md and models/zoo.png")
+    p = sub.add_parser("zoo-report", help="export, compress, evaluate and time every variant in runs/zoo into "
+                                          "models/zoo.json; write models/ZOO.md and models/zoo.png from it")
     p.add_argument("--bundles", nargs="*", default=[], help="unets_*.pt files of an accelerator run to unpack first")
     p.add_argument("--variant", nargs="*", help="default: every trained variant")
     p.add_argument("--compress", nargs="*", default=["unet_w16", "unet_mnv2", "unet_w8"],
                    help="variants that also get int8 (QDQ) and fp16 versions")
-    p.add_argument("--table-only", action="store_true", help="rewrite the page from runs/zoo/report.json")
+    p.add_argument("--table-only", action="store_true", help="rewrite the page from models/zoo.json alone")
     p.set_defaults(func=cmd_zoo_report)
     p = sub.add_parser("evaluate", help="AP@0.5, mAP, F1 on held-out real images vs a classical baseline")
     p.add_argument("--model", default=None, help="model id (default: the default model)")

@@ -1,13 +1,14 @@
 """Export, compress, evaluate and time every trained zoo variant; write the table and the plot.
 
-``python build.py zoo-report`` regenerates ``models/ZOO.md`` and
-``models/zoo.png`` from the checkpoints in ``runs/zoo`` (trained by
+``python build.py zoo-report`` measures the checkpoints in ``runs/zoo`` (trained by
 ``python build.py zoo-train`` or unpacked from an accelerator run's bundles
-with ``--bundles``). For every variant: parameters, file size, native
+with ``--bundles``), merges the results into ``models/zoo.json`` and rewrites
+``models/ZOO.md`` and ``models/zoo.png`` from it; ``--table-only`` rewrites the
+page from the committed ``models/zoo.json`` alone, on any clone. For every variant: parameters, file size, native
 onnxruntime latency (model alone and the whole ``piximi_py`` pipeline on a
 512x512 image), held-out AP@0.5 / mAP / F1 per set and overall, and the
 ratio to the classical baseline's mAP. The browser columns come from
-``python -m bench --zoo`` (``runs/zoo/browser.json``) when it has been run.
+``python -m bench --zoo [--webgpu]`` (the ``browser`` part of ``models/zoo.json``).
 
 Post-processing thresholds of each variant are chosen on training-split
 images only (never on held-out ones).
@@ -25,6 +26,8 @@ from .train import input_multiple
 from .zoo import ROOT, VARIANTS, unpack
 
 RUN_DIR = ROOT / "runs" / "zoo"
+#: The measurements behind ZOO.md, committed: checkpoints stay in ``RUN_DIR``, results do not.
+REPORT = ROOT / "models" / "zoo.json"
 #: The index entry every exported variant starts from (per-variant fields are filled in).
 TEMPLATE = {"tile_size": 512, "tile_overlap": 64, "normalize": {"low": 1.0, "high": 99.8},
             "postprocess": {"foreground_threshold": 0.7, "seed_threshold": 0.3, "min_seed_size": 4,
@@ -51,7 +54,9 @@ def export_variant(name: str, models_dir: Path, run_dir: Path = RUN_DIR) -> dict
     entry = {**TEMPLATE, "id": name, "name": name, "file": file, "channels": cfg["in_channels"],
              "task": "nuclei-fluorescence" if cfg["in_channels"] == 1 else "nuclei-brightfield",
              "input_multiple": input_multiple(cfg), "description": f"zoo variant {name}",
-             "training": {"iterations": ckpt.get("iteration"), **ckpt.get("run", {})}}
+             "training": {"iterations": ckpt.get("iteration"), **ckpt.get("run", {}),
+                          # the run record is written only when the schedule completes
+                          **({"scheduled": ckpt["run"]["iterations"]} if ckpt.get("run") else {})}}
     return register_model(models_dir / "index.json", entry)
 
 
@@ -171,7 +176,7 @@ def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0
 
 def build_report(run_dir: Path = RUN_DIR, *, bundles=(), names=None, data_root: Path = D.SHARED_DATA,
                  compress: tuple = ()) -> dict:
-    """Export, tune, evaluate and time every variant; returns and writes ``run_dir/report.json``."""
+    """Export, tune, evaluate and time every variant; merge the rows into ``REPORT`` and return it."""
     from piximi_py.io import read_image
 
     from .evaluate import evaluate_model
@@ -210,11 +215,16 @@ def build_report(run_dir: Path = RUN_DIR, *, bundles=(), names=None, data_root: 
                          "training": entry.get("training", {}), "summary": ev["summary"],
                          **native_latency(models_dir, vid, img)}
             print(vid, json.dumps({k: v for k, v in rows[vid].items() if k != "training"}), flush=True)
-    report = {"variants": rows, "machine": "2-core CPU, onnxruntime 2 threads",
-              "onnxruntime": __import__("onnxruntime").__version__}
-    old = json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").exists() else {}
-    report["variants"] = {**old.get("variants", {}), **rows}
-    (run_dir / "report.json").write_text(json.dumps(report, indent=1))
+    return update_report(variants=rows, onnxruntime=__import__("onnxruntime").__version__)
+
+
+def update_report(*, variants: dict | None = None, browser: dict | None = None, **fields) -> dict:
+    """Merge rows into ``models/zoo.json`` (per variant id) and write it back."""
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {"machine": "2-core CPU, onnxruntime 2 threads"}
+    report.update(fields)
+    report["variants"] = {**report.get("variants", {}), **(variants or {})}
+    report["browser"] = {**report.get("browser", {}), **(browser or {})}
+    REPORT.write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
@@ -270,32 +280,36 @@ def plot(report: dict, out: Path) -> Path:
 
 
 def write_zoo_page(*, bundles=(), names=None, compress=("unet_w16", "unet_mnv2", "unet_w8"), measure: bool = True,
-                   run_dir: Path = RUN_DIR) -> Path:
-    """``models/ZOO.md`` (table + how it was made) and ``models/zoo.png`` from ``run_dir``."""
+                   run_dir: Path = RUN_DIR, out_dir: Path = ROOT / "models") -> Path:
+    """``ZOO.md`` (table + how it was made) and ``zoo.png`` in ``out_dir``; ``measure`` first updates
+    ``models/zoo.json`` from the checkpoints in ``run_dir``."""
     report = build_report(run_dir, bundles=bundles, names=names, compress=tuple(compress)) if measure \
-        else json.loads((run_dir / "report.json").read_text())
-    browser_path = run_dir / "browser.json"
-    browser = json.loads(browser_path.read_text()) if browser_path.exists() else {}
-    plot(report, ROOT / "models" / "zoo.png")
+        else json.loads(REPORT.read_text())
+    browser = report.get("browser", {})
+    plot(report, out_dir / "zoo.png")
     text = ZOO_HEADER + "\n" + format_table(report, browser) + "\n\n"
     if browser:
-        text += ("The page column comes from `python -m bench --zoo` (headless Chromium, onnxruntime-web WASM, "
-                 "2 threads), a run at another time than the native columns; the ratio that counts is the page "
-                 "against native in that same run: " + ", ".join(
+        text += ("The page column comes from `python -m bench --zoo --webgpu` (headless Chromium, onnxruntime-web "
+                 "WASM, 2 threads; WebGPU through SwiftShader on a 128×128 crop, correctness only), a run at another "
+                 "time than the native columns; the ratio that counts is the page against native in that same run: "
+                 + ", ".join(
                      f"`{b['model']}` {b['e2e_ms']:.0f} ms vs {b['native_e2e_ms']:.0f} ms "
                      f"({b['e2e_ms'] / b['native_e2e_ms']:.1f}×)" for b in browser.values()) + ".\n\n")
     text += training_table(report) + "\n"
-    (ROOT / "models" / "ZOO.md").write_text(text)
-    return ROOT / "models" / "ZOO.md"
+    (out_dir / "ZOO.md").write_text(text)
+    return out_dir / "ZOO.md"
 
 
 ZOO_HEADER = """# Model zoo
 
-Regenerate with `python build.py zoo-report` (add `--bundles runs/gpu1/unets_*.pt` to unpack an
-accelerator run first). Every variant is defined in `training/zoo.py` (`VARIANTS`) and was
-trained by `python -m training.zoo gpu-run` on one lent H100 (several variants at once, a time
-budget each; the iterations reached are listed below, and `python build.py zoo-train --variant NAME
---iterations N` repeats a schedule on any machine).
+Regenerate with `python build.py zoo-report` (measures the checkpoints in `runs/zoo`; add `--bundles
+runs/gpu1/unets_*.pt` to unpack an accelerator run first) or, on any clone, `python build.py zoo-report
+--table-only`, which redraws this page and the plot from the committed measurements in `zoo.json`.
+Every variant is defined in `training/zoo.py` (`VARIANTS`). Most were trained by `python -m training.zoo
+gpu-run` on one lent H100 (several variants at once, a time budget each); `unet_s2d_w16` was trained on
+this project's 2-core CPU (`python build.py zoo-train --variant unet_s2d_w16 --budget 3600`). The
+iterations reached are listed below; `python build.py zoo-train --variant NAME --iterations N` repeats a
+schedule on any machine from the same seed.
 
 * Accuracy: held-out real images only (validation split of each training set by a hash of the
   name, plus the StarDist sample that no model trained on), through the same `piximi_py` pipeline
@@ -306,6 +320,11 @@ budget each; the iterations reached are listed below, and `python build.py zoo-t
   Absolute times are noisy here: compare within the table.
 * int8: static QDQ quantization (per-channel int8 weights, uint8 activations) calibrated on 16
   training-split crops; fp16: weights and activations in float16 for WebGPU.
+* Why `unet_s2d_w16`: per-operator profiles (native onnxruntime profiling against onnxruntime-web's)
+  show convolutions 6.5-7.5× slower in WebAssembly (128-bit SIMD) than natively (AVX-512 on this
+  machine), every other operator at par. The page's share of time is therefore set by the convolutions
+  at full resolution; this variant starts with space-to-depth (2×2 pixels into 4 channels) and ends
+  with depth-to-space, so no convolution runs on the full-resolution image.
 
 ![accuracy vs speed](zoo.png)
 """
@@ -334,7 +353,8 @@ def training_table(report: dict) -> str:
         sets = ", ".join(Path(s).name for s in t.get("sets") or cfg.get("sets", []))
         teacher = cfg.get("teacher")
         lines.append(f"| {vid} | {cfg.get('encoder', '?')} {cfg.get('encoder_kwargs', {})} | {sets} | "
-                     f"{cfg.get('synthetic_fraction')} | {t.get('iterations', '?')} / {planned.get(vid, '?')} × "
+                     f"{cfg.get('synthetic_fraction')} | {t.get('iterations', '?')} / "
+                     f"{t.get('scheduled', planned.get(vid, '?'))} × "
                      f"{cfg['batch']} | {teacher or '—'} |")
     return "\n".join(lines) + (
         "\n\nWhere fewer iterations were reached than scheduled, the machine's time limit stopped the run and "
@@ -353,7 +373,7 @@ def ship(model_id: str, cfg: dict, run_dir: Path = RUN_DIR, models_dir: Path = R
     variant = cfg["variant"]
     checkpoint = run_dir / variant / "model.pt"
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    zoo = json.loads((run_dir / "report.json").read_text())["variants"] if (run_dir / "report.json").exists() else {}
+    zoo = json.loads(REPORT.read_text())["variants"] if REPORT.exists() else {}
     measured = zoo.get(variant, {})
     export_onnx(checkpoint, models_dir / cfg["file"])
     entry = {**TEMPLATE, **cfg["entry"], "file": cfg["file"], "channels": ckpt["config"]["in_channels"],
