@@ -120,10 +120,11 @@ def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
     params = sum(v.numel() for k, v in ckpt["state_dict"].items() if "running_" not in k and "num_batches" not in k)
     sets = ", ".join(f"`{Path(s).name}`" for s in run.get("sets", variant["sets"]))
     encoder = cfg["encoder_name"] + (" (ImageNet-pretrained start)" if "weights" in cfg else "")
+    stem = ""
     if cfg.get("space_to_depth", 1) > 1:
         k = cfg["space_to_depth"]
-        encoder += (f" behind a {k}×{k} space-to-depth stem (the network runs at 1/{k} resolution; "
-                    f"a depth-to-space head restores full-resolution probabilities)")
+        stem = (f" behind a {k}×{k} space-to-depth stem (the network runs at 1/{k} resolution; "
+                f"a depth-to-space head restores full-resolution probabilities)")
     return f"""## `{spec.id}` — {spec.name}
 
 {spec.description}
@@ -131,7 +132,7 @@ def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
 | | |
 |---|---|
 | file | `{spec.file}` ({spec.bytes / 1e6:.1f} MB, sha256 `{spec.sha256[:16]}…`); bioimage.io description `{spec.id}.rdf.yaml` |
-| architecture | U-Net, {encoder} encoder, depth {cfg['depth']}, softmax head; {params:,} parameters; ONNX opset 17, float32, dynamic batch/height/width (multiples of {spec.input_multiple}) |
+| architecture | U-Net, {encoder} encoder{stem}, depth {cfg['depth']}, softmax head; {params:,} parameters; ONNX opset 17, float32, dynamic batch/height/width (multiples of {spec.input_multiple}) |
 | input | {spec.channels} channel(s), percentile-normalized (p{spec.normalize['low']:g} → 0, p{spec.normalize['high']:g} → 1); tiles of {spec.tile_size} px with {spec.tile_overlap} px overlap |
 | output | per-pixel probabilities of background / nucleus interior / nucleus boundary ({variant['boundary_width']}-pixel rim) → instances by seeded growth (`piximi_py.postprocess`, foreground ≥ {spec.postprocess.get('foreground_threshold')}, seeds ≥ {spec.postprocess.get('seed_threshold')}, thresholds chosen on training images) |
 | training data | training split (75 %, by a hash of the image name: `training.data.is_validation`) of {sets}; synthetic nuclei (`training.synthetic`) as {run.get('synthetic_fraction', variant['synthetic_fraction']):.0%} of crops |
