@@ -97,7 +97,7 @@ def webgpu_parity(crop, models) -> dict:
 
     import piximi_py
     from bench import app_page
-    from piximi_py.metrics import iou_matrix
+    from piximi_py.metrics import average_precision, iou_matrix
 
     buf = io.BytesIO()
     tifffile.imwrite(buf, crop)
@@ -113,6 +113,7 @@ def webgpu_parity(crop, models) -> dict:
             iou = 1.0 if equal else (float(iou_matrix(ref, gpu).max(axis=1).min()) if ref.max() and gpu.max()
                                      else 0.0)
             out[model] = {"backend": r["backend"], "webgpu_equal": equal, "webgpu_min_iou": iou,
+                          "webgpu_ap50": 1.0 if equal else float(average_precision(ref, gpu)),
                           "objects": int(ref.max())}
     return out
 
@@ -152,10 +153,11 @@ def main(argv=None) -> int:
         from piximi_py.io import read_image_bytes
 
         gpu = webgpu_parity(read_image_bytes(data)[:128, :128].copy(), models)
-        print("\n| model | WebGPU labels = CPython | worst object IoU | objects |\n|---|---|---|---|")
+        print("\n| model | WebGPU labels = CPython | AP@0.5 WebGPU vs CPython | worst object IoU | objects |\n"
+              "|---|---|---|---|---|")
         for m, g in gpu.items():
             print(f"| {m or 'default'} | {'yes' if g['webgpu_equal'] else 'no'} ({g['backend']}) | "
-                  f"{g['webgpu_min_iou']:.3f} | {g['objects']} |")
+                  f"{g['webgpu_ap50']:.3f} | {g['webgpu_min_iou']:.3f} | {g['objects']} |")
     if args.zoo:  # the zoo table's browser columns, keyed by zoo variant, into models/zoo.json
         from training.cli import SHIPPED
         from training.zoo_report import REPORT, update_report
@@ -163,7 +165,7 @@ def main(argv=None) -> int:
         variant = {k: v["variant"] for k, v in SHIPPED.items()} | {"nuclei_int8": SHIPPED["nuclei"]["variant"] + "_int8"}
         update_report(browser={variant[m]: {"model": m, "e2e_ms": webs[m]["e2e_ms"],
                                             "native_e2e_ms": nat[m]["e2e_ms"],
-                                            **({k: gpu[m][k] for k in ("webgpu_equal", "webgpu_min_iou")}
+                                            **({k: gpu[m][k] for k in ("webgpu_equal", "webgpu_min_iou", "webgpu_ap50")}
                                                if m in gpu and gpu[m]["backend"] == "webgpu" else {})}
                                for m in models})
         print(f"wrote the browser columns into {REPORT}; `python build.py zoo-report --table-only` redraws ZOO.md")

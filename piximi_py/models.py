@@ -34,6 +34,9 @@ class ModelSpec:
     description: str = ""
     metrics: dict = field(default_factory=dict)
     latency_ms_512: float = 0.0  #: measured native pipeline time for a 512x512 image (0 = unknown)
+    #: False where onnxruntime-web's WebGPU provider computes this file wrongly (the int8 QDQ U-Nets:
+    #: empty labels, `python -m bench --webgpu`); the page then runs it on WASM
+    webgpu: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)

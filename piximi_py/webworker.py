@@ -141,6 +141,8 @@ async def _model_bytes(spec) -> bytes:
 async def _backend(spec, backend: str) -> OrtWebBackend:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if not spec.webgpu and backend != "wasm":
+        backend = "wasm"  # the result's ``backend`` says so
     key = (spec.id, backend)
     if key not in S.sessions:
         S.sessions[key] = await OrtWebBackend.create(await _model_bytes(spec), backend, ort=S.ort)

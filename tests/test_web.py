@@ -211,6 +211,18 @@ def test_webgpu_wasm_cpython_parity(web, models_dir):
                              "webgpu_equal": bool(np.array_equal(ref, gpu["labels"]))}
 
 
+def test_int8_model_runs_on_wasm_even_where_webgpu_is_asked(web, models_dir):
+    """onnxruntime-web's WebGPU provider returns empty labels for the int8 QDQ U-Nets (bench --webgpu):
+    the page runs them on WASM, says so, and matches CPython."""
+    import tifffile
+
+    crop = np.ascontiguousarray(tifffile.imread(stardist_sample()[0])[:128, :128])
+    res = segment(web, tiff_bytes(crop), backend="webgpu", model="nuclei_int8")
+    assert res["ok"], res
+    assert res["backend"] == "wasm"
+    assert_same_instances(cpython_labels(crop, models_dir, "nuclei_int8"), res["labels"], "CPython vs page int8")
+
+
 def _bad_inputs() -> dict[str, tuple[bytes, str]]:
     from PIL import Image
 

@@ -240,7 +240,8 @@ def format_table(report: dict, browser: dict | None = None) -> str:
         ratio = s["map"] / s["baseline_map"] if s.get("baseline_map") else float("nan")
         cells = [vid, f"{r['params'] / 1e6:.2f} M", f"{r['bytes'] / 1e6:.1f} MB", f"{r['model_ms']:.0f} ms",
                  f"{r['e2e_ms']:.0f} ms", f"{b['e2e_ms']:.0f} ms" if b.get("e2e_ms") else "—",
-                 ("yes" if b["webgpu_equal"] else "no") if "webgpu_equal" in b else "—",
+                 ("yes" if b["webgpu_equal"] else
+                  f"no (AP@0.5 {b['webgpu_ap50']:.2f})" if "webgpu_ap50" in b else "no") if "webgpu_equal" in b else "—",
                  f"**{s['ap50']:.3f}**", f"{s['map']:.3f}", f"{s['f1']:.3f}", f"{ratio:.2f}×"]
         cells += [f"{r['summary'][g]['ap50']:.3f} ({r['summary'][g]['images']})" if g in r["summary"] else "—"
                   for g in sets]
@@ -320,6 +321,9 @@ schedule on any machine from the same seed.
   Absolute times are noisy here: compare within the table.
 * int8: static QDQ quantization (per-channel int8 weights, uint8 activations) calibrated on 16
   training-split crops; fp16: weights and activations in float16 for WebGPU.
+* WebGPU = CPython: the page's labels on WebGPU (SwiftShader) against CPython's on a 128×128 crop of
+  the StarDist sample. onnxruntime-web 1.30's WebGPU provider returns empty labels for the int8 (QDQ)
+  files, so their index entries say `"webgpu": false` and the page runs them on WASM.
 * Why `unet_s2d_w16`: per-operator profiles (native onnxruntime profiling against onnxruntime-web's)
   show convolutions 6.5-7.5× slower in WebAssembly (128-bit SIMD) than natively (AVX-512 on this
   machine), every other operator at par. The page's share of time is therefore set by the convolutions
@@ -386,7 +390,7 @@ def ship(model_id: str, cfg: dict, run_dir: Path = RUN_DIR, models_dir: Path = R
         quantize_int8(models_dir / cfg["file"], models_dir / cfg["int8"], calibration_tiles(entry["channels"]))
         q = zoo.get(f"{variant}_int8", {})
         register_model(models_dir / "index.json", {
-            **entry, "id": f"{model_id}_int8", "file": cfg["int8"], "default": False,
+            **entry, "id": f"{model_id}_int8", "file": cfg["int8"], "default": False, "webgpu": False,
             "name": entry["name"].replace(")", ", int8)"),
             "description": entry["description"] + " int8-quantized (QDQ): a quarter of the download.",
             "latency_ms_512": q.get("e2e_ms", 0.0),
