@@ -118,6 +118,18 @@ def webgpu_parity(crop, models) -> dict:
     return out
 
 
+def write_index_latency(latency: dict, index_path: Path = ROOT / "models" / "index.json") -> None:
+    """The model picker's speeds: ``latency_ms_512`` of each model id, natively and in the page, one run."""
+    import json
+
+    index = json.loads(index_path.read_text())
+    for m in index["models"]:
+        if m["id"] in latency:
+            m["latency_ms_512"] = latency[m["id"]]
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
+    print(f"wrote the speeds shown by the model picker into {index_path}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,6 +181,7 @@ def main(argv=None) -> int:
                                                if m in gpu and gpu[m]["backend"] == "webgpu" else {})}
                                for m in models})
         print(f"wrote the browser columns into {REPORT}; `python build.py zoo-report --table-only` redraws ZOO.md")
+        write_index_latency({m: {"native": round(nat[m]["e2e_ms"]), "wasm": round(webs[m]["e2e_ms"])} for m in models})
     return 0
 
 

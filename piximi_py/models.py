@@ -33,7 +33,9 @@ class ModelSpec:
     default: bool = False
     description: str = ""
     metrics: dict = field(default_factory=dict)
-    latency_ms_512: float = 0.0  #: measured native pipeline time for a 512x512 image (0 = unknown)
+    #: measured pipeline time for a 512x512 image, ``{"native": ms, "wasm": ms}`` (``python -m bench
+    #: --zoo``; the page shows its own runtime's), or one number (native); 0 = unknown
+    latency_ms_512: dict | float = 0.0
     #: False where onnxruntime-web's WebGPU provider computes this file wrongly (the int8 QDQ U-Nets:
     #: empty labels, `python -m bench --webgpu`); the page then runs it on WASM
     webgpu: bool = True
