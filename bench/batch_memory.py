@@ -1,6 +1,9 @@
 """Memory over a long batch in the page: 200 real images through
 window.piximi.segment(..., {batch: true}) (the batch zip is built as it goes),
-the worker's WebAssembly heap and live Python objects recorded every 10 images.
+the worker's WebAssembly heap and live Python objects recorded every 10 images,
+and the main page's JavaScript heap after a forced garbage collection (DevTools
+protocol ``HeapProfiler.collectGarbage``: without it the figure is whatever
+the collector has not yet reclaimed).
 
     .venv/bin/python -m bench.batch_memory [--images 200]
 
@@ -37,6 +40,7 @@ def main(argv=None) -> int:
     rows = []
     with app_page("?backend=wasm", timeout_ms=300_000) as (page, _):
         page.evaluate("window.piximi.memory()")
+        devtools = page.context.new_cdp_session(page)
         t0 = time.perf_counter()
         for i in range(args.images):
             y, x = rng.integers(0, 256, 2)
@@ -48,7 +52,8 @@ def main(argv=None) -> int:
                                   [base64.b64encode(b.getvalue()).decode(), f"img{i:03d}.tif"])
             if (i + 1) % 10 == 0:
                 m = page.evaluate("window.piximi.memory()")
-                js = page.evaluate("performance.memory ? performance.memory.usedJSHeapSize : null")
+                devtools.send("HeapProfiler.collectGarbage")
+                js = devtools.send("Runtime.getHeapUsage")["usedSize"]
                 rows.append({"images": i + 1, "count_last": count, "s": time.perf_counter() - t0,
                              "wasm_heap_mib": m["wasm_heap_bytes"] / 2**20,
                              "python_objects": m["python_objects"],
@@ -65,9 +70,12 @@ def main(argv=None) -> int:
                "wasm_heap_last_mib": last["wasm_heap_mib"],
                "growth_pct": 100 * (last["wasm_heap_mib"] / first["wasm_heap_mib"] - 1),
                "python_objects_first50": first["python_objects"],
-               "python_objects_last": last["python_objects"], "rows": rows}
+               "python_objects_last": last["python_objects"],
+               "page_js_heap_first50_mib": first["page_js_heap_mib"],
+               "page_js_heap_last_mib": last["page_js_heap_mib"], "rows": rows}
     print(f"wasm heap after 50: {first['wasm_heap_mib']:.1f} MiB, after {args.images}: "
-          f"{last['wasm_heap_mib']:.1f} MiB ({summary['growth_pct']:+.1f}%)")
+          f"{last['wasm_heap_mib']:.1f} MiB ({summary['growth_pct']:+.1f}%); page JS heap after GC "
+          f"{first['page_js_heap_mib']:.1f} -> {last['page_js_heap_mib']:.1f} MiB")
     (ROOT / "bench" / "batch_memory.json").write_text(json.dumps(summary, indent=1))
     return 0
 
