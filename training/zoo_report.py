@@ -1,13 +1,13 @@
 """Export, compress, evaluate and time every trained zoo variant; write the table and the plot.
 
-``python build.py zoo-report`` measures the checkpoints in ``runs/zoo`` (trained by
-``python build.py zoo-train`` or unpacked from an accelerator run's bundles
+``python build.py zoo-report`` measures the checkpoints in ``runs/zoo`` (trained
+by ``python build.py zoo-train`` or unpacked from an accelerator run's bundles
 with ``--bundles``), merges the results into ``models/zoo.json`` and rewrites
-``models/ZOO.md`` and ``models/zoo.png`` from it; ``--table-only`` rewrites the
-page from the committed ``models/zoo.json`` alone, on any clone. For every variant: parameters, file size, native
-onnxruntime latency (model alone and the whole ``piximi_py`` pipeline on a
-512x512 image), held-out AP@0.5 / mAP / F1 per set and overall, and the
-ratio to the classical baseline's mAP. The browser columns come from
+``models/ZOO.md`` and ``models/zoo.png`` from it; ``--table-only`` rewrites
+the page from the committed ``models/zoo.json`` alone, on any clone. For every
+variant: parameters, file size, native onnxruntime latency (model alone and
+the whole ``piximi_py`` pipeline on a 512x512 image), held-out AP@0.5 / mAP /
+F1 per set and overall, and the ratio to the classical baseline's mAP. The browser columns come from
 ``python -m bench --zoo [--webgpu]`` (the ``browser`` part of ``models/zoo.json``).
 
 Post-processing thresholds of each variant are chosen on training-split
@@ -318,7 +318,9 @@ schedule on any machine from the same seed.
 * Baseline: Otsu + distance-transform watershed (scikit-image) on the same images.
 * Latency: this project's 2-core CI-class machine, onnxruntime with 2 threads, median of 5, a
   512×512 image; "pipeline" is the whole `piximi_py.segment` call (normalize, tile, infer, instances).
-  Absolute times are noisy here: compare within the table.
+  Absolute times are noisy here, and rows were timed in different runs: the `unet_s2d_w16` rows on a
+  quiet machine (2026-11-27), most others under load (2026-11-26; the default `unet_w16` pipeline
+  took 273-309 ms when timed beside `unet_s2d_w16`'s 149 ms). Page/native ratios come from one run each.
 * int8: static QDQ quantization (per-channel int8 weights, uint8 activations) calibrated on 16
   training-split crops; fp16: weights and activations in float16 for WebGPU.
 * WebGPU = CPython: the page's labels on WebGPU (SwiftShader) against CPython's on a 128×128 crop of
