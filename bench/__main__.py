@@ -77,17 +77,6 @@ def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,)) -> d
     return results
 
 
-SEGMENT_JS = """async ([b64, opts]) => {
-  const u = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-  const r = await window.piximi.segment(u, opts);
-  const b = new Uint8Array(r.labels.buffer, r.labels.byteOffset, r.labels.byteLength);
-  let s = "";
-  for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
-  return {labels: btoa(s), dtype: r.labels.constructor.name, width: r.width, height: r.height,
-          backend: r.backend};
-}"""
-
-
 def webgpu_parity(crop, models) -> dict:
     """Per model id: do WebGPU labels in the page equal CPython's on ``crop``? (and the worst object IoU)"""
     import io
@@ -98,16 +87,17 @@ def webgpu_parity(crop, models) -> dict:
     import piximi_py
     from bench import app_page
     from piximi_py.metrics import average_precision, iou_matrix
+    from tools.browser import segment_in_page
 
     buf = io.BytesIO()
     tifffile.imwrite(buf, crop)
-    b64 = base64.b64encode(buf.getvalue()).decode()
     out = {}
     with app_page(timeout_ms=600_000, webgpu=True) as (page, _):
         for model in models:
-            r = page.evaluate(SEGMENT_JS, [b64, {"backend": "webgpu", **({"model": model} if model else {})}])
-            dtype = {"Uint16Array": np.uint16, "Uint32Array": np.uint32}[r["dtype"]]
-            gpu = np.frombuffer(base64.b64decode(r["labels"]), dtype).reshape(r["height"], r["width"])
+            r = segment_in_page(page, buf.getvalue(), backend="webgpu", **({"model": model} if model else {}))
+            if not r["ok"]:
+                raise RuntimeError(f"{model or 'default'} on WebGPU: {r['name']}: {r['message']}")
+            gpu = r["labels"]
             ref = piximi_py.segment_image(crop, model).labels
             equal = bool(np.array_equal(gpu, ref))
             iou = 1.0 if equal else (float(iou_matrix(ref, gpu).max(axis=1).min()) if ref.max() and gpu.max()

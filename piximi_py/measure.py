@@ -249,6 +249,7 @@ def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
         py, px = (pixel_size, pixel_size) if np.isscalar(pixel_size) else pixel_size
         table["area_um2"] = table["area"] * float(py) * float(px)
     if image is not None:
+        flat_ids = compact.ravel()
         planes = [("", image)] if image.ndim == 2 else \
             [(f"-{k}", image[..., k]) for k in range(image.shape[-1])]
         for suffix, plane in planes:
@@ -262,7 +263,7 @@ def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
             values = plane.ravel().astype(np.float64)
             for column, ufunc, start in ((min_col, np.fmin, np.inf), (max_col, np.fmax, -np.inf)):
                 acc = np.full(n, start)
-                ufunc.at(acc, compact.ravel(), values)
+                ufunc.at(acc, flat_ids, values)
                 table[column] = acc[present].astype(plane.dtype)
     return table
 

@@ -13,7 +13,6 @@ file order and the request log of the whole session is checked at the end.
 """
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from realdata import shared_set, stardist_sample  # noqa: E402
 from browserpage import BrowserPage, cpython_labels, require_browser  # noqa: E402
+from tools.browser import segment_in_page  # noqa: E402
 
 REPORT = ROOT / ".cache" / "web-test-report.json"
 
@@ -71,30 +71,8 @@ def web(site):
     s.close()
 
 
-SEGMENT_JS = """
-async ([b64, opts]) => {
-  const u = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-  try {
-    const r = await window.piximi.segment(u, opts);
-    const b = new Uint8Array(r.labels.buffer, r.labels.byteOffset, r.labels.byteLength);
-    let s = "";
-    for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
-    return { ok: true, labels: btoa(s), dtype: r.labels.constructor.name, width: r.width,
-             height: r.height, count: r.count, backend: r.backend, model: r.model, timings: r.timings };
-  } catch (e) {
-    return { ok: false, isError: e instanceof Error, name: e.name, message: String(e.message) };
-  }
-}
-"""
-
-
 def segment(web, data: bytes, **opts) -> dict:
-    res = web.page.evaluate(SEGMENT_JS, [base64.b64encode(data).decode(), opts])
-    if res["ok"]:
-        dtype = {"Uint16Array": np.uint16, "Uint32Array": np.uint32}[res["dtype"]]
-        res["labels"] = np.frombuffer(base64.b64decode(res["labels"]), dtype).reshape(
-            res["height"], res["width"])
-    return res
+    return segment_in_page(web.page, data, **opts)
 
 
 def tiff_bytes(a: np.ndarray) -> bytes:

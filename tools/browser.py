@@ -15,3 +15,36 @@ def launch(playwright, *, webgpu: bool = False):
     """Start Chromium; ``webgpu`` adds the SwiftShader WebGPU adapter."""
     args = BASE_ARGS + (WEBGPU_ARGS if webgpu else [])
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+
+
+# window.piximi.segment on image file bytes; the labels come back base64-encoded (fast to transfer)
+SEGMENT_JS = """
+async ([b64, opts]) => {
+  const u = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  try {
+    const r = await window.piximi.segment(u, opts);
+    const b = new Uint8Array(r.labels.buffer, r.labels.byteOffset, r.labels.byteLength);
+    let s = "";
+    for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
+    return { ok: true, labels: btoa(s), dtype: r.labels.constructor.name, width: r.width,
+             height: r.height, count: r.count, backend: r.backend, model: r.model, timings: r.timings };
+  } catch (e) {
+    return { ok: false, isError: e instanceof Error, name: e.name, message: String(e.message) };
+  }
+}
+"""
+
+
+def segment_in_page(page, data: bytes, **opts) -> dict:
+    """``window.piximi.segment(data, opts)`` in a Playwright page: the result with ``labels`` as a
+    numpy array, or ``{"ok": False, "name", "message"}`` for the error the page threw."""
+    import base64
+
+    import numpy as np
+
+    res = page.evaluate(SEGMENT_JS, [base64.b64encode(data).decode(), opts])
+    if res["ok"]:
+        dtype = {"Uint16Array": np.uint16, "Uint32Array": np.uint32}[res["dtype"]]
+        res["labels"] = np.frombuffer(base64.b64decode(res["labels"]), dtype).reshape(
+            res["height"], res["width"])
+    return res

@@ -7,8 +7,9 @@ with ``--bundles``), merges the results into ``models/zoo.json`` and rewrites
 the page from the committed ``models/zoo.json`` alone, on any clone. For every
 variant: parameters, file size, native onnxruntime latency (model alone and
 the whole ``piximi_py`` pipeline on a 512x512 image), held-out AP@0.5 / mAP /
-F1 per set and overall, and the ratio to the classical baseline's mAP. The browser columns come from
-``python -m bench --zoo [--webgpu]`` (the ``browser`` part of ``models/zoo.json``).
+F1 per set and overall, and the ratio to the classical baseline's mAP. The
+browser columns come from ``python -m bench --zoo [--webgpu]`` (the
+``browser`` part of ``models/zoo.json``).
 
 Post-processing thresholds of each variant are chosen on training-split
 images only (never on held-out ones).
