@@ -108,6 +108,18 @@ def webgpu_parity(crop, models) -> dict:
     return out
 
 
+def shipped_variants() -> dict:
+    """Shipped model id -> its zoo variant, the int8 companions (``ID_int8``) included."""
+    from training.cli import SHIPPED
+
+    out = {}
+    for model_id, cfg in SHIPPED.items():
+        out[model_id] = cfg["variant"]
+        if cfg.get("int8"):
+            out[f"{model_id}_int8"] = cfg["variant"] + "_int8"
+    return out
+
+
 def write_index_latency(latency: dict, index_path: Path = ROOT / "models" / "index.json") -> None:
     """The model picker's speeds: ``latency_ms_512`` of each model id, natively and in the page, one run."""
     import json
@@ -135,8 +147,7 @@ def main(argv=None) -> int:
 
         args.image = stardist_sample()[0]
     data = args.image.read_bytes()
-    models = args.models or ([*__import__("training.cli", fromlist=["SHIPPED"]).SHIPPED, "nuclei_int8"]
-                             if args.zoo else [None])
+    models = args.models or (list(shipped_variants()) if args.zoo else [None])
     nat = {m: native(data, args.threads, args.repeats, m) for m in models}
     webs = browser(data, args.threads, args.repeats, models)
     for m in models:
@@ -161,10 +172,9 @@ def main(argv=None) -> int:
             print(f"| {m or 'default'} | {'yes' if g['webgpu_equal'] else 'no'} ({g['backend']}) | "
                   f"{g['webgpu_ap50']:.3f} | {g['webgpu_min_iou']:.3f} | {g['objects']} |")
     if args.zoo:  # the zoo table's browser columns, keyed by zoo variant, into models/zoo.json
-        from training.cli import SHIPPED
         from training.zoo_report import REPORT, update_report
 
-        variant = {k: v["variant"] for k, v in SHIPPED.items()} | {"nuclei_int8": SHIPPED["nuclei"]["variant"] + "_int8"}
+        variant = shipped_variants()
         update_report(browser={variant[m]: {"model": m, "e2e_ms": webs[m]["e2e_ms"],
                                             "native_e2e_ms": nat[m]["e2e_ms"],
                                             **({k: gpu[m][k] for k in ("webgpu_equal", "webgpu_min_iou", "webgpu_ap50")}
