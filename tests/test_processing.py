@@ -32,6 +32,17 @@ def test_normalize_percentile_matches_definition():
     np.testing.assert_allclose(preprocess.normalize_percentile(x), (x - lo) / (hi - lo), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype, top", [(np.uint8, 256), (np.uint16, 65536), (np.uint16, 40)])
+@pytest.mark.parametrize("n", [1, 2, 9, 4099])
+def test_histogram_percentiles_equal_numpy(dtype, top, n):
+    """8/16-bit percentiles come from a histogram (no sorted copy): same values as np.percentile."""
+    a = np.random.default_rng(n).integers(0, top, n).astype(dtype)
+    q = [0, 0.5, 1, 3.3, 50, 99.8, 100]
+    np.testing.assert_allclose(preprocess.percentiles(a, q, chunk=1000), np.percentile(a, q), rtol=1e-12)
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        preprocess.percentiles(a.astype(np.int32), q)
+
+
 def test_normalize_handles_nan_inf_and_flat():
     x = np.arange(100, dtype=np.float32).reshape(10, 10)
     x[0, 0], x[0, 1], x[0, 2] = np.nan, np.inf, -np.inf
