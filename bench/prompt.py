@@ -1,8 +1,9 @@
 """Benchmark of promptable segmentation (SAM): native onnxruntime vs the page (WASM).
 
-    python -m bench.prompt [--threads 2] [--prompts 10] [--crops 4] [--json bench/prompt.json]
+    python -m bench.prompt [--models sam sam_fast] [--threads 2] [--prompts 10] [--crops 4] [--json bench/prompt.json]
 
-Measured in one run on one machine, on 256x256 crops of the StarDist sample:
+Measured in one run on one machine, for each promptable model of the index
+(``--models``, default all), on 256x256 crops of the StarDist sample:
 
 * **embedding**: the encoder for one 256x256 window (crop -> model input ->
   embedding), one new crop at a time so nothing is cached; median over crops;
@@ -71,12 +72,12 @@ def tiff(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def native(images, prompts, threads: int, runtime: str, warm: np.ndarray) -> dict:
+def native(images, prompts, threads: int, runtime: str, warm: np.ndarray, model: str | None = None) -> dict:
     import time
 
     from piximi_py import run_sync, sam
 
-    predictor = sam.load_predictor(threads=threads, runtime=runtime)
+    predictor = sam.load_predictor(model, threads=threads, runtime=runtime)
     spec = predictor.spec
     run_sync(predictor.set_image(warm, "warm-up"))
     run_sync(predictor.predict(boxes=prompts[0]))                 # warm-up (sessions, allocations)
@@ -101,33 +102,34 @@ def native(images, prompts, threads: int, runtime: str, warm: np.ndarray) -> dic
             "embedding_all_ms": emb, "prompt_all_ms": tot}
 
 
-PAGE_JS = """async ([crops, prompts]) => {
+PAGE_JS = """async ([crops, prompts, model]) => {
   const dec = (b) => Uint8Array.from(atob(b), (c) => c.charCodeAt(0));
+  const opts = {backend: "wasm", model};
   const t0 = performance.now();
-  const first = await window.piximi.prompt(dec(crops[0]), {boxes: prompts[0]}, {backend: "wasm"});
+  const first = await window.piximi.prompt(dec(crops[0]), {boxes: prompts[0]}, opts);
   const firstMs = performance.now() - t0;   // loads + verifies the model files, creates both sessions
   const emb = [];
   for (const c of crops.slice(1)) {
-    const r = await window.piximi.prompt(dec(c), {boxes: prompts[0]}, {backend: "wasm"});
+    const r = await window.piximi.prompt(dec(c), {boxes: prompts[0]}, opts);
     emb.push(r.timings);
   }
-  const last = await window.piximi.prompt(dec(crops[crops.length - 1]), {boxes: prompts[0]}, {backend: "wasm"});
+  const last = await window.piximi.prompt(dec(crops[crops.length - 1]), {boxes: prompts[0]}, opts);
   const dec_ = [];
   for (const b of prompts) {
-    const r = await window.piximi.prompt(last.image_id, {boxes: b}, {backend: "wasm"});
+    const r = await window.piximi.prompt(last.image_id, {boxes: b}, opts);
     dec_.push({...r.timings, cached: r.cached});
   }
   return {first_ms: firstMs, first: first.timings, backend: first.backend, emb, dec: dec_};
 }"""
 
 
-def page(images, prompts, threads: int, warm: np.ndarray) -> dict:
+def page(images, prompts, threads: int, warm: np.ndarray, model: str | None = None) -> dict:
     from bench import app_page
 
     with app_page(f"?backend=wasm&threads={threads}", timeout_ms=600_000) as (pg, ready_ms):
         # one warm-up crop (model load) + one new crop per measured embedding
         data = [base64.b64encode(tiff(a)).decode() for a in [warm] + list(images)]
-        r = pg.evaluate(PAGE_JS, [data, prompts])
+        r = pg.evaluate(PAGE_JS, [data, prompts, model])
         isolated = pg.evaluate("crossOriginIsolated")
     assert all(d["cached"] for d in r["dec"]), "decoder prompts were not on a cached embedding"
     med = lambda rows, k: statistics.median(x[k] for x in rows)  # noqa: E731
@@ -144,6 +146,7 @@ def page(images, prompts, threads: int, warm: np.ndarray) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.prompt", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", help="prompt-segmentation ids (default: all in models/index.json)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=10, help="box prompts on one cached embedding")
     ap.add_argument("--crops", type=int, default=4, help="256x256 crops, one embedding each")
@@ -152,33 +155,44 @@ def main(argv=None) -> int:
 
     warm, *images = crops(args.crops + 1)
     prompts = boxes(args.prompts)
-    nat = native(images, prompts, args.threads, "wasm", warm)
-    nat_fp32 = native(images, prompts, args.threads, "native", warm)
-    web = page(images, prompts, args.threads, warm)
+    results = {}
+    for model in args.models or prompt_models():
+        results[model] = {"native": native(images, prompts, args.threads, "wasm", warm, model),
+                          "native_files": native(images, prompts, args.threads, "native", warm, model),
+                          "page": page(images, prompts, args.threads, warm, model)}
 
-    print(f"\nSAM (LiteMedSAM), 256x256 crops of the StarDist sample, {args.threads} threads; "
-          f"embedding: median of {args.crops} crops, prompt: median of {args.prompts} boxes")
-    print(f"native: onnxruntime with the page's WASM files {nat['files']}; "
-          f"page: Chromium, onnxruntime-web {web['backend']}, cross-origin isolated: {web['cross_origin_isolated']}")
-    print("| measure | native | page (WASM) | page / native | bar (page) |")
-    print("|---|---|---|---|---|")
+    print(f"\nPromptable segmentation, 256x256 crops of the StarDist sample, {args.threads} threads; "
+          f"embedding: median of {args.crops} crops, prompt: median of {args.prompts} boxes. "
+          "native: onnxruntime with the page's WASM files; page: Chromium, onnxruntime-web")
+    print("| model | measure | native | page (WASM) | page / native | bar (page) |")
+    print("|---|---|---|---|---|---|")
     rows = [("embedding, 256x256 window (ms)", "embedding_ms", BAR_EMBEDDING_MS),
             ("decoder per prompt, embedding cached (ms)", "decoder_ms", None),
             ("post-processing per prompt (ms)", "postprocess_ms", None),
             ("decoder + post-processing per prompt (ms)", "prompt_ms", BAR_PROMPT_MS)]
-    for name, key, bar in rows:
-        ok = "" if bar is None else f"≤ {bar:.0f}: {'met' if web[key] <= bar else 'NOT met'}"
-        fmt = lambda v: f"{v:.0f}" if v >= 10 else f"{v:.1f}"  # noqa: E731
-        print(f"| {name} | {fmt(nat[key])} | {fmt(web[key])} | {web[key] / nat[key]:.2f} | {ok} |")
-    print(f"| prompt round trip from JS (ms) | | {web['prompt_roundtrip_ms']:.0f} | | |")
-    print(f"| first prompt incl. loading SAM (ms) | | {web['first_prompt_ms']:.0f} | | |")
-    print(f"\nnative with the native runtime's files {nat_fp32['files']}: embedding "
-          f"{nat_fp32['embedding_ms']:.0f} ms, decoder + post-processing {nat_fp32['prompt_ms']:.0f} ms")
+    fmt = lambda v: f"{v:.0f}" if v >= 10 else f"{v:.1f}"  # noqa: E731
+    for model, r in results.items():
+        nat, web = r["native"], r["page"]
+        for name, key, bar in rows:
+            ok = "" if bar is None else f"≤ {bar:.0f}: {'met' if web[key] <= bar else 'NOT met'}"
+            print(f"| {model} | {name} | {fmt(nat[key])} | {fmt(web[key])} | {web[key] / nat[key]:.2f} | {ok} |")
+        print(f"| {model} | prompt round trip from JS (ms) | | {web['prompt_roundtrip_ms']:.0f} | | |")
+        print(f"| {model} | first prompt incl. loading the model (ms) | | {web['first_prompt_ms']:.0f} | | |")
+    for model, r in results.items():
+        print(f"{model}: WASM files {r['native']['files']}, cross-origin isolated: "
+              f"{r['page']['cross_origin_isolated']}; native runtime's files {r['native_files']['files']}: "
+              f"embedding {r['native_files']['embedding_ms']:.0f} ms, decoder + post-processing "
+              f"{r['native_files']['prompt_ms']:.0f} ms")
     if args.json:
-        args.json.write_text(json.dumps({"threads": args.threads, "native": nat, "native_files": nat_fp32,
-                                         "page": web}, indent=1))
+        args.json.write_text(json.dumps({"threads": args.threads, "models": results}, indent=1))
         print(f"wrote {args.json.relative_to(ROOT) if args.json.is_relative_to(ROOT) else args.json}")
     return 0
+
+
+def prompt_models() -> list[str]:
+    """Ids of the prompt-segmentation models of ``models/index.json``."""
+    index = json.loads((ROOT / "models" / "index.json").read_text())
+    return [m["id"] for m in index["models"] if m.get("task") == "prompt-segmentation"]
 
 
 if __name__ == "__main__":

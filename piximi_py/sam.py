@@ -67,7 +67,8 @@ class SamSpec:
 
 
 def load_sam_spec(models_dir=None, model_id: str | None = None) -> SamSpec:
-    """The prompt-segmentation entry ``model_id`` (default: the first one) of ``models_dir/index.json``."""
+    """The prompt-segmentation entry ``model_id`` of ``models_dir/index.json`` (default: the one
+    marked ``"default": true``, else the first one)."""
     from .models import default_models_dir
 
     return sam_spec_from_index((Path(models_dir or default_models_dir()) / "index.json").read_text(), model_id)
@@ -80,6 +81,7 @@ def sam_spec_from_index(source, model_id: str | None = None) -> SamSpec:
                and (model_id is None or m["id"] == model_id)]
     if not entries:
         raise ValueError(f"no prompt-segmentation model {model_id or ''} in models/index.json")
+    entries.sort(key=lambda m: not m.get("default", False))
     known = set(SamSpec.__dataclass_fields__)
     return SamSpec(**{k: v for k, v in entries[0].items() if k in known})
 

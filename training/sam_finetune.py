@@ -48,7 +48,7 @@ def build_windows(data_root: Path = D.SHARED_DATA, sets=("dsb2018_stage1test_gra
 
     ``sets`` are names under ``data_root`` or paths of sets in the standard layout.
     """
-    spec = spec or load_sam_spec()
+    spec = spec or load_sam_spec(model_id="sam")
     rng = np.random.default_rng(seed)
     out = {}
     for set_name in sets:
@@ -80,6 +80,25 @@ def build_windows(data_root: Path = D.SHARED_DATA, sets=("dsb2018_stage1test_gra
                         out[key] = {"name": name, "image": image, "truth": truth, "window": win, "objects": []}
                     out[key]["objects"].append((lab, kind))
     return list(out.values())
+
+
+def window_examples(windows, spec: SamSpec):
+    """Per training window with a usable object: ``(window, encoder input (1, 3, 256, 256),
+    label map in the 256 frame, [(label, kind)])``; objects cut by the window or under
+    4 pixels in the model frame are left out (no clean target)."""
+    norm = {}
+    for w in windows:
+        if w["name"] not in norm:
+            norm = {w["name"]: normalize_image(w["image"], **spec.normalize)}
+        win = w["window"]
+        crop = w["truth"][win.y:win.y + win.h, win.x:win.x + win.w]
+        x, (nh, nw) = encoder_input(norm[w["name"]], win, SIZE)
+        lab = np.zeros((SIZE, SIZE), np.int32)
+        lab[:nh, :nw] = _nearest_resize(crop, (nh, nw))
+        objects = [(label, kind) for label, kind in w["objects"]
+                   if (crop == label).sum() == (w["truth"] == label).sum() and (lab == label).sum() >= 4]
+        if objects:
+            yield w, x, lab, objects
 
 
 def precompute(windows, encoder_path: Path, spec: SamSpec, threads: int = 2):
@@ -179,7 +198,7 @@ def finetune_decoder(out: Path = ROOT / "runs" / "sam_ft", *, iterations: int = 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
-    spec = load_sam_spec()
+    spec = load_sam_spec(model_id="sam")
     windows = build_windows(data_root, spec=spec, max_objects=max_objects, seed=seed)
     print(f"{len(windows)} training windows", flush=True)
     items = precompute(windows, encoder_onnx, spec, threads)
@@ -331,24 +350,14 @@ def finetune_sam(out: Path, checkpoint: Path, *, device: str = "cuda", sets=("ds
     torch.manual_seed(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = load_sam_spec()
+    spec = load_sam_spec(model_id="sam")
     t0 = time.time()
     windows = build_windows(data_root, sets, spec=spec, max_objects=max_objects, seed=seed)
-    inputs, label_maps, pairs, norm = [], [], [], {}
-    for w in windows:
-        if w["name"] not in norm:
-            norm = {w["name"]: normalize_image(w["image"], **spec.normalize)}
-        win = w["window"]
-        crop = w["truth"][win.y:win.y + win.h, win.x:win.x + win.w]
-        x, (nh, nw) = encoder_input(norm[w["name"]], win, SIZE)
-        lab = np.zeros((SIZE, SIZE), np.int32)
-        lab[:nh, :nw] = _nearest_resize(crop, (nh, nw))
-        objects = [(label, kind) for label, kind in w["objects"]
-                   if (crop == label).sum() == (w["truth"] == label).sum() and (lab == label).sum() >= 4]
-        if objects:
-            pairs += [(len(inputs), label, kind) for label, kind in objects]
-            inputs.append(x[0].astype(np.float16))
-            label_maps.append(lab)
+    inputs, label_maps, pairs = [], [], []
+    for _, x, lab, objects in window_examples(windows, spec):
+        pairs += [(len(inputs), label, kind) for label, kind in objects]
+        inputs.append(x[0].astype(np.float16))
+        label_maps.append(lab)
     print(f"sam: {len(inputs)} windows, {len(pairs)} (object, prompt) pairs, {time.time() - t0:.0f} s", flush=True)
     images = torch.from_numpy(np.stack(inputs)).to(device)
     sam = load_lite_medsam(checkpoint).to(device)

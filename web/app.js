@@ -104,6 +104,9 @@ async function start() {
   defaultModel = res.default_model;
   modelList = res.models;
   promptModel = res.prompt_model;
+  const psel = $("prompt-model");
+  psel.replaceChildren(...(res.prompt_models || []).map((m) => new Option(m.name, m.id, false, m.id === promptModel)));
+  $("prompt-model-label").hidden = (res.prompt_models || []).length < 2;
   const sel = $("model");
   sel.replaceChildren(...modelList.map((m) => new Option(modelLabel(m, res.backend), m.id, false, m.id === defaultModel)));
   document.body.classList.toggle("can-prompt", !!promptModel);
@@ -209,6 +212,7 @@ async function batch(files, { onFile, signal, ...options } = {}) {
 // Promptable segmentation (SAM). target: an image id (from segment(), res.image_id),
 // null for the last segmented image, or a file (File, Blob, ArrayBuffer, Uint8Array).
 // request: {boxes: [x0, y0, x1, y1], points: [[x, y], ...], labels: [1 | 0, ...], multimask}.
+// options: backend, model (a prompt-segmentation id of models/index.json; default: its default one).
 // Resolves to {image_id, mask: {bbox, width, height, area, bits}, iou, backend, cached, timings}.
 async function prompt(target, request = {}, options = {}) {
   await ready;
@@ -223,7 +227,8 @@ async function prompt(target, request = {}, options = {}) {
       imageId = unwrap(await worker.sync.open_image(bytes, {
         filename, index: options.index || null, project: options.project || null })).image_id;
     }
-    const res = unwrap(await worker.sync.prompt(imageId, req, { backend: options.backend || "auto" }));
+    const res = unwrap(await worker.sync.prompt(imageId, req, { backend: options.backend || "auto",
+                                                                model: options.model || null }));
     res.timings.roundtrip_ms = performance.now() - t0;
     delete res.ok;
     return res;
@@ -236,6 +241,7 @@ async function refine(options = {}) {
   return inWorker(async () => {
     const t0 = performance.now();
     const res = unwrap(await worker.sync.refine(options.imageId || "", { backend: options.backend || "auto",
+                                                                        model: options.model || null,
                                                                         min_iou: options.minIou ?? 0 }));
     res.timings.roundtrip_ms = performance.now() - t0;
     delete res.ok;
@@ -540,7 +546,8 @@ async function runPrompt() {
       if (obj.box) req.boxes = obj.box;
       if (obj.points.length) req.points = obj.points;
       else delete req.labels;
-      const res = await prompt(view.res.image_id, req, { backend: $("backend").value });
+      const res = await prompt(view.res.image_id, req, { backend: $("backend").value,
+                                                         model: $("prompt-model").value || null });
       if (obj !== pobj) continue;                  // cancelled or replaced meanwhile
       obj.mask = res.mask; obj.iou = res.iou;
       const t = res.timings;
@@ -590,7 +597,7 @@ async function refineAll() {
   document.body.classList.add("busy");
   status("Refining every object with SAM…", null);
   try {
-    const res = await refine({ backend: $("backend").value });
+    const res = await refine({ backend: $("backend").value, model: $("prompt-model").value || null });
     status(`Refined ${res.objects} objects with SAM in ${(res.timings.total_ms / 1000).toFixed(1)} s ` +
            `(${res.windows} embeddings, ${res.backend})`, 1);
   } catch (e) {

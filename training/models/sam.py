@@ -259,6 +259,49 @@ class TinyViT(nn.Module):
         return self.neck(x)
 
 
+class StudentEncoder(nn.Module):
+    """A CNN image encoder distilled from TinyViT for the page (:mod:`training.sam_student`).
+
+    Any registered encoder (default: ImageNet MobileNetV2) tapped at strides
+    8, 16 and 32, merged top-down as in a feature pyramid (1x1 laterals,
+    nearest upsampling, sums) and given SAM's neck (conv, LayerNorm2d, conv,
+    LayerNorm2d), so ``image (B, 3, 256, 256)`` in [0, 1] ->
+    ``embeddings (B, 256, 32, 32)``: stride 8, where TinyViT has stride 4.
+    ImageNet normalization is part of the model.
+    """
+
+    def __init__(self, encoder: str = "mobilenet_v2", weights: str | None = "imagenet", pyramid: int = 128):
+        super().__init__()
+        from .encoders import get_encoder
+
+        self.encoder = get_encoder(encoder, in_channels=3, depth=5, weights=weights)
+        self.taps = [self.encoder.strides.index(s) for s in (8, 16, 32)]
+        self.lateral = nn.ModuleList(nn.Conv2d(self.encoder.out_channels[i], pyramid, 1) for i in self.taps)
+        self.neck = nn.Sequential(nn.Conv2d(pyramid, EMBED_DIM, 3, padding=1, bias=False), LayerNorm2d(EMBED_DIM),
+                                  nn.Conv2d(EMBED_DIM, EMBED_DIM, 1, bias=False), LayerNorm2d(EMBED_DIM))
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1))
+
+    def forward(self, image):
+        features = self.encoder((image - self.mean) / self.std)
+        x = None
+        for i, lateral in reversed(list(zip(self.taps, self.lateral))):
+            y = lateral(features[i])
+            x = y if x is None else y + F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.neck(x)
+
+
+class StudentSam(nn.Module):
+    """Student image encoder + LiteMedSAM's prompt encoder and mask decoder on its 32x32 grid."""
+
+    def __init__(self, sam: "LiteMedSAM", student: StudentEncoder, grid: int = 32):
+        super().__init__()
+        self.image_encoder = student
+        self.prompt_encoder = sam.prompt_encoder
+        self.mask_decoder = sam.mask_decoder
+        self.prompt_encoder.image_embedding_size = (grid, grid)
+
+
 # ------------------------------------------------------------ prompt encoder
 class PositionEmbeddingRandom(nn.Module):
     def __init__(self, num_pos_feats: int = 64):
@@ -505,7 +548,10 @@ class SamPromptDecoder(nn.Module):
         sparse = self.prompt_encoder.embed_points(point_coords, point_labels)
         dense = self.prompt_encoder.dense_no_mask(1)
         src = embeddings.expand(b, -1, -1, -1) if embeddings.shape[0] == 1 else embeddings
-        return self.mask_decoder.predict_masks(src, self.prompt_encoder.get_dense_pe(), sparse, dense)
+        masks, iou = self.mask_decoder.predict_masks(src, self.prompt_encoder.get_dense_pe(), sparse, dense)
+        if masks.shape[-1] != IMAGE_SIZE:  # a coarser embedding grid (student encoder): same output contract
+            masks = F.interpolate(masks, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+        return masks, iou
 
 
 def build_lite_medsam() -> LiteMedSAM:
