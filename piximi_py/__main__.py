@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from . import load_models
 
     for spec in load_models():
-        print(f"{spec.id}\t{spec.task}\t{spec.name}{'  (default)' if spec.default else ''}")
+        print(f"{spec.id}\t{spec.task}\t{spec.name}{'  (default for its task)' if spec.default else ''}")
     return 0
 
 

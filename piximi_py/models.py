@@ -70,12 +70,18 @@ def default_models_dir() -> Path:
 
 
 def find_model(specs: list[ModelSpec], model_id: str | None) -> ModelSpec:
-    """The spec with ``model_id``, or the default one when ``model_id`` is None."""
+    """The spec with ``model_id``, or the default one when ``model_id`` is None.
+
+    Each task may mark its own default (the nuclei model, the prompt model):
+    without an id, whole-image models come first, so a prompt model is the
+    answer only when ``specs`` holds nothing else.
+    """
     if model_id is None:
-        for spec in specs:
+        candidates = [s for s in specs if s.task not in PROMPT_TASKS] or specs
+        for spec in candidates:
             if spec.default:
                 return spec
-        return specs[0]
+        return candidates[0]
     for spec in specs:
         if spec.id == model_id:
             return spec

@@ -83,12 +83,15 @@ def percentiles(image: np.ndarray, q, chunk: int = 1 << 20) -> np.ndarray:
     a = np.asarray(image)
     if a.dtype not in (np.uint8, np.uint16) or a.size == 0:
         raise ValueError(f"percentiles needs a non-empty uint8 or uint16 image, got {a.dtype}")
+    q = np.asarray(q, np.float64)
+    if np.any((q < 0) | (q > 100)):
+        raise ValueError("percentiles must be in the range [0, 100]")
     flat = a.reshape(-1)
     counts = np.zeros(1 << (8 * a.itemsize), np.int64)
     for start in range(0, flat.size, chunk):
         counts += np.bincount(flat[start:start + chunk], minlength=counts.size)
     cum = np.cumsum(counts)
-    pos = np.asarray(q, np.float64) / 100.0 * (flat.size - 1)
+    pos = q / 100.0 * (flat.size - 1)
     k0 = np.floor(pos)
     k1 = np.minimum(k0 + 1, flat.size - 1)
     v0 = np.searchsorted(cum, k0, side="right").astype(np.float64)  # value of rank k0 (0-based)

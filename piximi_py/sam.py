@@ -1,4 +1,4 @@
-"""Promptable segmentation (Segment Anything, LiteMedSAM) with numpy only.
+"""Promptable segmentation (Segment Anything: LiteMedSAM and its distilled student) with numpy only.
 
 Boxes and clicks become one object mask. The image encoder runs once per
 image *window* and its embedding is cached; the prompt decoder runs per
@@ -369,7 +369,8 @@ def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
 class EmbeddingCache:
     """Least-recently-used image embeddings keyed by (image id, window, encoder).
 
-    Each embedding is 4 MB (256 x 64 x 64 float32); ``max_items`` bounds memory.
+    Each embedding is 4 MB (256 x 64 x 64 float32, LiteMedSAM) or 1 MB (256 x 32 x 32,
+    its student ``sam_fast``); ``max_items`` bounds memory.
     """
 
     def __init__(self, max_items: int = 32):
@@ -611,6 +612,9 @@ def prompt(image, boxes=None, points=None, labels=None, *, model: str | None = N
         A file, its bytes, or a decoded 2-D (or RGB) array.
     boxes, points, labels
         See :meth:`SamPredictor.predict`.
+    model : str, optional
+        A prompt-segmentation id of ``models/index.json`` (``"sam_fast"``, ``"sam"``);
+        default: the entry marked ``"default": true``.
     image_id : str, optional
         Key of the embedding cache; default: a digest of the pixels, so repeated
         prompts on one image reuse the encoder's output.

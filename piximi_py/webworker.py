@@ -96,8 +96,8 @@ def _spec_dict(spec) -> dict:
     d = {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
     for k, v in S.raw.get(spec.id, {}).items():  # fields the dataclass does not keep
         d.setdefault(k, v)                         # (latency_ms_512, files, runtimes, ...)
-    d["default"] = spec.id == S.default_model
     d["segment"] = can_segment(spec)
+    d["default"] = spec.id == S.default_model if d["segment"] else bool(spec.default)
     return d
 
 
@@ -486,7 +486,7 @@ def batch_clear() -> dict:
 #: at most this many, and beyond the newest one at most MAX_IMAGE_BYTES in all.
 MAX_IMAGES = 4
 MAX_IMAGE_BYTES = 256 * 2**20
-#: Window embeddings kept per runtime (4 MB each).
+#: Window embeddings kept per (prompt model, runtime): 4 MB each for sam, 1 MB for sam_fast.
 EMBEDDING_CACHE = 16
 #: An object the accepted mask covers by at least this fraction is replaced by it.
 REPLACE_FRACTION = 0.5

@@ -311,3 +311,13 @@ def test_decoder_weights_read_back_from_onnx(entry):
         got = SamPromptDecoder(sam.eval())(*(torch.from_numpy(a) for a in (emb, coords, labels)))
     assert np.abs(got[0].numpy() - want[0]).max() <= 1e-4 * max(1.0, np.abs(want[0]).max())
     np.testing.assert_allclose(got[1].numpy(), want[1], atol=1e-4)
+
+
+def test_default_model_is_a_whole_image_model_whatever_the_order():
+    """Two tasks mark a default (nuclei, the prompt model): without an id, the whole-image
+    model is chosen wherever the entries sit in the index (a re-export moves them)."""
+    specs = piximi_py.load_models(MODELS)
+    for order in (specs, specs[::-1]):
+        assert piximi_py.models.find_model(order, None).task != "prompt-segmentation"
+    prompt = [s for s in specs if s.task == "prompt-segmentation"]
+    assert piximi_py.models.find_model(prompt, None).id == S.load_sam_spec(MODELS).id

@@ -206,10 +206,10 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sam_export)
     p = sub.add_parser("sam-evaluate", help="prompt segmentation on held-out real nuclei: jittered box and "
                                             "centre click per object -> mean IoU; native latency")
-    p.add_argument("--model", default="sam", help="prompt-segmentation id of the index (the default "
-                                                  "encoder roles are sam's; sam_fast: --encoders encoder)")
-    p.add_argument("--encoders", nargs="+", default=["encoder_fp32", "encoder_int8"],
-                   help="encoder roles of the index entry (encoder_fp32 = runs/sam/sam_encoder_fp32.onnx)")
+    p.add_argument("--model", default="sam", help="prompt-segmentation id of the index (sam, sam_fast)")
+    p.add_argument("--encoders", nargs="+", default=None,
+                   help="encoder roles of the index entry (default: sam: encoder_fp32 = "
+                        "runs/sam/sam_encoder_fp32.onnx and encoder_int8; others: their native encoder)")
     p.add_argument("--decoders", nargs="+", default=["decoder"], help="decoder roles of the index entry")
     p.add_argument("--max-objects", type=int, default=0, help="at most this many objects per image (0 = all)")
     p.add_argument("--note", default="", help="recorded with the report (e.g. 'before fine-tuning')")

@@ -137,7 +137,7 @@ def native_latency(encoder_path: Path, decoder_path: Path, threads: int = 2, rep
             "decoder_ms": median(lambda: dec.run_named_sync(feed)), "threads": threads}
 
 
-def evaluate_sam(encoders=("encoder_fp32", "encoder_int8"), decoders=("decoder",), *, models_dir=None,
+def evaluate_sam(encoders=None, decoders=("decoder",), *, models_dir=None,
                  data_root: Path = D.SHARED_DATA, max_objects: int = 0, threads: int = 2,
                  checkpoint_note: str = "", model: str = "sam") -> dict | None:
     """Evaluate every (encoder, decoder) pair; ``None`` (with a message) without held-out data."""
@@ -152,10 +152,15 @@ def evaluate_sam(encoders=("encoder_fp32", "encoder_int8"), decoders=("decoder",
     spec = load_sam_spec(models_dir, model)
 
     def path(role):
-        if role == "encoder_fp32" and role not in spec.files:
+        if role == "encoder_fp32" and role not in spec.files and spec.id == "sam":
             return models_dir / FP32_ENCODER.name if (models_dir / FP32_ENCODER.name).exists() else FP32_ENCODER
         return models_dir / spec.files[role]["file"]
 
+    if encoders is None:  # LiteMedSAM: its fp32 reference and int8; others: their native encoder
+        encoders = ("encoder_fp32", "encoder_int8") if spec.id == "sam" else (spec.runtimes["native"]["encoder"],)
+    unknown = [r for r in (*encoders, *decoders) if r not in spec.files and not (r == "encoder_fp32" and spec.id == "sam")]
+    if unknown:
+        raise SystemExit(f"sam-evaluate: {spec.id} has no files for {unknown}; it has {sorted(spec.files)}")
     report = {"model": spec.id, "note": checkpoint_note, "variants": {}}
     for e in encoders:
         for d in decoders:

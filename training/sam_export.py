@@ -373,8 +373,11 @@ def main(out_dir: Path = ROOT / "models", measure_latency: bool = False, checkpo
     distilled student) and register it; ``default`` marks it as the page's prompt model."""
     report = export_sam(out_dir, measure_latency=measure_latency, checkpoint=checkpoint, student=student)
     entry = dict(SAM_STUDENT_ENTRY if student else SAM_ENTRY)
-    if default is not None:
-        entry["default"] = default
+    if default is None:  # a re-export keeps the entry's place as the default prompt model or not
+        index = Path(out_dir) / "index.json"
+        old = [m for m in json.loads(index.read_text())["models"] if m["id"] == entry["id"]] if index.exists() else []
+        default = bool(old and old[0].get("default"))
+    entry["default"] = default
     if checkpoint is not None:
         import torch
 

@@ -509,7 +509,8 @@ class LiteMedSAM(nn.Module):
 
 
 class SamEncoder(nn.Module):
-    """``image (B, 3, 256, 256)`` in [0, 1] -> ``embeddings (B, 256, 64, 64)``."""
+    """``image (B, 3, 256, 256)`` in [0, 1] -> ``embeddings (B, 256, 64, 64)`` (TinyViT) or
+    ``(B, 256, 32, 32)`` (:class:`StudentEncoder`)."""
 
     def __init__(self, sam: LiteMedSAM):
         super().__init__()
@@ -524,7 +525,7 @@ class SamPromptDecoder(nn.Module):
 
     Parameters of ``forward``
     -------------------------
-    embeddings : (1 or B, 256, 64, 64)
+    embeddings : (1 or B, 256, 64, 64) or, for the student, (1 or B, 256, 32, 32)
         One image embedding shared by all B prompts, or one per prompt.
     point_coords : (B, N, 2) float
         (x, y) in the 256x256 input frame (SAM convention: pixel index coordinates).
