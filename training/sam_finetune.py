@@ -239,9 +239,7 @@ def finetune_decoder(out: Path = ROOT / "runs" / "sam_ft", *, iterations: int = 
             coords.append(c)
             labels.append(l)
             targets.append(mask)
-        n = max(len(c) for c in coords)  # pad prompts to one length with padding points
-        coords = np.stack([np.concatenate([c, np.zeros((n - len(c), 2), np.float32)]) for c in coords])
-        labels = np.stack([np.concatenate([l, -np.ones(n - len(l), np.float32)]) for l in labels])
+        coords, labels = pad_prompts(coords, labels)
         emb = torch.from_numpy(np.stack(embs).astype(np.float32))
         target = torch.from_numpy(np.stack(targets).astype(np.float32))
         masks, iou_pred = decoder(emb, torch.from_numpy(coords), torch.from_numpy(labels))
@@ -293,12 +291,24 @@ class PromptStream(torch.utils.data.IterableDataset):
                     continue
                 c, l = simulate_prompt(mask, kind, rng)
                 rows.append((w, k, flip, c, l, mask))
-            n = max(len(r[3]) for r in rows)
-            coords = np.stack([np.concatenate([r[3], np.zeros((n - len(r[3]), 2), np.float32)]) for r in rows])
-            labels = np.stack([np.concatenate([r[4], -np.ones(n - len(r[4]), np.float32)]) for r in rows])
-            yield (torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows]),
-                   torch.tensor([r[2] for r in rows]), torch.from_numpy(coords), torch.from_numpy(labels),
-                   torch.from_numpy(np.stack([r[5] for r in rows]).astype(np.float32)))
+            yield collate_prompts(rows)
+
+
+def pad_prompts(coords, labels):
+    """Prompts of different lengths as one batch: ``(B, N, 2)`` coords and ``(B, N)`` labels,
+    each padded with SAM's padding point (label -1)."""
+    n = max(len(c) for c in coords)
+    return (np.stack([np.concatenate([c, np.zeros((n - len(c), 2), np.float32)]) for c in coords]),
+            np.stack([np.concatenate([l, -np.ones(n - len(l), np.float32)]) for l in labels]))
+
+
+def collate_prompts(rows):
+    """Rows ``(window, k, flip, coords, labels, mask)`` -> torch tensors
+    ``w, k, flip, coords, labels, target`` (prompts padded by :func:`pad_prompts`)."""
+    coords, labels = pad_prompts([r[3] for r in rows], [r[4] for r in rows])
+    return (torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows]),
+            torch.tensor([r[2] for r in rows]), torch.from_numpy(coords), torch.from_numpy(labels),
+            torch.from_numpy(np.stack([r[5] for r in rows]).astype(np.float32)))
 
 
 def _move(a, k: int, flip: bool):

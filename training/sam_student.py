@@ -123,7 +123,7 @@ def build_cache(out: Path, *, data_root: Path = D.SHARED_DATA, max_objects: int 
     inputs, labels, targets, pairs = [], [], [], []
     t0 = time.time()
     for k, (_, x, lab, objects) in enumerate(window_examples(windows, spec)):
-        emb = np.asarray(enc.run_sync(x)).reshape(256, 64, 64)
+        emb = np.asarray(enc.run_sync(x))[0]
         f = emb.shape[-1] // STUDENT_GRID
         pooled = emb.reshape(emb.shape[0], STUDENT_GRID, f, STUDENT_GRID, f).mean((2, 4))
         pairs += [(len(inputs), label, 0 if kind == "box" else 1) for label, kind in objects]
@@ -148,9 +148,7 @@ def sample_batch(label_maps, pairs, batch: int, augment: float, rng: np.random.G
     same way), the others are left still so the teacher embedding applies.
     Returns torch tensors ``w, k, flip, coords, labels, target``.
     """
-    import torch
-
-    from .sam_finetune import _move, simulate_prompt
+    from .sam_finetune import _move, collate_prompts, simulate_prompt
 
     rows = []
     while len(rows) < batch:
@@ -159,12 +157,7 @@ def sample_batch(label_maps, pairs, batch: int, augment: float, rng: np.random.G
         mask = _move(label_maps[w] == lab, k, flip)
         if mask.any():
             rows.append((w, k, flip, *simulate_prompt(mask, kind, rng), mask))
-    n = max(len(r[3]) for r in rows)
-    coords = np.stack([np.concatenate([r[3], np.zeros((n - len(r[3]), 2), np.float32)]) for r in rows])
-    labels = np.stack([np.concatenate([r[4], -np.ones(n - len(r[4]), np.float32)]) for r in rows])
-    return (torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows]),
-            torch.tensor([r[2] for r in rows]), torch.from_numpy(coords), torch.from_numpy(labels),
-            torch.from_numpy(np.stack([r[5] for r in rows]).astype(np.float32)))
+    return collate_prompts(rows)
 
 
 def distill(out: Path = ROOT / "runs" / "sam_student", *, cache: Path | None = None, seconds: float = 2400,
@@ -253,10 +246,3 @@ def distill(out: Path = ROOT / "runs" / "sam_student", *, cache: Path | None = N
             last_save = time.time()
     save(it, time.time() - t0)
     return out / "student.pt"
-
-
-if __name__ == "__main__":
-    import sys
-
-    build_cache(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs" / "sam_student" / "cache.npz",
-                data_root=ROOT / ".cache" / "train")
