@@ -24,13 +24,17 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     """Renumber labels to 1..n in order of first appearance (raster order)."""
     labels = np.asarray(labels)
     flat = labels.ravel()
-    ids, first = np.unique(flat, return_index=True)
-    keep = ids != 0
-    ids, first = ids[keep], first[keep]
-    order = np.argsort(first, kind="stable")
-    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, dtype=np.int64)
-    lut[ids[order]] = np.arange(1, len(ids) + 1)
-    return lut[labels].astype(label_dtype(len(ids)))
+    top = int(flat.max()) if flat.size else 0
+    # each label's first raster position, without sorting the pixels (np.unique
+    # would; sorting is the slow part in WebAssembly, 4x here)
+    nz = np.flatnonzero(flat)
+    first = np.full(top + 1, flat.size, dtype=np.intp)
+    np.minimum.at(first, flat[nz], nz)
+    present = np.flatnonzero(first < flat.size)
+    order = present[np.argsort(first[present], kind="stable")]
+    lut = np.zeros(top + 1, dtype=label_dtype(len(order)))
+    lut[order] = np.arange(1, len(order) + 1)
+    return lut[labels]
 
 
 def remove_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:

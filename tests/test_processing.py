@@ -93,6 +93,22 @@ def test_relabel_and_remove_small_match_skimage():
     assert average_precision(ref_rel, relabelled, 0.99) == 1.0
 
 
+def test_relabel_numbers_objects_in_raster_order():
+    rng = np.random.default_rng(2)
+    labels = np.zeros((64, 80), np.int32)  # overlapping boxes of unsorted, gappy ids
+    for value, (y, x) in zip(rng.permutation(np.arange(3, 3000, 7))[:150], rng.integers(0, (64, 80), (150, 2))):
+        labels[y:y + 3, x:x + 4] = value
+    out = postprocess.relabel_sequential(labels)
+    flat = labels.ravel()
+    ids, first = np.unique(flat[flat > 0], return_index=True)
+    expected = np.zeros(flat.max() + 1, np.int64)
+    expected[ids[np.argsort(np.flatnonzero(flat > 0)[first])]] = np.arange(1, len(ids) + 1)
+    np.testing.assert_array_equal(out, expected[labels])
+    assert out.dtype == np.uint16
+    assert postprocess.relabel_sequential(np.zeros((0, 5), np.int32)).shape == (0, 5)
+    assert not postprocess.relabel_sequential(np.zeros((4, 5), np.int32)).any()
+
+
 def test_fill_holes():
     labels = disks((40, 40), [(20, 20)], 10)
     labels[18:22, 18:22] = 0
