@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHIPPED_IDS = ["nuclei", "nuclei_fast", "nuclei_he"]
+SHIPPED_IDS = ["nuclei", "nuclei_fast", "nuclei_unet", "nuclei_he"]
 
 
 def _index(models_dir):
@@ -75,6 +75,22 @@ def test_brightfield_model_reads_colour(models_dir):
     image = piximi_py.read_image(stardist_sample()[0])
     labels = piximi_py.segment(255 - (image / image.max() * 255).astype(np.uint8), "nuclei_he", models_dir=models_dir)
     assert labels.shape == image.shape
+
+
+def test_teacher_is_rebuilt_from_the_shipped_onnx(models_dir):
+    """The distilled variants learn from the shipped nuclei_unet file, rebuilt in PyTorch
+    (batch norms folded into the convolutions by the exporter): same probabilities."""
+    torch = pytest.importorskip("torch")
+    import onnxruntime as ort
+
+    from training.train import load_teacher
+
+    model = load_teacher(models_dir / "nuclei_unet_w16.onnx")
+    x = np.random.default_rng(3).random((1, 1, 96, 160), dtype=np.float32)
+    with torch.no_grad():
+        got = model(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(models_dir / "nuclei_unet_w16.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(got, session.run(None, {"image": x})[0], atol=1e-4)
 
 
 def test_zoo_page_lists_every_variant():

@@ -144,8 +144,9 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     time_budget_s : float
         If set, time the first steps and fit the run into this many seconds.
     teacher : path, optional
-        A trained checkpoint whose probabilities the model also learns
-        (knowledge distillation, weight ``distill_weight``).
+        A trained checkpoint, or a shipped ``.onnx`` U-Net, whose
+        probabilities the model also learns (knowledge distillation, weight
+        ``distill_weight``).
     save_half : bool
         Store the weights as float16 (half the transfer size).
     """
@@ -161,7 +162,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     if init_from is not None:
         model.load_state_dict(torch.load(init_from, map_location="cpu", weights_only=True)["state_dict"])
     model.to(device)
-    teacher_model = load_checkpoint(teacher).to(device) if teacher else None
+    teacher_model = load_teacher(teacher).to(device) if teacher else None
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     class_weight = torch.tensor([1.0, 1.0, 2.0], device=device)
     stream = CropStream(train_set, batch=batch, crop=crop, seed=seed, boundary_width=boundary_width,
@@ -248,3 +249,79 @@ def load_checkpoint(path: Path) -> Unet:
     model = Unet(**ckpt["config"])
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
     return model.eval()
+
+
+def unet_from_onnx(onnx_path: Path, **config) -> Unet:
+    """A :class:`Unet` with the weights of an exported one (``config`` as in a checkpoint).
+
+    The exporter folds each batch norm into the convolution before it, so the
+    file holds one weight and bias per convolution, mostly under generated
+    names. They are taken in graph order, which is the order the convolutions
+    run in; each batch norm becomes the identity plus the folded bias. The
+    result is checked against the file on a random image.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    convs = [(inits[n.input[1]], inits[n.input[2]] if len(n.input) > 2 else None)
+             for n in graph.node if n.op_type == "Conv"]
+    model = Unet(**config).eval()
+    order = []
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    side = 2 ** model.depth * model.space_to_depth * 2
+    with torch.no_grad():
+        model(torch.zeros(1, model.in_channels, side, side))
+    for h in hooks:
+        h.remove()
+    if len(order) != len(convs):
+        raise ValueError(f"{Path(onnx_path).name}: {len(convs)} convolutions, the model runs {len(order)}")
+    batch_norm_after = {}
+    for seq in model.modules():
+        children = list(seq.children())
+        for a, b in zip(children, children[1:]):
+            if isinstance(a, torch.nn.Conv2d) and isinstance(b, torch.nn.BatchNorm2d):
+                batch_norm_after[a] = b
+    with torch.no_grad():
+        for conv, (weight, bias) in zip(order, convs):
+            if tuple(conv.weight.shape) != weight.shape:
+                raise ValueError(f"{Path(onnx_path).name}: a convolution of shape {weight.shape} where the "
+                                 f"model has {tuple(conv.weight.shape)}")
+            conv.weight.copy_(torch.from_numpy(weight.copy()))
+            bias = torch.from_numpy(bias.copy()) if bias is not None else torch.zeros(weight.shape[0])
+            bn = batch_norm_after.get(conv)
+            if bn is not None:
+                bn.weight.fill_(1.0)
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)
+                bn.bias.copy_(bias)
+            elif conv.bias is not None:
+                conv.bias.copy_(bias)
+            elif bias.abs().max() > 0:
+                raise ValueError(f"{Path(onnx_path).name}: a bias for a convolution without one")
+    x = np.random.default_rng(0).random((1, model.in_channels, 2 * side, 2 * side), dtype=np.float32)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        err = float(np.abs(model(torch.from_numpy(x)).numpy() - session.run(None, {"image": x})[0]).max())
+    if err > 1e-4:
+        raise ValueError(f"{Path(onnx_path).name}: the rebuilt model differs from the file by {err:.2e}")
+    return model
+
+
+def load_teacher(path: Path) -> Unet:
+    """A distillation teacher: a training checkpoint, or a shipped ``.onnx`` model (``training.cli.SHIPPED``)."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        return load_checkpoint(path)
+    from .cli import SHIPPED
+    from .zoo import VARIANTS
+
+    variant = next((c["variant"] for c in SHIPPED.values() if c["file"] == path.name), None)
+    if variant is None:
+        raise ValueError(f"{path.name} is not a shipped model: its architecture is unknown")
+    cfg = VARIANTS[variant]
+    return unet_from_onnx(path, encoder_name=cfg["encoder"], in_channels=cfg.get("channels", 1), classes=3,
+                          depth=cfg["depth"], **cfg["encoder_kwargs"])

@@ -29,7 +29,8 @@ GRAY = ["dsb2018_stage1test_gray", "mnfinder"]
 COLOR = ["dsb2018_stage1test_color", "dsb2018_stage1test_gray", "mnfinder"]
 
 #: name -> training settings (keyword arguments of :func:`training.train.train`).
-#: ``phase`` 2 variants need their ``teacher`` (a phase-1 variant) first.
+#: ``phase`` 2 variants need their ``teacher`` (a phase-1 variant) first; a ``teacher``
+#: ending in ``.onnx`` is a shipped model in ``models/``, rebuilt in PyTorch from the file.
 VARIANTS = {
     "unet_w16_real": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 16}, "depth": 4,
                       "sets": GRAY, "synthetic_fraction": 0.0, "lr": 2e-3},
@@ -38,6 +39,26 @@ VARIANTS = {
     # no full-resolution level: conv kernels run ~7x slower in WebAssembly than natively (ZOO.md)
     "unet_s2d_w16": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 16, "space_to_depth": 2}, "depth": 4,
                      "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
+    # narrower or coarser still, so the page keeps within 2x of native (models/ZOO.md); the
+    # "_distilled" ones also learn the shipped default model's probabilities
+    "unet_s2d_w12": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 12, "space_to_depth": 2}, "depth": 4,
+                     "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
+    "unet_s2d_w12_distilled": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 12, "space_to_depth": 2},
+                               "depth": 4, "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3,
+                               "teacher": "nuclei_unet_w16.onnx"},
+    "unet_s2d_w16_distilled": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 16, "space_to_depth": 2},
+                               "depth": 4, "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3,
+                               "teacher": "nuclei_unet_w16.onnx"},
+    "unet_s2d_w8_distilled": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 8, "space_to_depth": 2},
+                              "depth": 4, "sets": GRAY, "synthetic_fraction": 0.3, "lr": 3e-3,
+                              "teacher": "nuclei_unet_w16.onnx"},
+    "unet_s2d4_w24_distilled": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 24, "space_to_depth": 4},
+                                "depth": 3, "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3,
+                                "teacher": "nuclei_unet_w16.onnx"},
+    "unet_s2d4_w24_slim_distilled": {"encoder": "vanilla", "depth": 3, "sets": GRAY, "synthetic_fraction": 0.3,
+                                     "encoder_kwargs": {"base_width": 24, "space_to_depth": 4,
+                                                        "decoder_channels": [64, 32, 16]},
+                                     "lr": 2e-3, "teacher": "nuclei_unet_w16.onnx"},
     "unet_mnv2": {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
                   "sets": GRAY, "synthetic_fraction": 0.3, "lr": 1e-3},
     "squeeze_unet": {"encoder": "squeeze", "encoder_kwargs": {"base_width": 16, "decoder_block": "fire"},
@@ -62,7 +83,9 @@ def train_variant(name: str, out: Path, *, data_root: Path, device: str = "cpu",
     cfg = {**COMMON, **VARIANTS[name]}
     cfg.pop("phase", None)
     fallback = cfg.pop("teacher_fallback", None)
-    if cfg.get("teacher"):
+    if cfg.get("teacher", "").endswith(".onnx"):
+        cfg["teacher"] = ROOT / "models" / cfg["teacher"]
+    elif cfg.get("teacher"):
         teacher = Path(out) / cfg["teacher"] / "model.pt"
         if not teacher.exists() and fallback:
             teacher = Path(out) / fallback / "model.pt"
