@@ -22,13 +22,16 @@ def sample():
     return image_path, tifffile.imread(mask_path)
 
 
-def test_segment_real_image_accuracy(sample):
+# AP@0.5 on the StarDist image alone, measured: the default (1/4 resolution inside) 0.699,
+# the full-resolution nuclei_unet 0.803; its small, touching nuclei are where they differ most.
+# The issue's bar (0.85) is on all 19 held-out images: 0.867 and 0.875 (models/README.md).
+@pytest.mark.parametrize("model, floor", [(None, 0.65), ("nuclei_unet", 0.75)])
+def test_segment_real_image_accuracy(sample, model, floor):
     image_path, truth = sample
-    result = piximi_py.segment_image(image_path)
+    result = piximi_py.segment_image(image_path, model)
     scores = evaluate_instances(truth, result.labels)
     assert result.labels.dtype == np.uint16 and result.labels.shape == truth.shape
-    # StarDist image alone: 0.803 with the shipped model; the bar (0.85) is on all held-out images, see test_web
-    assert scores["ap50"] >= 0.75, scores
+    assert scores["ap50"] >= floor, scores
     n_true = len(np.unique(truth)) - 1  # the mask's ids are not consecutive
     assert abs(result.count - n_true) <= 0.15 * n_true, (result.count, n_true)
     assert set(result.timings) == {"decode", "preprocess", "inference", "postprocess", "total"}
@@ -47,10 +50,11 @@ def test_segment_accepts_array_bytes_and_path(sample):
 def test_tiled_matches_untiled(sample, tile):
     """Stitched tiles with the shipped 64-pixel overlap against one 512x512 pass.
 
-    Measured with the shipped model: 256-pixel tiles give identical labels;
-    128-pixel tiles (only 64 px of each tile kept) are too small for the
-    model's receptive field: AP@0.5 0.976 against the whole pass, 8.5 % of
-    pixels differ. The page tiles at 512 px.
+    Measured with the default model: 256-pixel tiles give the same objects (AP
+    at IoU 0.95 = 1) with 0.55 % of pixels differing, on object rims (the
+    full-resolution nuclei_unet: identical labels); 128-pixel tiles (only 64 px
+    of each tile kept) are too small for the model's receptive field. The page
+    tiles at 512 px.
     """
     image_path, _ = sample
     spec = find_model(piximi_py.load_models(), None)
@@ -60,7 +64,7 @@ def test_tiled_matches_untiled(sample, tile):
     tiled = run_sync(segment_async(image_path.read_bytes(), small, backend)).labels
     if tile == 256:
         assert average_precision(whole, tiled, 0.95) == 1.0
-        assert (whole != tiled).mean() < 1e-4
+        assert (whole != tiled).mean() < 0.01
     else:
         assert average_precision(whole, tiled, 0.5) >= 0.95
 
@@ -99,5 +103,5 @@ def test_cli_segments_folder_and_reports_bad_files(sample, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "broken.tif: skipped" in proc.stderr and "not a PNG, JPEG, BMP or TIFF" in proc.stderr
     labels = tifffile.imread(out / "nuclei_labels.tif")
-    assert average_precision(truth, labels) >= 0.70
+    assert average_precision(truth, labels) >= 0.65  # 0.699 measured (see above)
     assert not (out / "broken_labels.tif").exists()
