@@ -23,8 +23,8 @@ SHIPPED = {
                                  "works at 1/4 resolution inside (4x4 space-to-depth in, depth-to-space out), "
                                  "distilled from the full-resolution U-Net (nuclei_unet): as accurate overall and "
                                  "several times faster in the browser; trained on DSB2018 + mnfinder images and "
-                                 "synthetic nuclei. For very small nuclei (under ~8 px across) nuclei_unet is "
-                                 "more accurate."},
+                                 "synthetic nuclei. On small touching nuclei nuclei_unet is more accurate "
+                                 "(StarDist sample: AP@0.5 0.70 against 0.80)."},
     },
     "nuclei_unet": {
         "variant": "unet_w16", "iterations": 5706, "file": "nuclei_unet_w16.onnx",

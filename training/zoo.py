@@ -40,7 +40,7 @@ VARIANTS = {
     "unet_s2d_w16": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 16, "space_to_depth": 2}, "depth": 4,
                      "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
     # narrower or coarser still, so the page keeps within 2x of native (models/ZOO.md); the
-    # "_distilled" ones also learn the shipped default model's probabilities
+    # "_distilled" ones also learn the probabilities of nuclei_unet (the shipped unet_w16)
     "unet_s2d_w12": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 12, "space_to_depth": 2}, "depth": 4,
                      "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
     "unet_s2d_w12_distilled": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 12, "space_to_depth": 2},
