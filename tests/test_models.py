@@ -25,6 +25,8 @@ SIZES = [(64, 64), (96, 128)]
 #: what the exported graphs may contain: all run in onnxruntime-web (WASM and WebGPU)
 ALLOWED_OPS = {"Conv", "Relu", "Clip", "Add", "Concat", "Resize", "MaxPool", "Softmax", "Slice",
                "Shape", "Gather", "Unsqueeze", "Cast", "Constant", "Identity"}
+#: what training.export.expand_channel_softmax writes instead of the Softmax node
+SOFTMAX_OPS = {"ReduceMax", "Sub", "Exp", "ReduceSum", "Div"}
 
 
 def make(name: str, **overrides) -> Unet:
@@ -119,6 +121,32 @@ def test_space_to_depth_stem(tmp_path):
     with torch.no_grad():
         ref = model(torch.from_numpy(z)).numpy()
     assert float(np.abs(session.run(None, {"image": z})[0] - ref).max()) < 1e-4
+
+
+def test_channel_softmax_rewrite_keeps_the_probabilities(tmp_path):
+    """The exported files carry exp(x - max) / sum over the channels instead of a Softmax node
+    (onnxruntime's Softmax over axis 1 was most of the default model's native time)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from training.export import expand_channel_softmax
+
+    model = make("vanilla", space_to_depth=2)
+    path = tmp_path / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 1, 64, 64),), str(path), dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["probabilities"],
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        "probabilities": {0: "batch", 2: "height", 3: "width"}})
+    x = np.random.default_rng(2).normal(size=(2, 1, 64, 96)).astype(np.float32) * 30
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert expand_channel_softmax(path) == 1
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Softmax" not in ops and SOFTMAX_OPS <= ops
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    np.testing.assert_allclose(after.sum(1), 1.0, atol=1e-5)
+    assert expand_channel_softmax(path) == 0  # nothing left to rewrite
 
 
 # ---------------------------------------------------------------- the shipped vanilla U-Net

@@ -33,6 +33,7 @@ def export_onnx(checkpoint: Path, out: Path, *, check_size: int = 128, tolerance
                       input_names=["image"], output_names=["probabilities"],
                       dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                                     "probabilities": {0: "batch", 2: "height", 3: "width"}})
+    expand_channel_softmax(out)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     for shape in [(1, channels, check_size, check_size), (2, channels, 96, 160)]:
@@ -44,6 +45,52 @@ def export_onnx(checkpoint: Path, out: Path, *, check_size: int = 128, tolerance
         if err > tolerance:
             raise RuntimeError(f"ONNX output differs from PyTorch by {err:.2e} for input {shape}")
     return out
+
+
+def expand_channel_softmax(path: Path) -> int:
+    """Rewrite each ``Softmax`` over the channel axis of ``path`` as elementwise ops, in place.
+
+    onnxruntime computes a Softmax over axis 1 of an NCHW tensor row by row
+    after a transpose, and with three classes a row is three numbers: on a
+    512x512 tile that node took 27 of the default model's 49 ms natively and
+    26 ms in WebAssembly. ``exp(x - max) / sum`` with ReduceMax/ReduceSum
+    over axis 1 gives the same probabilities (to float rounding) in 3 and
+    9 ms. Returns the number of nodes rewritten.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+        if node.op_type != "Softmax" or axis != 1:
+            nodes.append(node)
+            continue
+        x, y = node.input[0], node.output[0]
+        p = f"{node.name or 'softmax'}_{rewritten}/"
+        if opset >= 18:
+            axes = numpy_helper.from_array(np.array([1], np.int64), p + "axes")
+            graph.initializer.append(axes)
+            reduce_max = helper.make_node("ReduceMax", [x, axes.name], [p + "max"], keepdims=1)
+        else:
+            reduce_max = helper.make_node("ReduceMax", [x], [p + "max"], axes=[1], keepdims=1)
+        sum_axes = numpy_helper.from_array(np.array([1], np.int64), p + "sum_axes")
+        graph.initializer.append(sum_axes)
+        nodes += [reduce_max,
+                  helper.make_node("Sub", [x, p + "max"], [p + "shifted"]),
+                  helper.make_node("Exp", [p + "shifted"], [p + "exp"]),
+                  helper.make_node("ReduceSum", [p + "exp", sum_axes.name], [p + "sum"], keepdims=1),
+                  helper.make_node("Div", [p + "exp", p + "sum"], [y])]
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+    return rewritten
 
 
 def register_model(index_path: Path, entry: dict) -> dict:
