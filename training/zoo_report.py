@@ -348,6 +348,11 @@ repeats a schedule on any machine from the same seed.
   over axis 1 took 27 of the default model's 49 ms natively (26 ms in WebAssembly), so the rewrite cut
   that model from 50 to 22 ms natively. Native columns measured before 2026-11-27 10:45 (every row but
   the `unet_s2d4_w24_distilled` and `unet_s2d_w8_distilled` ones) include the Softmax node.
+* `.ort` format, measured and not adopted: `python -m onnxruntime.tools.convert_onnx_models_to_ort`
+  makes the default model's file 0.8 % larger; a session is created in 7 ms instead of 15 ms in
+  onnxruntime-web (Node, 2 threads) and in 4 ms instead of 15 ms natively, and the first run takes
+  the same time. A few milliseconds once per model, against a page start of about 11 s, do not pay for a
+  second file format beside the ONNX that bioimage.io and deepImageJ read.
 * WebGPU = CPython: the page's labels on WebGPU (SwiftShader) against CPython's on a 128×128 crop of
   the StarDist sample. onnxruntime-web 1.30's WebGPU provider returns empty labels for the int8 (QDQ)
   files, so their index entries say `"webgpu": false` and the page runs them on WASM.
