@@ -149,6 +149,33 @@ def test_channel_softmax_rewrite_keeps_the_probabilities(tmp_path):
     assert expand_channel_softmax(path) == 0  # nothing left to rewrite
 
 
+def test_structured_pruning_drops_the_channels_that_do_nothing():
+    """training.prune keeps each block's inner channels with the largest batch-norm scale: where
+    the other half are silenced (scale and shift 0, so ReLU outputs 0), pruning them changes
+    nothing, and the model has fewer parameters and convolution filters."""
+    from training.models.encoders import ConvBlock
+    from training.prune import prune_inner_channels
+
+    config = dict(encoder_name="vanilla", in_channels=1, classes=3, depth=3, base_width=8, space_to_depth=2)
+    torch.manual_seed(1)
+    model = Unet(**config).eval()
+    with torch.no_grad():
+        for block in (m for m in model.modules() if isinstance(m, ConvBlock)):
+            silent = torch.randperm(block.mid)[: block.mid // 2]
+            block[1].weight[silent] = 0
+            block[1].bias[silent] = 0
+            block[1].running_mean.uniform_(-0.5, 0.5)
+            block[1].running_var.uniform_(0.5, 2)
+    pruned = prune_inner_channels(model, config, 0.5)
+    assert all(b.mid == max(4, b[3].out_channels // 2) for b in pruned.modules() if isinstance(b, ConvBlock))
+    assert sum(p.numel() for p in pruned.parameters()) < 0.6 * sum(p.numel() for p in model.parameters())
+    x = torch.randn(2, 1, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), model(x), atol=1e-5, rtol=0)
+    reloaded = Unet(**{**config, "inner_ratio": 0.5})
+    reloaded.load_state_dict(pruned.state_dict())  # the config rebuilds the pruned shapes
+
+
 # ---------------------------------------------------------------- the shipped vanilla U-Net
 
 class LegacyDecoderBlock(nn.Module):

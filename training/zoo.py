@@ -30,7 +30,8 @@ COLOR = ["dsb2018_stage1test_color", "dsb2018_stage1test_gray", "mnfinder"]
 
 #: name -> training settings (keyword arguments of :func:`training.train.train`).
 #: ``phase`` 2 variants need their ``teacher`` (a phase-1 variant) first; a ``teacher``
-#: ending in ``.onnx`` is a shipped model in ``models/``, rebuilt in PyTorch from the file.
+#: ending in ``.onnx`` is a shipped model in ``models/``, rebuilt in PyTorch from the file;
+#: ``prune_from`` starts from a trained variant pruned by :mod:`training.prune`.
 VARIANTS = {
     "unet_w16_real": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 16}, "depth": 4,
                       "sets": GRAY, "synthetic_fraction": 0.0, "lr": 2e-3},
@@ -59,6 +60,11 @@ VARIANTS = {
                                      "encoder_kwargs": {"base_width": 24, "space_to_depth": 4,
                                                         "decoder_channels": [64, 32, 16]},
                                      "lr": 2e-3, "teacher": "nuclei_unet_w16.onnx"},
+    # structured pruning: half of each block's inner channels (training.prune), then a short fine-tune
+    "unet_s2d4_w24_pruned50": {"encoder": "vanilla", "depth": 3, "sets": GRAY, "synthetic_fraction": 0.3,
+                               "encoder_kwargs": {"base_width": 24, "space_to_depth": 4, "inner_ratio": 0.5},
+                               "lr": 5e-4, "teacher": "nuclei_unet_w16.onnx",
+                               "prune_from": "unet_s2d4_w24_distilled", "phase": 2},
     "unet_mnv2": {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
                   "sets": GRAY, "synthetic_fraction": 0.3, "lr": 1e-3},
     "squeeze_unet": {"encoder": "squeeze", "encoder_kwargs": {"base_width": 16, "decoder_block": "fire"},
@@ -83,6 +89,12 @@ def train_variant(name: str, out: Path, *, data_root: Path, device: str = "cpu",
     cfg = {**COMMON, **VARIANTS[name]}
     cfg.pop("phase", None)
     fallback = cfg.pop("teacher_fallback", None)
+    if cfg.get("prune_from"):
+        from .prune import prune_checkpoint
+
+        ratio = cfg["encoder_kwargs"]["inner_ratio"]
+        cfg["init_from"] = prune_checkpoint(Path(out) / cfg.pop("prune_from") / "model.pt",
+                                            Path(out) / name / "pruned_init.pt", ratio)
     if cfg.get("teacher", "").endswith(".onnx"):
         cfg["teacher"] = ROOT / "models" / cfg["teacher"]
     elif cfg.get("teacher"):

@@ -38,13 +38,28 @@ def get_encoder(name: str, in_channels: int = 1, depth: int = 4, **kwargs) -> nn
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3x3 convolutions, each followed by batch norm and ReLU."""
+    """Two 3x3 convolutions, each followed by batch norm and ReLU.
 
-    def __init__(self, cin: int, cout: int):
+    The first writes ``mid`` channels (default ``cout``); structured pruning
+    (:mod:`training.prune`) narrows it with :meth:`narrow`.
+    """
+
+    def __init__(self, cin: int, cout: int, mid: int | None = None):
+        mid = cout if mid is None else mid
         super().__init__(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cin, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
         )
+
+    @property
+    def mid(self) -> int:
+        return self[0].out_channels
+
+    def narrow(self, mid: int) -> None:
+        """Rebuild (untrained) with ``mid`` channels between the two convolutions."""
+        self[0] = nn.Conv2d(self[0].in_channels, mid, 3, padding=1, bias=False)
+        self[1] = nn.BatchNorm2d(mid)
+        self[3] = nn.Conv2d(mid, self[3].out_channels, 3, padding=1, bias=False)
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int) -> nn.Sequential:

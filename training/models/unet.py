@@ -38,6 +38,11 @@ class DecoderBlock(nn.Module):
         return self.block(x)
 
 
+def inner_width(width: int, ratio: float) -> int:
+    """Channels kept inside a conv block of output ``width`` at pruning ``ratio``."""
+    return max(4, int(round(width * ratio)))
+
+
 class Unet(nn.Module):
     """U-Net: encoder features fused top-down by concatenation.
 
@@ -74,13 +79,17 @@ class Unet(nn.Module):
         that a depth-to-space restores to full resolution. The network then
         has no full-resolution layer, where narrow convolutions are slowest
         in WebAssembly (see ``models/ZOO.md``); 1 means none.
+    inner_ratio : float
+        Share of each conv block's output width kept between its two
+        convolutions (at least 4 channels); below 1 for the structurally
+        pruned variants (:mod:`training.prune`).
     **encoder_kwargs
         Passed to the encoder, e.g. ``base_width`` or ``weights="imagenet"``.
     """
 
     def __init__(self, encoder_name="vanilla", in_channels=1, classes=3, depth=4,
                  activation="softmax", decoder_channels=None, decoder_block="conv", space_to_depth=1,
-                 **encoder_kwargs):
+                 inner_ratio=1.0, **encoder_kwargs):
         super().__init__()
         self.space_to_depth = int(space_to_depth)
         self.in_channels = in_channels
@@ -107,6 +116,10 @@ class Unet(nn.Module):
         self.depth = depth
         self.input_multiple = 2 ** depth * self.space_to_depth
         self.n_skips = len(skips)
+        self.inner_ratio = float(inner_ratio)
+        if self.inner_ratio != 1.0:
+            for block in [m for m in self.modules() if isinstance(m, ConvBlock)]:
+                block.narrow(inner_width(block[3].out_channels, self.inner_ratio))
 
     def forward(self, x):
         if self.space_to_depth > 1:
