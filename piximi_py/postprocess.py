@@ -115,21 +115,30 @@ def masks_to_labels(foreground: np.ndarray, seed_mask: np.ndarray, *, min_seed_s
     seeds, _ = ndi.label(seed_mask)
     seeds = remove_small_objects(seeds, min_seed_size)
     seeds[~foreground] = 0
-    components, n_components = ndi.label(foreground)
     if seeds.max() == 0:
-        labels = components
+        labels, _ = ndi.label(foreground)  # each foreground component is an object
     else:
+        # Large images: the full-size temporaries, not the labels, set the memory peak, so the
+        # components are labelled after the feature transform and the gathers run by row blocks.
         iy, ix = ndi.distance_transform_edt(seeds == 0, return_distances=False, return_indices=True)
-        labels = np.where(foreground, seeds[iy, ix], 0)
-        # a pixel only joins a seed in its own foreground component
-        labels[components[iy, ix] != components] = 0
+        components, n_components = ndi.label(foreground)
+        labels = np.zeros_like(seeds)
+        step = max(1, 2 ** 20 // max(1, seeds.shape[1]))
+        for r in range(0, seeds.shape[0], step):
+            rows = slice(r, r + step)
+            nearest = seeds[iy[rows], ix[rows]]
+            # a pixel only joins a seed in its own foreground component
+            nearest[components[iy[rows], ix[rows]] != components[rows]] = 0
+            labels[rows] = np.where(foreground[rows], nearest, 0)
+        del iy, ix, nearest
         # foreground components without any seed become objects of their own
         seeded = np.zeros(n_components + 1, bool)
         seeded[components[seeds > 0]] = True
+        del seeds
         orphan = ~seeded[components] & foreground
         if orphan.any():
-            offset = int(labels.max())
-            labels = np.where(orphan, components + offset, labels)
+            labels[orphan] = components[orphan] + int(labels.max())
+        del components, orphan
     labels = fill_holes(labels)
     labels = remove_small_objects(labels, min_size)
     return relabel_sequential(labels)
