@@ -130,7 +130,7 @@ def masks_to_labels(foreground: np.ndarray, seed_mask: np.ndarray, *, min_seed_s
             # a pixel only joins a seed in its own foreground component
             nearest[components[iy[rows], ix[rows]] != components[rows]] = 0
             labels[rows] = np.where(foreground[rows], nearest, 0)
-        del iy, ix, nearest
+        del iy, ix
         # foreground components without any seed become objects of their own
         seeded = np.zeros(n_components + 1, bool)
         seeded[components[seeds > 0]] = True
