@@ -29,6 +29,16 @@ ALLOWED_OPS = {"Conv", "Relu", "Clip", "Add", "Concat", "Resize", "MaxPool", "So
 SOFTMAX_OPS = {"ReduceMax", "Sub", "Exp", "ReduceSum", "Div"}
 
 
+def export_raw(model: Unet, example: torch.Tensor, path) -> None:
+    """The exporter's own graph (as ``training.export.export_onnx`` calls it, before its rewrites)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["probabilities"],
+                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                        "probabilities": {0: "batch", 2: "height", 3: "width"}})
+
+
 def make(name: str, **overrides) -> Unet:
     torch.manual_seed(0)
     return Unet(name, in_channels=1, classes=3, **{**CONFIGS[name], **overrides}).eval()
@@ -67,12 +77,7 @@ def test_onnx_export_matches_torch(name, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     model = make(name)
     path = tmp_path / f"{name}.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, 1, 64, 64),), str(path), dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["probabilities"],
-                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                        "probabilities": {0: "batch", 2: "height", 3: "width"}})
+    export_raw(model, torch.randn(1, 1, 64, 64), path)
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert ops <= ALLOWED_OPS, ops - ALLOWED_OPS
     assert "BatchNormalization" not in ops  # folded into the convolutions
@@ -107,12 +112,7 @@ def test_space_to_depth_stem(tmp_path):
     # each output pixel of a 2x2 cell has its own head channels: the cell's pixels differ
     assert float((y[..., 0::2, :] - y[..., 1::2, :]).abs().max()) > 1e-3
     path = tmp_path / "s2d.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x[:1],), str(path), dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["probabilities"],
-                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                        "probabilities": {0: "batch", 2: "height", 3: "width"}})
+    export_raw(model, x[:1], path)
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert "DepthToSpace" in ops
     assert ops <= ALLOWED_OPS | {"DepthToSpace", "Reshape", "Transpose", "Squeeze"}, ops
@@ -132,12 +132,7 @@ def test_channel_softmax_rewrite_keeps_the_probabilities(tmp_path):
 
     model = make("vanilla", space_to_depth=2)
     path = tmp_path / "model.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, 1, 64, 64),), str(path), dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["probabilities"],
-                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                        "probabilities": {0: "batch", 2: "height", 3: "width"}})
+    export_raw(model, torch.randn(1, 1, 64, 64), path)
     x = np.random.default_rng(2).normal(size=(2, 1, 64, 96)).astype(np.float32) * 30
     before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
     assert expand_channel_softmax(path) == 1
