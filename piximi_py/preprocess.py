@@ -81,7 +81,7 @@ def percentiles(image: np.ndarray, q, chunk: int = 1 << 20) -> np.ndarray:
     input to 64-bit integers). Equal to ``np.percentile`` up to float64 rounding.
     """
     a = np.asarray(image)
-    if a.dtype not in (np.uint8, np.uint16) or a.size == 0:
+    if not _histogram_dtype(a):
         raise ValueError(f"percentiles needs a non-empty uint8 or uint16 image, got {a.dtype}")
     q = np.asarray(q, np.float64)
     if np.any((q < 0) | (q > 100)):
