@@ -191,8 +191,10 @@ def main(argv=None) -> int:
 
 def prompt_models() -> list[str]:
     """Ids of the prompt-segmentation models of ``models/index.json``."""
-    index = json.loads((ROOT / "models" / "index.json").read_text())
-    return [m["id"] for m in index["models"] if m.get("task") == "prompt-segmentation"]
+    import piximi_py
+    from piximi_py.models import PROMPT_TASKS
+
+    return [spec.id for spec in piximi_py.load_models() if spec.task in PROMPT_TASKS]
 
 
 if __name__ == "__main__":
