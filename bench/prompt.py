@@ -8,7 +8,10 @@ Measured in one run on one machine, for each promptable model of the index
 * **embedding**: the encoder for one 256x256 window (crop -> model input ->
   embedding), one new crop at a time so nothing is cached; median over crops;
 * **prompt**: decoder + post-processing (mask pasted back into the image) for
-  one box prompt once the embedding is cached; median of ``--prompts`` boxes.
+  one box prompt once the embedding is cached; median of ``--prompts`` boxes;
+* **first prompt**: loading the model files, creating the sessions and, in the
+  page, the decoder warm-up (``piximi_py.webworker._warm_up_decoder``), whose
+  runs are listed too.
 
 Natively with :class:`piximi_py.sam.SamPredictor` on onnxruntime (``--threads``
 intra-op threads) with the files of the page's WASM runtime (and, for
@@ -119,7 +122,8 @@ PAGE_JS = """async ([crops, prompts, model]) => {
     const r = await window.piximi.prompt(last.image_id, {boxes: b}, opts);
     dec_.push({...r.timings, cached: r.cached});
   }
-  return {first_ms: firstMs, first: first.timings, backend: first.backend, emb, dec: dec_};
+  return {first_ms: firstMs, first: first.timings, backend: first.backend, emb, dec: dec_,
+          warm_up: first.timings.warm_up_ms || []};
 }"""
 
 
@@ -134,7 +138,7 @@ def page(images, prompts, threads: int, warm: np.ndarray, model: str | None = No
     assert all(d["cached"] for d in r["dec"]), "decoder prompts were not on a cached embedding"
     med = lambda rows, k: statistics.median(x[k] for x in rows)  # noqa: E731
     return {"backend": r["backend"], "threads": threads, "cross_origin_isolated": isolated,
-            "ready_ms": ready_ms, "first_prompt_ms": r["first_ms"],
+            "ready_ms": ready_ms, "first_prompt_ms": r["first_ms"], "warm_up_ms": r["warm_up"],
             "embedding_ms": med(r["emb"], "embedding_ms"), "decoder_ms": med(r["dec"], "decoder_ms"),
             "postprocess_ms": med(r["dec"], "postprocess_ms"), "prompt_ms": med(r["dec"], "total_ms"),
             "prompt_roundtrip_ms": med(r["dec"], "roundtrip_ms"),
@@ -177,7 +181,11 @@ def main(argv=None) -> int:
             ok = "" if bar is None else f"≤ {bar:.0f}: {'met' if web[key] <= bar else 'NOT met'}"
             print(f"| {model} | {name} | {fmt(nat[key])} | {fmt(web[key])} | {web[key] / nat[key]:.2f} | {ok} |")
         print(f"| {model} | prompt round trip from JS (ms) | | {web['prompt_roundtrip_ms']:.0f} | | |")
+        warm = web["warm_up_ms"]
         print(f"| {model} | first prompt incl. loading the model (ms) | | {web['first_prompt_ms']:.0f} | | |")
+        if warm:
+            print(f"| {model} | of which decoder warm-up, {len(warm)} runs: first / last (ms) | | "
+                  f"{sum(warm):.0f}: {warm[0]:.0f} / {warm[-1]:.0f} | | |")
     for model, r in results.items():
         print(f"{model}: WASM files {r['native']['files']}, cross-origin isolated: "
               f"{r['page']['cross_origin_isolated']}; native runtime's files {r['native_files']['files']}: "

@@ -95,6 +95,13 @@ def test_models_offered_are_segmentable(app, models_dir):
         assert "task" in m
 
 
+def test_wasm_sessions_run_in_the_plain_wasm_build(app):
+    """Without WebGPU the page loads onnxruntime-web's plain WASM build only, never the 28 MB
+    JSEP one (slower to reach full speed on the CPU: ``python -m bench.ortweb_builds``)."""
+    builds = app.page.evaluate("async () => (await window.piximi.memory()).ort_builds")
+    assert builds == {"wasm": "ort.wasm.min.mjs"}
+
+
 def test_ome_stack_planes_and_max_projection(app, files, models_dir):
     page = app.page
     set_status_pending(page)

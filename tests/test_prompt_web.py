@@ -274,7 +274,11 @@ def test_prompt_api_matches_cpython(app, sample, models_dir, model):
     assert iou(web, native) >= 0.9, report
     assert iou(web, gt == nucleus) >= 0.7, report
     assert again["cached"] and again["timings"]["embedding_ms"] == 0
+    assert "warm_up_ms" not in again["timings"], "the decoder is warmed up once, when the model loads"
     np.testing.assert_array_equal(unpack(again["mask"], gt.shape), web)
+    # the WASM decoder was warmed up when this model loaded (webworker._warm_up_decoder)
+    runs = page.evaluate("async () => (await window.piximi.memory()).sam_warm_up_runs")
+    assert 1 <= runs[f"{model}/wasm"] <= 24, runs
     # a bad prompt rejects with a message a person can act on
     err = page.evaluate("""async () => { try { await window.piximi.prompt(null, {boxes: [30, 10, 10, 30]}); return null; }
                           catch (e) { return e.message; } }""")

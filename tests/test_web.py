@@ -184,6 +184,9 @@ def test_webgpu_wasm_cpython_parity(web, models_dir):
     assert ref.max() > 0, "crop has no objects: the parity test would be vacuous"
     assert_same_instances(ref, cpu["labels"], "CPython vs WASM")
     assert_same_instances(ref, gpu["labels"], "CPython vs WebGPU")
+    # each provider in its own onnxruntime-web build (piximi_py.backends.ortweb)
+    builds = web.page.evaluate("async () => (await window.piximi.memory()).ort_builds")
+    assert builds == {"wasm": "ort.wasm.min.mjs", "webgpu": "ort.min.mjs"}, builds
     _report["parity_128"] = {"count": int(ref.max()), "webgpu_ms": gpu["timings"],
                              "wasm_ms": cpu["timings"],
                              "wasm_equal": bool(np.array_equal(ref, cpu["labels"])),

@@ -57,9 +57,15 @@ REQUIRED_PYODIDE_PACKAGES = ["numpy", "scipy", "pillow", "micropip", "packaging"
 # Pure-Python wheels from PyPI, pinned exactly.
 PURE_WHEELS = {"tifffile": "2026.3.3", "roifile": "2026.2.10"}
 
-# onnxruntime-web: ort.min.mjs = WebGPU (JSEP) + WASM execution providers; both
-# run on the single ort-wasm-simd-threaded.jsep build.
+# onnxruntime-web, two builds: ort.wasm.min.mjs (plain WASM, for every WASM
+# session: it reaches full speed in Chromium after far fewer runs than the JSEP
+# build) and ort.min.mjs (JSEP, imported only for WebGPU sessions); see
+# piximi_py.backends.ortweb.
+ORT_MODULES = {"wasm": "ort.wasm.min.mjs", "webgpu": "ort.min.mjs"}
 ORT_FILES = [
+    "ort.wasm.min.mjs",
+    "ort-wasm-simd-threaded.mjs",
+    "ort-wasm-simd-threaded.wasm",
     "ort.min.mjs",
     "ort-wasm-simd-threaded.jsep.mjs",
     "ort-wasm-simd-threaded.jsep.wasm",
@@ -363,7 +369,7 @@ def build_site(force: bool = False) -> Path:
             and k not in ("micropip", "packaging")
         ),
         "wheels": wheel_urls,
-        "ort_module": "ort/ort.min.mjs",
+        "ort_modules": {k: f"ort/{name}" for k, name in ORT_MODULES.items()},
         "ort_wasm_paths": "ort/",
         "models_index": "models/index.json",
         "worker": "worker.py",

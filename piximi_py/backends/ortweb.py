@@ -14,6 +14,18 @@ Execution provider choice (``backend``):
 
 Each session is created with exactly one execution provider, so
 :attr:`OrtWebBackend.name` always tells which one really runs.
+
+Two builds of onnxruntime-web serve the two providers. The WebGPU build (JSEP,
+``ort.min.mjs``) also carries a WASM provider, but in Chromium its CPU code
+takes far longer to reach full speed than the plain WASM build's
+(``ort.wasm.min.mjs``): the browser optimizes hot WebAssembly functions only
+after they have run a while, and the JSEP build's take many more runs. Median
+of the first 15 runs, 2 threads: 137 against 58 ms for the default nuclei
+U-Net on 512², 109 against 61 ms for the SAM student's decoder, which was
+still at 77 against 23 ms after 30 runs (``python -m bench.ortweb_builds``).
+So WASM sessions always use the plain build, and the WebGPU build is imported
+only when a WebGPU session is made (on a machine without WebGPU its 28 MB
+runtime is never loaded).
 """
 from __future__ import annotations
 
@@ -21,11 +33,12 @@ import numpy as np
 
 from .base import Backend
 
-__all__ = ["BackendUnavailable", "OrtWebBackend", "load_ort", "webgpu_available", "BACKENDS"]
+__all__ = ["BackendUnavailable", "OrtWebBackend", "load_ort", "loaded_builds", "ort_module", "webgpu_available", "BACKENDS"]
 
 BACKENDS = ("auto", "webgpu", "wasm")
 
-_ort = None
+_ort_config: dict | None = None   # set by load_ort: module URLs, wasm paths, threads
+_ort_modules: dict = {}            # module URL -> the imported ES module
 _webgpu: bool | None = None
 
 
@@ -51,21 +64,56 @@ def _js_error_message(exc: BaseException) -> str:
     return msg.split("\n", 1)[0]
 
 
-async def load_ort(module_url: str, wasm_paths: str, *, num_threads: int | None = None):
-    """Import the onnxruntime-web ES module once (absolute URLs) and configure it."""
-    global _ort
-    if _ort is None:
+async def load_ort(module_urls: dict | str, wasm_paths: str, *, num_threads: int | None = None):
+    """Configure onnxruntime-web (absolute URLs) and import its WASM build.
+
+    Parameters
+    ----------
+    module_urls : dict or str
+        ``{"wasm": ".../ort.wasm.min.mjs", "webgpu": ".../ort.min.mjs"}``; one
+        URL serves both providers (slower WASM, see the module docstring).
+    wasm_paths : str
+        Folder URL of the ``.wasm``/``.mjs`` runtime files of both builds.
+    num_threads : int, optional
+        WASM threads; default: onnxruntime-web's choice, 1 without
+        cross-origin isolation.
+
+    Returns
+    -------
+    The WASM build's module (its ``Tensor``, ``InferenceSession``, ``env``).
+    """
+    global _ort_config
+    if isinstance(module_urls, str):
+        module_urls = {"wasm": module_urls, "webgpu": module_urls}
+    if _ort_config is None:
+        _ort_config = {"urls": dict(module_urls), "wasm_paths": wasm_paths, "num_threads": num_threads}
+    return await ort_module("wasm")
+
+
+async def ort_module(provider: str):
+    """The onnxruntime-web build for ``provider`` ("wasm" or "webgpu"), imported once."""
+    if _ort_config is None:
+        raise RuntimeError("onnxruntime-web is not loaded: call load_ort() first")
+    url = _ort_config["urls"][provider]
+    if url not in _ort_modules:
         js = _js()
         importer = js.Function.new("u", "return import(u)")
-        ort = await importer(module_url)
-        ort.env.wasm.wasmPaths = wasm_paths
+        ort = await importer(url)
+        ort.env.wasm.wasmPaths = _ort_config["wasm_paths"]
         ort.env.wasm.proxy = False  # we already are in a worker
-        if num_threads:
-            ort.env.wasm.numThreads = int(num_threads)
+        if _ort_config["num_threads"]:
+            ort.env.wasm.numThreads = int(_ort_config["num_threads"])
         elif not getattr(js, "crossOriginIsolated", False):
             ort.env.wasm.numThreads = 1  # no SharedArrayBuffer: no threads
-        _ort = ort
-    return _ort
+        _ort_modules[url] = ort
+    return _ort_modules[url]
+
+
+def loaded_builds() -> dict:
+    """Provider -> file name of the onnxruntime-web build imported for it (diagnostics)."""
+    if _ort_config is None:
+        return {}
+    return {p: url.rsplit("/", 1)[-1] for p, url in _ort_config["urls"].items() if url in _ort_modules}
 
 
 async def webgpu_available() -> bool:
@@ -93,14 +141,12 @@ class OrtWebBackend(Backend):
         self.output_names = [str(n) for n in session.outputNames]
 
     @classmethod
-    async def create(cls, model: bytes | memoryview, backend: str = "auto", *, ort=None):
+    async def create(cls, model: bytes | memoryview, backend: str = "auto"):
         """Create a session from ONNX bytes on ``backend`` ("auto", "webgpu", "wasm")."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-        ort = ort if ort is not None else _ort
-        if ort is None:
-            raise RuntimeError("onnxruntime-web is not loaded: call load_ort() first")
         if backend in ("auto", "webgpu") and await webgpu_available():
+            ort = await ort_module("webgpu")
             try:
                 return cls(await cls._session(ort, model, "webgpu"), "webgpu", ort)
             except Exception as exc:
@@ -112,6 +158,7 @@ class OrtWebBackend(Backend):
             raise BackendUnavailable(
                 "WebGPU is not available in this browser (no GPU adapter); "
                 "use backend 'wasm' or 'auto'")
+        ort = await ort_module("wasm")
         return cls(await cls._session(ort, model, "wasm"), "wasm", ort)
 
     @staticmethod
