@@ -68,6 +68,7 @@ class _State:
     images: dict = {}    # image_id -> decoded plane (the last few), for prompts
     sam: dict = {}       # (model id, runtime ("wasm", "webgpu")) -> SamPredictor
     sam_failed: set = set()  # (model id, runtime) whose sessions could not be created (auto skips them)
+    sam_warm_up: dict = {}   # (model id, runtime) -> decoder warm-up run times (ms), see _warm_up_decoder
     pending = None       # the last prompt's mask, waiting for prompt_accept
 
 
@@ -472,7 +473,7 @@ def memory() -> dict:
     out = {"python_blocks": sys.getallocatedblocks(), "python_objects": len(gc.get_objects()),
            "batch_zip_bytes": S.batch.buf.tell() if S.batch is not None else 0,
            "ort_builds": loaded_builds(),
-           "sam_warm_up_runs": {f"{m}/{rt}": len(getattr(p, "warm_up_ms", [])) for (m, rt), p in S.sam.items()}}
+           "sam_warm_up_runs": {f"{m}/{rt}": len(times) for (m, rt), times in S.sam_warm_up.items()}}
     try:
         import pyodide_js
 
@@ -582,7 +583,7 @@ async def _sam(backend: str, model_id: str | None = None, progress=None):
             continue
         predictor = SamPredictor(_Announcing(enc), dec, spec, EmbeddingCache(EMBEDDING_CACHE))
         if dec.name == "wasm":
-            predictor.warm_up_ms = await _warm_up_decoder(predictor)
+            S.sam_warm_up[spec.id, runtime] = await _warm_up_decoder(predictor)
         if progress is not None:
             progress("sam_model", 1, 1)
         S.sam[spec.id, runtime] = predictor
@@ -655,7 +656,9 @@ async def prompt(image_id: str | None, request: dict | None = None, options: dic
     ``options``: backend, model (a prompt-segmentation id of the index; default: its
     default one). Returns ``{"ok", "image_id", "mask": {bbox, width, height,
     area, bits}, "iou", "backend", "timings": {embedding_ms, decoder_ms,
-    postprocess_ms, total_ms}, "cached"}``; the mask is kept for :func:`prompt_accept`.
+    postprocess_ms, total_ms[, warm_up_ms]}, "cached"}`` (``warm_up_ms``: the
+    decoder's warm-up runs, when this prompt loaded the model); the mask is
+    kept for :func:`prompt_accept`.
     """
     request, options = request or {}, options or {}
     try:
@@ -664,7 +667,7 @@ async def prompt(image_id: str | None, request: dict | None = None, options: dic
         boxes = request.get("boxes")
         if boxes is not None and np.asarray(boxes, dtype=float).size > 4:
             raise ValueError("a prompt segments one object: give one box [x0, y0, x1, y1]")
-        loaded = len(S.sam)
+        loaded = set(S.sam)
         predictor = await _sam(options.get("backend") or "auto", options.get("model"), progress)
         await predictor.set_image(image, image_id)
         predictor.timings = {}
@@ -680,15 +683,13 @@ async def prompt(image_id: str | None, request: dict | None = None, options: dic
         t = predictor.timings
         out, keep = _mask_js(mask)
         S.pending = {"image_id": image_id, "iou": float(iou), **keep}
+        timings = {"embedding_ms": float(t.get("encoder", 0.0)), "decoder_ms": float(t.get("decoder", 0.0)),
+                   "postprocess_ms": float(t.get("prompt", 0.0) - t.get("decoder", 0.0)),
+                   "total_ms": _now() - t0}
+        for key in set(S.sam) - loaded:   # the model was loaded for this prompt
+            timings["warm_up_ms"] = S.sam_warm_up.get(key, [])
         return {"ok": True, "image_id": image_id, "mask": out, "iou": float(iou),
-                "backend": predictor.encoder.name, "cached": "encoder" not in t,
-                "timings": {"embedding_ms": float(t.get("encoder", 0.0)),
-                            "decoder_ms": float(t.get("decoder", 0.0)),
-                            "postprocess_ms": float(t.get("prompt", 0.0) - t.get("decoder", 0.0)),
-                            "total_ms": _now() - t0,
-                            # the model was loaded for this prompt: its decoder warm-up runs
-                            **({"warm_up_ms": list(getattr(predictor, "warm_up_ms", []))}
-                               if len(S.sam) > loaded else {})}}
+                "backend": predictor.encoder.name, "cached": "encoder" not in t, "timings": timings}
     except Exception as exc:  # noqa: BLE001
         return _error(exc)
 

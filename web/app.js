@@ -84,7 +84,7 @@ async function start() {
   worker.sync.progress = (stage, done, total) => {
     if (stage === "packages") status(done ? "Packages loaded" : "Loading numpy, scipy, piximi_py…", done ? 0.6 : 0.3);
     else if (stage === "model") status(done ? "Model loaded" : "Loading the model…", done ? 0.95 : 0.7);
-    else if (stage === "sam_model") status(done ? "SAM model ready" : "Loading the SAM model (first prompt only, 1–3 s)…", done ? 1 : null);
+    else if (stage === "sam_model") status(done ? "SAM model ready" : "Loading the SAM model (first prompt only, a few seconds)…", done ? 1 : null);
     else if (stage === "embedding") {
       status(total > 1 ? `Computing image embeddings with SAM: ${done}/${total}…`
         : done ? "Embedding ready" : "Computing the image embedding for this region (1–2 s)…", total ? done / total : null);

@@ -33,7 +33,8 @@ import numpy as np
 
 from .base import Backend
 
-__all__ = ["BackendUnavailable", "OrtWebBackend", "load_ort", "loaded_builds", "ort_module", "webgpu_available", "BACKENDS"]
+__all__ = ["BackendUnavailable", "OrtWebBackend", "load_ort", "loaded_builds", "ort_module", "webgpu_available",
+           "BACKENDS"]
 
 BACKENDS = ("auto", "webgpu", "wasm")
 
@@ -64,14 +65,13 @@ def _js_error_message(exc: BaseException) -> str:
     return msg.split("\n", 1)[0]
 
 
-async def load_ort(module_urls: dict | str, wasm_paths: str, *, num_threads: int | None = None):
+async def load_ort(module_urls: dict, wasm_paths: str, *, num_threads: int | None = None):
     """Configure onnxruntime-web (absolute URLs) and import its WASM build.
 
     Parameters
     ----------
-    module_urls : dict or str
-        ``{"wasm": ".../ort.wasm.min.mjs", "webgpu": ".../ort.min.mjs"}``; one
-        URL serves both providers (slower WASM, see the module docstring).
+    module_urls : dict
+        ``{"wasm": ".../ort.wasm.min.mjs", "webgpu": ".../ort.min.mjs"}``.
     wasm_paths : str
         Folder URL of the ``.wasm``/``.mjs`` runtime files of both builds.
     num_threads : int, optional
@@ -83,8 +83,6 @@ async def load_ort(module_urls: dict | str, wasm_paths: str, *, num_threads: int
     The WASM build's module (its ``Tensor``, ``InferenceSession``, ``env``).
     """
     global _ort_config
-    if isinstance(module_urls, str):
-        module_urls = {"wasm": module_urls, "webgpu": module_urls}
     if _ort_config is None:
         _ort_config = {"urls": dict(module_urls), "wasm_paths": wasm_paths, "num_threads": num_threads}
     return await ort_module("wasm")
