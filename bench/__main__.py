@@ -3,7 +3,8 @@
     python -m bench [--repeats 5] [--threads 2] [--image PATH] [--models ID ...] [--zoo [--webgpu]]
 
 Prints a table for the default model (or each of ``--models``) on a 512x512 image (the StarDist sample
-unless ``--image`` is given): model-only and end-to-end latency natively and
+unless ``--image`` is given): model-only and end-to-end latency (and the end to end split by
+pipeline stage: decode, preprocess, inference, postprocess) natively and
 in headless Chromium (WASM backend, same thread count), their ratios, and the
 page's cold start to ``window.piximi.ready``. Absolute times on a shared
 2-core machine are noisy; compare the ratios.
@@ -24,6 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+#: The stages of ``piximi_py.pipeline.segment_async``'s timings, both runtimes.
+STAGES = ("decode", "preprocess", "inference", "postprocess")
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -48,8 +53,10 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
     x = prepare_input(read_image_bytes(image_bytes), spec)[None]
     backend.run_sync(x)  # warm-up
     model_ms = median_ms(lambda: backend.run_sync(x), repeats)
-    e2e_ms = median_ms(lambda: run_sync(segment_async(image_bytes, spec, backend)), repeats)
-    return {"model": spec.id, "shape": x.shape[-2:], "model_ms": model_ms, "e2e_ms": e2e_ms}
+    runs = []
+    e2e_ms = median_ms(lambda: runs.append(run_sync(segment_async(image_bytes, spec, backend)).timings), repeats)
+    return {"model": spec.id, "shape": x.shape[-2:], "model_ms": model_ms, "e2e_ms": e2e_ms,
+            "stages_ms": {k: statistics.median(r[k] for r in runs) for k in STAGES}}
 
 
 def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,)) -> dict:
@@ -73,7 +80,7 @@ def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,)) -> d
             med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731,B023
             results[model] = {"backend": runs[0]["backend"], "model_ms": med("inference"), "e2e_ms": med("total"),
                               "roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
-                              "cold_ms": cold_ms}
+                              "stages_ms": {k: med(k) for k in STAGES}, "cold_ms": cold_ms}
     return results
 
 
@@ -160,6 +167,9 @@ def main(argv=None) -> int:
         print(f"| model only (ms) | {n['model_ms']:.0f} | {web['model_ms']:.0f} | {web['model_ms'] / n['model_ms']:.2f} |")
         print(f"| end to end, in Python (ms) | {n['e2e_ms']:.0f} | {web['e2e_ms']:.0f} | {web['e2e_ms'] / n['e2e_ms']:.2f} |")
         print(f"| end to end, from JS incl. transfer (ms) | | {web['roundtrip_ms']:.0f} | {web['roundtrip_ms'] / n['e2e_ms']:.2f} |")
+        for stage in STAGES:   # the end-to-end time split by pipeline stage (piximi_py.pipeline timings)
+            a, b = n["stages_ms"][stage], web["stages_ms"][stage]
+            print(f"| stage {stage}, in Python (ms) | {a:.1f} | {b:.1f} | {b / a if a else float('nan'):.2f} |")
     print(f"\npage cold start to ready: {next(iter(webs.values()))['cold_ms']:.0f} ms")
     gpu = {}
     if args.webgpu:
