@@ -171,6 +171,22 @@ def test_structured_pruning_drops_the_channels_that_do_nothing():
     reloaded.load_state_dict(pruned.state_dict())  # the config rebuilds the pruned shapes
 
 
+def test_pruned_checkpoint_reloads_with_its_ratio(tmp_path):
+    """training.prune.prune_checkpoint (a zoo variant's starting point) writes a checkpoint whose
+    config carries ``inner_ratio``, so training.train.load_checkpoint rebuilds the pruned model."""
+    from training.prune import prune_checkpoint, prune_inner_channels
+    from training.train import load_checkpoint, save_checkpoint
+
+    config = dict(encoder_name="vanilla", in_channels=1, classes=3, depth=3, base_width=8, space_to_depth=2)
+    torch.manual_seed(2)
+    model = Unet(**config).eval()
+    save_checkpoint(model, config, tmp_path / "parent.pt", 0)
+    reloaded = load_checkpoint(prune_checkpoint(tmp_path / "parent.pt", tmp_path / "pruned.pt", 0.5))
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), prune_inner_channels(model, config, 0.5)(x))
+
+
 # ---------------------------------------------------------------- the shipped vanilla U-Net
 
 class LegacyDecoderBlock(nn.Module):

@@ -37,10 +37,10 @@ def prune_inner_channels(model: Unet, config: dict, ratio: float) -> Unet:
 
 def prune_checkpoint(parent: Path, out: Path, ratio: float) -> Path:
     """Prune ``parent``'s model into a checkpoint at ``out`` (the fine-tune's starting point)."""
-    from .train import load_checkpoint, save_checkpoint
+    from .train import save_checkpoint, unet_from_checkpoint
 
-    config = torch.load(parent, map_location="cpu", weights_only=True)["config"]
-    pruned = prune_inner_channels(load_checkpoint(parent), config, ratio)
+    ckpt = torch.load(parent, map_location="cpu", weights_only=True)
+    pruned = prune_inner_channels(unet_from_checkpoint(ckpt), ckpt["config"], ratio)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(pruned, {**config, "inner_ratio": ratio}, out, 0)
+    save_checkpoint(pruned, {**ckpt["config"], "inner_ratio": ratio}, out, 0)
     return out

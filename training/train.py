@@ -245,7 +245,11 @@ def input_multiple(config: dict) -> int:
 
 
 def load_checkpoint(path: Path) -> Unet:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return unet_from_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def unet_from_checkpoint(ckpt: dict) -> Unet:
+    """The model of a loaded checkpoint (``config`` and ``state_dict``), in float32 and eval mode."""
     model = Unet(**ckpt["config"])
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
     return model.eval()
