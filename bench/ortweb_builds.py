@@ -72,15 +72,14 @@ def wasm_files(models: list[str] | None) -> dict[str, str]:
     """Model id (or ``id:role`` for SAM parts) -> the ONNX file the page's WASM runtime loads."""
     import piximi_py
     from piximi_py.models import PROMPT_TASKS
-    from piximi_py.sam import sam_spec_from_index
+    from piximi_py.sam import load_sam_spec
 
-    index = json.loads((ROOT / "models" / "index.json").read_text())
     out = {}
     for spec in piximi_py.load_models():
         if models and spec.id not in models:
             continue
         if spec.task in PROMPT_TASKS:
-            sam = sam_spec_from_index(index, spec.id)
+            sam = load_sam_spec(model_id=spec.id)
             for role in ("encoder", "decoder"):
                 out[f"{spec.id}:{role}"] = sam.file(role, "wasm")
         elif not spec.id.endswith("_int8") or models:
