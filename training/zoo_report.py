@@ -360,8 +360,9 @@ repeats a schedule on any machine from the same seed.
   seed and schedule (2825 iterations × 16), trained on the 2-core CPU on 2026-11-27 in 4160 s
   (`python build.py zoo-train --variant unet_effl0 --iterations 2825 --data-root DATA`;
   `unet_mnv2` ran on an accelerator). It is less accurate (AP@0.5 0.826 against 0.854, mAP 0.639
-  against 0.672) and slower natively (61 ms against 47 ms for the same MobileNetV2 U-Net shipped as
-  `nuclei_he`, one run, 2 threads, 512×512) at the same size (3.6 M parameters): it does not pay here.
+  against 0.672) and slower natively at the same size (3.6 M parameters): 62 ms for the model on a
+  512×512 image (its row, `zoo-report`) against 50 ms for the same MobileNetV2 U-Net shipped as
+  `nuclei_he` (`python -m bench --zoo`, "model only", an hour earlier), 2 threads. It does not pay here.
 * `.ort` format, measured and not adopted: `python -m onnxruntime.tools.convert_onnx_models_to_ort`
   makes the default model's file 0.8 % larger; a session is created in 7 ms instead of 15 ms in
   onnxruntime-web (Node, 2 threads) and in 4 ms instead of 15 ms natively, and the first run takes
