@@ -2,7 +2,7 @@
 // run times, and with --profile onnxruntime's per-operator trace.
 //
 //   node bench/ortweb_node.mjs MODEL.onnx --input image=1x1x512x512 [--input point_coords=1x2x2:0..255 ...]
-//        [--threads 1] [--runs 21] [--profile] [--build ort.wasm.min.mjs]
+//        [--threads 1] [--runs 21] [--profile] [--build ort.node.min.mjs]
 //
 // For looking inside a model (which operators take the time); the page's own
 // figures come from `python -m bench`, `bench.prompt` and `bench.ortweb_builds`
@@ -17,7 +17,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 function parseArgs(argv) {
-  const args = { inputs: [], threads: 1, runs: 21, profile: false, model: null, build: "ort.wasm.min.mjs" };
+  const args = { inputs: [], threads: 1, runs: 21, profile: false, model: null, build: "ort.node.min.mjs" };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--input") args.inputs.push(argv[++i]);
@@ -48,8 +48,10 @@ function makeInput(spec, seed) {
 }
 
 const args = parseArgs(process.argv.slice(2));
-// The page runs WASM sessions in ort.wasm.min.mjs (piximi_py.backends.ortweb);
-// --build ort.min.mjs picks the JSEP build instead.
+// The page runs WASM sessions in ort.wasm.min.mjs (piximi_py.backends.ortweb). Its Node
+// flavour, ort.node.min.mjs, runs the same ort-wasm-simd-threaded.wasm; the browser files
+// themselves fetch their worker module before starting threads, which Node's fetch cannot
+// do for a file: URL, so they run here with --threads 1 only (--build ort.min.mjs: JSEP).
 const dist = join(dirname(fileURLToPath(import.meta.url)), "..", "node_modules", "onnxruntime-web", "dist");
 const ort = await import(pathToFileURL(join(dist, args.build)).href);
 ort.env.wasm.wasmPaths = pathToFileURL(dist).href + "/";
