@@ -187,6 +187,78 @@ def test_pruned_checkpoint_reloads_with_its_ratio(tmp_path):
         torch.testing.assert_close(reloaded(x), prune_inner_channels(model, config, 0.5)(x))
 
 
+def test_calibrated_batch_norms_keep_the_function():
+    """training.prune.calibrate_batch_norms gives each batch norm the mean and variance of its
+    input on the batches, with scale and shift moved so that the model computes what it did:
+    a model rebuilt from an exported file (identity norms) fine-tunes from its own function."""
+    from training.prune import calibrate_batch_norms
+
+    config = dict(encoder_name="vanilla", in_channels=1, classes=3, depth=3, base_width=8, space_to_depth=2)
+    torch.manual_seed(3)
+    model = Unet(**config).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 2)
+                m.bias.uniform_(-0.3, 0.3)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2)
+    batches = [torch.randn(4, 1, 64, 64) * 0.5 + 0.2 for _ in range(3)]
+    x = torch.randn(2, 1, 64, 96)
+    with torch.no_grad():
+        before = model(x)
+    calibrate_batch_norms(model, batches)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before, atol=1e-5, rtol=0)
+        block = next(m for m in model.modules() if isinstance(m, ConvBlock))
+        seen = []
+        hook = block[0].register_forward_hook(lambda m, i, o: seen.append(o))
+        for b in batches:
+            model(b)
+        hook.remove()
+        out = torch.cat(seen)
+    torch.testing.assert_close(block[1].running_mean, out.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(block[1].running_var, out.var((0, 2, 3), unbiased=False), atol=1e-5, rtol=1e-4)
+
+
+def test_activation_importance_finds_the_channels_that_pass_nothing_on():
+    """training.prune.activation_importance scores zero the inner channels that ReLU silences
+    (what no batch-norm scale shows once the exporter has folded the norms), so pruning by it
+    keeps the output."""
+    from training.prune import activation_importance, prune_inner_channels
+
+    config = dict(encoder_name="vanilla", in_channels=1, classes=3, depth=3, base_width=8, space_to_depth=2)
+    torch.manual_seed(4)
+    model = Unet(**config).eval()
+    silent = {}
+    with torch.no_grad():
+        for name, block in ((n, m) for n, m in model.named_modules() if isinstance(m, ConvBlock)):
+            silent[name] = torch.randperm(block.mid)[: block.mid // 2]
+            block[1].bias[silent[name]] = -1e3  # never above zero: ReLU passes nothing on
+    batches = [torch.randn(2, 1, 64, 64)]
+    importance = activation_importance(model, batches)
+    for name, channels in silent.items():
+        assert (importance[name][channels] == 0).all(), name
+    pruned = prune_inner_channels(model, config, 0.5, importance)
+    x = batches[0]  # channels silent on these inputs only may be among those dropped
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_shipped_default_prunes_into_a_checkpoint(tmp_path, models_dir):
+    """A zoo variant can start from a shipped file (training.prune.prune_shipped): the default
+    model, rebuilt, calibrated and pruned to 5/8 of its inner channels, reloads as a checkpoint."""
+    from training.prune import prune_shipped
+    from training.train import load_checkpoint
+
+    batches = [torch.rand(2, 1, 64, 64)]
+    model = load_checkpoint(prune_shipped(models_dir / "nuclei_unet_s2d4_w24.onnx", tmp_path / "p.pt", 0.625,
+                                          batches))
+    blocks = [m for m in model.modules() if isinstance(m, ConvBlock)]
+    assert blocks and all(b.mid == round(b[3].out_channels * 0.625) for b in blocks)
+    assert model(torch.rand(1, 1, 64, 64)).shape == (1, 3, 64, 64)
+
+
 # ---------------------------------------------------------------- the shipped vanilla U-Net
 
 class LegacyDecoderBlock(nn.Module):

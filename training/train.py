@@ -315,17 +315,23 @@ def unet_from_onnx(onnx_path: Path, **config) -> Unet:
     return model
 
 
+def shipped_config(onnx_path: Path) -> dict:
+    """The checkpoint-style ``config`` of a shipped model file (``training.cli.SHIPPED``)."""
+    from .cli import SHIPPED
+    from .zoo import VARIANTS
+
+    name = Path(onnx_path).name
+    variant = next((c["variant"] for c in SHIPPED.values() if c["file"] == name), None)
+    if variant is None:
+        raise ValueError(f"{name} is not a shipped model: its architecture is unknown")
+    cfg = VARIANTS[variant]
+    return {"encoder_name": cfg["encoder"], "in_channels": cfg.get("channels", 1), "classes": 3,
+            "depth": cfg["depth"], **cfg["encoder_kwargs"]}
+
+
 def load_teacher(path: Path) -> Unet:
     """A distillation teacher: a training checkpoint, or a shipped ``.onnx`` model (``training.cli.SHIPPED``)."""
     path = Path(path)
     if path.suffix != ".onnx":
         return load_checkpoint(path)
-    from .cli import SHIPPED
-    from .zoo import VARIANTS
-
-    variant = next((c["variant"] for c in SHIPPED.values() if c["file"] == path.name), None)
-    if variant is None:
-        raise ValueError(f"{path.name} is not a shipped model: its architecture is unknown")
-    cfg = VARIANTS[variant]
-    return unet_from_onnx(path, encoder_name=cfg["encoder"], in_channels=cfg.get("channels", 1), classes=3,
-                          depth=cfg["depth"], **cfg["encoder_kwargs"])
+    return unet_from_onnx(path, **shipped_config(path))

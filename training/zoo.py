@@ -31,7 +31,8 @@ COLOR = ["dsb2018_stage1test_color", "dsb2018_stage1test_gray", "mnfinder"]
 #: name -> training settings (keyword arguments of :func:`training.train.train`).
 #: ``phase`` 2 variants need their ``teacher`` (a phase-1 variant) first; a ``teacher``
 #: ending in ``.onnx`` is a shipped model in ``models/``, rebuilt in PyTorch from the file;
-#: ``prune_from`` starts from a trained variant pruned by :mod:`training.prune`.
+#: ``prune_from`` starts from a trained variant, or a shipped ``.onnx`` model, pruned by
+#: :mod:`training.prune`.
 VARIANTS = {
     "unet_w16_real": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 16}, "depth": 4,
                       "sets": GRAY, "synthetic_fraction": 0.0, "lr": 2e-3},
@@ -65,6 +66,12 @@ VARIANTS = {
                                "encoder_kwargs": {"base_width": 24, "space_to_depth": 4, "inner_ratio": 0.5},
                                "lr": 5e-4, "teacher": "nuclei_unet_w16.onnx",
                                "prune_from": "unet_s2d4_w24_distilled", "phase": 2},
+    # the same from the shipped default file (its checkpoint is not kept): 5/8 of the inner channels,
+    # chosen by activation (training.prune), fine-tuned with the unpruned default as teacher
+    "unet_s2d4_w24_inner62": {"encoder": "vanilla", "depth": 3, "sets": GRAY, "synthetic_fraction": 0.3,
+                              "encoder_kwargs": {"base_width": 24, "space_to_depth": 4, "inner_ratio": 0.625},
+                              "lr": 5e-4, "teacher": "nuclei_unet_s2d4_w24.onnx",
+                              "prune_from": "nuclei_unet_s2d4_w24.onnx"},
     "unet_mnv2": {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
                   "sets": GRAY, "synthetic_fraction": 0.3, "lr": 1e-3},
     # EfficientNet-Lite0 (ImageNet) instead of MobileNetV2, same decoder and schedule as unet_mnv2
@@ -92,12 +99,19 @@ def train_variant(name: str, out: Path, *, data_root: Path, device: str = "cpu",
     cfg = {**COMMON, **VARIANTS[name]}
     cfg.pop("phase", None)
     fallback = cfg.pop("teacher_fallback", None)
+    roots = [Path(data_root) / s for s in cfg.pop("sets")]
+    cfg["sets"] = [str(r) for r in roots if r.is_dir() or r.name != "mnfinder"]
     if cfg.get("prune_from"):
-        from .prune import prune_checkpoint
+        from .prune import calibration_crops, prune_checkpoint, prune_shipped
 
-        ratio = cfg["encoder_kwargs"]["inner_ratio"]
-        cfg["init_from"] = prune_checkpoint(Path(out) / cfg.pop("prune_from") / "model.pt",
-                                            Path(out) / name / "pruned_init.pt", ratio)
+        ratio, parent = cfg["encoder_kwargs"]["inner_ratio"], cfg.pop("prune_from")
+        start = Path(out) / name / "pruned_init.pt"
+        if parent.endswith(".onnx"):
+            crops = calibration_crops(cfg["sets"], data_root, channels=cfg.get("channels", 1), batch=cfg["batch"],
+                                      crop=cfg["crop"], seed=cfg["seed"])
+            cfg["init_from"] = prune_shipped(ROOT / "models" / parent, start, ratio, crops)
+        else:
+            cfg["init_from"] = prune_checkpoint(Path(out) / parent / "model.pt", start, ratio)
     if cfg.get("teacher", "").endswith(".onnx"):
         cfg["teacher"] = ROOT / "models" / cfg["teacher"]
     elif cfg.get("teacher"):
@@ -105,8 +119,6 @@ def train_variant(name: str, out: Path, *, data_root: Path, device: str = "cpu",
         if not teacher.exists() and fallback:
             teacher = Path(out) / fallback / "model.pt"
         cfg["teacher"] = teacher
-    roots = [Path(data_root) / s for s in cfg.pop("sets")]
-    cfg["sets"] = [str(r) for r in roots if r.is_dir() or r.name != "mnfinder"]
     if iterations:
         cfg["iterations"] = iterations
     return train(Path(out) / name, data_root=data_root, device=device, workers=workers,
