@@ -125,6 +125,8 @@ def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
         k = cfg["space_to_depth"]
         stem = (f" behind a {k}×{k} space-to-depth stem (the network runs at 1/{k} resolution; "
                 f"a depth-to-space head restores full-resolution probabilities)")
+    start = (f", starting from `{variant['prune_from']}` with {cfg['inner_ratio']:.1%} of each conv block's inner "
+             "channels kept (`training.prune`)" if variant.get("prune_from") else "")
     teacher = (f", plus the KL divergence to the probabilities of `{Path(variant['teacher']).name}` (distillation)"
                if variant.get("teacher") else "")
     return f"""## `{spec.id}` — {spec.name}
@@ -138,7 +140,7 @@ def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
 | input | {spec.channels} channel(s), percentile-normalized (p{spec.normalize['low']:g} → 0, p{spec.normalize['high']:g} → 1); tiles of {spec.tile_size} px with {spec.tile_overlap} px overlap |
 | output | per-pixel probabilities of background / nucleus interior / nucleus boundary ({variant['boundary_width']}-pixel rim) → instances by seeded growth (`piximi_py.postprocess`, foreground ≥ {spec.postprocess.get('foreground_threshold')}, seeds ≥ {spec.postprocess.get('seed_threshold')}, thresholds chosen on training images) |
 | training data | training split (75 %, by a hash of the image name: `training.data.is_validation`) of {sets}; synthetic nuclei (`training.synthetic`) as {run.get('synthetic_fraction', variant['synthetic_fraction']):.0%} of crops |
-| training | `training.zoo` variant `{shipped['variant']}`: {ckpt.get('iteration')} iterations (of a {shipped['iterations']}-iteration schedule) × batches of {run.get('batch', variant['batch'])} random {run.get('crop', variant['crop'])}² crops (scale 0.6–1.6, flips, 90° rotations, gamma/contrast, blur, noise), AdamW, warm-up + cosine LR (peak {variant['lr']:g}), cross-entropy weighted 1/1/2 by class plus {variant['touching_weight']:g}× on pixels where nuclei touch{teacher}, seed {variant['seed']}; on {run.get('device', 'cuda')} |
+| training | `training.zoo` variant `{shipped['variant']}`{start}: {ckpt.get('iteration')} iterations (of a {shipped['iterations']}-iteration schedule) × batches of {run.get('batch', variant['batch'])} random {run.get('crop', variant['crop'])}² crops (scale 0.6–1.6, flips, 90° rotations, gamma/contrast, blur, noise), AdamW, warm-up + cosine LR (peak {variant['lr']:g}), cross-entropy weighted 1/1/2 by class plus {variant['touching_weight']:g}× on pixels where nuclei touch{teacher}, seed {variant['seed']}; on {run.get('device', 'cuda')} |
 
 Accuracy on held-out real images (never used for training), measured with
 `python build.py evaluate` through the same `piximi_py` pipeline the page runs
