@@ -60,11 +60,41 @@ def _nearest_label(labels: np.ndarray, where: np.ndarray) -> np.ndarray:
 
 
 def fill_holes(labels: np.ndarray) -> np.ndarray:
-    """Fill background enclosed by objects with the surrounding object's label."""
-    holes = ndi.binary_fill_holes(labels > 0) & (labels == 0)
-    if not holes.any():
+    """Fill background enclosed by objects with the label of the nearest object pixel.
+
+    A hole is a 4-connected background component that does not reach the
+    image border (as in ``scipy.ndimage.binary_fill_holes``). The nearest
+    object pixel of a hole pixel is no farther than the hole's own rim, so
+    each hole is filled from a window around it grown by its diagonal:
+    small distance transforms instead of one over the whole image, which
+    took half of the instance step's time (and a full-size index array).
+    ``labels`` is 2-D.
+    """
+    background, n = ndi.label(labels == 0)
+    if n == 0:
         return labels
-    return _nearest_label(labels, holes)
+    is_hole = np.ones(n + 1, bool)
+    is_hole[0] = False
+    is_hole[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = False
+    holes = np.flatnonzero(is_hole)
+    if holes.size == 0:
+        return labels
+    boxes = ndi.find_objects(background)
+    windows = []
+    for k in holes:
+        box = boxes[k - 1]
+        margin = int(np.ceil(np.hypot(*(s.stop - s.start for s in box)))) + 1
+        windows.append(tuple(slice(max(0, s.start - margin), min(size, s.stop + margin))
+                             for s, size in zip(box, labels.shape)))
+    if sum((w[0].stop - w[0].start) * (w[1].stop - w[1].start) for w in windows) > labels.size:
+        return _nearest_label(labels, is_hole[background])  # holes as big as the image: one transform
+    out = labels.copy()
+    for k, window in zip(holes, windows):
+        part = labels[window]
+        iy, ix = ndi.distance_transform_edt(part == 0, return_distances=False, return_indices=True)
+        inside = background[window] == k
+        out[window][inside] = part[iy[inside], ix[inside]]
+    return out
 
 
 def probabilities_to_labels(prob: np.ndarray, *, foreground_threshold: float = 0.5,

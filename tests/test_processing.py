@@ -1,6 +1,7 @@
 """preprocess, tiling, postprocess and metrics: constructed cases + scikit-image as oracle."""
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 from skimage import measure, morphology, segmentation
 
 from piximi_py import postprocess, preprocess, tiling
@@ -114,6 +115,28 @@ def test_fill_holes():
     labels[18:22, 18:22] = 0
     filled = postprocess.fill_holes(labels)
     assert (filled[18:22, 18:22] == 1).all()
+
+
+def test_fill_holes_gives_each_hole_pixel_its_nearest_object():
+    """fill_holes fills each hole from a window around it; the result equals one distance
+    transform over the whole image, also where several objects enclose a hole together, holes
+    touch the border (not holes) or are as big as the image."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.ogrid[:96, :96]
+    for _ in range(60):
+        labels = np.zeros((96, 96), np.int32)
+        for k in range(1, rng.integers(2, 14)):
+            y, x, r = rng.integers(0, 96), rng.integers(0, 96), rng.integers(3, 30)
+            d2 = (yy - y) ** 2 + (xx - x) ** 2
+            labels[(d2 <= r * r) & (d2 > (r * rng.uniform(0.2, 0.8)) ** 2)] = k
+        holes = ndi.binary_fill_holes(labels > 0) & (labels == 0)
+        iy, ix = ndi.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+        expected = np.where(holes, labels[iy, ix], labels)
+        np.testing.assert_array_equal(postprocess.fill_holes(labels), expected)
+    frame = np.ones((50, 60), np.int32)
+    frame[1:-1, 1:-1] = 0  # one hole almost the size of the image
+    assert (postprocess.fill_holes(frame) == 1).all()
+    assert postprocess.fill_holes(np.zeros((0, 4), np.int32)).shape == (0, 4)
 
 
 def test_orphan_foreground_without_seed_is_kept():

@@ -338,6 +338,11 @@ repeats a schedule on any machine from the same seed.
   Absolute times are noisy here, and rows were timed in different runs: the `unet_s2d*` rows on a
   quiet machine (2026-11-27), most others under load (2026-11-26; the default `unet_w16` pipeline
   took 273-309 ms when timed beside `unet_s2d_w16`'s 149 ms). Page/native ratios come from one run each.
+  The page column and its ratios (below the table) were measured after `piximi_py.postprocess.fill_holes`
+  stopped running a distance transform over the whole image (2026-11-27; same labels): the
+  postprocess stage of `python -m bench` went from 35-40 to 21-23 ms natively and from 47-52 to 29-33 ms
+  in the page, so every pipeline got 13-20 ms faster in both runtimes, and the page/native ratios
+  grew, the model's share of the time being larger.
 * int8: static QDQ quantization (per-channel int8 weights, uint8 activations, the 1×1 head kept in
   float) calibrated on 16 training-split crops; fp16: weights and activations in float16 for WebGPU.
   Quantizing the head too cost `unet_s2d4_w24_distilled` 0.012 AP@0.5 (0.855 against 0.867); kept in
