@@ -230,7 +230,7 @@ def save_checkpoint(model, config: dict, path: Path, iteration: int, half: bool 
     torch.save({"state_dict": state, "config": config, "iteration": iteration, "run": run or {}}, path)
 
 
-def model_config(model: Unet, channels: int, encoder: str = "vanilla", depth: int | None = None,
+def model_config(model: Unet | None, channels: int, encoder: str = "vanilla", depth: int | None = None,
                  encoder_kwargs: dict | None = None) -> dict:
     kwargs = dict(encoder_kwargs or {})
     if "weights" in kwargs:  # pretrained weights are only a starting point: reloads need none
@@ -325,8 +325,7 @@ def shipped_config(onnx_path: Path) -> dict:
     if variant is None:
         raise ValueError(f"{name} is not a shipped model: its architecture is unknown")
     cfg = VARIANTS[variant]
-    return {"encoder_name": cfg["encoder"], "in_channels": cfg.get("channels", 1), "classes": 3,
-            "depth": cfg["depth"], **cfg["encoder_kwargs"]}
+    return model_config(None, cfg.get("channels", 1), cfg["encoder"], cfg["depth"], cfg["encoder_kwargs"])
 
 
 def load_teacher(path: Path) -> Unet:
