@@ -22,6 +22,8 @@ CONFIGS = {
     "efficientnet_lite0": dict(depth=5),
 }
 SIZES = [(64, 64), (96, 128)]
+#: a small space-to-depth U-Net (checkpoint-style config) for the pruning tests
+PRUNABLE = dict(encoder_name="vanilla", in_channels=1, classes=3, depth=3, base_width=8, space_to_depth=2)
 #: what the exported graphs may contain: all run in onnxruntime-web (WASM and WebGPU)
 ALLOWED_OPS = {"Conv", "Relu", "Clip", "Add", "Concat", "Resize", "MaxPool", "Softmax", "Slice",
                "Shape", "Gather", "Unsqueeze", "Cast", "Constant", "Identity"}
@@ -151,7 +153,7 @@ def test_structured_pruning_drops_the_channels_that_do_nothing():
     from training.models.encoders import ConvBlock
     from training.prune import prune_inner_channels
 
-    config = dict(encoder_name="vanilla", in_channels=1, classes=3, depth=3, base_width=8, space_to_depth=2)
+    config = PRUNABLE
     torch.manual_seed(1)
     model = Unet(**config).eval()
     with torch.no_grad():
@@ -177,7 +179,7 @@ def test_pruned_checkpoint_reloads_with_its_ratio(tmp_path):
     from training.prune import prune_checkpoint, prune_inner_channels
     from training.train import load_checkpoint, save_checkpoint
 
-    config = dict(encoder_name="vanilla", in_channels=1, classes=3, depth=3, base_width=8, space_to_depth=2)
+    config = PRUNABLE
     torch.manual_seed(2)
     model = Unet(**config).eval()
     save_checkpoint(model, config, tmp_path / "parent.pt", 0)
@@ -193,7 +195,7 @@ def test_calibrated_batch_norms_keep_the_function():
     a model rebuilt from an exported file (identity norms) fine-tunes from its own function."""
     from training.prune import calibrate_batch_norms
 
-    config = dict(encoder_name="vanilla", in_channels=1, classes=3, depth=3, base_width=8, space_to_depth=2)
+    config = PRUNABLE
     torch.manual_seed(3)
     model = Unet(**config).eval()
     with torch.no_grad():
@@ -227,7 +229,7 @@ def test_activation_importance_finds_the_channels_that_pass_nothing_on():
     keeps the output."""
     from training.prune import activation_importance, prune_inner_channels
 
-    config = dict(encoder_name="vanilla", in_channels=1, classes=3, depth=3, base_width=8, space_to_depth=2)
+    config = PRUNABLE
     torch.manual_seed(4)
     model = Unet(**config).eval()
     silent = {}
