@@ -154,3 +154,42 @@ def prune_shipped(onnx_path: Path, out: Path, ratio: float, batches) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(pruned, {**config, "inner_ratio": ratio}, out, 0)
     return out
+
+
+def compare_criteria(onnx_path: Path, sets, data_root: Path, ratios=(0.5, 0.625, 0.75)) -> dict:
+    """Validation AP@0.5 of a shipped model pruned without fine-tuning, by criterion and ratio.
+
+    Both criteria see the same recalibrated parent: ``"activation"``
+    (:func:`activation_importance`) and ``"scale"`` (the batch-norm scale,
+    after calibration the channel's standard deviation). The parent's own
+    score is under ratio 1.0.
+    """
+    from . import data as D
+    from .train import evaluate, load_samples, shipped_config, unet_from_onnx
+
+    config = shipped_config(onnx_path)
+    crops = calibration_crops(sets, data_root, channels=config["in_channels"])
+    parent = calibrate_batch_norms(unet_from_onnx(onnx_path, **config), crops)
+    _, validation = D.split(load_samples(sets, data_root, config["in_channels"]))
+    importance = activation_importance(parent, crops)
+    out = {1.0: {"parent": evaluate(parent, validation)["ap50"]}}
+    for ratio in ratios:
+        out[ratio] = {name: evaluate(prune_inner_channels(parent, config, ratio, scores), validation)["ap50"]
+                      for name, scores in (("activation", importance), ("scale", None))}
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m training.prune",
+                                     description="AP@0.5 of a shipped model pruned without fine-tuning, "
+                                                 "by criterion (the validation images of its training sets)")
+    parser.add_argument("--model", default="nuclei_unet_s2d4_w24.onnx", help="a file in models/")
+    parser.add_argument("--data-root", required=True, help="holds dsb2018_stage1test_gray and mnfinder")
+    parser.add_argument("--ratios", type=float, nargs="*", default=[0.5, 0.625, 0.75])
+    args = parser.parse_args()
+    root = Path(__file__).resolve().parents[1]
+    sets = [str(Path(args.data_root) / s) for s in ("dsb2018_stage1test_gray", "mnfinder")]
+    for ratio, row in compare_criteria(root / "models" / args.model, sets, Path(args.data_root), args.ratios).items():
+        print(f"inner channels kept {ratio:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))

