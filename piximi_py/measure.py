@@ -1,8 +1,8 @@
-"""Per-object measurements of instance labels (numpy + scipy.ndimage only).
+"""Per-object measurements of instance labels (numpy only).
 
-Runs in CPython and in the page (Pyodide has numpy and scipy, not
-scikit-image). Names and values follow :func:`skimage.measure.regionprops`,
-which the tests use as the oracle.
+Runs in CPython and in the page (Pyodide has numpy, not scikit-image).
+Names and values follow :func:`skimage.measure.regionprops`, which the
+tests use as the oracle.
 
 >>> import numpy as np
 >>> labels = np.zeros((6, 6), np.uint16); labels[1:4, 1:3] = 1; labels[4:6, 3:6] = 2
@@ -15,8 +15,6 @@ from __future__ import annotations
 from math import sqrt
 
 import numpy as np
-from scipy import ndimage as ndi
-from scipy.spatial import ConvexHull
 
 __all__ = ["COLUMNS", "INTENSITY_COLUMNS", "regionprops_table", "perimeter", "solidity",
            "summarize"]
@@ -86,73 +84,151 @@ def perimeter(labels: np.ndarray) -> np.ndarray:
         same = shifted(border, dy, dx) & (shifted(padded, dy, dx) == labels)
         code += same.astype(np.uint8) * np.uint8(weight)
     where = border[core]
-    return np.bincount(labels[where].ravel(), weights=_CODE_LENGTH[code[where]], minlength=n + 1)
+    return np.bincount(labels[where].astype(np.intp), weights=_CODE_LENGTH[code[where]],
+                       minlength=n + 1)
 
 
-def _pixels_in_hull(eq: np.ndarray, h: int, w: int, tol: float = 1e-9) -> int:
-    """Pixel centres (y, x) of an h x w box inside or on a convex hull given by qhull's
-    facet equations ``a*y + b*x + c <= 0``: row by row, the hull is an interval of x."""
-    y = np.arange(h, dtype=np.float64)[:, None]
-    a, b, c = eq[:, 0], eq[:, 1], eq[:, 2]
-    bound = -(a * y + c)                     # b * x <= bound, one column per facet
-    lo = np.full(h, 0.0)
-    hi = np.full(h, float(w - 1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        up, down, flat = b > tol, b < -tol, np.abs(b) <= tol
-        if up.any():
-            hi = np.minimum(hi, np.floor((bound[:, up] / b[up]).min(1) + tol))
-        if down.any():
-            lo = np.maximum(lo, np.ceil((bound[:, down] / b[down]).max(1) - tol))
-    ok = (bound[:, flat] >= -tol).all(1) if flat.any() else np.ones(h, bool)
-    return int(np.where(ok, np.maximum(hi - lo + 1, 0), 0).sum())
+def _runs(labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Horizontal runs of equal non-zero labels.
+
+    Returns
+    -------
+    label, row, first, last : ndarray of int64
+        One entry per run (``first``/``last``: its first and last column),
+        sorted by label, then row, then column.
+    """
+    height, width = labels.shape
+    step = max(1, (1 << 20) // max(width, 1))       # row blocks bound the memory
+    parts = []
+    for y0 in range(0, height if width else 0, step):
+        block = labels[y0:y0 + step]
+        inside = block != 0
+        starts, ends = inside.copy(), inside
+        starts[:, 1:] &= block[:, 1:] != block[:, :-1]
+        ends[:, :-1] &= block[:, :-1] != block[:, 1:]
+        rows, first = np.nonzero(starts)             # runs in reading order ...
+        last = np.nonzero(ends)[1]                   # ... so the i-th end closes the i-th start
+        parts.append((block[rows, first].astype(np.int64), rows.astype(np.int64) + y0,
+                      first.astype(np.int64), last.astype(np.int64)))
+    if not sum(len(part[0]) for part in parts):
+        return tuple(np.zeros(0, np.int64) for _ in range(4))
+    label, row, first, last = (np.concatenate(a) for a in zip(*parts))
+    order = np.lexsort((row, label))                 # stable: the runs of a row stay in order
+    return label[order], row[order], first[order], last[order]
 
 
-def solidity(labels: np.ndarray, boxes: list, ids) -> np.ndarray:
-    """Area over convex area of each object, as scikit-image's ``solidity``.
+def _group_starts(*keys: np.ndarray) -> np.ndarray:
+    """Index of the first entry of every group of equal consecutive keys."""
+    if not len(keys[0]):
+        return np.zeros(0, np.intp)
+    change = np.zeros(len(keys[0]), bool)
+    change[0] = True
+    for key in keys:
+        change[1:] |= key[1:] != key[:-1]
+    return np.flatnonzero(change)
 
-    The convex hull is that of the pixel-edge midpoints of the object, and the
-    convex area counts the pixels whose centre lies in or on the hull
-    (``skimage.morphology.convex_hull_image``).
+
+def _lower_hull(group: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Vertices of the lower convex hull of x as a function of y, per group.
+
+    ``group`` and ``y`` sort the points (y strictly increasing in a group);
+    all integers, so the result is exact. A point on or right of the chord
+    between its neighbours is not a vertex; all such points go at once (each
+    lies on or right of the hull of the others) until none is left, and
+    only groups that lost a point are looked at again.
+
+    Returns
+    -------
+    ndarray of bool
+        Whether each point is a hull vertex.
+    """
+    vertex = np.ones(len(y), bool)
+    changing = np.ones(int(group.max()) + 1 if len(group) else 1, bool)
+    todo = np.arange(len(y))
+    while len(todo) > 2:
+        g, yy, xx = group[todo], y[todo], x[todo]
+        yp, yi, yn = yy[:-2], yy[1:-1], yy[2:]
+        xp, xi, xn = xx[:-2], xx[1:-1], xx[2:]
+        drop = np.zeros(len(todo), bool)
+        drop[1:-1] = ((g[:-2] == g[1:-1]) & (g[1:-1] == g[2:])
+                      & ((yn - yp) * (xi - xp) >= (xn - xp) * (yi - yp)))
+        if not drop.any():
+            break
+        vertex[todo[drop]] = False
+        changing[:] = False
+        changing[g[drop]] = True
+        todo = todo[~drop & changing[g]]
+    return vertex
+
+
+def _first_column_inside(group, y, x, queries_group, queries_y, key_scale):
+    """Per query (group, y): the smallest integer c with 2c >= the lower hull of
+    the points (y, x) at y (half-pixel units, exact integer arithmetic)."""
+    vertex = _lower_hull(group, y, x)
+    g, yv, xv = group[vertex], y[vertex], x[vertex]
+    a = np.searchsorted(g * key_scale + yv, queries_group * key_scale + queries_y, side="right") - 1
+    b = a + 1                                        # every query lies below the group's last vertex
+    num = xv[a] * (yv[b] - yv[a]) + (xv[b] - xv[a]) * (queries_y - yv[a])
+    return -((-num) // (2 * (yv[b] - yv[a])))
+
+
+def solidity(labels: np.ndarray) -> np.ndarray:
+    """Area over convex area of every label ``0..labels.max()`` (index = label).
+
+    As scikit-image's ``solidity``: the convex hull is that of the pixel-edge
+    midpoints of the object, and the convex area counts the pixels whose
+    centre lies in or on it (``skimage.morphology.convex_hull_image``). All
+    objects are measured together, in integer arithmetic.
 
     Parameters
     ----------
     labels : (H, W) ndarray of non-negative ints
-    boxes : list of tuple of slice
-        ``scipy.ndimage.find_objects(labels)``.
-    ids : iterable of int
-        The labels to measure (each with a box).
 
     Returns
     -------
-    ndarray of float64, one value per id.
+    ndarray of float64, shape ``(labels.max() + 1,)``
+        0 for the background and for labels without pixels.
     """
-    # pixel-edge midpoints in half-pixel units: (2 * row + dy, 2 * col + dx)
-    diamond = np.array([[0, 1], [0, -1], [1, 0], [-1, 0]])
-    out = []
-    for i in ids:
-        box = boxes[i - 1]
-        mask = labels[box] == i
-        area = int(mask.sum())
-        h, w = mask.shape
-        # only the first and last pixel of each row and column can be on the hull
-        rows = np.flatnonzero(mask.any(1))
-        cols = np.flatnonzero(mask.any(0))
-        first_x = mask[rows].argmax(1)
-        last_x = w - 1 - mask[rows, ::-1].argmax(1)
-        first_y = mask[:, cols].argmax(0)
-        last_y = h - 1 - mask[::-1, cols].argmax(0)
-        ends = np.concatenate([np.stack([rows, first_x], 1), np.stack([rows, last_x], 1),
-                               np.stack([first_y, cols], 1), np.stack([last_y, cols], 1)])
-        half = (2 * ends[:, None, :] + diamond).reshape(-1, 2)
-        key = np.unique((half[:, 0] + 1) * (2 * w + 3) + (half[:, 1] + 1))  # one int per point: a fast unique
-        pts = np.stack([key // (2 * w + 3) - 1, key % (2 * w + 3) - 1], 1) / 2.0
-        try:
-            eq = ConvexHull(pts).equations
-        except Exception:  # noqa: BLE001 - qhull errors: degenerate hull
-            out.append(1.0)
-            continue
-        out.append(area / _pixels_in_hull(eq, h, w))
-    return np.asarray(out, np.float64)
+    labels = np.asarray(labels)
+    n = int(labels.max()) + 1 if labels.size else 1
+    return _solidity(_runs(labels), n)
+
+
+def _solidity(runs: tuple, n: int) -> np.ndarray:
+    """:func:`solidity` from :func:`_runs`, for labels ``0..n - 1``."""
+    out = np.zeros(n)
+    label, row, first, last = runs
+    if not len(label):
+        return out
+    rows = _group_starts(label, row)                  # a row's runs: first column of the first,
+    label, row, first = label[rows], row[rows], first[rows]
+    last = last[np.r_[rows[1:], len(runs[0])] - 1]    # last column of the last
+    # The hull of the pixel-edge midpoints (2 * row + dy, 2 * col + dx) in half-pixel units is
+    # bounded, row by row, by the lower hull of the leftmost midpoints and the upper hull of
+    # the rightmost: each pixel row gives three points to each side, 2 * row - 1 to 2 * row + 1,
+    # and the point between two rows is the farther out of the two rows' points.
+    group = np.repeat(label, 3)
+    y = (2 * row[:, None] + np.array([-1, 0, 1])).ravel()
+    left = (2 * first[:, None] - np.array([0, 1, 0])).ravel()
+    right = -(2 * last[:, None] + np.array([0, 1, 0])).ravel()   # mirrored: a lower hull too
+    new = _group_starts(group, y)
+    group, y = group[new], y[new]
+    left, right = np.minimum.reduceat(left, new), np.minimum.reduceat(right, new)
+    # pixel centres of the rows the hull spans, first to last row of each object
+    objects = _group_starts(label)
+    top = row[objects]
+    bottom = row[np.r_[objects[1:], len(label)] - 1]
+    # np.repeat and np.bincount take np.intp: 32 bits in the page
+    spans = (bottom - top + 1).astype(np.intp)
+    queries_group = np.repeat(label[objects], spans)
+    queries_row = np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans - top, spans)
+    key_scale = 2 * int(row.max()) + 5
+    lo = _first_column_inside(group, y + 1, left, queries_group, 2 * queries_row + 1, key_scale)
+    hi = -_first_column_inside(group, y + 1, right, queries_group, 2 * queries_row + 1, key_scale)
+    convex_area = np.bincount(queries_group.astype(np.intp), np.maximum(hi - lo + 1, 0), minlength=n)
+    area = np.bincount(runs[0].astype(np.intp), runs[3] - runs[2] + 1, minlength=n)
+    np.divide(area, convex_area, out=out, where=convex_area > 0)
+    return out
 
 
 def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
@@ -199,57 +275,58 @@ def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
             raise ValueError(f"image shape {image.shape} differs from labels shape {labels.shape}")
     compact, ids = _compact(labels.astype(np.int64) if labels.dtype.kind == "b" else labels)
     n = len(ids)
-    area = np.bincount(compact.ravel(), minlength=n)
-    present = np.flatnonzero(area[1:]) + 1           # compact ids of the objects
-    height, width = labels.shape
-    step = max(1, (1 << 20) // max(width, 1))       # row blocks bound the memory
+    runs = _runs(compact)
+    label, row, first, last = runs
+    objects = _group_starts(label)
+    present = label[objects]                          # compact ids of the objects
+    ends = np.r_[objects[1:], len(label)] - 1 if len(objects) else objects
+    area = np.add.reduceat(last - first + 1, objects) if len(objects) else np.zeros(0, np.int64)
+    top, bottom = row[objects], row[ends] + 1
+    left = np.minimum.reduceat(first, objects) if len(objects) else top
+    right = np.maximum.reduceat(last, objects) + 1 if len(objects) else top
+    # Raw moments of each object from its runs, in integers and relative to its box's corner
+    # (small numbers: the central moments below lose no precision): per run of row u and
+    # columns v0..v1, sum v = (v0 + v1) * length / 2 and sum v**2 = S(v1) - S(v0 - 1),
+    # with S(k) = k (k + 1) (2k + 1) / 6.
+    obj = np.repeat(np.arange(len(objects)), ends - objects + 1)
+    u, v0, v1 = row - top[obj], first - left[obj], last - left[obj]
+    length = v1 - v0 + 1
 
-    def blocks():
-        for y0 in range(0, height if width else 0, step):
-            block = compact[y0:y0 + step].ravel()
-            h = len(block) // width
-            yield (block, np.repeat(np.arange(y0, y0 + h, dtype=np.float64), width),
-                   np.tile(np.arange(width, dtype=np.float64), h))
+    def squares(k):
+        return k * (k + 1) * (2 * k + 1) // 6
 
-    sum_y, sum_x = np.zeros(n), np.zeros(n)
-    for block, ys, xs in blocks():
-        sum_y += np.bincount(block, ys, minlength=n)
-        sum_x += np.bincount(block, xs, minlength=n)
+    def total(values):
+        return np.add.reduceat(values, objects).astype(np.float64) if len(objects) else \
+            np.zeros(0)
+
+    sum_v = (v0 + v1) * length // 2
     safe = np.maximum(area, 1)
-    cy, cx = sum_y / safe, sum_x / safe
-    # central second moments, from coordinates relative to the centroid
-    mu20, mu02, mu11 = np.zeros(n), np.zeros(n), np.zeros(n)
-    for block, ys, xs in blocks():
-        dy, dx = ys - cy[block], xs - cx[block]
-        mu20 += np.bincount(block, dy * dy, minlength=n)
-        mu02 += np.bincount(block, dx * dx, minlength=n)
-        mu11 += np.bincount(block, dy * dx, minlength=n)
-    a, c, b = mu20 / safe, mu02 / safe, mu11 / safe
+    mean_u, mean_v = total(u * length) / safe, total(sum_v) / safe
+    a = total(u * u * length) / safe - mean_u ** 2    # central second moments / area
+    c = total(squares(v1) - squares(v0 - 1)) / safe - mean_v ** 2
+    b = total(u * sum_v) / safe - mean_u * mean_v
     root = np.sqrt(((a - c) / 2) ** 2 + b ** 2)
     l1 = np.maximum((a + c) / 2 + root, 0)
     l2 = np.maximum((a + c) / 2 - root, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         ecc = np.where(l1 > 0, np.sqrt(np.maximum(1 - l2 / np.where(l1 > 0, l1, 1), 0)), 0.0)
 
-    boxes = ndi.find_objects(compact)
-    bbox = np.array([[b[0].start, b[1].start, b[0].stop, b[1].stop] for b in
-                     (boxes[i - 1] for i in present)], dtype=np.int64).reshape(-1, 4)
     table = {
         "label": ids[present].astype(np.int64),
-        "area": area[present].astype(np.int64),
-        "centroid_y": cy[present],
-        "centroid_x": cx[present],
-        "bbox_min_y": bbox[:, 0], "bbox_min_x": bbox[:, 1],
-        "bbox_max_y": bbox[:, 2], "bbox_max_x": bbox[:, 3],
+        "area": area.astype(np.int64),
+        "centroid_y": top + mean_u,
+        "centroid_x": left + mean_v,
+        "bbox_min_y": top, "bbox_min_x": left,
+        "bbox_max_y": bottom, "bbox_max_x": right,
         "perimeter": perimeter(compact)[present],
-        "eccentricity": ecc[present],
-        "solidity": solidity(compact, boxes, present),
+        "eccentricity": ecc,
+        "solidity": _solidity(runs, n)[present],
     }
     if pixel_size is not None:
         py, px = (pixel_size, pixel_size) if np.isscalar(pixel_size) else pixel_size
         table["area_um2"] = table["area"] * float(py) * float(px)
     if image is not None:
-        flat_ids = compact.ravel()
+        flat_ids = compact.ravel().astype(np.intp, copy=False)
         planes = [("", image)] if image.ndim == 2 else \
             [(f"-{k}", image[..., k]) for k in range(image.shape[-1])]
         for suffix, plane in planes:
@@ -257,8 +334,9 @@ def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
             if not len(present):
                 table.update({c: np.zeros(0, np.float64) for c in (mean_col, min_col, max_col)})
                 continue
-            table[mean_col] = np.asarray(ndi.mean(plane, compact, present), np.float64)
-            # ufunc.at, not ndi.minimum/maximum: those sort every pixel by label (10x slower);
+            sums = np.bincount(flat_ids, plane.ravel().astype(np.float64), minlength=n)
+            table[mean_col] = sums[present] / area
+            # ufunc.at, not scipy.ndimage.minimum/maximum: those sort every pixel by label (10x slower);
             # fmin/fmax skip NaN. Float64 holds every value of the image's dtype exactly.
             values = plane.ravel().astype(np.float64)
             for column, ufunc, start in ((min_col, np.fmin, np.inf), (max_col, np.fmax, -np.inf)):
