@@ -141,34 +141,56 @@ def masks_to_labels(foreground: np.ndarray, seed_mask: np.ndarray, *, min_seed_s
     """Instance labels from :func:`threshold_probabilities` masks.
 
     See :func:`probabilities_to_labels` (which is this after thresholding).
+    A foreground component with one seed is one object, one without a seed
+    too; in a component with several seeds every pixel joins the nearest of
+    them, by a distance transform over the component's box only.
     """
     seeds, _ = ndi.label(seed_mask)
     seeds = remove_small_objects(seeds, min_seed_size)
     seeds[~foreground] = 0
+    components, n_components = ndi.label(foreground)
     if seeds.max() == 0:
-        labels, _ = ndi.label(foreground)  # each foreground component is an object
+        labels = components  # each foreground component is an object
     else:
-        # Large images: the full-size temporaries, not the labels, set the memory peak, so the
-        # components are labelled after the feature transform and the gathers run by row blocks.
-        iy, ix = ndi.distance_transform_edt(seeds == 0, return_distances=False, return_indices=True)
-        components, n_components = ndi.label(foreground)
-        labels = np.zeros_like(seeds)
-        step = max(1, 2 ** 20 // max(1, seeds.shape[1]))
-        for r in range(0, seeds.shape[0], step):
-            rows = slice(r, r + step)
-            nearest = seeds[iy[rows], ix[rows]]
-            # a pixel only joins a seed in its own foreground component
-            nearest[components[iy[rows], ix[rows]] != components[rows]] = 0
-            labels[rows] = np.where(foreground[rows], nearest, 0)
-        del iy, ix
-        # foreground components without any seed become objects of their own
-        seeded = np.zeros(n_components + 1, bool)
-        seeded[components[seeds > 0]] = True
-        del seeds
-        orphan = ~seeded[components] & foreground
-        if orphan.any():
-            labels[orphan] = components[orphan] + int(labels.max())
-        del components, orphan
+        # (component, seed) pairs: a seed cut by the foreground mask may lie in several components
+        stride = int(seeds.max()) + 1
+        where = np.flatnonzero(seeds)
+        pairs = np.unique(components.ravel()[where].astype(np.int64) * stride + seeds.ravel()[where])
+        pair_component, pair_seed = pairs // stride, pairs % stride
+        n_seeds = np.bincount(pair_component.astype(np.intp), minlength=n_components + 1)
+        del where
+        lut = np.zeros(n_components + 1, np.int64)
+        single = n_seeds[pair_component] == 1
+        lut[pair_component[single]] = pair_seed[single]
+        unseeded = np.flatnonzero(n_seeds[1:] == 0) + 1
+        lut[unseeded] = stride + np.arange(len(unseeded))
+        labels = lut[components].astype(np.int32)  # bincount takes it in the page (32-bit intp)
+        boxes = ndi.find_objects(components)
+        budget = 4 * labels.size  # nested components' boxes overlap: bound the work
+        several = np.flatnonzero(n_seeds > 1)
+        for i, c in enumerate(several):
+            box = boxes[c - 1]
+            budget -= (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+            if budget < 0:
+                _join_nearest_seed(labels, seeds, components, several[i:])
+                break
+            inside = components[box] == c
+            own = np.where(inside, seeds[box], 0)
+            iy, ix = ndi.distance_transform_edt(own == 0, return_distances=False, return_indices=True)
+            labels[box][inside] = own[iy[inside], ix[inside]]
+        del seeds, components
     labels = fill_holes(labels)
     labels = remove_small_objects(labels, min_size)
     return relabel_sequential(labels)
+
+
+def _join_nearest_seed(labels, seeds, components, which) -> None:
+    """The components ``which`` at once: each pixel takes its nearest seed of
+    these components, or 0 where that seed lies in another component."""
+    todo = np.zeros(int(components.max()) + 1, bool)
+    todo[which] = True
+    pixels = todo[components]
+    own = np.where(pixels, seeds, 0)
+    iy, ix = ndi.distance_transform_edt(own == 0, return_distances=False, return_indices=True)
+    nearest = np.where(components[iy, ix] == components, own[iy, ix], 0)
+    labels[pixels] = nearest[pixels]

