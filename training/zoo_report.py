@@ -343,12 +343,13 @@ repeats a schedule on any machine from the same seed.
   Absolute times are noisy here, and rows were timed in different runs: the `unet_s2d*` rows on a
   quiet machine (2026-11-27), most others under load (2026-11-26; the default `unet_w16` pipeline
   took 273-309 ms when timed beside `unet_s2d_w16`'s 149 ms). Page/native ratios come from one run each.
-  The page column and its ratios (below the table) were measured after `piximi_py.postprocess.fill_holes`
-  stopped running a distance transform over the whole image (2026-11-27; same labels): the
-  postprocess stage of `python -m bench` went from 35-40 to 21-23 ms natively and from 47-52 to 29-33 ms
-  in the page, so every pipeline got 13-20 ms faster in both runtimes, and the page/native ratios
-  grew, the model's share of the time being larger.
-* Instance step: since 2026-11-27, 18:00, `piximi_py.postprocess.masks_to_labels` gives each foreground
+  The page column and its ratios (below the table) were measured after the two speed-ups of the
+  instance step on 2026-11-27: `piximi_py.postprocess.fill_holes` stopped running a distance transform
+  over the whole image (same labels), then seeds grew per foreground component (next note). The
+  postprocess stage of `python -m bench` went from 35-40 to 21-23, then 12-14 ms natively and from
+  47-52 to 29-33, then 19-24 ms in the page, so every pipeline got faster in both runtimes, and the
+  page/native ratios grew, the model's share of the time being larger.
+* Instance step: since 2026-11-27, 17:10, `piximi_py.postprocess.masks_to_labels` gives each foreground
   pixel the nearest seed of its own foreground component (one distance transform per component with
   several seeds, over its box). Before, one transform over the whole image gave each pixel the nearest
   seed anywhere, and a pixel whose nearest seed lay in another component was dropped. The rows of the
