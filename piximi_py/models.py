@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["ModelSpec", "load_model_index", "default_models_dir", "find_model", "PROMPT_TASKS",
-           "can_segment"]
+           "can_segment", "computes_in_float16"]
 
 #: Tasks whose models need prompts (boxes, clicks) and cannot run ``segment``.
 PROMPT_TASKS = ("prompt-segmentation",)
@@ -47,6 +47,12 @@ class ModelSpec:
 def can_segment(spec: ModelSpec) -> bool:
     """True for models that ``segment`` can run on a whole image without prompts."""
     return spec.task not in PROMPT_TASKS
+
+
+def computes_in_float16(file_name: str) -> bool:
+    """Whether a model file computes in float16: the build names those ``*_fp16.onnx``
+    (``training.zoo_report.convert_fp16``, the SAM export); they are for WebGPU."""
+    return str(file_name).endswith("_fp16.onnx")
 
 
 def load_model_index(source) -> list[ModelSpec]:

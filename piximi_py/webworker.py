@@ -38,7 +38,7 @@ import numpy as np
 
 from .backends.ortweb import BACKENDS, BackendUnavailable, OrtWebBackend, load_ort
 from .io import ImageReadError
-from .models import can_segment, find_model, load_model_index
+from .models import can_segment, computes_in_float16, find_model, load_model_index
 from .pipeline import segment_async
 
 __all__ = ["init", "models", "segment", "describe", "export", "batch_fail", "batch_zip", "memory",
@@ -145,7 +145,8 @@ async def _backend(spec, backend: str) -> OrtWebBackend:
         backend = "wasm"  # the result's ``backend`` says so
     key = (spec.id, backend)
     if key not in S.sessions:
-        S.sessions[key] = await OrtWebBackend.create(await _model_bytes(spec), backend)
+        S.sessions[key] = await OrtWebBackend.create(await _model_bytes(spec), backend,
+                                                     float16=computes_in_float16(spec.file))
         if backend == "auto":  # remember the concrete one as well
             S.sessions.setdefault((spec.id, S.sessions[key].name), S.sessions[key])
     return S.sessions[key]
@@ -574,8 +575,9 @@ async def _sam(backend: str, model_id: str | None = None, progress=None):
         if progress is not None:
             progress("sam_model", 0, 1)
         try:
-            enc = await OrtWebBackend.create(await _sam_file(spec, roles["encoder"]), runtime)
-            dec = await OrtWebBackend.create(await _sam_file(spec, roles["decoder"]), runtime)
+            enc, dec = [await OrtWebBackend.create(await _sam_file(spec, roles[part]), runtime,
+                                                   float16=computes_in_float16(spec.file(part, runtime)))
+                        for part in ("encoder", "decoder")]
         except BackendUnavailable:
             if backend != "auto":
                 raise

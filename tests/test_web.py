@@ -205,6 +205,32 @@ def test_int8_model_runs_on_wasm_even_where_webgpu_is_asked(web, models_dir):
     assert_same_instances(cpython_labels(crop, models_dir, "nuclei_int8"), res["labels"], "CPython vs page int8")
 
 
+def test_float16_files_need_shader_f16(web):
+    """onnxruntime-web 1.30 returns zeros for float16 files on an adapter without 'shader-f16', as
+    SwiftShader's (python -m bench.zoo_page). The `sam` model's WebGPU encoder is float16: "auto"
+    prompts it on WASM instead, and "webgpu" says why it cannot."""
+    import tifffile
+
+    features = web.page.evaluate("async () => [...(await navigator.gpu.requestAdapter()).features]")
+    assert "shader-f16" not in features, "this test needs an adapter without shader-f16"
+    image, mask = (tifffile.imread(p) for p in stardist_sample())
+    ys, xs = np.nonzero(mask == np.bincount(mask[mask > 0]).argmax())
+    box = [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+    ask = """async ([b64, box, backend]) => {
+      const u = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      try { const r = await window.piximi.prompt(u, {boxes: box}, {backend, model: "sam"});
+            return {backend: r.backend, area: r.mask.area}; }
+      catch (e) { return {error: e.message}; } }"""
+    import base64
+
+    data = base64.b64encode(tiff_bytes(image)).decode()
+    auto = web.page.evaluate(ask, [data, box, "auto"])
+    assert auto.get("backend") == "wasm", auto
+    assert 0.5 * len(ys) <= auto["area"] <= 2 * len(ys), (auto, len(ys))
+    asked = web.page.evaluate(ask, [data, box, "webgpu"])
+    assert "shader-f16" in asked.get("error", ""), asked
+
+
 def _bad_inputs() -> dict[str, tuple[bytes, str]]:
     from PIL import Image
 

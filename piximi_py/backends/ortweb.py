@@ -34,13 +34,13 @@ import numpy as np
 from .base import Backend
 
 __all__ = ["BackendUnavailable", "OrtWebBackend", "load_ort", "loaded_builds", "ort_module", "webgpu_available",
-           "BACKENDS"]
+           "webgpu_features", "BACKENDS"]
 
 BACKENDS = ("auto", "webgpu", "wasm")
 
 _ort_config: dict | None = None   # set by load_ort: module URLs, wasm paths, threads
 _ort_modules: dict = {}            # module URL -> the imported ES module
-_webgpu: bool | None = None
+_webgpu: frozenset | bool | None = None   # the adapter's features; False: no adapter; None: not asked yet
 
 
 class BackendUnavailable(RuntimeError):
@@ -116,15 +116,23 @@ def loaded_builds() -> dict:
 
 async def webgpu_available() -> bool:
     """True when ``navigator.gpu.requestAdapter()`` yields an adapter (cached)."""
+    return (await webgpu_features()) is not None
+
+
+async def webgpu_features() -> frozenset | None:
+    """The features of the WebGPU adapter (e.g. ``"shader-f16"``), None without one (cached)."""
     global _webgpu
     if _webgpu is None:
         try:
             gpu = _js().navigator.gpu
             adapter = None if gpu is None else await gpu.requestAdapter()
-            _webgpu = adapter is not None
         except Exception:
-            _webgpu = False
-    return _webgpu
+            adapter = None
+        try:
+            _webgpu = False if adapter is None else frozenset(str(f) for f in _js().Array.from_(adapter.features))
+        except Exception:
+            _webgpu = frozenset()  # an adapter whose features cannot be read: none assumed
+    return None if _webgpu is False else _webgpu
 
 
 class OrtWebBackend(Backend):
@@ -139,11 +147,23 @@ class OrtWebBackend(Backend):
         self.output_names = [str(n) for n in session.outputNames]
 
     @classmethod
-    async def create(cls, model: bytes | memoryview, backend: str = "auto"):
-        """Create a session from ONNX bytes on ``backend`` ("auto", "webgpu", "wasm")."""
+    async def create(cls, model: bytes | memoryview, backend: str = "auto", *, float16: bool = False):
+        """Create a session from ONNX bytes on ``backend`` ("auto", "webgpu", "wasm").
+
+        ``float16``: the model computes in float16. WebGPU then needs an adapter
+        with ``shader-f16``: without it onnxruntime-web 1.30 returns zeros
+        (SwiftShader's adapter, ``python -m bench.zoo_page``), so "webgpu" raises
+        :class:`BackendUnavailable` and "auto" takes WASM.
+        """
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-        if backend in ("auto", "webgpu") and await webgpu_available():
+        features = await webgpu_features()
+        if float16 and features is not None and "shader-f16" not in features:
+            if backend == "webgpu":
+                raise BackendUnavailable("this model file computes in float16 and this GPU's WebGPU adapter "
+                                         "has no 'shader-f16'; use backend 'wasm' or 'auto'")
+            features = None
+        if backend in ("auto", "webgpu") and features is not None:
             ort = await ort_module("webgpu")
             try:
                 return cls(await cls._session(ort, model, "webgpu"), "webgpu", ort)
