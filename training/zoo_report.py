@@ -171,6 +171,52 @@ def convert_fp16(src: Path, dst: Path) -> Path:
     return dst
 
 
+def variant_onnx(vid: str, out_dir: Path, *, run_dir: Path = RUN_DIR, models_dir: Path = ROOT / "models",
+                 data_root: Path = D.SHARED_DATA) -> tuple[Path, bool]:
+    """The ONNX file of the zoo row ``vid``, and whether it holds the trained weights.
+
+    The shipped file, or this machine's export of the checkpoint; without
+    either, the variant's architecture with seeded random weights, written to
+    ``out_dir`` (an ``_int8`` / ``_fp16`` row made from it as such rows are):
+    the same operators and shapes, so the same time per image, for timing
+    and operator checks only.
+    """
+    from .cli import SHIPPED
+
+    suffix = next((s for s in ("_int8", "_fp16") if vid.endswith(s)), "")
+    base = vid[:len(vid) - len(suffix)]
+    for cfg in SHIPPED.values():
+        file = {"": cfg["file"], "_int8": cfg.get("int8")}.get(suffix) if cfg["variant"] == base else None
+        if file and (models_dir / file).exists():
+            return models_dir / file, True
+    if (run_dir / "models" / f"{vid}.onnx").exists():
+        return run_dir / "models" / f"{vid}.onnx", True
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if suffix:
+        parent, trained = variant_onnx(base, out_dir, run_dir=run_dir, models_dir=models_dir, data_root=data_root)
+        out = out_dir / f"{vid}{'' if trained else '_random'}.onnx"
+        if not out.exists() and suffix == "_int8":
+            quantize_int8(parent, out, calibration_tiles(VARIANTS[base].get("channels", 1), data_root=data_root))
+        elif not out.exists():
+            convert_fp16(parent, out)
+        return out, trained
+    out = out_dir / f"{vid}_random.onnx"
+    if not out.exists():
+        import torch
+
+        from .export import export_onnx
+        from .models import Unet
+        from .train import model_config
+
+        v = VARIANTS[vid]
+        config = model_config(None, v.get("channels", 1), v["encoder"], v["depth"], v["encoder_kwargs"])
+        torch.manual_seed(0)
+        checkpoint = out_dir / f"{vid}_random.pt"
+        torch.save({"config": config, "state_dict": Unet(**config).state_dict()}, checkpoint)
+        export_onnx(checkpoint, out)
+    return out, False
+
+
 def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0,
                       data_root: Path = D.SHARED_DATA) -> list[np.ndarray]:
     """Normalized crops of training-split real images, as the model sees them."""
@@ -252,21 +298,26 @@ def format_table(report: dict, browser: dict | None = None) -> str:
     browser = browser or {}
     sets = sorted({g for r in report["variants"].values() for g in r["summary"] if g != "all"})
     head = ["variant", "params", "file", "native model 512²", "native pipeline 512²", "page WASM pipeline 512²",
-            "WebGPU = CPython", "AP@0.5", "mAP", "F1", "mAP / baseline"] + [f"AP@0.5 {g}" for g in sets]
+            "WebGPU = CPython", "page WASM model 512² (page / native)", "WebGPU 128²: same class, max \\|Δp\\|",
+            "AP@0.5", "mAP", "F1", "mAP / baseline"] + [f"AP@0.5 {g}" for g in sets]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for vid, r in report["variants"].items():
-        b, s = browser.get(vid, {}), r["summary"]["all"]
+        b, s, page = browser.get(vid, {}), r["summary"]["all"], r.get("page", {})
         ratio = s["map"] / s["baseline_map"] if s.get("baseline_map") else float("nan")
+        mark = "" if page.get("trained_weights", True) else "†"
+        wasm, native, gpu = page.get("wasm_model_ms"), page.get("native_model_ms"), page.get("webgpu", {})
         cells = [vid, f"{r['params'] / 1e6:.2f} M", f"{r['bytes'] / 1e6:.1f} MB", f"{r['model_ms']:.0f} ms",
                  f"{r['e2e_ms']:.0f} ms", f"{b['e2e_ms']:.0f} ms" if b.get("e2e_ms") else "—",
                  ("yes" if b["webgpu_equal"] else
                   f"no (AP@0.5 {b['webgpu_ap50']:.2f})" if "webgpu_ap50" in b else "no") if "webgpu_equal" in b else "—",
+                 f"{wasm:.0f} ms ({wasm / native:.1f}×){mark}" if wasm and native else "—",
+                 f"{gpu['same_class']:.1%}, {gpu['max_abs_diff']:.0e}{mark}" if "same_class" in gpu else "—",
                  f"**{s['ap50']:.3f}**", f"{s['map']:.3f}", f"{s['f1']:.3f}", f"{ratio:.2f}×"]
         cells += [f"{r['summary'][g]['ap50']:.3f} ({r['summary'][g]['images']})" if g in r["summary"] else "—"
                   for g in sets]
         lines.append("| " + " | ".join(cells) + " |")
     base = next(iter(report["variants"].values()))["summary"]
-    lines.append("| Otsu + watershed baseline | — | — | — | — | — | — | "
+    lines.append("| Otsu + watershed baseline | — | — | — | — | — | — | — | — | "
                  f"{base['all']['baseline_ap50']:.3f} | {base['all']['baseline_map']:.3f} | "
                  f"{base['all']['baseline_f1']:.3f} | 1.00× | "
                  + " | ".join(f"{base[g]['baseline_ap50']:.3f}" if g in base else "—" for g in sets) + " |")
@@ -315,9 +366,29 @@ def write_zoo_page(*, bundles=(), names=None, compress=("unet_w16", "unet_mnv2",
                  + ", ".join(
                      f"`{vid}` {b['e2e_ms']:.0f} ms vs {b['native_e2e_ms']:.0f} ms "
                      f"({b['e2e_ms'] / b['native_e2e_ms']:.2f}×)" for vid, b in browser.items()) + ".\n\n")
+    if any("page" in r for r in report["variants"].values()):
+        text += PAGE_NOTE + "\n\n"
     text += training_table(report) + "\n"
     (out_dir / "ZOO.md").write_text(text)
     return out_dir / "ZOO.md"
+
+
+PAGE_NOTE = """The columns "page WASM model 512²" and "WebGPU 128²" come from one run of `python -m bench.zoo_page`
+for every row: `InferenceSession.run` on a 512×512 input in onnxruntime-web's WASM build (headless
+Chromium, 2 threads, median of the last 10 of 20 runs) against native onnxruntime in the same run
+(2 threads, median of 20), and the output on a 128×128 crop of the StarDist sample on WebGPU
+(SwiftShader) against native onnxruntime's: the share of pixels of the same most likely class and the
+largest probability difference (fp16 files against their float32 parent). Rows marked † have no trained
+file on this machine and ran their architecture with seeded random weights: the same operators and
+shapes, so the same time, but their WebGPU check only shows that the operators run (a random network
+often gives one class everywhere). Model step only, page over native: 2.4× (`squeeze_unet`) to 6.9×
+(`unet_mnv2_int8`); the shipped default 3.8×; no variant reaches 2×. int8 files have the largest
+ratios (native onnxruntime has int8 kernels this CPU runs much faster than float ones; WebAssembly's
+are barely faster). On WebGPU the trained int8 (QDQ) files give wrong probabilities (the same class
+as native on about 75 % of the crop), and the fp16 files too: those return zeros where looked at
+(`unet_s2d4_w24_distilled_fp16`, the SAM encoder), as SwiftShader's adapter has no `shader-f16` and
+onnxruntime-web 1.30 does not say so. The page runs int8 files on WASM, and float16 files on WebGPU
+only where the adapter has `shader-f16` (`OrtWebBackend.create(..., float16=True)`)."""
 
 
 ZOO_HEADER = """# Model zoo
