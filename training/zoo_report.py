@@ -306,7 +306,7 @@ def format_table(report: dict, browser: dict | None = None) -> str:
         ratio = s["map"] / s["baseline_map"] if s.get("baseline_map") else float("nan")
         mark = "" if page.get("trained_weights", True) else "†"
         wasm, native, gpu = page.get("wasm_model_ms"), page.get("native_model_ms"), page.get("webgpu", {})
-        cells = [vid, f"{r['params'] / 1e6:.2f} M", f"{r['bytes'] / 1e6:.1f} MB", f"{r['model_ms']:.0f} ms",
+        cells = [vid, f"{r['params'] / 1e6:.2f} M", f"{r['bytes'] / 1e6:.1f} MB", f"{native or r['model_ms']:.0f} ms",
                  f"{r['e2e_ms']:.0f} ms", f"{b['e2e_ms']:.0f} ms" if b.get("e2e_ms") else "—",
                  ("yes" if b["webgpu_equal"] else
                   f"no (AP@0.5 {b['webgpu_ap50']:.2f})" if "webgpu_ap50" in b else "no") if "webgpu_equal" in b else "—",
@@ -409,9 +409,11 @@ repeats a schedule on any machine from the same seed.
   name, plus the StarDist sample that no model trained on), through the same `piximi_py` pipeline
   the page runs. Post-processing thresholds were chosen on training-split images.
 * Baseline: Otsu + distance-transform watershed (scikit-image) on the same images.
-* Latency: this project's 2-core CI-class machine, onnxruntime with 2 threads, median of 5, a
-  512×512 image; "pipeline" is the whole `piximi_py.segment` call (normalize, tile, infer, instances).
-  Absolute times are noisy here, and rows were timed in different runs: the `unet_s2d*` rows on a
+* Latency: this project's 2-core CI-class machine, onnxruntime with 2 threads, a 512×512 image.
+  "native model" comes from the one run of `python -m bench.zoo_page` that also timed the page's
+  model step (2026-11-27, 17:30; median of 20 runs, fp16 rows from their earlier runs); "pipeline" is
+  the whole `piximi_py.segment` call (normalize, tile, infer, instances), median of 5.
+  Absolute times are noisy here, and the pipeline rows were timed in different runs: the `unet_s2d*` rows on a
   quiet machine (2026-11-27), most others under load (2026-11-26; the default `unet_w16` pipeline
   took 273-309 ms when timed beside `unet_s2d_w16`'s 149 ms). Page/native ratios come from one run each.
   The page column and its ratios (below the table) were measured after the two speed-ups of the
@@ -440,8 +442,8 @@ repeats a schedule on any machine from the same seed.
 * Softmax: the shipped files compute the class softmax as exp(x - max) / sum over the channels
   (`training.export.expand_channel_softmax`, same probabilities to 3e-8). onnxruntime's Softmax node
   over axis 1 took 27 of the default model's 49 ms natively (26 ms in WebAssembly), so the rewrite cut
-  that model from 50 to 22 ms natively. Native columns measured before 2026-11-27 10:45 (every row but
-  the `unet_s2d4_w24_distilled` and `unet_s2d_w8_distilled` ones) include the Softmax node.
+  that model from 50 to 22 ms natively. Native pipeline columns measured before 2026-11-27 10:45 (every
+  row but the `unet_s2d4_w24_distilled` and `unet_s2d_w8_distilled` ones) include the Softmax node.
 * Structured pruning (`training.prune`). `unet_s2d4_w24_pruned50` is `unet_s2d4_w24_distilled` with
   half of each conv block's inner channels removed, those with the smallest batch-norm scale, then
   fine-tuned with the same teacher for 1374 iterations on the 2-core CPU (`python build.py zoo-train
@@ -468,9 +470,9 @@ repeats a schedule on any machine from the same seed.
   seed and schedule (2825 iterations × 16), trained on the 2-core CPU on 2026-11-27 in 4160 s
   (`python build.py zoo-train --variant unet_effl0 --iterations 2825 --data-root DATA`;
   `unet_mnv2` ran on an accelerator). It is less accurate (AP@0.5 0.826 against 0.854, mAP 0.639
-  against 0.672) and slower natively at the same size (3.6 M parameters): 62 ms for the model on a
-  512×512 image (its row, `zoo-report`) against 50 ms for the same MobileNetV2 U-Net shipped as
-  `nuclei_he` (`python -m bench --zoo`, "model only", an hour earlier), 2 threads. It does not pay here.
+  against 0.672) and slower natively at the same size (3.6 M parameters): 64 ms for the model on a
+  512×512 image against 49 ms for `unet_mnv2` and for the same MobileNetV2 U-Net shipped as `nuclei_he`
+  (their rows' native model time, one `python -m bench.zoo_page` run), 2 threads. It does not pay here.
 * `.ort` format, measured and not adopted: `python -m onnxruntime.tools.convert_onnx_models_to_ort`
   makes the default model's file 0.8 % larger; a session is created in 7 ms instead of 15 ms in
   onnxruntime-web (Node, 2 threads) and in 4 ms instead of 15 ms natively, and the first run takes
