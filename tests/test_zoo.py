@@ -135,3 +135,23 @@ def test_training_loop_on_synthetic_data(tmp_path):
     assert [r["iteration"] for r in log] == [2, 4] and "val_ap50" in log[-1]
     bundles = pack(tmp_path / "run", tmp_path)
     assert unpack(bundles[0], tmp_path / "again") == ["tiny"]
+
+
+def test_variant_files_for_the_page_benchmark(tmp_path, models_dir):
+    """bench.zoo_page times every zoo row: the shipped file where there is one, else the
+    variant's architecture with seeded random weights (same operators and shapes)."""
+    import onnxruntime as ort
+
+    from training.zoo_report import variant_onnx
+
+    path, trained = variant_onnx("unet_s2d4_w24_distilled", tmp_path, models_dir=models_dir)
+    assert trained and path == models_dir / "nuclei_unet_s2d4_w24.onnx"
+    path, trained = variant_onnx("unet_s2d_w8_distilled", tmp_path, run_dir=tmp_path, models_dir=models_dir)
+    assert not trained and path.parent == tmp_path
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"image": np.zeros((1, 1, 64, 96), np.float32)})[0]
+    assert out.shape == (1, 3, 64, 96)
+    np.testing.assert_allclose(out.sum(1), 1, rtol=1e-5)
+    made = path.stat().st_mtime_ns
+    again, _ = variant_onnx("unet_s2d_w8_distilled", tmp_path, run_dir=tmp_path, models_dir=models_dir)
+    assert again == path and path.stat().st_mtime_ns == made   # made once
