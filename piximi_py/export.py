@@ -104,6 +104,16 @@ def label_colours(n: int) -> np.ndarray:
 
 
 def _display(image: np.ndarray, limits=None) -> np.ndarray:
+    """8-bit auto-contrast rendition: ``limits`` (default: the 0.5 and 99.8 percentiles) to 0..255."""
+    from .preprocess import percentiles
+
+    a = np.asarray(image)
+    if a.ndim == 2 and a.dtype in (np.uint8, np.uint16) and a.size:
+        # one lookup per pixel: no float copies of a large image (an 8192² one had three)
+        lo, hi = limits if limits is not None else percentiles(a, (0.5, 99.8))
+        hi = hi if hi > lo else lo + 1.0
+        values = np.arange(1 << (8 * a.itemsize), dtype=np.float64)
+        return np.clip((values - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)[a]
     a = np.asarray(image, np.float32)
     if a.ndim == 3:
         a = a[..., :3].mean(axis=-1)

@@ -160,3 +160,15 @@ def test_outlines_holes_and_diagonal_contacts():
     signs = sorted(np.sign(export._signed_area(p)) for p in loops)
     assert signs == [-1, 1, 1]
     assert export.outlines(np.ones((1, 1), bool))[0].tolist() == [[0, 0], [1, 0], [1, 1], [0, 1]]
+
+
+def test_display_of_8_and_16_bit_images_by_lookup_table(real):
+    """8/16-bit gray images are shown through a lookup table (no float copies of the image):
+    the same pixels as the float path, with automatic and given limits and for a flat image."""
+    image, _ = real
+    rng = np.random.default_rng(0)
+    for a in (image, rng.integers(0, 256, (60, 70)).astype(np.uint8), np.full((8, 9), 7, np.uint16)):
+        for limits in (None, (10.0, 200.0)):
+            fast = export._display(a, limits)
+            assert fast.dtype == np.uint8
+            np.testing.assert_array_equal(fast, export._display(a.astype(np.float32), limits))
