@@ -155,3 +155,23 @@ def test_variant_files_for_the_page_benchmark(tmp_path, models_dir):
     made = path.stat().st_mtime_ns
     again, _ = variant_onnx("unet_s2d_w8_distilled", tmp_path, run_dir=tmp_path, models_dir=models_dir)
     assert again == path and path.stat().st_mtime_ns == made   # made once
+
+
+def test_instance_formulations_on_touching_nuclei():
+    """training.formulations: from the probabilities of two touching nuclei, the interior seeds
+    give two objects, the foreground's components one, its distance watershed two."""
+    from skimage.segmentation import find_boundaries
+
+    from training.formulations import METHODS, instances
+
+    yy, xx = np.mgrid[:64, :96]
+    truth = np.zeros((64, 96), np.int32)
+    truth[(yy - 32) ** 2 + (xx - 34) ** 2 <= 15 ** 2] = 1
+    truth[(yy - 32) ** 2 + (xx - 62) ** 2 <= 15 ** 2] = 2     # overlaps the first: they touch
+    rim = find_boundaries(truth, mode="inner") & (truth > 0)
+    prob = np.stack([truth == 0, (truth > 0) & ~rim, rim]).astype(np.float32)
+    post = {"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_seed_size": 4, "min_size": 12}
+    counts = {m: int(instances(prob, m, post).max()) for m in METHODS}
+    assert counts == {"interior seeds": 2, "foreground components": 1, "foreground + distance watershed": 2}
+    with pytest.raises(ValueError, match="unknown method"):
+        instances(prob, "magic", post)

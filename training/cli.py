@@ -76,6 +76,8 @@ def cmd_export(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model, format_summary
 
+    if args.formulations:
+        return compare_formulations(args.model or ["nuclei", "nuclei_unet"])
     reports = {}
     for model_id in args.model or sorted(SHIPPED):
         base = SHIPPED.get(model_id.removesuffix("_int8"), {})
@@ -88,6 +90,20 @@ def cmd_evaluate(args) -> int:
         record_metrics(reports)
     if args.json:
         Path(args.json).write_text(json.dumps(reports, indent=1))
+    return 0
+
+
+def compare_formulations(model_ids) -> int:
+    """``training.formulations`` for each model: printed, and kept in ``models/zoo.json`` for ZOO.md."""
+    from .formulations import compare, format_comparison
+    from .zoo_report import REPORT, update_report
+
+    done = {}
+    for model_id in model_ids:
+        done[model_id] = compare(model_id)
+        print(f"## {model_id}\n{format_comparison(done[model_id])}\n")
+    kept = json.loads(REPORT.read_text()).get("formulations", {}) if REPORT.exists() else {}
+    update_report(formulations={**kept, **done})
     return 0
 
 
@@ -245,6 +261,9 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", nargs="*", help="model ids (default: the shipped models of training.cli.SHIPPED)")
     p.add_argument("--json", help="also write the full per-image report here")
     p.add_argument("--card", action="store_true", help="rewrite models/README.md from this evaluation")
+    p.add_argument("--formulations", action="store_true",
+                   help="instead: instances three ways from the same probabilities (training.formulations), "
+                        "default models nuclei and nuclei_unet; kept in models/zoo.json for ZOO.md")
     p.add_argument("--record", action="store_true",
                    help="write the metrics into models/index.json, the rdf.yaml files and models/zoo.json")
     p.set_defaults(func=cmd_evaluate)
