@@ -163,6 +163,9 @@ def main(argv=None) -> int:
     cache = ROOT / ".cache" / "zoo_architectures"
     rows = json.loads(REPORT.read_text())["variants"]
     names = args.variants or list(rows)
+    unknown = [vid for vid in names if vid not in rows]
+    if unknown:
+        ap.error(f"not rows of {REPORT.name}: {', '.join(unknown)}")
     files, figures, reference, x = {}, {}, {}, {}
     for vid in names:
         files[vid], trained = variant_onnx(vid, cache)

@@ -284,16 +284,20 @@ def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
     top, bottom = row[objects], row[ends] + 1
     left = np.minimum.reduceat(first, objects) if len(objects) else top
     right = np.maximum.reduceat(last, objects) + 1 if len(objects) else top
-    # Raw moments of each object from its runs, in integers and relative to its box's corner
-    # (small numbers: the central moments below lose no precision): per run of row u and
-    # columns v0..v1, sum v = (v0 + v1) * length / 2 and sum v**2 = S(v1) - S(v0 - 1),
-    # with S(k) = k (k + 1) (2k + 1) / 6.
+    # Raw moments of each object from its runs, relative to its box's corner (small numbers:
+    # the central moments below lose next to no precision): per run of row u and columns
+    # v0..v1, sum v = (v0 + v1) * length / 2 and sum v**2 = S(v1) - S(v0 - 1), with
+    # S(k) = k (k + 1) (2k + 1) / 6. Exact int64 sums where they cannot overflow (below about
+    # 2**62 = pixels * side**2: any image up to 46000 x 46000), float64 beyond.
+    exact = labels.size * max(labels.shape) ** 2 < 2 ** 62
     obj = np.repeat(np.arange(len(objects)), ends - objects + 1)
     u, v0, v1 = row - top[obj], first - left[obj], last - left[obj]
+    if not exact:
+        u, v0, v1 = u.astype(np.float64), v0.astype(np.float64), v1.astype(np.float64)
     length = v1 - v0 + 1
 
     def squares(k):
-        return k * (k + 1) * (2 * k + 1) // 6
+        return k * (k + 1) * (2 * k + 1) // 6 if exact else k * (k + 1) * (2 * k + 1) / 6
 
     def total(values):
         return np.add.reduceat(values, objects).astype(np.float64) if len(objects) else \

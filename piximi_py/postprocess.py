@@ -143,7 +143,11 @@ def masks_to_labels(foreground: np.ndarray, seed_mask: np.ndarray, *, min_seed_s
     See :func:`probabilities_to_labels` (which is this after thresholding).
     A foreground component with one seed is one object, one without a seed
     too; in a component with several seeds every pixel joins the nearest of
-    them, by a distance transform over the component's box only.
+    them, by a distance transform over the component's box only. Those boxes
+    may overlap (components nested in one another): past four times the image
+    area in all, the remaining components share one transform over the whole
+    image, in which a pixel whose nearest seed lies in another component is
+    left to :func:`fill_holes` (it may then take a neighbouring object's label).
     """
     seeds, _ = ndi.label(seed_mask)
     seeds = remove_small_objects(seeds, min_seed_size)
@@ -159,12 +163,12 @@ def masks_to_labels(foreground: np.ndarray, seed_mask: np.ndarray, *, min_seed_s
         pair_component, pair_seed = pairs // stride, pairs % stride
         n_seeds = np.bincount(pair_component.astype(np.intp), minlength=n_components + 1)
         del where
-        lut = np.zeros(n_components + 1, np.int64)
+        lut = np.zeros(n_components + 1, np.int32)
         single = n_seeds[pair_component] == 1
         lut[pair_component[single]] = pair_seed[single]
         unseeded = np.flatnonzero(n_seeds[1:] == 0) + 1
         lut[unseeded] = stride + np.arange(len(unseeded))
-        labels = lut[components].astype(np.int32)  # bincount takes it in the page (32-bit intp)
+        labels = lut[components]  # int32: np.bincount takes it in the page (32-bit intp)
         boxes = ndi.find_objects(components)
         budget = 4 * labels.size  # nested components' boxes overlap: bound the work
         several = np.flatnonzero(n_seeds > 1)

@@ -556,7 +556,7 @@ async def _sam(backend: str, model_id: str | None = None, progress=None):
     (e.g. int8 on WASM, fp16 on WebGPU). On WASM the decoder is warmed up
     (:func:`_warm_up_decoder`); ``progress("sam_model", 0|1, 1)`` brackets the loading.
     """
-    from .backends.ortweb import webgpu_available
+    from .backends.ortweb import FLOAT16_UNAVAILABLE, float16_on_webgpu, webgpu_available
     from .sam import EmbeddingCache, SamPredictor, sam_spec_from_index
 
     if backend not in BACKENDS:
@@ -574,9 +574,11 @@ async def _sam(backend: str, model_id: str | None = None, progress=None):
         roles = spec.runtimes[runtime]
         if progress is not None:
             progress("sam_model", 0, 1)
+        float16 = {part: computes_in_float16(spec.file(part, runtime)) for part in ("encoder", "decoder")}
         try:
-            enc, dec = [await OrtWebBackend.create(await _sam_file(spec, roles[part]), runtime,
-                                                   float16=computes_in_float16(spec.file(part, runtime)))
+            if runtime == "webgpu" and any(float16.values()) and not await float16_on_webgpu():
+                raise BackendUnavailable(FLOAT16_UNAVAILABLE)  # before downloading the files
+            enc, dec = [await OrtWebBackend.create(await _sam_file(spec, roles[part]), runtime, float16=float16[part])
                         for part in ("encoder", "decoder")]
         except BackendUnavailable:
             if backend != "auto":

@@ -80,9 +80,7 @@ def cmd_evaluate(args) -> int:
         return compare_formulations(args.model or ["nuclei", "nuclei_unet"])
     reports = {}
     for model_id in args.model or sorted(SHIPPED):
-        base = SHIPPED.get(model_id.removesuffix("_int8"), {})
-        mode = "rgb" if base.get("entry", {}).get("task") == "nuclei-brightfield" else "gray"
-        reports[model_id] = evaluate_model(model_id, mode=mode)
+        reports[model_id] = evaluate_model(model_id, mode=held_out_mode(model_id))
         print(f"## {model_id}\n{format_summary(reports[model_id])}\n")
     if args.card:
         write_cards(reports)
@@ -93,6 +91,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def held_out_mode(model_id: str) -> str:
+    """Which held-out images a shipped model is scored on: "rgb" for brightfield, else "gray"."""
+    base = SHIPPED.get(model_id.removesuffix("_int8"), {})
+    return "rgb" if base.get("entry", {}).get("task") == "nuclei-brightfield" else "gray"
+
+
 def compare_formulations(model_ids) -> int:
     """``training.formulations`` for each model: printed, and kept in ``models/zoo.json`` for ZOO.md."""
     from .formulations import compare, format_comparison
@@ -100,7 +104,7 @@ def compare_formulations(model_ids) -> int:
 
     done = {}
     for model_id in model_ids:
-        done[model_id] = compare(model_id)
+        done[model_id] = compare(model_id, mode=held_out_mode(model_id))
         print(f"## {model_id}\n{format_comparison(done[model_id])}\n")
     kept = json.loads(REPORT.read_text()).get("formulations", {}) if REPORT.exists() else {}
     update_report(formulations={**kept, **done})

@@ -41,7 +41,7 @@ VARIANTS = {
     # no full-resolution level: conv kernels run ~7x slower in WebAssembly than natively (ZOO.md)
     "unet_s2d_w16": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 16, "space_to_depth": 2}, "depth": 4,
                      "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
-    # narrower or coarser still, so the page keeps within 2x of native (models/ZOO.md); the
+    # narrower or coarser still, for the page's speed (models/ZOO.md: none runs within 2x of native); the
     # "_distilled" ones also learn the probabilities of nuclei_unet (the shipped unet_w16)
     "unet_s2d_w12": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 12, "space_to_depth": 2}, "depth": 4,
                      "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},

@@ -34,7 +34,7 @@ import numpy as np
 from .base import Backend
 
 __all__ = ["BackendUnavailable", "OrtWebBackend", "load_ort", "loaded_builds", "ort_module", "webgpu_available",
-           "webgpu_features", "BACKENDS"]
+           "webgpu_features", "float16_on_webgpu", "BACKENDS"]
 
 BACKENDS = ("auto", "webgpu", "wasm")
 
@@ -135,6 +135,15 @@ async def webgpu_features() -> frozenset | None:
     return None if _webgpu is False else _webgpu
 
 
+async def float16_on_webgpu() -> bool:
+    """Whether the WebGPU adapter runs float16 shaders (``shader-f16``)."""
+    return "shader-f16" in (await webgpu_features() or ())
+
+
+FLOAT16_UNAVAILABLE = ("this model file computes in float16 and this GPU's WebGPU adapter has no "
+                       "'shader-f16'; use backend 'wasm' or 'auto'")
+
+
 class OrtWebBackend(Backend):
     """One ORT-web ``InferenceSession`` bound to one execution provider."""
 
@@ -157,13 +166,12 @@ class OrtWebBackend(Backend):
         """
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-        features = await webgpu_features()
-        if float16 and features is not None and "shader-f16" not in features:
+        gpu = backend != "wasm" and await webgpu_available()
+        if gpu and float16 and not await float16_on_webgpu():
             if backend == "webgpu":
-                raise BackendUnavailable("this model file computes in float16 and this GPU's WebGPU adapter "
-                                         "has no 'shader-f16'; use backend 'wasm' or 'auto'")
-            features = None
-        if backend in ("auto", "webgpu") and features is not None:
+                raise BackendUnavailable(FLOAT16_UNAVAILABLE)
+            gpu = False
+        if gpu:
             ort = await ort_module("webgpu")
             try:
                 return cls(await cls._session(ort, model, "webgpu"), "webgpu", ort)
