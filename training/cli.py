@@ -77,7 +77,7 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model, format_summary
 
     if args.formulations:
-        return compare_formulations(args.model or ["nuclei", "nuclei_unet"])
+        return compare_formulations(args.model or ["nuclei", "nuclei_unet"], args.models_dir)
     reports = {}
     for model_id in args.model or sorted(SHIPPED):
         reports[model_id] = evaluate_model(model_id, mode=held_out_mode(model_id))
@@ -97,14 +97,15 @@ def held_out_mode(model_id: str) -> str:
     return "rgb" if base.get("entry", {}).get("task") == "nuclei-brightfield" else "gray"
 
 
-def compare_formulations(model_ids) -> int:
-    """``training.formulations`` for each model: printed, and kept in ``models/zoo.json`` for ZOO.md."""
+def compare_formulations(model_ids, models_dir: Path | None = None) -> int:
+    """``training.formulations`` for each model (of ``models_dir``, default the shipped ones): printed,
+    and kept in ``models/zoo.json`` for ZOO.md."""
     from .formulations import compare, format_comparison
     from .zoo_report import REPORT, update_report
 
     done = {}
     for model_id in model_ids:
-        done[model_id] = compare(model_id, mode=held_out_mode(model_id))
+        done[model_id] = compare(model_id, mode=held_out_mode(model_id), models_dir=models_dir)
         print(f"## {model_id}\n{format_comparison(done[model_id])}\n")
     kept = json.loads(REPORT.read_text()).get("formulations", {}) if REPORT.exists() else {}
     update_report(formulations={**kept, **done})
@@ -268,6 +269,9 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--formulations", action="store_true",
                    help="instead: instances three ways from the same probabilities (training.formulations), "
                         "default models nuclei and nuclei_unet; kept in models/zoo.json for ZOO.md")
+    p.add_argument("--models-dir", type=Path,
+                   help="with --formulations: models of this folder's index.json, e.g. runs/zoo/models "
+                        "(the zoo variants python build.py zoo-report exported)")
     p.add_argument("--record", action="store_true",
                    help="write the metrics into models/index.json, the rdf.yaml files and models/zoo.json")
     p.set_defaults(func=cmd_evaluate)

@@ -67,8 +67,10 @@ def instances(prob: np.ndarray, method: str, post: dict) -> np.ndarray:
     return postprocess.relabel_sequential(labels)
 
 
-def compare(model_id: str | None = None, *, data_root: Path = D.SHARED_DATA, mode: str = "gray") -> dict:
-    """Per set and overall: AP@0.5, mAP and F1 of each of :data:`METHODS` on the held-out images."""
+def compare(model_id: str | None = None, *, data_root: Path = D.SHARED_DATA, mode: str = "gray",
+            models_dir: Path | None = None) -> dict:
+    """Per set and overall: AP@0.5, mAP and F1 of each of :data:`METHODS` on the held-out images,
+    for a model of ``models_dir/index.json`` (default: the shipped models)."""
     import piximi_py
     from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
     from piximi_py.io import read_image
@@ -77,8 +79,9 @@ def compare(model_id: str | None = None, *, data_root: Path = D.SHARED_DATA, mod
 
     from .evaluate import held_out_pairs
 
-    spec = find_model(piximi_py.load_models(), model_id)
-    backend = OnnxRuntimeBackend(default_models_dir() / spec.file)
+    models_dir = Path(models_dir or default_models_dir())
+    spec = find_model(piximi_py.load_models(models_dir), model_id)
+    backend = OnnxRuntimeBackend(models_dir / spec.file)
     rows = []
     for set_name, name, image_path, mask_path in held_out_pairs(data_root, mode):
         truth = read_image(mask_path).astype(np.int32)

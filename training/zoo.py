@@ -77,6 +77,13 @@ VARIANTS = {
                               "encoder_kwargs": {"base_width": 24, "space_to_depth": 4, "inner_ratio": 0.75},
                               "lr": 5e-4, "teacher": "nuclei_unet_s2d4_w24.onnx",
                               "prune_from": "nuclei_unet_s2d4_w24.onnx"},
+    # the training target, measured (models/ZOO.md, "what the boundary class buys"): one schedule, no
+    # teacher, with the boundary class (2-pixel rims) and without it (boundary_width 0: every object
+    # pixel is "interior", a foreground/background target)
+    "unet_s2d4_w24_3class": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 24, "space_to_depth": 4},
+                             "depth": 3, "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
+    "unet_s2d4_w24_fg": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 24, "space_to_depth": 4},
+                         "depth": 3, "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3, "boundary_width": 0},
     "unet_mnv2": {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
                   "sets": GRAY, "synthetic_fraction": 0.3, "lr": 1e-3},
     # EfficientNet-Lite0 (ImageNet) instead of MobileNetV2, same decoder and schedule as unet_mnv2

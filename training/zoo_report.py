@@ -385,17 +385,28 @@ def write_zoo_page(*, bundles=(), names=None, compress=("unet_w16", "unet_mnv2",
 FORMULATIONS_NOTE = """## Instances: what the boundary class buys
 
 `python build.py evaluate --formulations` (`training.formulations`) turns the same probabilities of a
-shipped model into instances three ways, on the held-out images: *interior seeds*, the shipped rule
+model into instances three ways, on the held-out images: *interior seeds*, the shipped rule
 (`piximi_py.postprocess`: connected interiors are seeds, every foreground pixel joins the nearest seed
 of its foreground component); *foreground components*, one object per connected component of the
 foreground, what a foreground/background formulation gives without splitting; and *foreground +
 distance watershed*, the foreground split by a watershed on its distance transform from its local
 maxima, as the classical baseline splits its Otsu mask. Foreground, hole filling and size filter are
-the same in the three rows, so they differ only in how touching nuclei are told apart. The network is
-the one trained with the boundary class in all three, so the last two rows stand for formulations
-without it, not for models trained without it. The boundary class is worth 0.14-0.19 AP@0.5 and
-0.14-0.23 mAP; splitting the foreground by its distance transform gives a lower mAP than leaving it
-whole, on both models."""
+the same in the three rows, so they differ only in how touching nuclei are told apart.
+
+For the shipped `nuclei` and `nuclei_unet` the network is the one trained with the boundary class
+in all three rows: the boundary class is worth 0.14-0.19 AP@0.5 and 0.14-0.23 mAP at the instance
+step, and splitting the foreground by its distance transform gives a lower mAP than leaving it whole.
+The training target itself was compared with two models trained for it on the 2-core CPU, same
+architecture (the default's), schedule and seed, no teacher, 3000 iterations × 16 (`python build.py
+zoo-train --variant unet_s2d4_w24_fg unet_s2d4_w24_3class --iterations 3000 --data-root DATA`, 716 and
+737 s; then `python build.py zoo-report --variant unet_s2d4_w24_3class unet_s2d4_w24_fg` and `python
+build.py evaluate --formulations --model unet_s2d4_w24_3class unet_s2d4_w24_fg --models-dir
+runs/zoo/models`): `unet_s2d4_w24_3class` learns 2-pixel boundary rims, `unet_s2d4_w24_fg` learns
+none (`boundary_width` 0: every object pixel is interior, a foreground/background target). With the
+boundary class: AP@0.5 0.825, mAP 0.603. Without it, at best 0.662 / 0.450 (its interior probability
+above 0.7 as seeds, the thresholds tuned on training images), 0.621 / 0.424 by foreground components
+and 0.601 / 0.388 with the distance watershed. The 3-class target stays: +0.16 AP@0.5 and +0.15 mAP
+over the best use of the foreground target."""
 
 
 PAGE_NOTE = """The columns "page WASM model 512²" and "WebGPU 128²" come from one run of `python -m bench.zoo_page`
@@ -406,10 +417,10 @@ Chromium, 2 threads, median of the last 10 of 20 runs) against native onnxruntim
 largest probability difference (fp16 files against their float32 parent). Rows marked † have no trained
 file on this machine and ran their architecture with seeded random weights: the same operators and
 shapes, so the same time, but their WebGPU check only shows that the operators run (a random network
-often gives one class everywhere). Model step only, page over native: 2.4× (`squeeze_unet`) to 6.9×
-(`unet_mnv2_int8`), the shipped default 3.8×: no variant runs within 2× of native. Each int8 file's
-ratio is larger than its float parent's: natively int8 runs 1.1-1.7× faster than float on this CPU,
-in the page 0.9-1.3×. On WebGPU the trained int8 (QDQ) files give wrong probabilities (the same class
+often gives one class everywhere). Model step only, page over native: 2.4× (`unet_s2d_w8_distilled`)
+to 7.1× (`unet_mnv2_int8`), the shipped default 3.7×: no variant runs within 2× of native. Each int8
+file's ratio is larger than its float parent's: natively int8 runs 1.2-1.7× faster than float on this
+CPU, in the page 0.85-1.3×. On WebGPU the trained int8 (QDQ) files give wrong probabilities (the same class
 as native on about 75 % of the crop), and the fp16 files too: those return zeros where looked at
 (`unet_s2d4_w24_distilled_fp16`, the SAM encoder), as SwiftShader's adapter has no `shader-f16` and
 onnxruntime-web 1.30 does not say so. The page runs int8 files on WASM, and float16 files on WebGPU
@@ -436,7 +447,7 @@ repeats a schedule on any machine from the same seed.
 * Baseline: Otsu + distance-transform watershed (scikit-image) on the same images.
 * Latency: this project's 2-core CI-class machine, onnxruntime with 2 threads, a 512×512 image.
   "native model" comes from the one run of `python -m bench.zoo_page` that also timed the page's
-  model step (2026-11-27, 17:30; median of 20 runs, fp16 rows from their earlier runs); "pipeline" is
+  model step (2026-11-27, 18:30; median of 20 runs, fp16 rows from their earlier runs); "pipeline" is
   the whole `piximi_py.segment` call (normalize, tile, infer, instances), median of 5.
   Absolute times are noisy here, and the pipeline rows were timed in different runs: the `unet_s2d*` rows on a
   quiet machine (2026-11-27), most others under load (2026-11-26; the default `unet_w16` pipeline
@@ -495,9 +506,10 @@ repeats a schedule on any machine from the same seed.
   seed and schedule (2825 iterations × 16), trained on the 2-core CPU on 2026-11-27 in 4160 s
   (`python build.py zoo-train --variant unet_effl0 --iterations 2825 --data-root DATA`;
   `unet_mnv2` ran on an accelerator). It is less accurate (AP@0.5 0.826 against 0.854, mAP 0.639
-  against 0.672) and slower natively at the same size (3.6 M parameters): 64 ms for the model on a
-  512×512 image against 49 ms for `unet_mnv2` and for the same MobileNetV2 U-Net shipped as `nuclei_he`
-  (their rows' native model time, one `python -m bench.zoo_page` run), 2 threads. It does not pay here.
+  against 0.672) and slower natively at the same size (3.6 M parameters): 71 ms for the model on a
+  512×512 image against 52 ms for `unet_mnv2` and 55 ms for the same MobileNetV2 U-Net shipped as
+  `nuclei_he` (their rows' native model time, one `python -m bench.zoo_page` run), 2 threads. It does
+  not pay here.
 * `.ort` format, measured and not adopted: `python -m onnxruntime.tools.convert_onnx_models_to_ort`
   makes the default model's file 0.8 % larger; a session is created in 7 ms instead of 15 ms in
   onnxruntime-web (Node, 2 threads) and in 4 ms instead of 15 ms natively, and the first run takes
