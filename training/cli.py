@@ -105,7 +105,7 @@ def compare_formulations(model_ids, models_dir: Path | None = None) -> int:
 
     done = {}
     for model_id in model_ids:
-        done[model_id] = compare(model_id, mode=held_out_mode(model_id), models_dir=models_dir)
+        done[model_id] = compare(model_id, models_dir=models_dir)
         print(f"## {model_id}\n{format_comparison(done[model_id])}\n")
     kept = json.loads(REPORT.read_text()).get("formulations", {}) if REPORT.exists() else {}
     update_report(formulations={**kept, **done})

@@ -67,10 +67,10 @@ def instances(prob: np.ndarray, method: str, post: dict) -> np.ndarray:
     return postprocess.relabel_sequential(labels)
 
 
-def compare(model_id: str | None = None, *, data_root: Path = D.SHARED_DATA, mode: str = "gray",
-            models_dir: Path | None = None) -> dict:
-    """Per set and overall: AP@0.5, mAP and F1 of each of :data:`METHODS` on the held-out images,
-    for a model of ``models_dir/index.json`` (default: the shipped models)."""
+def compare(model_id: str | None = None, *, data_root: Path = D.SHARED_DATA, models_dir: Path | None = None) -> dict:
+    """Per set and overall: AP@0.5, mAP and F1 of each of :data:`METHODS` on the held-out images
+    (the colour ones for an RGB model), for a model of ``models_dir/index.json`` (default: the
+    shipped models)."""
     import piximi_py
     from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
     from piximi_py.io import read_image
@@ -83,7 +83,7 @@ def compare(model_id: str | None = None, *, data_root: Path = D.SHARED_DATA, mod
     spec = find_model(piximi_py.load_models(models_dir), model_id)
     backend = OnnxRuntimeBackend(models_dir / spec.file)
     rows = []
-    for set_name, name, image_path, mask_path in held_out_pairs(data_root, mode):
+    for set_name, name, image_path, mask_path in held_out_pairs(data_root, "rgb" if spec.channels == 3 else "gray"):
         truth = read_image(mask_path).astype(np.int32)
         image = read_image(image_path, color=spec.channels == 3)
         prob = piximi_py.run_sync(predict_probabilities(prepare_input(image, spec), spec, backend))
