@@ -24,6 +24,7 @@ files and ``../shared/data`` to calibrate their int8 twins.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -71,6 +72,7 @@ self.onmessage = async (ev) => {
 };
 """
 
+@functools.lru_cache
 def inputs(channels: int) -> tuple[np.ndarray, np.ndarray]:
     """The StarDist sample, percentile-normalized: 512² for timing and a 128² crop for WebGPU,
     as ``(1, channels, H, W)`` float32 (gray repeated for RGB models)."""

@@ -1,8 +1,8 @@
 """What the boundary class buys: instances from one model's probabilities, three ways.
 
-    python build.py evaluate --formulations [--model ID]
+    python build.py evaluate --formulations [--model ID ...] [--models-dir runs/zoo/models]
 
-The shipped models predict background / nucleus interior / nucleus boundary.
+The models predict background / nucleus interior / nucleus boundary.
 On the held-out images (``training.evaluate``), the same probabilities become
 instances by
 
