@@ -212,10 +212,8 @@ def main(argv=None) -> int:
                  f"{g['same_class']:.4f}" if "same_class" in g else (g.get("error") or "—"),
                  f"{g['max_abs_diff']:.1e}" if g.get("max_abs_diff") is not None else "—"]
         print("| " + " | ".join(cells) + " |")
-    report = json.loads(REPORT.read_text())
-    update_report(variants={vid: {**report["variants"][vid],
-                                  "page": {**report["variants"][vid].get("page", {}), **figures[vid]}}
-                            for vid in names})
+    # --no-webgpu keeps the WebGPU figures of an earlier run
+    update_report(variants={vid: {"page": {**rows[vid].get("page", {}), **figures[vid]}} for vid in names})
     print(f"wrote the page figures into {REPORT.relative_to(ROOT)}; `python build.py zoo-report --table-only` "
           "redraws ZOO.md")
     return 0

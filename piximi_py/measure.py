@@ -128,6 +128,11 @@ def _group_starts(*keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(change)
 
 
+def _group_ends(starts: np.ndarray, n: int) -> np.ndarray:
+    """Index of the last entry of every group, from :func:`_group_starts` of ``n`` entries."""
+    return np.r_[starts[1:], n] - 1 if len(starts) else starts
+
+
 def _lower_hull(group: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Vertices of the lower convex hull of x as a function of y, per group.
 
@@ -191,18 +196,20 @@ def solidity(labels: np.ndarray) -> np.ndarray:
     """
     labels = np.asarray(labels)
     n = int(labels.max()) + 1 if labels.size else 1
-    return _solidity(_runs(labels), n)
+    runs = _runs(labels)
+    area = np.bincount(runs[0].astype(np.intp), runs[3] - runs[2] + 1, minlength=n)
+    convex_area = _convex_area(runs, n)
+    return np.divide(area, convex_area, out=np.zeros(n), where=convex_area > 0)
 
 
-def _solidity(runs: tuple, n: int) -> np.ndarray:
-    """:func:`solidity` from :func:`_runs`, for labels ``0..n - 1``."""
-    out = np.zeros(n)
+def _convex_area(runs: tuple, n: int) -> np.ndarray:
+    """Convex area (:func:`solidity`) of labels ``0..n - 1`` from their :func:`_runs`."""
     label, row, first, last = runs
     if not len(label):
-        return out
+        return np.zeros(n, np.int64)
     rows = _group_starts(label, row)                  # a row's runs: first column of the first,
     label, row, first = label[rows], row[rows], first[rows]
-    last = last[np.r_[rows[1:], len(runs[0])] - 1]    # last column of the last
+    last = last[_group_ends(rows, len(runs[0]))]      # last column of the last
     # The hull of the pixel-edge midpoints (2 * row + dy, 2 * col + dx) in half-pixel units is
     # bounded, row by row, by the lower hull of the leftmost midpoints and the upper hull of
     # the rightmost: each pixel row gives three points to each side, 2 * row - 1 to 2 * row + 1,
@@ -217,7 +224,7 @@ def _solidity(runs: tuple, n: int) -> np.ndarray:
     # pixel centres of the rows the hull spans, first to last row of each object
     objects = _group_starts(label)
     top = row[objects]
-    bottom = row[np.r_[objects[1:], len(label)] - 1]
+    bottom = row[_group_ends(objects, len(label))]
     # np.repeat and np.bincount take np.intp: 32 bits in the page
     spans = (bottom - top + 1).astype(np.intp)
     queries_group = np.repeat(label[objects], spans)
@@ -225,10 +232,7 @@ def _solidity(runs: tuple, n: int) -> np.ndarray:
     key_scale = 2 * int(row.max()) + 5
     lo = _first_column_inside(group, y + 1, left, queries_group, 2 * queries_row + 1, key_scale)
     hi = -_first_column_inside(group, y + 1, right, queries_group, 2 * queries_row + 1, key_scale)
-    convex_area = np.bincount(queries_group.astype(np.intp), np.maximum(hi - lo + 1, 0), minlength=n)
-    area = np.bincount(runs[0].astype(np.intp), runs[3] - runs[2] + 1, minlength=n)
-    np.divide(area, convex_area, out=out, where=convex_area > 0)
-    return out
+    return np.bincount(queries_group.astype(np.intp), np.maximum(hi - lo + 1, 0), minlength=n)
 
 
 def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
@@ -279,7 +283,7 @@ def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
     label, row, first, last = runs
     objects = _group_starts(label)
     present = label[objects]                          # compact ids of the objects
-    ends = np.r_[objects[1:], len(label)] - 1 if len(objects) else objects
+    ends = _group_ends(objects, len(label))
     area = np.add.reduceat(last - first + 1, objects) if len(objects) else np.zeros(0, np.int64)
     top, bottom = row[objects], row[ends] + 1
     left = np.minimum.reduceat(first, objects) if len(objects) else top
@@ -324,7 +328,7 @@ def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
         "bbox_max_y": bottom, "bbox_max_x": right,
         "perimeter": perimeter(compact)[present],
         "eccentricity": ecc,
-        "solidity": _solidity(runs, n)[present],
+        "solidity": area / _convex_area(runs, n)[present],  # an object's hull holds its pixels: > 0
     }
     if pixel_size is not None:
         py, px = (pixel_size, pixel_size) if np.isscalar(pixel_size) else pixel_size

@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = ["probabilities_to_labels", "threshold_probabilities", "masks_to_labels",
-           "remove_small_objects", "fill_holes",
+           "remove_small_objects", "fill_holes", "finish_labels",
            "relabel_sequential", "label_dtype"]
 
 
@@ -90,10 +90,8 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
         return _nearest_label(labels, is_hole[background])  # holes as big as the image: one transform
     out = labels.copy()
     for k, window in zip(holes, windows):
-        part = labels[window]
-        iy, ix = ndi.distance_transform_edt(part == 0, return_distances=False, return_indices=True)
         inside = background[window] == k
-        out[window][inside] = part[iy[inside], ix[inside]]
+        out[window][inside] = _nearest_label(labels[window], inside)[inside]
     return out
 
 
@@ -179,13 +177,15 @@ def masks_to_labels(foreground: np.ndarray, seed_mask: np.ndarray, *, min_seed_s
                 _join_nearest_seed(labels, seeds, components, several[i:])
                 break
             inside = components[box] == c
-            own = np.where(inside, seeds[box], 0)
-            iy, ix = ndi.distance_transform_edt(own == 0, return_distances=False, return_indices=True)
-            labels[box][inside] = own[iy[inside], ix[inside]]
+            labels[box][inside] = _nearest_label(np.where(inside, seeds[box], 0), inside)[inside]
         del seeds, components
-    labels = fill_holes(labels)
-    labels = remove_small_objects(labels, min_size)
-    return relabel_sequential(labels)
+    return finish_labels(labels, min_size)
+
+
+def finish_labels(labels: np.ndarray, min_size: int = 12) -> np.ndarray:
+    """The last steps of every instance rule: holes filled (:func:`fill_holes`), objects under
+    ``min_size`` pixels dropped, the rest numbered 1..n in raster order."""
+    return relabel_sequential(remove_small_objects(fill_holes(labels), min_size))
 
 
 def _join_nearest_seed(labels, seeds, components, which) -> None:

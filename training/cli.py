@@ -101,14 +101,13 @@ def compare_formulations(model_ids, models_dir: Path | None = None) -> int:
     """``training.formulations`` for each model (of ``models_dir``, default the shipped ones): printed,
     and kept in ``models/zoo.json`` for ZOO.md."""
     from .formulations import compare, format_comparison
-    from .zoo_report import REPORT, update_report
+    from .zoo_report import update_report
 
     done = {}
     for model_id in model_ids:
         done[model_id] = compare(model_id, models_dir=models_dir)
         print(f"## {model_id}\n{format_comparison(done[model_id])}\n")
-    kept = json.loads(REPORT.read_text()).get("formulations", {}) if REPORT.exists() else {}
-    update_report(formulations={**kept, **done})
+    update_report(formulations=done)
     return 0
 
 
@@ -134,7 +133,7 @@ def record_metrics(reports: dict, models_dir: Path = ROOT / "models") -> None:
         if base in SHIPPED:
             variant = SHIPPED[base]["variant"] + entry["id"][len(base):]
             if variant in zoo:
-                rows[variant] = {**zoo[variant], "summary": report["summary"]}
+                rows[variant] = {"summary": report["summary"]}
     index_path.write_text(json.dumps(index, indent=2) + "\n")
     if rows:
         update_report(variants=rows)

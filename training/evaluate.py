@@ -48,10 +48,8 @@ def held_out_pairs(data_root: Path, mode: str = "gray"):
 
 def classical_baseline(image: np.ndarray) -> np.ndarray:
     """Otsu threshold + distance-transform watershed (scikit-image), a common default."""
-    from skimage.feature import peak_local_max
     from skimage.filters import gaussian, threshold_otsu
     from skimage.morphology import remove_small_objects
-    from skimage.segmentation import watershed
 
     img = image.astype(np.float32)
     if img.ndim == 3:
@@ -60,12 +58,20 @@ def classical_baseline(image: np.ndarray) -> np.ndarray:
     mask = img > threshold_otsu(img)
     if mask.mean() > 0.5:  # dark nuclei on a bright background
         mask = ~mask
-    mask = remove_small_objects(ndi.binary_fill_holes(mask), 12)
-    dist = ndi.distance_transform_edt(mask)
-    peaks = peak_local_max(dist, min_distance=4, labels=ndi.label(mask)[0], exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
+    return distance_watershed(remove_small_objects(ndi.binary_fill_holes(mask), 12))
+
+
+def distance_watershed(foreground: np.ndarray, min_distance: int = 4) -> np.ndarray:
+    """Split a binary mask by a watershed on its distance transform, from its local maxima."""
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    dist = ndi.distance_transform_edt(foreground)
+    peaks = peak_local_max(dist, min_distance=min_distance, labels=ndi.label(foreground)[0],
+                           exclude_border=False)
+    markers = np.zeros(foreground.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    return watershed(-dist, markers, mask=mask)
+    return watershed(-dist, markers, mask=foreground)
 
 
 def evaluate_model(model_id: str | None = None, *, data_root: Path = D.SHARED_DATA,

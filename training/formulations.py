@@ -17,9 +17,9 @@ instances by
 
 The foreground (``1 - P(background)`` above the model's threshold), the hole
 filling and the size filter are the same for all three, so the rows differ
-only in how touching nuclei are told apart. The network is the one trained
-with the boundary class in all three rows: the second and third rows stand
-for formulations without it, not for models trained without it.
+only in how touching nuclei are told apart. For one model the network is the
+same in all three rows; models trained with and without the boundary class
+(zoo variants, ``--models-dir runs/zoo/models``) compare the targets.
 """
 from __future__ import annotations
 
@@ -32,22 +32,9 @@ from piximi_py import postprocess
 from piximi_py.metrics import evaluate_instances
 
 from . import data as D
+from .evaluate import distance_watershed, held_out_pairs
 
 METHODS = ("interior seeds", "foreground components", "foreground + distance watershed")
-
-
-def distance_watershed(foreground: np.ndarray, min_distance: int = 4) -> np.ndarray:
-    """Split a binary mask by a watershed on its distance transform, from its local maxima
-    (``training.evaluate.classical_baseline``'s splitting)."""
-    from skimage.feature import peak_local_max
-    from skimage.segmentation import watershed
-
-    dist = ndi.distance_transform_edt(foreground)
-    peaks = peak_local_max(dist, min_distance=min_distance, labels=ndi.label(foreground)[0],
-                           exclude_border=False)
-    markers = np.zeros(foreground.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    return watershed(-dist, markers, mask=foreground)
 
 
 def instances(prob: np.ndarray, method: str, post: dict) -> np.ndarray:
@@ -63,8 +50,7 @@ def instances(prob: np.ndarray, method: str, post: dict) -> np.ndarray:
         labels = distance_watershed(foreground)
     else:
         raise ValueError(f"unknown method {method!r}: one of {METHODS}")
-    labels = postprocess.remove_small_objects(postprocess.fill_holes(labels), post["min_size"])
-    return postprocess.relabel_sequential(labels)
+    return postprocess.finish_labels(labels, post["min_size"])
 
 
 def compare(model_id: str | None = None, *, data_root: Path = D.SHARED_DATA, models_dir: Path | None = None) -> dict:
@@ -76,8 +62,6 @@ def compare(model_id: str | None = None, *, data_root: Path = D.SHARED_DATA, mod
     from piximi_py.io import read_image
     from piximi_py.models import default_models_dir, find_model
     from piximi_py.pipeline import predict_probabilities, prepare_input
-
-    from .evaluate import held_out_pairs
 
     models_dir = Path(models_dir or default_models_dir())
     spec = find_model(piximi_py.load_models(models_dir), model_id)

@@ -144,12 +144,19 @@ def calibration_crops(sets, data_root: Path, *, channels: int = 1, batch: int = 
     return [next(stream)[0] for _ in range(n)]
 
 
-def prune_shipped(onnx_path: Path, out: Path, ratio: float, batches) -> Path:
-    """Prune a shipped model file into a checkpoint at ``out``, batch norms rebuilt from ``batches``."""
-    from .train import save_checkpoint, shipped_config, unet_from_onnx
+def calibrated_parent(onnx_path: Path, batches) -> tuple[Unet, dict]:
+    """A shipped model file rebuilt in PyTorch with batch norms from ``batches``, and its config."""
+    from .train import shipped_config, unet_from_onnx
 
     config = shipped_config(onnx_path)
-    parent = calibrate_batch_norms(unet_from_onnx(onnx_path, **config), batches)
+    return calibrate_batch_norms(unet_from_onnx(onnx_path, **config), batches), config
+
+
+def prune_shipped(onnx_path: Path, out: Path, ratio: float, batches) -> Path:
+    """Prune a shipped model file into a checkpoint at ``out``, batch norms rebuilt from ``batches``."""
+    from .train import save_checkpoint
+
+    parent, config = calibrated_parent(onnx_path, batches)
     pruned = prune_inner_channels(parent, config, ratio, activation_importance(parent, batches))
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(pruned, {**config, "inner_ratio": ratio}, out, 0)
@@ -165,11 +172,10 @@ def compare_criteria(onnx_path: Path, sets, data_root: Path, ratios=(0.5, 0.625,
     score is under ratio 1.0.
     """
     from . import data as D
-    from .train import evaluate, load_samples, shipped_config, unet_from_onnx
+    from .train import evaluate, load_samples, shipped_config
 
-    config = shipped_config(onnx_path)
-    crops = calibration_crops(sets, data_root, channels=config["in_channels"])
-    parent = calibrate_batch_norms(unet_from_onnx(onnx_path, **config), crops)
+    crops = calibration_crops(sets, data_root, channels=shipped_config(onnx_path)["in_channels"])
+    parent, config = calibrated_parent(onnx_path, crops)
     _, validation = D.split(load_samples(sets, data_root, config["in_channels"]))
     importance = activation_importance(parent, crops)
     out = {1.0: {"parent": evaluate(parent, validation)["ap50"]}}

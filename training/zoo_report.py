@@ -206,13 +206,13 @@ def variant_onnx(vid: str, out_dir: Path, *, run_dir: Path = RUN_DIR, models_dir
 
         from .export import export_onnx
         from .models import Unet
-        from .train import model_config
+        from .train import model_config, save_checkpoint
 
         v = VARIANTS[vid]
         config = model_config(None, v.get("channels", 1), v["encoder"], v["depth"], v["encoder_kwargs"])
         torch.manual_seed(0)
         checkpoint = out_dir / f"{vid}_random.pt"
-        torch.save({"config": config, "state_dict": Unet(**config).state_dict()}, checkpoint)
+        save_checkpoint(Unet(**config), config, checkpoint, 0)
         export_onnx(checkpoint, out)
     return out, False
 
@@ -275,9 +275,7 @@ def build_report(run_dir: Path = RUN_DIR, *, bundles=(), names=None, data_root: 
             mode = "gray" if ventry["channels"] == 1 else "rgb"
             ev = evaluate_model(vid, models_dir=models_dir, mode=mode, data_root=data_root)
             img = sample if ventry["channels"] == 1 else np.repeat(sample[..., None], 3, -1)
-            kept = json.loads(REPORT.read_text())["variants"].get(vid, {}) if REPORT.exists() else {}
-            rows[vid] = {**({"page": kept["page"]} if "page" in kept else {}),  # bench.zoo_page's figures
-                         "params": count_parameters(run_dir / name / "model.pt"), "bytes": ventry["bytes"],
+            rows[vid] = {"params": count_parameters(run_dir / name / "model.pt"), "bytes": ventry["bytes"],
                          "parent": ventry.get("parent"), "postprocess": ventry["postprocess"],
                          "training": entry.get("training", {}), "summary": ev["summary"],
                          **native_latency(models_dir, vid, img)}
@@ -286,10 +284,15 @@ def build_report(run_dir: Path = RUN_DIR, *, bundles=(), names=None, data_root: 
 
 
 def update_report(*, variants: dict | None = None, browser: dict | None = None, **fields) -> dict:
-    """Merge rows into ``models/zoo.json`` (per variant id) and write it back."""
+    """Merge into ``models/zoo.json`` and write it back: a variant's row field by field (so what one
+    command measured, e.g. ``bench.zoo_page``'s ``page``, outlives another's re-measuring), the
+    ``browser`` entries and other dict fields (``formulations``) key by key, other fields replaced."""
     report = json.loads(REPORT.read_text()) if REPORT.exists() else {"machine": "2-core CPU, onnxruntime 2 threads"}
-    report.update(fields)
-    report["variants"] = {**report.get("variants", {}), **(variants or {})}
+    for key, value in fields.items():
+        merge = isinstance(value, dict) and isinstance(report.get(key), dict)
+        report[key] = {**report[key], **value} if merge else value
+    rows = report.get("variants", {})
+    report["variants"] = {**rows, **{vid: {**rows.get(vid, {}), **row} for vid, row in (variants or {}).items()}}
     report["browser"] = {**report.get("browser", {}), **(browser or {})}
     REPORT.write_text(json.dumps(report, indent=1) + "\n")
     return report
