@@ -422,7 +422,12 @@ largest probability difference (fp16 files against their float32 parent). Rows m
 file on this machine and ran their architecture with seeded random weights: the same operators and
 shapes, so the same time, but their WebGPU check only shows that the operators run (a random network
 often gives one class everywhere). Model step only, page over native: 2.4× (`unet_s2d_w8_distilled`)
-to 7.1× (`unet_mnv2_int8`), the shipped default 3.7×: no variant runs within 2× of native. Each int8
+to 7.1× (`unet_mnv2_int8`), the shipped default 3.7×: no variant runs within 2× of native. Why none
+can: `python -m bench.conv_peak` times one 3×3 convolution of about 100 M multiply-adds in both runtimes
+(`bench/conv_peak.json`, 2026-11-27, 2 threads). With 32-96 channels native onnxruntime reaches 140-171
+GMAC/s and the page 26-31, 5.5-6.1× slower: each near its arithmetic peak, WebAssembly's 128-bit SIMD
+without fused multiply-add (onnxruntime-web 1.30 does not use relaxed SIMD) against AVX-512 with it on
+this CPU. Only with 4-8 channels, where memory bounds both, does the ratio fall to 2.5-3×. Each int8
 file's ratio is larger than its float parent's: natively int8 runs 1.2-1.7× faster than float on this
 CPU, in the page 0.85-1.3×. On WebGPU the trained int8 (QDQ) files give wrong probabilities (the same class
 as native on about 75 % of the crop), and the fp16 files too: those return zeros where looked at
