@@ -1,13 +1,17 @@
 """Benchmark: native onnxruntime vs the page (onnxruntime-web WASM), one run, one machine.
 
-    python -m bench [--repeats 5] [--threads 2] [--image PATH] [--models ID ...] [--zoo [--webgpu]]
+    python -m bench [--repeats 5] [--warmup 5] [--threads 2] [--image PATH] [--models ID ...] [--zoo [--webgpu]]
 
 Prints a table for the default model (or each of ``--models``) on a 512x512 image (the StarDist sample
 unless ``--image`` is given): model-only and end-to-end latency (and the end to end split by
 pipeline stage: decode, preprocess, inference, postprocess) natively and
 in headless Chromium (WASM backend, same thread count), their ratios, and the
 page's cold start to ``window.piximi.ready``. Absolute times on a shared
-2-core machine are noisy; compare the ratios.
+2-core machine are noisy; compare the ratios. Both runtimes first run each
+model ``--warmup`` times unmeasured: the page's first runs are slower (about
+250, then 125-195 ms against a steady 60-80 ms for the default model's
+inference) while Chromium compiles onnxruntime-web's hot WebAssembly code with
+its optimizing tier, so the figures are the steady state of a session.
 
 ``--webgpu`` also segments a 128x128 crop of the image with each model on
 WebGPU (SwiftShader: exact, but too slow to time) and compares the labels with
@@ -40,7 +44,7 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = None) -> dict:
+def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = None, warmup: int = 1) -> dict:
     import piximi_py
     from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
     from piximi_py.io import read_image_bytes
@@ -51,15 +55,18 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
     spec = find_model(piximi_py.load_models(), model)
     backend = OnnxRuntimeBackend(default_models_dir() / spec.file, threads=threads)
     x = prepare_input(read_image_bytes(image_bytes), spec)[None]
-    backend.run_sync(x)  # warm-up
+    for _ in range(warmup):
+        backend.run_sync(x)
     model_ms = median_ms(lambda: backend.run_sync(x), repeats)
+    for _ in range(warmup):
+        run_sync(segment_async(image_bytes, spec, backend))
     runs = []
     e2e_ms = median_ms(lambda: runs.append(run_sync(segment_async(image_bytes, spec, backend)).timings), repeats)
     return {"model": spec.id, "shape": x.shape[-2:], "model_ms": model_ms, "e2e_ms": e2e_ms,
             "stages_ms": {k: statistics.median(r[k] for r in runs) for k in STAGES}}
 
 
-def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,)) -> dict:
+def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,), warmup: int = 1) -> dict:
     """Per model id: page timings (WASM) from one page session; plus the cold start."""
     from bench import app_page
 
@@ -67,16 +74,16 @@ def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,)) -> d
     with app_page(f"?threads={threads}") as (page, cold_ms):
         for model in models:
             runs = page.evaluate(
-                """async ([b64, n, model]) => {
+                """async ([b64, n, model, warmup]) => {
                     const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
                     const out = [];
-                    for (let i = 0; i < n + 1; i++) {
+                    for (let i = 0; i < n + warmup; i++) {
                       const r = await window.piximi.segment(bytes.slice(), {backend: "wasm",
                                                                             model: model || undefined});
                       out.push({...r.timings, backend: r.backend, count: r.count});
                     }
-                    return out.slice(1);  // first run warms up
-                }""", [base64.b64encode(image_bytes).decode(), repeats, model])
+                    return out.slice(warmup);
+                }""", [base64.b64encode(image_bytes).decode(), repeats, model, warmup])
             med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731,B023
             results[model] = {"backend": runs[0]["backend"], "model_ms": med("inference"), "e2e_ms": med("total"),
                               "roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
@@ -144,6 +151,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", type=Path, help="image file (default: the StarDist 512x512 sample)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=5, help="unmeasured runs per model first, in both runtimes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", nargs="*", help="model ids (default: the default model)")
     ap.add_argument("--zoo", action="store_true", help="every shipped model; also record the page columns in models/zoo.json")
@@ -155,13 +163,13 @@ def main(argv=None) -> int:
         args.image = stardist_sample()[0]
     data = args.image.read_bytes()
     models = args.models or (list(shipped_variants()) if args.zoo else [None])
-    nat = {m: native(data, args.threads, args.repeats, m) for m in models}
-    webs = browser(data, args.threads, args.repeats, models)
+    nat = {m: native(data, args.threads, args.repeats, m, args.warmup) for m in models}
+    webs = browser(data, args.threads, args.repeats, models, args.warmup)
     for m in models:
         n, web = nat[m], webs[m]
         h, w = n["shape"]
         print(f"\nmodel {n['model']!r}, image {args.image.name} ({w}x{h}), {args.threads} threads, "
-              f"median of {args.repeats}")
+              f"median of {args.repeats} after {args.warmup} unmeasured")
         print("| measure | native onnxruntime | browser " + web["backend"] + " | browser / native |")
         print("|---|---|---|---|")
         print(f"| model only (ms) | {n['model_ms']:.0f} | {web['model_ms']:.0f} | {web['model_ms'] / n['model_ms']:.2f} |")
