@@ -160,3 +160,17 @@ def test_solidity_of_a_large_convex_object_with_a_spur():
     labels[5:9, 600:690] = 2
     ours = regionprops_table(labels)["solidity"]
     np.testing.assert_allclose(ours, [p.solidity for p in regionprops(labels)], rtol=1e-12)
+
+
+def test_intensity_with_nan_pixels():
+    labels = np.zeros((6, 8), np.int32)
+    labels[1:3, 1:4], labels[4:6, 2:7], labels[0, 7] = 1, 2, 3
+    image = np.arange(48, dtype=np.float32).reshape(6, 8)
+    image[1, 2] = np.nan                    # object 1: one NaN pixel
+    image[0, 7] = np.nan                    # object 3: NaN only
+    table = regionprops_table(labels, image)
+    ones = image[labels == 1]
+    assert table["intensity_min"][0] == np.nanmin(ones) and table["intensity_max"][0] == np.nanmax(ones)
+    assert np.isnan(table["intensity_mean"][0]) and np.isnan(table["intensity_min"][2])
+    np.testing.assert_array_equal(table["intensity_mean"][1], image[labels == 2].mean(dtype=np.float64))
+    assert table["intensity_min"].dtype == np.float32
