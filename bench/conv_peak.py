@@ -19,8 +19,8 @@ ratio of the two peaks. WebAssembly SIMD is 128 bits wide (4 float32 lanes)
 and has no fused multiply-add outside the relaxed-SIMD proposal, which
 onnxruntime-web 1.30's kernels do not use; onnxruntime's native kernels use the
 CPU's widest vectors (AVX-512 with fused multiply-add on this machine: 16 lanes).
-No model built from such convolutions can run closer to native than this
-ratio, whatever its architecture. Writes ``bench/conv_peak.json``.
+A model whose convolutions have such widths cannot run closer to native than
+this ratio, whatever its layout. Writes ``bench/conv_peak.json``.
 """
 from __future__ import annotations
 
