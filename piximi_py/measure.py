@@ -284,7 +284,8 @@ def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
     objects = _group_starts(label)
     present = label[objects]                          # compact ids of the objects
     ends = _group_ends(objects, len(label))
-    area = np.add.reduceat(last - first + 1, objects) if len(objects) else np.zeros(0, np.int64)
+    run_length = last - first + 1
+    area = np.add.reduceat(run_length, objects) if len(objects) else np.zeros(0, np.int64)
     top, bottom = row[objects], row[ends] + 1
     left = np.minimum.reduceat(first, objects) if len(objects) else top
     right = np.maximum.reduceat(last, objects) + 1 if len(objects) else top
@@ -336,7 +337,6 @@ def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
     if image is not None:
         # Each object's pixels in run order (by object, then row, then column), so that the
         # intensity columns are reductions over object pixels only, not over the whole image.
-        run_length = last - first + 1
         run_offset = np.cumsum(run_length) - run_length
         pixels = np.arange(int(run_length.sum()), dtype=np.intp) + np.repeat(
             (row * labels.shape[1] + first - run_offset).astype(np.intp), run_length.astype(np.intp))
