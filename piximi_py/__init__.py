@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .diameter import resolve_diameter
 from .io import ImageReadError, read_image
 from .models import ModelSpec, default_models_dir, find_model, load_model_index
 from .pipeline import Segmentation, segment_async
 
 __version__ = "0.1.0"
-__all__ = ["segment", "segment_image", "ImageReadError", "read_image", "load_models",
+__all__ = ["segment", "segment_image", "resolve_diameter", "ImageReadError", "read_image", "load_models",
            "Segmentation", "__version__"]
 
 
@@ -50,7 +51,8 @@ def _native_backend(path: str, threads):
 
 
 def segment_image(image, model: str | None = None, *, models_dir=None, threads: int | None = None,
-                  progress=None, index: dict | None = None) -> Segmentation:
+                  progress=None, index: dict | None = None, diameter: float | None = None,
+                  diameter_um: float | None = None, pixel_size=None) -> Segmentation:
     """Segment one image with native onnxruntime; returns labels and timings.
 
     Parameters
@@ -65,10 +67,26 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
     progress : callable(stage, done, total), optional
     index : dict, optional
         Plane selection for multi-plane files, e.g. ``{"C": 1}``.
+    diameter : float, optional
+        Typical nucleus diameter in pixels; the image is rescaled so that
+        its nuclei match the model's training size. None (default):
+        estimated from the image (``result.diameter`` says what was used).
+    diameter_um : float, optional
+        The diameter in µm instead, with the pixel size from ``pixel_size``
+        (µm per pixel) or else from the file.
+    pixel_size : float or (float, float), optional
+        µm per pixel, for ``diameter_um``.
+
+    Raises
+    ------
+    ImageReadError
+        The input is not a readable image.
+    ValueError
+        A bad option: unknown model, a diameter that is 0, negative, NaN or
+        larger than the image, ``diameter_um`` without a pixel size.
     """
     models_dir = Path(models_dir or default_models_dir())
     spec = find_model(load_models(models_dir), model)
-    backend = _native_backend(str(models_dir / spec.file), threads)
     filename = None
     if isinstance(image, (str, Path)):
         filename = Path(image).name
@@ -76,8 +94,10 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
             image = Path(image).read_bytes()
         except OSError as exc:
             raise ImageReadError(f"cannot open '{filename}': {exc.strerror or exc}") from None
+    diameter = resolve_diameter(diameter, diameter_um, pixel_size, image, filename)
+    backend = _native_backend(str(models_dir / spec.file), threads)
     return run_sync(segment_async(image, spec, backend, progress=progress,
-                                  filename=filename, index=index))
+                                  filename=filename, index=index, diameter=diameter))
 
 
 def segment(image, model: str | None = "nuclei", **kwargs) -> np.ndarray:

@@ -15,7 +15,7 @@ def _segment_command(args) -> int:
     try:
         report = run_batch(items, args.out, args.model, scheduler=args.scheduler,
                            workers=args.workers, threads=args.threads, overwrite=args.overwrite,
-                           log=sys.stderr)
+                           log=sys.stderr, diameter=args.diameter, diameter_um=args.diameter_um)
     except KeyboardInterrupt:
         print("interrupted: complete outputs are kept; run the same command again to resume",
               file=sys.stderr)
@@ -48,6 +48,12 @@ def main(argv=None) -> int:
                           "default: in this process")
     seg.add_argument("--workers", type=int, default=None,
                      help="worker processes of --scheduler local (default: one per core)")
+    size = seg.add_mutually_exclusive_group()
+    size.add_argument("--diameter", type=float, default=None, metavar="PX",
+                      help="typical nucleus diameter in pixels; images are rescaled so that their nuclei "
+                           "match the model's (default: estimated per image)")
+    size.add_argument("--diameter-um", type=float, default=None, metavar="UM",
+                      help="the same in µm, with each file's pixel size")
     seg.add_argument("--overwrite", action="store_true",
                      help="recompute images whose outputs already exist (default: skip them)")
     sub.add_parser("models", help="list the available models")

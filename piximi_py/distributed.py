@@ -55,8 +55,8 @@ RUN_IMAGES_CSV = "run_images.csv"
 RUN_OBJECTS_CSV = "run_objects.csv"
 RUN_REPORT = "run_report.json"
 _TMP_SUFFIX = ".part"
-_STAGES = ("decode", "preprocess", "inference", "postprocess", "measure", "write", "total")
-_IMAGE_COLUMNS = ("index", "path", "name", "status", "objects", "height", "width", "error",
+_STAGES = ("decode", "preprocess", "diameter", "inference", "postprocess", "measure", "write", "total")
+_IMAGE_COLUMNS = ("index", "path", "name", "status", "objects", "height", "width", "diameter", "error",
                   "worker") + tuple(f"ms_{s}" for s in _STAGES)
 _MAX_LISTED_FAILURES = 1000
 
@@ -170,7 +170,8 @@ def _intensity(image: np.ndarray) -> np.ndarray:
 
 def process_one(path, out_dir, model: str | None = None, *, name: str | None = None,
                 models_dir=None, threads: int | None = None, index: dict | None = None,
-                overwrite: bool = False) -> dict:
+                overwrite: bool = False, diameter: float | None = None,
+                diameter_um: float | None = None) -> dict:
     """Segment and measure one image file and write its outputs.
 
     Writes ``NAME_rois.zip``, ``NAME_coco.json``, ``NAME_measurements.csv``
@@ -196,6 +197,9 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         Plane selection for multi-plane files (:func:`piximi_py.io.read_image`).
     overwrite : bool
         Recompute even when both outputs exist.
+    diameter, diameter_um : float, optional
+        Nucleus diameter in pixels, or in µm (with the file's pixel size);
+        None: estimated per image (:func:`piximi_py.segment_image`).
 
     Returns
     -------
@@ -205,7 +209,7 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         a readable image), ``objects``, ``height``, ``width``, ``worker``
         (``host:pid``) and ``ms`` (milliseconds per stage).
     """
-    from . import export
+    from . import export, resolve_diameter
     from .io import ImageReadError, describe_image, read_image_bytes
     from .measure import regionprops_table
     from .pipeline import segment_async
@@ -231,8 +235,9 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         image = read_image_bytes(data, path.name, color=spec.channels == 3, index=index)
         pixel_size = describe_image(data, path.name).get("pixel_size")
         decode_ms = (time.perf_counter() - t) * 1000.0
-        result = asyncio.run(segment_async(image, spec, backend))
-    except ImageReadError as exc:
+        px = resolve_diameter(diameter, diameter_um, pixel_size)
+        result = asyncio.run(segment_async(image, spec, backend, diameter=px))
+    except (ImageReadError, ValueError) as exc:
         summary.update(status="failed", error=str(exc))
         summary["ms"]["total"] = (time.perf_counter() - t0) * 1000.0
         return summary
@@ -255,7 +260,9 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
     ms["write"] = (time.perf_counter() - t) * 1000.0
     ms["total"] = (time.perf_counter() - t0) * 1000.0
     summary.update(objects=result.count, height=int(result.labels.shape[0]),
-                   width=int(result.labels.shape[1]), ms=ms)
+                   width=int(result.labels.shape[1]), ms=ms,
+                   diameter=round(result.diameter, 2) if result.diameter else None,
+                   diameter_estimated=result.diameter_estimated)
     return summary
 
 
@@ -382,7 +389,7 @@ class _Recorder:
             self.failures.append({"path": s["path"], "error": s["error"]})
         ms = [f"{s['ms'][k]:.1f}" if k in s["ms"] else "" for k in _STAGES]
         self.csv.writerow([i, s["path"], s["name"], s["status"], s["objects"], s["height"],
-                           s["width"], s["error"], s["worker"], *ms])
+                           s["width"], s.get("diameter") or "", s["error"], s["worker"], *ms])
 
     def abort(self):
         self.file.close()
@@ -508,7 +515,7 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
               workers: int | None = None, threads: int | None = None, overwrite: bool = False,
               models_dir=None, index: dict | None = None, log=sys.stderr,
               progress_bar: bool | None = None, objects_csv: bool = True, retries: int = 2,
-              on_result=None) -> dict:
+              on_result=None, diameter: float | None = None, diameter_um: float | None = None) -> dict:
     """Segment many images and write their outputs, the run's tables and report.
 
     Parameters
@@ -535,6 +542,8 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
         Must be readable at the same path by every worker.
     index : dict, optional
         Plane selection for multi-plane files.
+    diameter, diameter_um : float, optional
+        Nucleus diameter for every image, in pixels or µm; None: estimated per image.
     log : file or None
         Where progress and the summary go.
     progress_bar : bool, optional
@@ -559,8 +568,12 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
     model_info = _model_info(model, models_dir)
     models_dir = str(Path(models_dir).resolve()) if models_dir else None
     use_dask = scheduler is not None
+    from . import resolve_diameter
+
+    resolve_diameter(diameter, diameter_um, pixel_size=1.0)  # a bad value fails here, not per image
     kw = {"model": model, "models_dir": models_dir, "index": index, "overwrite": overwrite,
-          "threads": threads if threads is not None or not use_dask else 1}
+          "threads": threads if threads is not None or not use_dask else 1,
+          "diameter": diameter, "diameter_um": diameter_um}
 
     client = cluster = None
     cluster_info = {"scheduler": "in-process", "workers": 1, "threads": 1, "worker_checks": None}
@@ -616,7 +629,8 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
         "failures": recorder.failures,
         "failures_not_listed": max(0, recorder.counts["failed"] - len(recorder.failures)),
         "model": model_info,
-        "options": {"overwrite": overwrite, "threads_per_session": kw["threads"], "index": index},
+        "options": {"overwrite": overwrite, "threads_per_session": kw["threads"], "index": index,
+                    "diameter": diameter, "diameter_um": diameter_um},
         "cluster": {**cluster_info, "workers_used": len(recorder.workers)},
         "versions": _versions(use_dask),
         "outputs": {"images": RUN_IMAGES_CSV, "objects": RUN_OBJECTS_CSV if objects_csv else None,

@@ -39,6 +39,9 @@ class ModelSpec:
     #: False where onnxruntime-web's WebGPU provider computes this file wrongly (the int8 QDQ U-Nets:
     #: empty labels, `python -m bench --webgpu`); the page then runs it on WASM
     webgpu: bool = True
+    #: median nucleus diameter (px) of the model's training images: images are rescaled so that
+    #: their nuclei come out this size (``piximi_py.rescale``); 0 = use images as they are
+    diameter: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,6 +1,10 @@
 """The one segmentation pipeline shared by the page and CPython.
 
-file bytes -> decode -> normalize -> tile -> infer -> stitch -> instances
+file bytes -> decode -> normalize -> rescale -> tile -> infer -> stitch -> instances
+
+Rescaling brings the image's nuclei to the size the model was trained on
+(``ModelSpec.diameter``): from a diameter the caller gives, or one
+:func:`estimate_diameter` measures with the model itself.
 
 The pipeline is a coroutine because the page awaits onnxruntime-web; CPython
 callers use :func:`piximi_py.segment`, which drives it with :func:`piximi_py.run_sync`.
@@ -13,12 +17,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import io, postprocess, preprocess, tiling
+from . import diameter as D
+from . import io, postprocess, preprocess, rescale, tiling
 from .backends.base import Backend
 from .models import ModelSpec
 
 __all__ = ["Segmentation", "prepare_input", "predict_probabilities", "predict_masks",
-           "segment_async"]
+           "estimate_diameter", "segment_async"]
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -30,6 +35,9 @@ class Segmentation:
     backend: str = ""
     model: str = ""
     timings: dict = field(default_factory=dict)  #: milliseconds per stage
+    diameter: Optional[float] = None  #: object diameter (px) the image was segmented for
+    diameter_estimated: bool = False  #: True when ``diameter`` was measured, not given
+    scale: float = 1.0               #: the image was enlarged this much for the model
 
     @property
     def count(self) -> int:
@@ -70,15 +78,40 @@ async def predict_probabilities(x: np.ndarray, model: ModelSpec, backend: Backen
     return out[(slice(None),) + crop]
 
 
-async def predict_masks(x: np.ndarray, model: ModelSpec, backend: Backend,
-                        progress: Progress = None) -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`predict_probabilities`, but each tile is thresholded
-    (:func:`piximi_py.postprocess.threshold_probabilities`) before stitching:
-    two bool planes instead of three float32 ones (1/6 of the memory; on an
-    8192² image 134 MB instead of 805 MB), and the same masks."""
+def _thresholds(model: ModelSpec) -> tuple[float, float]:
     post = model.postprocess
-    thresholds = (post.get("foreground_threshold", 0.5), post.get("seed_threshold", 0.5))
-    h, w = x.shape[-2:]
+    return post.get("foreground_threshold", 0.5), post.get("seed_threshold", 0.5)
+
+
+def _postprocess_options(model: ModelSpec) -> dict:
+    keys = ("foreground_threshold", "seed_threshold", "min_seed_size", "min_size")
+    return {k: v for k, v in model.postprocess.items() if k in keys}
+
+
+def _instance_options(model: ModelSpec, scale: float = 1.0) -> dict:
+    """The model's size limits of seeds and objects, in pixels of a grid ``scale`` times finer."""
+    post = {k: v for k, v in model.postprocess.items() if k in ("min_seed_size", "min_size")}
+    return {k: max(1, int(round(v * rescale.area_scale(scale)))) for k, v in post.items()}
+
+
+async def predict_masks(x: np.ndarray, model: ModelSpec, backend: Backend,
+                        progress: Progress = None, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground and seed masks (:func:`piximi_py.postprocess.threshold_probabilities`)
+    of ``x`` ``(C, H, W)``, on its own grid.
+
+    With ``scale`` 1, each tile is thresholded before stitching: two bool
+    planes instead of three float32 ones (1/6 of the memory; on an 8192²
+    image 134 MB instead of 805 MB), and the same masks. Otherwise the
+    image is resized by ``scale`` (:func:`piximi_py.rescale.resize`), the
+    model runs on that, and its probabilities are resampled back onto
+    ``x``'s grid before thresholding (:func:`piximi_py.rescale.resample_masks`).
+    """
+    thresholds = _thresholds(model)
+    if scale != 1.0:
+        small = rescale.resize(x, rescale.rescaled_shape(x.shape, scale))
+        prob = await predict_probabilities(small, model, backend, progress)
+        del small
+        return rescale.resample_masks(prob, x.shape[-2:], *thresholds)
     padded, crop = preprocess.pad_to_multiple(x, model.input_multiple)
     tile = max(model.input_multiple, model.tile_size - model.tile_size % model.input_multiple)
     plan = tiling.plan_tiles(padded.shape[-2:], tile, model.tile_overlap)
@@ -95,9 +128,109 @@ async def predict_masks(x: np.ndarray, model: ModelSpec, backend: Backend,
     return fg[crop], seed[crop]
 
 
+#: Largest side (model pixels) of the window one estimation pass segments.
+ESTIMATE_WINDOW = 1024
+#: Passes of :func:`estimate_diameter` at most.
+ESTIMATE_PASSES = 7
+#: Two passes agree when their diameters differ by less than this factor.
+ESTIMATE_AGREE = 1.25
+#: A pass sees nuclei at the model's size when they are within this factor of ``model.diameter``.
+ESTIMATE_AT_SIZE = 1.4
+
+
+def _central_window(x: np.ndarray, side: int) -> np.ndarray:
+    h, w = x.shape[-2:]
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return x[..., y0:y0 + side, x0:x0 + side]
+
+
+@dataclass
+class _Pass:
+    """One segmentation of (a window of) the image at one scale, for :func:`estimate_diameter`."""
+    scale: float
+    diameter: float          #: median object diameter, in the image's own pixels
+    objects: int
+    whole: bool              #: the pass covered the whole image
+    probabilities: Optional[np.ndarray] = None  #: kept for reuse when ``whole``
+    labels: Optional[np.ndarray] = None         #: kept for reuse when ``whole`` and scale 1
+
+
+def _near(a: float, b: float, factor: float) -> bool:
+    return max(a / b, b / a) < factor
+
+
+async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
+                            progress: Progress = None) -> tuple[Optional[float], list]:
+    """The typical diameter (px) of the objects in ``x`` ``(C, H, W)``, measured with the model.
+
+    A pass segments the image at a scale and measures the median
+    equivalent diameter of what it found (:func:`piximi_py.diameter.median_diameter`).
+    Real nuclei measure the same at any scale the model handles; what a
+    model makes of objects far from its own size (pieces of huge nuclei,
+    texture) does not. So the next pass rescales to bring the found
+    diameter to the model's own (``model.diameter``), or, once a pass is
+    at that size, checks it at half the scale; the estimate is a diameter
+    that two passes at different scales agree on (within
+    :data:`ESTIMATE_AGREE`), from the pass closest to the model's size.
+    Each pass segments at most a central ``ESTIMATE_WINDOW``² window of
+    model pixels; the first pass, at scale 1, is the pipeline's own work
+    when no rescaling follows.
+
+    Returns
+    -------
+    diameter : float or None
+        None when the passes found no object, or no two agreed.
+    passes : list of _Pass
+    """
+    h, w = x.shape[-2:]
+    lowest = model.diameter / max(h, w)           # nuclei as large as the image
+    highest = model.diameter / D.MIN_DIAMETER     # nuclei of MIN_DIAMETER px
+    passes: list[_Pass] = []
+    scale = 1.0
+    for i in range(ESTIMATE_PASSES):
+        if progress:
+            progress("diameter", i, ESTIMATE_PASSES)
+        window = _central_window(x, max(model.input_multiple, int(ESTIMATE_WINDOW / scale)))
+        small = rescale.resize(window, rescale.rescaled_shape(window.shape, scale))
+        prob = await predict_probabilities(small, model, backend)  # on the model's grid: cheaper
+        del small
+        labels = postprocess.probabilities_to_labels(prob, **_postprocess_options(model))
+        found, count = D.median_diameter(labels)
+        whole = window.shape == x.shape
+        done = _Pass(scale, found / scale, count, whole, prob if whole else None,
+                     labels if whole and scale == 1.0 else None)
+        passes.append(done)
+        tried = [p.scale for p in passes]
+        if not count:
+            # nothing found: nuclei far larger than the model's (or none); look coarser than so far
+            wanted = min(tried) / 4
+        elif _near(done.scale * done.diameter, model.diameter, ESTIMATE_AT_SIZE):
+            if any(p.objects and not _near(p.scale, scale, ESTIMATE_AT_SIZE)
+                   and _near(p.diameter, done.diameter, ESTIMATE_AGREE) for p in passes[:-1]):
+                if progress:  # seen at the model's size and confirmed at another scale
+                    progress("diameter", ESTIMATE_PASSES, ESTIMATE_PASSES)
+                return done.diameter, passes
+            wanted = scale / 2
+        else:
+            wanted = min(scale * 4, max(scale / 4, model.diameter / done.diameter))
+        wanted = min(highest, wanted)
+        if wanted < lowest or any(_near(t, wanted, 1.15) for t in tried):
+            break
+        scale = wanted
+    if progress:
+        progress("diameter", ESTIMATE_PASSES, ESTIMATE_PASSES)
+    # unconfirmed: the median of what the passes at the model's size saw, else of every pass
+    measured = [p.diameter for p in passes if p.objects]
+    at_size = [p.diameter for p in passes
+               if p.objects and _near(p.scale * p.diameter, model.diameter, ESTIMATE_AT_SIZE)]
+    if not measured:
+        return None, passes
+    return float(np.median(at_size or measured)), passes
+
+
 async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
                         progress: Progress = None, filename: str | None = None,
-                        index: dict | None = None) -> Segmentation:
+                        index: dict | None = None, diameter: float | None = None) -> Segmentation:
     """Segment one image (file bytes or a decoded array) into instance labels.
 
     Parameters
@@ -113,11 +246,17 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         Shown in error messages.
     index : dict, optional
         Plane selection for multi-plane files (see :func:`piximi_py.io.read_image`).
+    diameter : float, optional
+        Typical nucleus diameter in pixels. The image is rescaled so that
+        it matches the model's (``model.diameter``). None: estimated
+        (:func:`estimate_diameter`). Models without a diameter ignore it.
 
     Raises
     ------
     piximi_py.io.ImageReadError
         When the input cannot be read as an image.
+    ValueError
+        When ``diameter`` is not a usable size (0, negative, NaN, larger than the image).
     """
     timings = {}
     t0 = t = time.perf_counter()
@@ -128,24 +267,44 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         timings[stage] = (now - t) * 1000.0
         t = now
 
+    D.check_diameter(diameter)
     if isinstance(image_or_bytes, (bytes, bytearray, memoryview)):
         image = io.read_image_bytes(image_or_bytes, filename, color=model.channels == 3, index=index)
     else:
         image = io.validate_image(np.asarray(image_or_bytes))
+    diameter = D.check_diameter(diameter, image.shape)
     lap("decode")
     try:
         x = prepare_input(image, model)
     except ValueError as exc:
         raise io.ImageReadError(str(exc)) from None
     lap("preprocess")
-    fg, seed = await predict_masks(x, model, backend, progress)
-    del x
-    lap("inference")
-    if progress:
-        progress("postprocess", 0, 1)
-    post = {k: v for k, v in model.postprocess.items() if k in ("min_seed_size", "min_size")}
-    labels = postprocess.masks_to_labels(fg, seed, **post)
+    estimated, passes = False, []
+    if model.diameter and diameter is None:
+        diameter, passes = await estimate_diameter(x, model, backend, progress)
+        estimated = diameter is not None
+        lap("diameter")
+    scale = rescale.scale_factor(diameter, model.diameter) if diameter else 1.0
+    # a pass of the estimate over the whole image at (nearly) this scale is this scale's work
+    reuse = [p for p in passes if p.whole and _near(p.scale, scale, rescale.NO_RESCALE)]
+    reuse = min(reuse, key=lambda p: abs(np.log(p.scale / scale)), default=None)
+    if reuse is not None and reuse.scale == 1.0:
+        scale, labels = 1.0, reuse.labels
+        del x
+        lap("inference")
+    else:
+        if reuse is not None:
+            scale = reuse.scale
+            masks = rescale.resample_masks(reuse.probabilities, x.shape[-2:], *_thresholds(model))
+        else:
+            rescale.check_rescaled_size(x.shape, scale)
+            masks = await predict_masks(x, model, backend, progress, scale=scale)
+        del x, passes, reuse
+        lap("inference")
+        if progress:
+            progress("postprocess", 0, 1)
+        labels = postprocess.masks_to_labels(*masks, **_instance_options(model, scale))
     lap("postprocess")
     timings["total"] = (time.perf_counter() - t0) * 1000.0
     return Segmentation(labels=labels, image=image, backend=backend.name, model=model.id,
-                        timings=timings)
+                        timings=timings, diameter=diameter, diameter_estimated=estimated, scale=scale)

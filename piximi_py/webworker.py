@@ -37,6 +37,7 @@ import traceback
 import numpy as np
 
 from .backends.ortweb import BACKENDS, BackendUnavailable, OrtWebBackend, load_ort
+from .diameter import resolve_diameter
 from .io import ImageReadError
 from .models import can_segment, computes_in_float16, find_model, load_model_index
 from .pipeline import segment_async
@@ -241,7 +242,9 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     ``options``: model, backend, filename, display (bool: add the 8-bit image),
     index / project (plane selection, :func:`piximi_py.io.read_image`),
     pixel_size (µm; default: from the file), measure (bool, default true),
-    batch (bool: add this result's exports to the batch zip).
+    batch (bool: add this result's exports to the batch zip), diameter (nucleus
+    diameter in px; absent or null: estimated) or diameter_um (µm, with the pixel size).
+    The result's ``diameter`` is the one used, ``diameter_estimated`` says whether it was measured.
     """
     from . import io as pio
     from .measure import regionprops_table, summarize
@@ -259,11 +262,13 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         image = pio.read_image_bytes(data, name, color=spec.channels == 3, index=index,
                                      project=project)
         decode_ms = _now() - t
-        seg = await segment_async(image, spec, backend, progress=progress, filename=name)
+        pixel_size = options.get("pixel_size") or info.get("pixel_size")
+        diameter = resolve_diameter(options.get("diameter"), options.get("diameter_um"), pixel_size)
+        seg = await segment_async(image, spec, backend, progress=progress, filename=name,
+                                  diameter=diameter)
         labels = seg.labels
         timings = {k: float(v) for k, v in seg.timings.items()}
         timings["decode"] = decode_ms
-        pixel_size = options.get("pixel_size") or info.get("pixel_size")
         result = {
             "ok": True,
             "labels": _typed(labels),
@@ -274,6 +279,10 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             "model": spec.id,
             "info": info,
             "pixel_size": pixel_size,
+            "diameter": seg.diameter,
+            "diameter_estimated": seg.diameter_estimated,
+            "model_diameter": spec.diameter or None,
+            "scale": seg.scale,
         }
         image_id = None if options.get("batch") else _remember(image)  # batch: not for prompts
         result["image_id"] = image_id

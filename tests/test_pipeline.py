@@ -34,7 +34,7 @@ def test_segment_real_image_accuracy(sample, model, floor):
     assert scores["ap50"] >= floor, scores
     n_true = len(np.unique(truth)) - 1  # the mask's ids are not consecutive
     assert abs(result.count - n_true) <= 0.15 * n_true, (result.count, n_true)
-    assert set(result.timings) == {"decode", "preprocess", "inference", "postprocess", "total"}
+    assert set(result.timings) == {"decode", "preprocess", "diameter", "inference", "postprocess", "total"}
 
 
 def test_segment_accepts_array_bytes_and_path(sample):
@@ -59,9 +59,10 @@ def test_tiled_matches_untiled(sample, tile):
     image_path, _ = sample
     spec = find_model(piximi_py.load_models(), None)
     backend = OnnxRuntimeBackend(default_models_dir() / spec.file)
-    whole = run_sync(segment_async(image_path.read_bytes(), spec, backend)).labels
+    # at the model's own diameter (no rescaling), so that only the tiling differs
+    whole = run_sync(segment_async(image_path.read_bytes(), spec, backend, diameter=spec.diameter)).labels
     small = dataclasses.replace(spec, tile_size=tile)
-    tiled = run_sync(segment_async(image_path.read_bytes(), small, backend)).labels
+    tiled = run_sync(segment_async(image_path.read_bytes(), small, backend, diameter=spec.diameter)).labels
     if tile == 256:
         assert average_precision(whole, tiled, 0.95) == 1.0
         assert (whole != tiled).mean() < 0.01
@@ -82,7 +83,7 @@ def test_mask_stitching_equals_probability_stitching(sample):
     for model in (spec, dataclasses.replace(spec, tile_size=128, tile_overlap=48)):
         prob = run_sync(predict_probabilities(prepare_input(image, model), model, backend))
         ref = postprocess.probabilities_to_labels(prob, **model.postprocess)
-        got = run_sync(segment_async(image, model, backend)).labels
+        got = run_sync(segment_async(image, model, backend, diameter=model.diameter)).labels
         np.testing.assert_array_equal(got, ref)
 
 

@@ -27,7 +27,8 @@ async ([b64, opts]) => {
     let s = "";
     for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
     return { ok: true, labels: btoa(s), dtype: r.labels.constructor.name, width: r.width,
-             height: r.height, count: r.count, backend: r.backend, model: r.model, timings: r.timings };
+             height: r.height, count: r.count, backend: r.backend, model: r.model, timings: r.timings,
+             diameter: r.diameter, diameter_estimated: r.diameter_estimated, scale: r.scale };
   } catch (e) {
     return { ok: false, isError: e instanceof Error, name: e.name, message: String(e.message) };
   }

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from piximi_py.diameter import median_diameter
 from piximi_py.io import read_image
 from piximi_py.preprocess import normalize_percentile
+from piximi_py.rescale import resize
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -25,6 +27,23 @@ class Sample:
     name: str
     image: np.ndarray   # normalized float32, (H, W) or (H, W, C)
     labels: np.ndarray  # int32 (H, W)
+    source: str = ""    # the microscope/lab the image comes from (:func:`source_of`)
+    diameter: float = float("nan")  # median nucleus diameter, px
+
+
+def source_of(set_name: str, shape) -> str:
+    """The acquisition source of an image, for leave-one-source-out evaluation.
+
+    DSB2018 (``dsb2018_*``, and the StarDist sample drawn from it) mixes
+    microscopes and labs without saying which; its image sizes follow its
+    acquisition sets (520x696: BBBC022's U2OS screen; 256x256 and 360x360:
+    two other groups), so the size is the source there, with the rarer
+    sizes pooled. Every other set is one source.
+    """
+    if set_name.startswith("dsb2018") or set_name == "stardist_wheel":
+        key = f"{shape[0]}x{shape[1]}"
+        return f"dsb_{key}" if key in ("256x256", "360x360", "520x696") else "dsb_other"
+    return set_name
 
 
 def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
@@ -37,7 +56,8 @@ def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
             continue
         image = read_image(path, color=(channel_mode == "rgb"))
         labels = read_image(mask_path, color=False).astype(np.int32)
-        samples.append(Sample(f"{root.name}/{path.stem}", normalize_percentile(image), labels))
+        samples.append(Sample(f"{root.name}/{path.stem}", normalize_percentile(image), labels,
+                              source_of(root.name, labels.shape), median_diameter(labels)[0]))
     return samples
 
 
@@ -77,30 +97,44 @@ def touching_mask(labels: np.ndarray, width: int = 2) -> np.ndarray:
 
 
 def random_crop(sample: Sample, size: int, rng: np.random.Generator,
-                scale_range=(0.6, 1.6), boundary_width: int = 2):
+                scale_range=(0.6, 1.6), boundary_width: int = 2, diameter: float | None = None):
     """A ``size`` x ``size`` crop, rescaled by a random factor, flipped and rotated.
+
+    The factor is drawn log-uniformly from ``scale_range``; with
+    ``diameter`` it multiplies the factor that brings the sample's median
+    nucleus diameter to ``diameter`` px, the size the pipeline rescales
+    every image to (``piximi_py.rescale``), resized the same way.
 
     Returns image (C, size, size) float32, class target (size, size) and the
     mask of pixels where two objects touch (weighted up in the loss).
     """
     image, labels = sample.image, sample.labels
     scale = float(np.exp(rng.uniform(*np.log(scale_range))))
+    if diameter and np.isfinite(sample.diameter):
+        scale *= diameter / sample.diameter
     src = max(8, int(round(size / scale)))
     h, w = labels.shape
     if h < src or w < src:  # pad small images by reflection
         ph, pw = max(0, src - h), max(0, src - w)
         pad = [(0, ph), (0, pw)] + [(0, 0)] * (image.ndim - 2)
-        image = np.pad(image, pad, mode="reflect")
+        image = np.pad(image, pad, mode="reflect" if ph < h and pw < w else "symmetric")
         labels = np.pad(labels, [(0, ph), (0, pw)], mode="constant")
         h, w = labels.shape
     y, x = rng.integers(0, h - src + 1), rng.integers(0, w - src + 1)
     img = image[y:y + src, x:x + src]
     lab = labels[y:y + src, x:x + src]
     if src != size:
-        zoom = size / src
-        zoom_img = (zoom, zoom) + (1,) * (img.ndim - 2)
-        img = ndi.zoom(img, zoom_img, order=1, grid_mode=True, mode="reflect")[:size, :size]
-        lab = ndi.zoom(lab, zoom, order=0, grid_mode=True, mode="nearest")[:size, :size]
+        if diameter:
+            planes = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
+            img = resize(planes, (size, size))
+            img = img[0] if image.ndim == 2 else np.moveaxis(img, 0, -1)
+            rows = ((np.arange(size) + 0.5) * src / size).astype(int)
+            lab = lab[rows][:, rows]
+        else:
+            zoom = size / src
+            zoom_img = (zoom, zoom) + (1,) * (img.ndim - 2)
+            img = ndi.zoom(img, zoom_img, order=1, grid_mode=True, mode="reflect")[:size, :size]
+            lab = ndi.zoom(lab, zoom, order=0, grid_mode=True, mode="nearest")[:size, :size]
     if img.ndim == 2:
         img = img[None]
     else:

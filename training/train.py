@@ -66,18 +66,27 @@ class CropStream(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, samples, *, batch: int, crop: int, seed: int, boundary_width: int = 2,
-                 synthetic_fraction: float = 0.0, channels: int = 1, pool: int = 48):
+                 synthetic_fraction: float = 0.0, channels: int = 1, pool: int = 48,
+                 diameter: float | None = None, scale_range=(0.6, 1.6)):
         self.samples, self.batch, self.crop, self.seed = samples, batch, crop, seed
         self.boundary_width, self.synthetic_fraction = boundary_width, synthetic_fraction
         self.channels, self.pool = channels, pool
-        w = np.array([s.labels.size for s in samples], float) ** 0.5
+        self.diameter, self.scale_range = diameter, tuple(scale_range)
+        # sqrt of the area per image, and sources with many images weigh less per image (sqrt of
+        # their count), so one large source does not drown the others
+        per_source = {}
+        for s in samples:
+            per_source[s.source] = per_source.get(s.source, 0) + 1
+        w = np.array([(s.labels.size / per_source[s.source]) ** 0.5 for s in samples], float)
         self.weights = w / w.sum()
 
     def _synthetic(self, rng):
+        from piximi_py.diameter import median_diameter
+
         from .synthetic import synthetic_nuclei
 
         image, labels = synthetic_nuclei(rng, (256, 256))
-        return D.Sample("synthetic", image, labels)
+        return D.Sample("synthetic", image, labels, "synthetic", median_diameter(labels)[0])
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -92,7 +101,8 @@ class CropStream(torch.utils.data.IterableDataset):
                     pool[rng.integers(len(pool))] = self._synthetic(rng)
             chosen = [pool[i] for i in rng.integers(len(pool), size=n_syn)] if n_syn else []
             chosen += [self.samples[i] for i in rng.choice(len(self.samples), self.batch - n_syn, p=self.weights)]
-            crops = [D.random_crop(s, self.crop, rng, boundary_width=self.boundary_width) for s in chosen]
+            crops = [D.random_crop(s, self.crop, rng, self.scale_range, self.boundary_width, self.diameter)
+                     for s in chosen]
             if self.channels == 3:  # grayscale and synthetic crops for a colour model
                 crops = [(D.gray_to_rgb(c[0], rng), *c[1:]) if c[0].shape[0] == 1 else c for c in crops]
             yield tuple(torch.from_numpy(np.stack([c[k] for c in crops])) for k in range(3))
@@ -123,7 +133,8 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
           touching_weight: float = 3.0, init_from: Path | None = None, warmup: float = 0.1,
           boundary_width: int = 2, synthetic_fraction: float = 0.0, device: str = "cpu",
           workers: int = 0, time_budget_s: float = 0, teacher: Path | None = None,
-          distill_weight: float = 1.0, save_half: bool = False, save_every: int = 500) -> Path:
+          distill_weight: float = 1.0, save_half: bool = False, save_every: int = 500,
+          diameter: float | None = None, scale_range=(0.6, 1.6), exclude_sources=()) -> Path:
     """Train and save ``out/model.pt`` plus ``out/log.jsonl``; returns the .pt path.
 
     Parameters
@@ -149,12 +160,23 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
         ``distill_weight``).
     save_half : bool
         Store the weights as float16 (half the transfer size).
+    diameter : float, optional
+        Train at this nucleus diameter: every crop is rescaled so that its
+        image's median nucleus diameter becomes ``diameter`` px (times the
+        random factor from ``scale_range``), as the pipeline rescales
+        images for the model (``ModelSpec.diameter``). Without it crops keep
+        their own scale (times the random factor).
+    exclude_sources : sequence of str
+        Leave out every image of these sources (:func:`training.data.source_of`):
+        the folds of the leave-one-source-out evaluation.
     """
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = device.startswith("cuda")  # fixed crop size: let cuDNN pick kernels
-    samples = load_samples(sets, data_root, channels)
+    samples = [s for s in load_samples(sets, data_root, channels) if s.source not in set(exclude_sources)]
     train_set, val_set = D.split(samples)
+    if diameter:  # validation at the images' own scale says nothing of a model trained at one size
+        val_set = []
     print(f"{out}: train {len(train_set)} images, validation {len(val_set)} images", flush=True)
     if encoder_kwargs is None:
         encoder_kwargs = {"base_width": base_width} if encoder == "vanilla" else {}
@@ -166,7 +188,8 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     class_weight = torch.tensor([1.0, 1.0, 2.0], device=device)
     stream = CropStream(train_set, batch=batch, crop=crop, seed=seed, boundary_width=boundary_width,
-                        synthetic_fraction=synthetic_fraction, channels=channels)
+                        synthetic_fraction=synthetic_fraction, channels=channels, diameter=diameter,
+                        scale_range=scale_range)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
                                          pin_memory=device != "cpu", prefetch_factor=4 if workers else None,
                                          persistent_workers=False)
@@ -209,7 +232,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
             row = {"iteration": it, "loss": float(np.mean([r for r in running if r is not None] or [np.nan])),
                    "seconds": round(time.time() - t0, 1)}
             running = []
-            if it % eval_every == 0 or it == total:
+            if val_set and (it % eval_every == 0 or it == total):
                 row.update({f"val_{k}": v for k, v in evaluate(model, val_set).items()})
             if it % eval_every == 0 or it % save_every == 0 or it == total:
                 save_checkpoint(model, config, out / "model.pt", it, save_half)
@@ -221,6 +244,8 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
                          "sets": [str(s) for s in sets], "synthetic_fraction": synthetic_fraction,
                          "touching_weight": touching_weight, "boundary_width": boundary_width,
                          "teacher": str(teacher) if teacher else None, "device": device,
+                         "diameter": diameter, "scale_range": list(scale_range),
+                         "exclude_sources": list(exclude_sources),
                          "seconds": round(time.time() - t0, 1)})
     return out / "model.pt"
 

@@ -26,6 +26,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAY = ["dsb2018_stage1test_gray", "mnfinder"]
+#: every real fluorescence set, for the size-aware models (training.datasets fetches the last two)
+GRAY_ALL = ["dsb2018_stage1test_gray", "stardist_wheel", "mnfinder", "dsb2018_train"]
+#: the size-aware models' nucleus diameter (px) and the random rescaling around it: wide enough for
+#: the diameter estimate's error and the spread of sizes within one image
+SIZED = {"diameter": 20.0, "scale_range": (0.55, 1.8)}
 COLOR = ["dsb2018_stage1test_color", "dsb2018_stage1test_gray", "mnfinder"]
 
 #: name -> training settings (keyword arguments of :func:`training.train.train`).
@@ -84,6 +89,9 @@ VARIANTS = {
                              "depth": 3, "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3},
     "unet_s2d4_w24_fg": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 24, "space_to_depth": 4},
                          "depth": 3, "sets": GRAY, "synthetic_fraction": 0.3, "lr": 2e-3, "boundary_width": 0},
+    # size-aware (issue: any microscope): all real sets, crops at the pipeline's nucleus diameter
+    "unet_s2d4_w24_sized": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 24, "space_to_depth": 4},
+                            "depth": 3, "sets": GRAY_ALL, "synthetic_fraction": 0.15, "lr": 2e-3, **SIZED},
     "unet_mnv2": {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
                   "sets": GRAY, "synthetic_fraction": 0.3, "lr": 1e-3},
     # EfficientNet-Lite0 (ImageNet) instead of MobileNetV2, same decoder and schedule as unet_mnv2
@@ -104,15 +112,22 @@ COMMON = {"batch": 16, "crop": 192, "seed": 0, "touching_weight": 3.0, "boundary
 
 
 def train_variant(name: str, out: Path, *, data_root: Path, device: str = "cpu", workers: int = 0,
-                  time_budget_s: float = 0, iterations: int | None = None, threads: int = 2) -> Path:
-    """Train one variant into ``out/name/model.pt``."""
+                  time_budget_s: float = 0, iterations: int | None = None, threads: int = 2,
+                  run_name: str | None = None, **overrides) -> Path:
+    """Train one variant into ``out/name/model.pt`` (``out/run_name/`` if given); ``overrides``
+    replace the variant's settings (e.g. ``exclude_sources`` for a leave-one-source-out fold)."""
     from .train import train
 
-    cfg = {**COMMON, **VARIANTS[name]}
+    cfg = {**COMMON, **VARIANTS[name], **overrides}
     cfg.pop("phase", None)
     fallback = cfg.pop("teacher_fallback", None)
-    roots = [Path(data_root) / s for s in cfg.pop("sets")]
-    cfg["sets"] = [str(r) for r in roots if r.is_dir() or r.name != "mnfinder"]
+    from .evaluate import set_root
+
+    roots = [set_root(s, data_root) for s in cfg.pop("sets")]
+    missing = [r.name for r in roots if not r.is_dir() and r.name in ("mnfinder", "dsb2018_train")]
+    if missing:
+        print(f"{name}: without {', '.join(missing)} (python -m training.datasets NAME fetches them)", flush=True)
+    cfg["sets"] = [str(r) for r in roots if r.name not in missing]
     if cfg.get("prune_from"):
         from .prune import calibration_crops, prune_checkpoint, prune_shipped
 
@@ -133,7 +148,7 @@ def train_variant(name: str, out: Path, *, data_root: Path, device: str = "cpu",
         cfg["teacher"] = teacher
     if iterations:
         cfg["iterations"] = iterations
-    return train(Path(out) / name, data_root=data_root, device=device, workers=workers,
+    return train(Path(out) / (run_name or name), data_root=data_root, device=device, workers=workers,
                  time_budget_s=time_budget_s, threads=threads, save_half=device != "cpu", **cfg)
 
 

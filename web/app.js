@@ -90,6 +90,7 @@ async function start() {
         : done ? "Embedding ready" : "Computing the image embedding for this region (1–2 s)…", total ? done / total : null);
       return total > 1 && refineJob.cancel;   // true: the worker stops refining
     }
+    else if (stage === "diameter") status(done < total ? `Measuring the nuclei's size (pass ${done + 1})…` : "Size measured", done / total);
     else status(`${stage}: ${done}/${total}`, total ? done / total : null);
   };
   const res = unwrap(await worker.sync.init({
@@ -144,6 +145,8 @@ async function segment(input, options = {}) {
     index: options.index || null,          // {C: 1, Z: 3}: plane of a multi-plane file
     project: options.project || null,      // {Z: "max"}: projection instead of a plane
     pixel_size: options.pixelSize || null, // µm per pixel [y, x]; default: from the file
+    diameter: options.diameter ?? null,    // nucleus diameter in px; null: estimated per image
+    diameter_um: options.diameterUm ?? null, // ... or in µm, with the pixel size
     measure: options.measure !== false,
     batch: !!options.batch,
   };
@@ -444,10 +447,31 @@ function showResult(res, name) {
   $("count").textContent = String(res.count);
   $("backend-used").textContent = res.backend;
   $("result-name").textContent = `${name} — ${res.width}×${res.height}, model ${res.model}`;
-  const rows = ["decode", "preprocess", "inference", "postprocess", "measure", "total", "roundtrip"]
+  showDiameter(res);
+  const rows = ["decode", "preprocess", "diameter", "inference", "postprocess", "measure", "total", "roundtrip"]
     .filter((k) => k in res.timings)
     .map((k) => `<tr><th>${k}</th><td>${res.timings[k].toFixed(1)} ms</td></tr>`);
   $("timings").innerHTML = rows.join("");
+}
+
+// The diameter field: empty = estimate; after a run it shows what was used (estimated or typed).
+function showDiameter(res) {
+  const note = $("diameter-note");
+  if (!res.model_diameter) { note.textContent = "(this model uses images as they are)"; return; }
+  if (res.diameter_estimated) $("diameter").placeholder = `auto: ${res.diameter.toFixed(1)}`;
+  else if (!res.diameter) $("diameter").placeholder = "auto";
+  note.textContent = res.diameter == null ? "(no nuclei found to measure)"
+    : `${res.diameter_estimated ? "estimated" : "given"}; ` +
+      (res.scale === 1 ? "image used as it is" : `image rescaled ×${res.scale.toPrecision(3)}`);
+}
+
+// The diameter typed in the field, or null (estimate); a bad value throws with a message.
+function diameterChoice() {
+  const field = $("diameter");
+  if (field.value.trim() === "") return null;
+  const px = Number(field.value);
+  if (!Number.isFinite(px) || px <= 0) throw new Error(`Nucleus diameter must be a positive number of pixels, not "${field.value}"`);
+  return px;
 }
 
 function render(res, name) {
@@ -680,7 +704,7 @@ async function segmentCurrent() {
   document.body.classList.add("busy");
   try {
     const res = await segment(file, { model: $("model").value || undefined, backend: $("backend").value,
-                                      display: true, ...planeChoice() });
+                                      display: true, diameter: diameterChoice(), ...planeChoice() });
     render(res, file.name);
     status(`Done: ${res.count} objects in ${res.timings.total.toFixed(0)} ms (${res.backend})`, 1);
   } catch (e) {
@@ -745,10 +769,11 @@ async function handleFiles(list) {
   try {
     const out = await batch(files, {
       model: $("model").value || undefined, backend: $("backend").value, signal: batchAbort.signal,
+      diameter: diameterChoice(),
       onFile: (i, f, res) => {
         const li = items[i];
         if (res instanceof Error) { failed++; li.dataset.status = "failed"; li.textContent = `${f.name}: failed — ${res.message}`; }
-        else { ok++; li.dataset.status = "done"; li.textContent = `${f.name}: ${res.count} objects`; }
+        else { ok++; li.dataset.status = "done"; li.textContent = `${f.name}: ${res.count} objects` + (res.diameter ? `, nuclei ${res.diameter.toFixed(0)} px across` : ""); }
         items[i + 1]?.setAttribute("data-status", "running");
         bar.value = i + 1;
         $("batch-status").textContent = `${i + 1}/${files.length} files: ${ok} segmented, ${failed} failed`;
@@ -772,6 +797,7 @@ let lastZip = null;
 $("file").addEventListener("change", (e) => handleFiles(e.target.files));
 $("folder").addEventListener("change", (e) => handleFiles(e.target.files));
 $("mode").addEventListener("change", applyOverlayStyle);
+$("diameter").addEventListener("change", () => current && segmentCurrent());
 $("opacity").addEventListener("input", applyOverlayStyle);
 for (const id of ["contrast-min", "contrast-max"]) $(id).addEventListener("input", () => view && paintImage());
 $("contrast-auto").addEventListener("click", () => { $("contrast-min").value = 0; $("contrast-max").value = 255; view && paintImage(); });

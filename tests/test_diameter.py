@@ -1,0 +1,168 @@
+"""The size step: a given or estimated nucleus diameter, and rescaling to the model's."""
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+import piximi_py
+from piximi_py import rescale
+from piximi_py.diameter import check_diameter, diameter_from_um, median_diameter
+from piximi_py.metrics import evaluate_instances
+from piximi_py.postprocess import threshold_probabilities
+from realdata import ROOT, stardist_sample
+
+
+@pytest.fixture(scope="module")
+def sample():
+    image_path, mask_path = stardist_sample()
+    return tifffile.imread(image_path), tifffile.imread(mask_path).astype(np.int32)
+
+
+def disks(shape, centres, radius):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    labels = np.zeros(shape, np.int32)
+    for i, (y, x) in enumerate(centres, 1):
+        labels[(yy - y) ** 2 + (xx - x) ** 2 <= radius ** 2] = i
+    return labels
+
+
+# ------------------------------------------------------------------ pure parts
+@pytest.mark.parametrize("bad, words", [(0, "positive"), (-3, "positive"), (float("nan"), "finite"),
+                                        (float("inf"), "finite"), ("abc", "number"), (True, "number"),
+                                        ([20], "number"), (1.5, "not resolved"), (600, "larger than the image")])
+def test_bad_diameters_are_refused_clearly(bad, words):
+    with pytest.raises(ValueError, match=words):
+        check_diameter(bad, (512, 512))
+
+
+def test_good_diameters_pass():
+    assert check_diameter(None) is None
+    assert check_diameter(17) == 17.0 and check_diameter("23.5") == 23.5
+    assert diameter_from_um(6.5, [0.325, 0.325]) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="pixel size"):
+        diameter_from_um(6.5, None)
+
+
+def test_median_diameter_leaves_out_cut_objects():
+    labels = disks((200, 200), [(40, 40), (40, 120), (120, 40), (120, 120), (160, 160), (0, 100)], 10)
+    d, n = median_diameter(labels)
+    assert n == 5  # the disk cut by the top edge does not count
+    assert d == pytest.approx(2 * np.sqrt((labels == 1).sum() / np.pi))
+    assert median_diameter(np.zeros((5, 5), int)) == (pytest.approx(np.nan, nan_ok=True), 0)
+
+
+def test_scale_factor_leaves_near_sizes_alone():
+    assert rescale.scale_factor(20, 20) == 1.0
+    assert rescale.scale_factor(22, 20) == 1.0           # within the models' own scale jitter
+    assert rescale.scale_factor(40, 20) == pytest.approx(0.5)
+    assert rescale.scale_factor(5, 20) == pytest.approx(4.0)
+    assert rescale.scale_factor(5, 0) == 1.0             # a model without a diameter
+    with pytest.raises(ValueError, match="limit"):
+        rescale.check_rescaled_size((4000, 4000), 5.0)
+
+
+@pytest.mark.parametrize("shape", [(37, 91), (256, 300), (1000, 1000)])
+def test_resize_matches_scikit_image(shape):
+    """Bilinear at pixel centres, Gaussian anti-aliasing when shrinking: scikit-image's
+    ``resize(order=1, anti_aliasing=True, mode="edge")``."""
+    from skimage.transform import resize as sk_resize
+
+    rng = np.random.default_rng(0)
+    image = rng.random((200, 160)).astype(np.float32)
+    ours = rescale.resize(image, shape)
+    sigma = [max(0, (a / b - 1) / 2) for a, b in zip(image.shape, shape)]
+    theirs = sk_resize(image, shape, order=1, mode="edge", anti_aliasing=any(sigma),
+                       anti_aliasing_sigma=sigma if any(sigma) else None)
+    assert ours.shape == shape and ours.dtype == np.float32
+    # scikit-image smooths with mode "reflect" where we hold the edge: compare inside
+    inner = tuple(slice(int(np.ceil(4 * s * b / a)) + 2, n - int(np.ceil(4 * s * b / a)) - 2)
+                  for s, a, b, n in zip(sigma, image.shape, shape, shape))
+    np.testing.assert_allclose(ours[inner], theirs[inner], atol=2e-5)
+
+
+def test_resample_masks_in_chunks_equals_whole():
+    rng = np.random.default_rng(1)
+    logits = rescale.resize(rng.normal(size=(3, 40, 50)).astype(np.float32), (97, 131))
+    prob = np.exp(logits) / np.exp(logits).sum(0)
+    whole = threshold_probabilities(rescale.resize(prob, (300, 410)), 0.5, 0.4)
+    for rows in (7, 64, 1000):
+        chunked = rescale.resample_masks(prob, (300, 410), 0.5, 0.4, rows_per_chunk=rows)
+        for a, b in zip(chunked, whole):
+            np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------ with the shipped model
+def rescaled(image, labels, factor):
+    """A real image and its mask as if taken at ``factor`` times the magnification."""
+    from training.scales import rescale_case
+
+    return rescale_case(image, labels, factor, max_side=1024)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", [10, 45, 90])
+def test_estimate_on_rescaled_real_image(sample, target):
+    """The estimate is within 15 % of the true median diameter on the StarDist image
+    rescaled so that its nuclei are 10, 45 and 90 px across."""
+    image, labels = sample
+    d0, _ = median_diameter(labels)
+    img, truth = rescaled(image, labels, target / d0)
+    d_true, _ = median_diameter(truth)
+    result = piximi_py.segment_image(img)
+    assert result.diameter_estimated
+    assert abs(result.diameter / d_true - 1) <= 0.15, (result.diameter, d_true)
+    assert result.labels.shape == truth.shape
+    assert evaluate_instances(truth, result.labels)["ap50"] >= 0.6
+
+
+def test_given_diameter_rescales_and_maps_back(sample):
+    image, truth = sample
+    spec = piximi_py.find_model(piximi_py.load_models(), None)
+    assert spec.diameter > 0, "the default model states its training diameter"
+    d_true, _ = median_diameter(truth)
+    big, big_truth = rescaled(image, truth, 3.0)
+    given = piximi_py.segment_image(big, diameter=3 * d_true)
+    fixed = piximi_py.segment_image(big, diameter=spec.diameter)  # as it is: no rescaling
+    assert given.scale == pytest.approx(spec.diameter / (3 * d_true), rel=1e-6) and fixed.scale == 1.0
+    assert given.labels.shape == big_truth.shape and not given.diameter_estimated
+    # nuclei three times the model's size: rescaled, they are found whole
+    assert (evaluate_instances(big_truth, given.labels)["ap50"]
+            > evaluate_instances(big_truth, fixed.labels)["ap50"] + 0.1)
+    # the labels keep full-resolution edges: no staircase of 1/scale-pixel blocks
+    edges = np.count_nonzero(np.diff(given.labels.astype(np.int64), axis=1))
+    assert edges >= 0.8 * np.count_nonzero(np.diff(big_truth.astype(np.int64), axis=1))
+
+
+def test_diameter_in_um_uses_the_pixel_size(sample):
+    image, truth = sample
+    a = piximi_py.segment_image(image, diameter=30)
+    b = piximi_py.segment_image(image, diameter_um=9.75, pixel_size=0.325)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    with pytest.raises(ValueError, match="pixel size"):
+        piximi_py.segment_image(image, diameter_um=9.75)
+    with pytest.raises(ValueError, match="not both"):
+        piximi_py.segment_image(image, diameter=30, diameter_um=9.75)
+
+
+@pytest.mark.parametrize("bad", [0, -10, float("nan"), 10 ** 5])
+def test_api_refuses_bad_diameter(sample, bad):
+    with pytest.raises(ValueError, match="diameter"):
+        piximi_py.segment(sample[0], diameter=bad)
+
+
+def test_cli_diameter(tmp_path):
+    image_path, _ = stardist_sample()
+    run = [sys.executable, "-m", "piximi_py", "segment", str(image_path), "--out"]
+    ok = subprocess.run(run + [str(tmp_path / "a"), "--diameter", "30"], capture_output=True, text=True,
+                        cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    rows = (tmp_path / "a" / "run_images.csv").read_text().splitlines()
+    assert "diameter" in rows[0].split(",") and ",30.0," in rows[1]
+    labels = tifffile.imread(tmp_path / "a" / f"{image_path.stem}_labels.tif")
+    np.testing.assert_array_equal(labels, piximi_py.segment(image_path, diameter=30))
+    bad = subprocess.run(run + [str(tmp_path / "b"), "--diameter", "-4"], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert bad.returncode == 2 and "diameter must be positive" in bad.stderr

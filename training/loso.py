@@ -1,0 +1,171 @@
+"""Leave-one-source-out: the accuracy a user with a microscope we never trained on can expect.
+
+For each source (:func:`training.data.source_of`), a fold model is trained
+on every other source (the same variant, a shorter schedule) and scored on
+every image of the left-out source, through the ``piximi_py`` pipeline with
+the diameter estimated, as the page runs it. The headline is the mean over
+sources. The shipped models are scored on the same images beside it: on a
+source they trained on, that is only a random split (their held-out
+images), and it is marked so.
+
+``python build.py evaluate --by-source`` prints the table (folds trained
+on first use: ``python build.py loso-train``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import data as D
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "loso"
+#: The variant the folds train (the shipped default's recipe) and their schedule.
+FOLD_VARIANT = "unet_s2d4_w24_sized"
+FOLD_ITERATIONS = 1000
+#: Sources with a fold of their own; the images of the others only ever train.
+FOLD_SOURCES = ("mnfinder", "dsb_256x256", "dsb_360x360", "dsb_520x696")
+#: Images scored per source at most (chosen by a hash of the name, stable as sets grow).
+MAX_IMAGES = 40
+
+
+def gray_sets(data_root: Path) -> list[Path]:
+    from .evaluate import set_root
+    from .zoo import GRAY_ALL
+
+    return [r for r in (set_root(s, data_root) for s in GRAY_ALL) if r.is_dir()]
+
+
+def source_pairs(source: str, data_root: Path = D.SHARED_DATA, max_images: int = MAX_IMAGES):
+    """(set, name, image path, mask path) of up to ``max_images`` images of ``source``."""
+    from piximi_py.io import describe_image
+
+    found = []
+    for root in gray_sets(data_root):
+        for path in sorted((root / "images").glob("*.tif")):
+            info = describe_image(path.read_bytes(), path.name)
+            shape = [info["sizes"][a] for a in ("Y", "X")]
+            if D.source_of(root.name, shape) == source:
+                name = f"{root.name}/{path.stem}"
+                found.append((hashlib.sha1(name.encode()).hexdigest(), root.name, name, path,
+                              root / "masks" / path.name))
+    return [f[1:] for f in sorted(found)[:max_images]]
+
+
+def fold_dir(source: str) -> Path:
+    return RUNS / f"without_{source}"
+
+
+def train_folds(sources=FOLD_SOURCES, *, data_root: Path = D.SHARED_DATA, iterations: int = FOLD_ITERATIONS,
+                threads: int = 2) -> list[Path]:
+    """Train (or keep) one fold model per source, without that source; returns their ONNX files."""
+    from .export import export_onnx
+    from .zoo import train_variant
+
+    files = []
+    for source in sources:
+        onnx_path = fold_dir(source) / "model.onnx"
+        if not onnx_path.exists():
+            ckpt = train_variant(FOLD_VARIANT, RUNS, data_root=data_root, iterations=iterations, threads=threads,
+                                 run_name=fold_dir(source).name, exclude_sources=[source])
+            export_onnx(ckpt, onnx_path)
+        files.append(onnx_path)
+    return files
+
+
+def score(spec, onnx_path: Path, pairs) -> list[dict]:
+    """Per-image AP@0.5, mAP and F1 of one model file run as ``spec`` says, diameter estimated."""
+    import piximi_py
+    from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
+    from piximi_py.io import read_image
+    from piximi_py.metrics import evaluate_instances
+    from piximi_py.pipeline import segment_async
+
+    backend = OnnxRuntimeBackend(str(onnx_path))
+    rows = []
+    for set_name, name, image_path, mask_path in pairs:
+        truth = read_image(mask_path).astype(np.int32)
+        seg = piximi_py.run_sync(segment_async(read_image(image_path), spec, backend))
+        rows.append({"image": name, "set": set_name, "diameter": seg.diameter,
+                     **evaluate_instances(truth, seg.labels)})
+    return rows
+
+
+def _mean(rows, key):
+    return round(float(np.mean([r[key] for r in rows])), 4) if rows else float("nan")
+
+
+def evaluate_by_source(models=("nuclei",), sources=FOLD_SOURCES, *, data_root: Path = D.SHARED_DATA,
+                       models_dir=None, folds: bool = True) -> dict:
+    """Fold models on their left-out source, and the shipped ``models`` on every source."""
+    import piximi_py
+
+    models_dir = Path(models_dir or piximi_py.default_models_dir())
+    specs = piximi_py.load_models(models_dir)
+    default = piximi_py.find_model(specs, None)
+    report = {"sources": {}, "fold_variant": FOLD_VARIANT, "fold_iterations": FOLD_ITERATIONS}
+    for source in sources:
+        pairs = source_pairs(source, data_root)
+        entry = {"images": len(pairs)}
+        if folds and (fold_dir(source) / "model.onnx").exists():
+            spec = dataclasses.replace(default, id=f"without_{source}")
+            rows = score(spec, fold_dir(source) / "model.onnx", pairs)
+            entry["fold"] = {k: _mean(rows, k) for k in ("ap50", "map", "f1")}
+        for model_id in models:
+            spec = piximi_py.find_model(specs, model_id)
+            rows = score(spec, models_dir / spec.file, pairs)
+            trained_on = _trained_on(model_id, source)
+            if trained_on:  # only its held-out images count, and they are a random split
+                rows = [r for r in rows if D.is_validation(r["image"])]
+            entry[model_id] = {"seen_in_training": trained_on, "images": len(rows),
+                               **{k: _mean(rows, k) for k in ("ap50", "map", "f1")}}
+        report["sources"][source] = entry
+        print(source, json.dumps(entry), flush=True)
+    with_fold = [e["fold"] for e in report["sources"].values() if "fold" in e]
+    if with_fold:
+        report["unseen_mean"] = {k: round(float(np.mean([f[k] for f in with_fold])), 4)
+                                 for k in ("ap50", "map", "f1")}
+        report["unseen_min_ap50"] = min(f["ap50"] for f in with_fold)
+    return report
+
+
+def _trained_on(model_id: str, source: str) -> bool:
+    """Whether the shipped ``model_id`` saw images of ``source`` (its training split)."""
+    from .cli import SHIPPED
+    from .zoo import VARIANTS
+
+    base = model_id.removesuffix("_int8")
+    sets = VARIANTS[SHIPPED[base]["variant"]]["sets"] if base in SHIPPED else []
+    if source == "mnfinder":
+        return "mnfinder" in sets
+    return any(s.startswith("dsb2018") or s == "stardist_wheel" for s in sets) and (
+        source in ("dsb_256x256", "dsb_360x360", "dsb_520x696", "dsb_other") and
+        any(s == "dsb2018_train" for s in sets) or _in_stage1test(source))
+
+
+def _in_stage1test(source: str) -> bool:
+    """The stage-1 test images in ``../shared/data`` have sizes of these sources."""
+    return source in ("dsb_256x256", "dsb_360x360", "dsb_520x696", "dsb_other")
+
+
+def format_by_source(report: dict, models=("nuclei",)) -> str:
+    lines = ["| left-out source | images | fold model AP@0.5 / mAP / F1 | " +
+             " | ".join(f"`{m}` AP@0.5 / mAP" for m in models) + " |",
+             "|---" * (3 + len(models)) + "|"]
+    for source, e in report["sources"].items():
+        fold = e.get("fold")
+        cells = [f"{fold['ap50']:.3f} / {fold['map']:.3f} / {fold['f1']:.3f}" if fold else "—"]
+        for m in models:
+            r = e[m]
+            cells.append(f"{r['ap50']:.3f} / {r['map']:.3f}" + (" (seen: random split)" if r["seen_in_training"]
+                                                               else " (unseen)"))
+        lines.append(f"| {source} | {e['images']} | " + " | ".join(cells) + " |")
+    if "unseen_mean" in report:
+        u = report["unseen_mean"]
+        lines.append(f"| **mean of left-out sources** | | **{u['ap50']:.3f} / {u['map']:.3f} / {u['f1']:.3f}** |"
+                     + " |" * len(models))
+    return "\n".join(lines)
