@@ -59,7 +59,7 @@ class SamSpec:
     prompt: dict = field(default_factory=lambda: {"mask_threshold": 0.0, "single_mask_output": 0,
                                                   "multimask_outputs": [1, 2, 3]})
     crop: dict = field(default_factory=lambda: {"context": 4.0, "min_window": 64, "point_window": 96,
-                                                "grid": 0.5})
+                                                "grid": 0.5, "point_tries": 3})
 
     def file(self, part: str, runtime: str = "native") -> str:
         """File name of ``part`` ("encoder" or "decoder") for ``runtime``."""
@@ -289,8 +289,14 @@ def check_prompt(image_shape, boxes=None, points=None, labels=None):
     return boxes, points, labels
 
 
-def prompt_window(image_shape, boxes=None, points=None, labels=None, crop: dict | None = None) -> Window:
-    """The encoder window for one object prompt (see :func:`choose_window`)."""
+def prompt_window(image_shape, boxes=None, points=None, labels=None, crop: dict | None = None,
+                  diameter: float | None = None) -> Window:
+    """The encoder window for one object prompt (see :func:`choose_window`).
+
+    A prompt of clicks alone does not say how large the object is: the
+    window is ``context`` times ``diameter`` (the objects' typical diameter,
+    e.g. the segmentation's), or without it at least ``crop["point_window"]`` px.
+    """
     crop = {**SamSpec().crop, **(crop or {})}
     parts, min_side = [], 0
     if boxes is not None:
@@ -300,7 +306,7 @@ def prompt_window(image_shape, boxes=None, points=None, labels=None, crop: dict 
         if len(pos):
             parts.append(np.concatenate([pos.min(0), pos.max(0)])[None])
         if boxes is None:
-            min_side = crop["point_window"]
+            min_side = crop["context"] * diameter if diameter else crop["point_window"]
     allb = np.concatenate(parts)
     extent = (allb[:, 0].min(), allb[:, 1].min(), allb[:, 2].max(), allb[:, 3].max())
     return choose_window(image_shape, extent, context=crop["context"], min_window=crop["min_window"],
@@ -331,6 +337,17 @@ def decoder_prompt(window: Window, boxes=None, points=None, labels=None,
         rows_c.append(np.concatenate(c))
         rows_l.append(np.concatenate(l))
     return np.stack(rows_c).astype(np.float32), np.stack(rows_l).astype(np.float32)
+
+
+def _cut_by_window(mask: np.ndarray, window: Window, image_shape, margin: int = 1) -> bool:
+    """Whether ``mask`` reaches an edge of ``window`` that is not the image's edge."""
+    y0, x0, y1, x1 = window.y, window.x, window.y + window.h, window.x + window.w
+    inner = mask[y0:y1, x0:x1]
+    if not inner.any():
+        return False
+    edges = [(y0 > 0, inner[:margin]), (y1 < image_shape[0], inner[-margin:]),
+             (x0 > 0, inner[:, :margin]), (x1 < image_shape[1], inner[:, -margin:])]
+    return any(inside and strip.any() for inside, strip in edges)
 
 
 def paste_mask(logits: np.ndarray, window: Window, image_shape, threshold: float = 0.0,
@@ -483,7 +500,7 @@ class SamPredictor:
         return int(self.spec.prompt.get("single_mask_output", 0))
 
     async def predict(self, boxes=None, points=None, labels=None, *, multimask: bool | None = None,
-                      window: Window | None = None):
+                      window: Window | None = None, diameter: float | None = None):
         """Segment one object (or one per box).
 
         Parameters
@@ -500,6 +517,11 @@ class SamPredictor:
             model's ``prompt.single_click_multimask`` is false.
         window : Window, optional
             Force the encoder window (default :func:`prompt_window`).
+        diameter : float, optional
+            Typical object diameter (px), for clicks without a box: the window
+            is sized for it. Without it, a click whose mask reaches the edge
+            of its window (the object is larger than the window) is tried
+            again in windows twice as large, up to ``crop["point_tries"]``.
 
         Returns
         -------
@@ -511,8 +533,6 @@ class SamPredictor:
         ValueError
             For an empty or degenerate prompt (see :func:`check_prompt`).
         """
-        import time
-
         self._require_image()
         boxes, points, labels = check_prompt(self.shape, boxes, points, labels)
         if window is None:
@@ -523,7 +543,32 @@ class SamPredictor:
                     masks.append(m)
                     ious.append(i)
                 return np.stack(masks), np.array(ious)
-            window = prompt_window(self.shape, boxes, points, labels, self.spec.crop)
+            window = prompt_window(self.shape, boxes, points, labels, self.spec.crop, diameter)
+            if boxes is None and diameter is None:
+                return await self._click_growing(window, points, labels, multimask)
+        return await self._predict_in(window, boxes, points, labels, multimask)
+
+    async def _click_growing(self, window: Window, points, labels, multimask):
+        """Clicks alone: the object may be larger than the first window. Windows of
+        ``point_tries`` sizes (doubling) are tried; a mask cut by its window's inner
+        edge is out, and of the rest the one with the best predicted IoU is kept."""
+        crop = {**SamSpec().crop, **self.spec.crop}
+        best = None
+        for _ in range(max(1, int(crop.get("point_tries", 3)))):
+            mask, iou = await self._predict_in(window, None, points, labels, multimask)
+            score = (not _cut_by_window(mask, window, self.shape), iou)
+            if best is None or score > best[0]:
+                best = (score, mask, iou)
+            side = 2 * max(window.h, window.w)
+            larger = prompt_window(self.shape, None, points, labels, {**crop, "point_window": side})
+            if larger == window:
+                break
+            window = larger
+        return best[1], best[2]
+
+    async def _predict_in(self, window: Window, boxes, points, labels, multimask):
+        import time
+
         emb = await self.embedding(window)
         t = time.perf_counter()
         coords, lab = decoder_prompt(window, boxes, points, labels, self.spec.image_size)

@@ -287,7 +287,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         image_id = None if options.get("batch") else _remember(image)  # batch: not for prompts
         result["image_id"] = image_id
         S.last = {"labels": labels, "image": image, "name": name or "image",
-                  "pixel_size": pixel_size, "table": None, "image_id": image_id}
+                  "pixel_size": pixel_size, "table": None, "image_id": image_id, "diameter": seg.diameter}
         S.pending = None
         if options.get("measure", True):
             t = _now()
@@ -659,13 +659,26 @@ async def open_image(data: bytes, options: dict | None = None) -> dict:
         return _error(exc)
 
 
+def _prompt_diameter(request: dict, image_id: str):
+    """The object size a click prompt's window is sized for: ``request["diameter"]`` (px), else
+    the diameter the last segmentation of this image used, else None (the window grows)."""
+    from .diameter import check_diameter
+
+    if request.get("diameter") is not None:
+        return check_diameter(request["diameter"])
+    last = S.last or {}
+    return last.get("diameter") if last.get("image_id") == image_id else None
+
+
 async def prompt(image_id: str | None, request: dict | None = None, options: dict | None = None,
                  progress=None) -> dict:
     """Segment one object of an image already decoded (``image_id`` from :func:`segment`
     or :func:`open_image`; default: the last segmented one) from a prompt.
 
     ``request``: ``boxes`` ([x0, y0, x1, y1], one box), ``points`` ([[x, y], ...]),
-    ``labels`` (1 object / 0 background per point), ``multimask`` (bool, optional).
+    ``labels`` (1 object / 0 background per point), ``multimask`` (bool, optional),
+    ``diameter`` (px, optional: the object size a click's window is sized for; default: the
+    diameter of this image's segmentation, else windows grow until the object fits).
     ``options``: backend, model (a prompt-segmentation id of the index; default: its
     default one). Returns ``{"ok", "image_id", "mask": {bbox, width, height,
     area, bits}, "iou", "backend", "timings": {embedding_ms, decoder_ms,
@@ -688,7 +701,8 @@ async def prompt(image_id: str | None, request: dict | None = None, options: dic
             predictor.encoder.on_run = lambda: progress("embedding", 0, 1)
         try:
             mask, iou = await predictor.predict(boxes, request.get("points"), request.get("labels"),
-                                                multimask=request.get("multimask"))
+                                                multimask=request.get("multimask"),
+                                                diameter=_prompt_diameter(request, image_id))
         finally:
             predictor.encoder.on_run = None
         if progress is not None and "encoder" in predictor.timings:

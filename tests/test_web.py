@@ -140,6 +140,36 @@ def test_segment_real_image(web, models_dir):
     assert ap >= 0.65, f"AP@0.5 {ap:.3f} (count {res['count']} vs {len(np.unique(gt)) - 1})"
 
 
+def test_diameter_option_in_the_page(web, models_dir):
+    """The size step in the page: the estimate and a given diameter give CPython's labels;
+    bad diameters are refused with a message that names the diameter."""
+    import tifffile
+
+    import piximi_py
+    from training.scales import rescale_case
+
+    img, mask = stardist_sample()
+    image, truth = tifffile.imread(img), tifffile.imread(mask)
+    big, _ = rescale_case(image, truth, 2.5, max_side=768)   # nuclei ~60 px across
+    data = tiff_bytes(big)
+    auto = segment(web, data, backend="wasm")
+    assert auto["ok"], auto
+    ref = piximi_py.segment_image(big, models_dir=models_dir)
+    assert auto["diameter_estimated"] and auto["diameter"] == pytest.approx(ref.diameter, rel=1e-6)
+    assert auto["scale"] == pytest.approx(ref.scale) and auto["scale"] < 1
+    assert_same_instances(ref.labels, auto["labels"], "estimated diameter, page vs CPython")
+    given = segment(web, data, backend="wasm", diameter=35)
+    assert given["ok"] and not given["diameter_estimated"] and given["diameter"] == 35
+    assert_same_instances(piximi_py.segment_image(big, models_dir=models_dir, diameter=35).labels,
+                          given["labels"], "given diameter, page vs CPython")
+    _report["diameter"] = {"estimated": auto["diameter"], "scale": auto["scale"], "count": auto["count"],
+                           "timings_ms": auto["timings"]}
+    for bad in (0, -4, float("nan"), 5000, "big"):
+        res = segment(web, data, backend="wasm", diameter=bad)
+        assert not res["ok"] and res["isError"], bad
+        assert "diameter" in res["message"] and "Traceback" not in res["message"], res["message"]
+
+
 def test_held_out_accuracy_in_the_page(web):
     """The issue's bar, in the page: AP@0.5 >= 0.85 and mAP >= 0.55 on held-out real images.
 

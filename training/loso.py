@@ -118,7 +118,7 @@ def evaluate_by_source(models=("nuclei",), sources=FOLD_SOURCES, *, data_root: P
         for model_id in models:
             spec = piximi_py.find_model(specs, model_id)
             rows = score(spec, models_dir / spec.file, pairs)
-            trained_on = _trained_on(model_id, source)
+            trained_on = _trained_on(model_id, source, data_root)
             if trained_on:  # only its held-out images count, and they are a random split
                 rows = [r for r in rows if D.is_validation(r["image"])]
             entry[model_id] = {"seen_in_training": trained_on, "images": len(rows),
@@ -133,23 +133,29 @@ def evaluate_by_source(models=("nuclei",), sources=FOLD_SOURCES, *, data_root: P
     return report
 
 
-def _trained_on(model_id: str, source: str) -> bool:
-    """Whether the shipped ``model_id`` saw images of ``source`` (its training split)."""
+def sources_in_sets(sets, data_root: Path = D.SHARED_DATA) -> set[str]:
+    """Every source (:func:`training.data.source_of`) with an image in one of ``sets``."""
+    from piximi_py.io import describe_image
+
+    from .evaluate import set_root
+
+    found = set()
+    for name in sets:
+        root = set_root(name, data_root)
+        for path in sorted((root / "images").glob("*.tif")) if root.is_dir() else []:
+            sizes = describe_image(path.read_bytes(), path.name)["sizes"]
+            found.add(D.source_of(root.name, (sizes["Y"], sizes["X"])))
+    return found
+
+
+def _trained_on(model_id: str, source: str, data_root: Path = D.SHARED_DATA) -> bool:
+    """Whether the shipped ``model_id`` saw images of ``source`` (in its training split)."""
     from .cli import SHIPPED
     from .zoo import VARIANTS
 
     base = model_id.removesuffix("_int8")
-    sets = VARIANTS[SHIPPED[base]["variant"]]["sets"] if base in SHIPPED else []
-    if source == "mnfinder":
-        return "mnfinder" in sets
-    return any(s.startswith("dsb2018") or s == "stardist_wheel" for s in sets) and (
-        source in ("dsb_256x256", "dsb_360x360", "dsb_520x696", "dsb_other") and
-        any(s == "dsb2018_train" for s in sets) or _in_stage1test(source))
-
-
-def _in_stage1test(source: str) -> bool:
-    """The stage-1 test images in ``../shared/data`` have sizes of these sources."""
-    return source in ("dsb_256x256", "dsb_360x360", "dsb_520x696", "dsb_other")
+    variant = SHIPPED[base]["variant"] if base in SHIPPED else None
+    return variant is not None and source in sources_in_sets(VARIANTS[variant]["sets"], data_root)
 
 
 def format_by_source(report: dict, models=("nuclei",)) -> str:

@@ -1,7 +1,9 @@
 """Prompt segmentation on held-out real nuclei (``python build.py sam-evaluate``).
 
 Held-out images are those of :func:`training.evaluate.held_out_pairs` (the
-validation split of ``dsb2018_stage1test_gray`` plus ``stardist_wheel``).
+validation split of ``dsb2018_stage1test_gray`` plus ``stardist_wheel``);
+with ``--diameters`` each one is rescaled so that its nuclei are that many
+pixels across (:mod:`training.scales`), and results are grouped by size.
 For every ground-truth nucleus:
 
 * **box**: its bounding box with each side moved by up to 10 % of the
@@ -71,21 +73,43 @@ def _seed(name: str) -> int:
     return int.from_bytes(hashlib.sha1(name.encode()).digest()[:4], "big")
 
 
+def held_out_images(data_root: Path, diameters=None):
+    """(group, name, image, labels) of every held-out image; with ``diameters``, each image
+    rescaled so that its median nucleus is each of them across (``training.scales``), grouped
+    by that size."""
+    from .scales import rescaled_cases
+
+    pairs = held_out_pairs(data_root, "gray")
+    if not diameters:
+        for set_name, name, image_path, mask_path in pairs:
+            yield set_name, name, read_image(image_path, color=True), read_image(mask_path).astype(np.int32)
+        return
+    for name, image, labels, _ in rescaled_cases(pairs, diameters):
+        yield f"{float(name.rsplit('@', 1)[1]):g} px", name, image, labels
+
+
+def segmentation_diameter(image: np.ndarray) -> float | None:
+    """The nucleus diameter the default nuclei model estimates for ``image`` (what the page
+    sizes click windows by once an image is segmented)."""
+    import piximi_py
+
+    return piximi_py.segment_image(image if image.ndim == 2 else image[..., :3].mean(-1)).diameter
+
+
 def evaluate_predictor(predictor: SamPredictor, data_root: Path = D.SHARED_DATA, *, max_objects: int = 0,
-                       modes=("box", "click")) -> dict:
-    """Per-object IoU of box and click prompts on every held-out image."""
+                       modes=("box", "click", "click_sized"), diameters=None) -> dict:
+    """Per-object IoU of box and click prompts on every held-out image (at each of ``diameters``)."""
     rows = []
     encoder_calls = 0
     t0 = time.perf_counter()
-    for set_name, name, image_path, mask_path in held_out_pairs(data_root, "gray"):
-        truth = read_image(mask_path).astype(np.int32)
-        image = read_image(image_path, color=True)
+    for set_name, name, image, truth in held_out_images(data_root, diameters):
         rng = np.random.default_rng(_seed(name))
         prompts = object_prompts(truth, rng)
         if max_objects and len(prompts) > max_objects:
             keep = np.sort(rng.choice(len(prompts), max_objects, replace=False))
             prompts = [prompts[i] for i in keep]
         run_sync(predictor.set_image(image, name))
+        diameter = segmentation_diameter(image) if "click_sized" in modes else None
         misses = predictor.cache.misses
         for lab, box, centre in prompts:
             gt = truth == lab
@@ -96,13 +120,17 @@ def evaluate_predictor(predictor: SamPredictor, data_root: Path = D.SHARED_DATA,
             if "click" in modes:
                 mask, iou = run_sync(predictor.predict(points=centre[None], labels=[1]))
                 row["click_iou"], row["click_pred_iou"] = _iou(mask, gt), iou
+            if "click_sized" in modes:  # as in the page after segmenting: windows sized by its diameter
+                mask, iou = run_sync(predictor.predict(points=centre[None], labels=[1], diameter=diameter))
+                row["click_sized_iou"], row["click_sized_pred_iou"] = _iou(mask, gt), iou
             rows.append(row)
         encoder_calls += predictor.cache.misses - misses
         predictor.cache.clear(name)
     if not rows:
         return {}
     summary = {}
-    for group in sorted({r["set"] for r in rows}) + ["all"]:
+    groups = sorted({r["set"] for r in rows}, key=lambda g: (len(g), g))
+    for group in groups + ["all"]:
         sel = [r for r in rows if group == "all" or r["set"] == group]
         summary[group] = {"images": len({r["image"] for r in sel}), "objects": len(sel)}
         for m in modes:
@@ -139,7 +167,7 @@ def native_latency(encoder_path: Path, decoder_path: Path, threads: int = 2, rep
 
 def evaluate_sam(encoders=None, decoders=("decoder",), *, models_dir=None,
                  data_root: Path = D.SHARED_DATA, max_objects: int = 0, threads: int = 2,
-                 checkpoint_note: str = "", model: str = "sam") -> dict | None:
+                 checkpoint_note: str = "", model: str = "sam", diameters=None) -> dict | None:
     """Evaluate every (encoder, decoder) pair; ``None`` (with a message) without held-out data."""
     from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
     from piximi_py.models import default_models_dir
@@ -169,7 +197,7 @@ def evaluate_sam(encoders=None, decoders=("decoder",), *, models_dir=None,
                 continue
             predictor = SamPredictor(OnnxRuntimeBackend(path(e), threads=threads),
                                      OnnxRuntimeBackend(path(d), threads=threads), spec)
-            res = evaluate_predictor(predictor, data_root, max_objects=max_objects)
+            res = evaluate_predictor(predictor, data_root, max_objects=max_objects, diameters=diameters)
             res["latency"] = native_latency(path(e), path(d), threads)
             res["files"] = {"encoder": path(e).name, "decoder": path(d).name,
                             "encoder_bytes": path(e).stat().st_size, "decoder_bytes": path(d).stat().st_size}
@@ -179,13 +207,15 @@ def evaluate_sam(encoders=None, decoders=("decoder",), *, models_dir=None,
 
 
 def format_sam_summary(report: dict) -> str:
-    lines = ["| variant | set | images | objects | box mIoU | click mIoU | box IoU≥0.5 | click IoU≥0.5 | "
-             "encoder ms | decoder ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | set | images | objects | box mIoU | click mIoU | click mIoU, window from the "
+             "segmentation's diameter | box IoU≥0.5 | click IoU≥0.5 | encoder ms | decoder ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, res in report["variants"].items():
         lat = res.get("latency", {})
         for group, s in res["summary"].items():
             lines.append(f"| {name} | {group} | {s['images']} | {s['objects']} | {s.get('box_miou', float('nan')):.3f} | "
-                         f"{s.get('click_miou', float('nan')):.3f} | {s.get('box_iou>=0.5', float('nan')):.3f} | "
+                         f"{s.get('click_miou', float('nan')):.3f} | {s.get('click_sized_miou', float('nan')):.3f} | "
+                         f"{s.get('box_iou>=0.5', float('nan')):.3f} | "
                          f"{s.get('click_iou>=0.5', float('nan')):.3f} | {lat.get('encoder_ms', '')} | "
                          f"{lat.get('decoder_ms', '')} |")
     return "\n".join(lines)

@@ -87,7 +87,7 @@ def evaluate_scales(model_id: str | None = None, *, data_root=None, models_dir=N
     fixed = dataclasses.replace(spec, diameter=0.0)
     rows = []
     for name, image, truth, d_true in rescaled_cases(held_out_pairs(data_root or TD.SHARED_DATA), diameters):
-        row = {"image": name, "target": int(name.rsplit("@", 1)[1]), "diameter": d_true}
+        row = {"image": name, "target": float(name.rsplit("@", 1)[1]), "diameter": d_true}
         for mode in modes:
             t = time.perf_counter()
             if mode == "fixed":
