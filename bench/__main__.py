@@ -4,7 +4,8 @@
 
 Prints a table for the default model (or each of ``--models``) on a 512x512 image (the StarDist sample
 unless ``--image`` is given): model-only and end-to-end latency (and the end to end split by
-pipeline stage: decode, preprocess, inference, postprocess) natively and
+pipeline stage: decode, preprocess, diameter, inference, postprocess) with the diameter estimated,
+the end to end with the diameter given (no estimate: what the estimate costs), natively and
 in headless Chromium (WASM backend, same thread count), their ratios, and the
 page's cold start to ``window.piximi.ready``. Absolute times on a shared
 2-core machine are noisy; compare the ratios. Both runtimes first run each
@@ -31,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-#: The stages of ``piximi_py.pipeline.segment_async``'s timings, both runtimes.
-STAGES = ("decode", "preprocess", "inference", "postprocess")
+#: The stages of ``piximi_py.pipeline.segment_async``'s timings, both runtimes ("diameter": the
+#: estimate, with no diameter given).
+STAGES = ("decode", "preprocess", "diameter", "inference", "postprocess")
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -58,36 +60,49 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
     for _ in range(warmup):
         backend.run_sync(x)
     model_ms = median_ms(lambda: backend.run_sync(x), repeats)
-    for _ in range(warmup):
-        run_sync(segment_async(image_bytes, spec, backend))
-    runs = []
-    e2e_ms = median_ms(lambda: runs.append(run_sync(segment_async(image_bytes, spec, backend)).timings), repeats)
-    return {"model": spec.id, "shape": x.shape[-2:], "model_ms": model_ms, "e2e_ms": e2e_ms,
-            "stages_ms": {k: statistics.median(r[k] for r in runs) for k in STAGES}}
+    out = {"model": spec.id, "shape": x.shape[-2:], "model_ms": model_ms, "diameter": spec.diameter}
+    # "fixed": the diameter given as the model's own (no estimate, no rescaling: the pipeline as it
+    # was before the size step); "auto": estimated, as the page and API run by default
+    for mode, diameter in (("fixed", spec.diameter or None), ("auto", None)):
+        for _ in range(warmup):
+            run_sync(segment_async(image_bytes, spec, backend, diameter=diameter))
+        runs = []
+        out[f"{mode}_ms"] = median_ms(lambda: runs.append(run_sync(segment_async(  # noqa: B023
+            image_bytes, spec, backend, diameter=diameter)).timings), repeats)
+        out[f"{mode}_stages_ms"] = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in STAGES}
+    out["e2e_ms"], out["stages_ms"] = out["auto_ms"], out["auto_stages_ms"]
+    return out
 
 
-def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,), warmup: int = 1) -> dict:
-    """Per model id: page timings (WASM) from one page session; plus the cold start."""
+def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,), warmup: int = 1,
+            diameters: dict | None = None) -> dict:
+    """Per model id: page timings (WASM) from one page session, with the diameter estimated
+    ("auto") and given as the model's own (``diameters[model]``, "fixed"); plus the cold start."""
     from bench import app_page
 
     results = {}
     with app_page(f"?threads={threads}") as (page, cold_ms):
         for model in models:
-            runs = page.evaluate(
-                """async ([b64, n, model, warmup]) => {
-                    const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-                    const out = [];
-                    for (let i = 0; i < n + warmup; i++) {
-                      const r = await window.piximi.segment(bytes.slice(), {backend: "wasm",
-                                                                            model: model || undefined});
-                      out.push({...r.timings, backend: r.backend, count: r.count});
-                    }
-                    return out.slice(warmup);
-                }""", [base64.b64encode(image_bytes).decode(), repeats, model, warmup])
-            med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731,B023
-            results[model] = {"backend": runs[0]["backend"], "model_ms": med("inference"), "e2e_ms": med("total"),
-                              "roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
-                              "stages_ms": {k: med(k) for k in STAGES}, "cold_ms": cold_ms}
+            entry = {"cold_ms": cold_ms}
+            for mode, diameter in (("fixed", (diameters or {}).get(model)), ("auto", None)):
+                runs = page.evaluate(
+                    """async ([b64, n, model, warmup, diameter]) => {
+                        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                        const out = [];
+                        for (let i = 0; i < n + warmup; i++) {
+                          const r = await window.piximi.segment(bytes.slice(), {backend: "wasm", diameter,
+                                                                                model: model || undefined});
+                          out.push({...r.timings, backend: r.backend, count: r.count});
+                        }
+                        return out.slice(warmup);
+                    }""", [base64.b64encode(image_bytes).decode(), repeats, model, warmup, diameter])
+                med = lambda k: statistics.median(r.get(k, 0.0) for r in runs)  # noqa: E731,B023
+                entry.update({"backend": runs[0]["backend"], f"{mode}_ms": med("total"),
+                              f"{mode}_roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
+                              f"{mode}_stages_ms": {k: med(k) for k in STAGES}})
+            entry.update(model_ms=entry["auto_stages_ms"]["inference"], e2e_ms=entry["auto_ms"],
+                         roundtrip_ms=entry["auto_roundtrip_ms"], stages_ms=entry["auto_stages_ms"])
+            results[model] = entry
     return results
 
 
@@ -164,7 +179,8 @@ def main(argv=None) -> int:
     data = args.image.read_bytes()
     models = args.models or (list(shipped_variants()) if args.zoo else [None])
     nat = {m: native(data, args.threads, args.repeats, m, args.warmup) for m in models}
-    webs = browser(data, args.threads, args.repeats, models, args.warmup)
+    webs = browser(data, args.threads, args.repeats, models, args.warmup,
+                   diameters={m: nat[m]["diameter"] or None for m in models})
     for m in models:
         n, web = nat[m], webs[m]
         h, w = n["shape"]
@@ -178,6 +194,11 @@ def main(argv=None) -> int:
         for stage in STAGES:   # the end-to-end time split by pipeline stage (piximi_py.pipeline timings)
             a, b = n["stages_ms"][stage], web["stages_ms"][stage]
             print(f"| stage {stage}, in Python (ms) | {a:.1f} | {b:.1f} | {b / a if a else float('nan'):.2f} |")
+        mp = h * w / 1e6
+        print(f"| end to end, diameter given (no estimate) (ms) | {n['fixed_ms']:.0f} | {web['fixed_ms']:.0f} | "
+              f"{web['fixed_ms'] / n['fixed_ms']:.2f} |")
+        print(f"| page per megapixel: estimated diameter / given (ms/MP) | | {web['auto_ms'] / mp:.0f} / "
+              f"{web['fixed_ms'] / mp:.0f} | {web['auto_ms'] / web['fixed_ms']:.2f} (cost of the estimate) |")
     print(f"\npage cold start to ready: {next(iter(webs.values()))['cold_ms']:.0f} ms")
     gpu = {}
     if args.webgpu:

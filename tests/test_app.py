@@ -155,6 +155,35 @@ def test_measurements_table_and_object_inspection(app):
     assert page.locator(f"#measurements tr.sel[data-label='{cell['label']}']").count() == 1
 
 
+def test_diameter_field(app, files, models_dir):
+    """The size field shows the estimated nucleus diameter; a typed one re-segments with it (the
+    labels CPython gives for it); a bad one is refused with a message."""
+    import piximi_py
+
+    page = app.page
+    image = files["stack_array"][0, 1]          # the plane the OME test left selected
+    ref = piximi_py.segment_image(image, models_dir=models_dir)
+    assert page.get_attribute("#diameter", "placeholder") == f"auto: {ref.diameter:.1f}"
+    assert "estimated" in page.text_content("#diameter-note")
+    set_status_pending(page)
+    page.fill("#diameter", "40")
+    page.dispatch_event("#diameter", "change")
+    wait_done(page)
+    given = piximi_py.segment_image(image, models_dir=models_dir, diameter=40)
+    assert int(page.text_content("#count")) == int(given.labels.max())
+    assert "given" in page.text_content("#diameter-note") and "rescaled" in page.text_content("#diameter-note")
+    set_status_pending(page)
+    page.fill("#diameter", "-3")
+    page.dispatch_event("#diameter", "change")
+    page.wait_for_function("!document.querySelector('#error').hidden")
+    assert "diameter" in page.text_content("#error").lower()
+    set_status_pending(page)
+    page.fill("#diameter", "")
+    page.dispatch_event("#diameter", "change")
+    wait_done(page)
+    assert int(page.text_content("#count")) == int(ref.labels.max())
+
+
 def test_display_controls(app):
     page = app.page
     sample_px = "() => document.querySelector('#canvas').getContext('2d').getImageData(0, 0, 512, 512).data.reduce((a, b) => a + b, 0)"

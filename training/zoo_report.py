@@ -79,13 +79,22 @@ def tune_postprocess(name: str, models_dir: Path, *, data_root: Path = D.SHARED_
     train, _ = D.split(load_samples(sets, data_root, spec.channels))
     rng = np.random.default_rng(seed)
     chosen = [train[i] for i in rng.choice(len(train), min(max_images, len(train)), replace=False)]
-    probs = []
+    probs, truths = [], []
     for s in chosen:
+        from piximi_py import rescale
         from piximi_py.preprocess import pad_to_multiple
+
+        from .scales import resize_labels
 
         x = s.image[None] if s.image.ndim == 2 else np.moveaxis(s.image, -1, 0)
         if x.shape[0] == 1 and spec.channels == 3:
             x = np.repeat(x, 3, axis=0)
+        truth = s.labels
+        size = VARIANTS[name].get("diameter")
+        if size and np.isfinite(s.diameter):  # a size-aware model sees every image at its diameter
+            shape = rescale.rescaled_shape(x.shape, size / s.diameter)
+            x, truth = rescale.resize(x, shape), resize_labels(truth, shape)
+        truths.append(truth)
         x, crop = pad_to_multiple(x, spec.input_multiple)
         p = np.asarray(backend.run_sync(np.ascontiguousarray(x[None], np.float32)))
         p = p.reshape(p.shape[-3:])
@@ -93,8 +102,8 @@ def tune_postprocess(name: str, models_dir: Path, *, data_root: Path = D.SHARED_
     scores = {}
     for fg, sd in GRID:
         post = {**TEMPLATE["postprocess"], "foreground_threshold": fg, "seed_threshold": sd}
-        scores[(fg, sd)] = float(np.mean([evaluate_instances(s.labels, probabilities_to_labels(p, **post))["ap50"]
-                                          for s, p in zip(chosen, probs)]))
+        scores[(fg, sd)] = float(np.mean([evaluate_instances(t, probabilities_to_labels(p, **post))["ap50"]
+                                          for t, p in zip(truths, probs)]))
     fg, sd = max(scores, key=scores.get)
     return {**TEMPLATE["postprocess"], "foreground_threshold": fg, "seed_threshold": sd}
 
