@@ -159,6 +159,11 @@ def _near(a: float, b: float, factor: float) -> bool:
     return max(a / b, b / a) < factor
 
 
+def _at_size(done: _Pass, model: ModelSpec) -> bool:
+    """Whether a pass saw its objects at about the model's own size."""
+    return _near(done.scale * done.diameter, model.diameter, ESTIMATE_AT_SIZE)
+
+
 async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
                             progress: Progress = None) -> tuple[Optional[float], list]:
     """The typical diameter (px) of the objects in ``x`` ``(C, H, W)``, measured with the model.
@@ -201,15 +206,19 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
                      labels if whole and scale == 1.0 else None)
         passes.append(done)
         tried = [p.scale for p in passes]
+        at_size = count and _at_size(done, model)
+        agreeing = [p for p in passes[:-1] if count and p.objects and (at_size or _at_size(p, model))
+                    and not _near(p.scale, scale, ESTIMATE_AT_SIZE)
+                    and _near(p.diameter, done.diameter, ESTIMATE_AGREE)]
+        if agreeing:  # seen at the model's size and confirmed at another scale
+            if progress:
+                progress("diameter", ESTIMATE_PASSES, ESTIMATE_PASSES)
+            best = min(agreeing + [done], key=lambda p: abs(np.log(p.scale * p.diameter / model.diameter)))
+            return best.diameter, passes
         if not count:
             # nothing found: nuclei far larger than the model's (or none); look coarser than so far
             wanted = min(tried) / 4
-        elif _near(done.scale * done.diameter, model.diameter, ESTIMATE_AT_SIZE):
-            if any(p.objects and not _near(p.scale, scale, ESTIMATE_AT_SIZE)
-                   and _near(p.diameter, done.diameter, ESTIMATE_AGREE) for p in passes[:-1]):
-                if progress:  # seen at the model's size and confirmed at another scale
-                    progress("diameter", ESTIMATE_PASSES, ESTIMATE_PASSES)
-                return done.diameter, passes
+        elif at_size:
             wanted = scale / 2
         else:
             wanted = min(scale * 4, max(scale / 4, model.diameter / done.diameter))

@@ -90,11 +90,17 @@ def cmd_evaluate(args) -> int:
     if args.scales:
         from .scales import evaluate_scales, format_scales
 
+        from .zoo_report import update_report
+
+        done = {}
         for model_id in args.model or ["nuclei"]:
-            report = evaluate_scales(model_id, models_dir=args.models_dir)
-            print(f"## {model_id} (nucleus diameter {report['model_diameter']:g} px)\n{format_scales(report)}\n")
-            if args.json:
-                Path(args.json).write_text(json.dumps(report, indent=1, default=float))
+            done[model_id] = evaluate_scales(model_id, models_dir=args.models_dir)
+            print(f"## {model_id} (nucleus diameter {done[model_id]['model_diameter']:g} px)\n"
+                  f"{format_scales(done[model_id])}\n")
+        if args.json:
+            Path(args.json).write_text(json.dumps(done, indent=1, default=float))
+        if args.record:  # for ZOO.md (python build.py zoo-report --table-only)
+            update_report(scales=json.loads(json.dumps(done, default=float)))
         return 0
     if args.by_source:
         from .loso import evaluate_by_source, format_by_source
@@ -104,6 +110,10 @@ def cmd_evaluate(args) -> int:
         print(format_by_source(report, models))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=1))
+        if args.record:  # for ZOO.md (python build.py zoo-report --table-only)
+            from .zoo_report import update_report
+
+            update_report(by_source={**report, "models": models})
         return 0
     reports = {}
     for model_id in args.model or sorted(SHIPPED):
@@ -228,6 +238,16 @@ def cmd_sam_distill(args) -> int:
     return 0
 
 
+def unseen_headline() -> str:
+    """The cards' first section: accuracy on sources never trained on and at other nucleus sizes,
+    from ``models/zoo.json`` (``evaluate --by-source --record``, ``evaluate --scales --record``)."""
+    from .zoo_report import REPORT, size_sections
+
+    report = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    sections = size_sections({k: report[k] for k in ("by_source", "scales") if k in report})
+    return sections.replace("## Every variant\n\n", "")
+
+
 def write_cards(reports: dict) -> None:
     """models/README.md: one card per shipped model; the cards of ``reports``' models are rewritten
     from their evaluation and checkpoint in runs/zoo (where this machine lacks the checkpoint, only
@@ -244,6 +264,7 @@ def write_cards(reports: dict) -> None:
     kept = {m[1]: m[0] for m in re.finditer(r"^## `(\w+)`.*?(?=^## `|\Z)", old, re.M | re.S)}
     text = ("# Shipped models\n\nRegenerate this page with `python build.py evaluate --card`; "
             "the whole zoo (every variant, compression, latency) is in [ZOO.md](ZOO.md).\n\n")
+    text += unseen_headline()
     for model_id, cfg in SHIPPED.items():
         checkpoint = ROOT / "runs" / "zoo" / cfg["variant"] / "model.pt"
         if model_id in reports and (checkpoint.exists() or model_id not in kept):

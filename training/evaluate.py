@@ -114,6 +114,16 @@ if __name__ == "__main__":
     print(json.dumps(rep["summary"], indent=1))
 
 
+def _crop_scale(run: dict, variant: dict) -> str:
+    """How a model's training crops were scaled, for its card."""
+    lo, hi = run.get("scale_range") or variant.get("scale_range") or (0.6, 1.6)
+    diameter = run.get("diameter") or variant.get("diameter")
+    if diameter:
+        return (f"each image rescaled so that its median nucleus is {diameter:g} px across, the model's "
+                f"`diameter`, times a random {lo:g}–{hi:g}")
+    return f"scale {lo:g}–{hi:g}"
+
+
 def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
     """Markdown model card for one shipped model from its evaluation report and checkpoint."""
     import torch
@@ -146,7 +156,7 @@ def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
 | input | {spec.channels} channel(s), percentile-normalized (p{spec.normalize['low']:g} → 0, p{spec.normalize['high']:g} → 1); tiles of {spec.tile_size} px with {spec.tile_overlap} px overlap |
 | output | per-pixel probabilities of background / nucleus interior / nucleus boundary ({variant['boundary_width']}-pixel rim) → instances by seeded growth (`piximi_py.postprocess`, foreground ≥ {spec.postprocess.get('foreground_threshold')}, seeds ≥ {spec.postprocess.get('seed_threshold')}, thresholds chosen on training images) |
 | training data | training split (75 %, by a hash of the image name: `training.data.is_validation`) of {sets}; synthetic nuclei (`training.synthetic`) as {run.get('synthetic_fraction', variant['synthetic_fraction']):.0%} of crops |
-| training | `training.zoo` variant `{shipped['variant']}`{start}: {ckpt.get('iteration')} iterations (of a {shipped['iterations']}-iteration schedule) × batches of {run.get('batch', variant['batch'])} random {run.get('crop', variant['crop'])}² crops (scale 0.6–1.6, flips, 90° rotations, gamma/contrast, blur, noise), AdamW, warm-up + cosine LR (peak {variant['lr']:g}), cross-entropy weighted 1/1/2 by class plus {variant['touching_weight']:g}× on pixels where nuclei touch{teacher}, seed {variant['seed']}; on {run.get('device', 'cuda')} |
+| training | `training.zoo` variant `{shipped['variant']}`{start}: {ckpt.get('iteration')} iterations (of a {shipped['iterations']}-iteration schedule) × batches of {run.get('batch', variant['batch'])} random {run.get('crop', variant['crop'])}² crops ({_crop_scale(run, variant)}, flips, 90° rotations, gamma/contrast, blur, noise), AdamW, warm-up + cosine LR (peak {variant['lr']:g}), cross-entropy weighted 1/1/2 by class plus {variant['touching_weight']:g}× on pixels where nuclei touch{teacher}, seed {variant['seed']}; on {run.get('device', 'cuda')} |
 
 Accuracy on held-out real images (never used for training), measured with
 `python build.py evaluate` through the same `piximi_py` pipeline the page runs

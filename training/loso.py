@@ -14,6 +14,7 @@ on first use: ``python build.py loso-train``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -133,19 +134,22 @@ def evaluate_by_source(models=("nuclei",), sources=FOLD_SOURCES, *, data_root: P
     return report
 
 
-def sources_in_sets(sets, data_root: Path = D.SHARED_DATA) -> set[str]:
-    """Every source (:func:`training.data.source_of`) with an image in one of ``sets``."""
+@functools.lru_cache(maxsize=None)
+def _sources_in_set(root: Path) -> frozenset:
     from piximi_py.io import describe_image
 
+    found = set()
+    for path in sorted((root / "images").glob("*.tif")) if root.is_dir() else []:
+        sizes = describe_image(path.read_bytes(), path.name)["sizes"]
+        found.add(D.source_of(root.name, (sizes["Y"], sizes["X"])))
+    return frozenset(found)
+
+
+def sources_in_sets(sets, data_root: Path = D.SHARED_DATA) -> set[str]:
+    """Every source (:func:`training.data.source_of`) with an image in one of ``sets``."""
     from .evaluate import set_root
 
-    found = set()
-    for name in sets:
-        root = set_root(name, data_root)
-        for path in sorted((root / "images").glob("*.tif")) if root.is_dir() else []:
-            sizes = describe_image(path.read_bytes(), path.name)["sizes"]
-            found.add(D.source_of(root.name, (sizes["Y"], sizes["X"])))
-    return found
+    return set().union(*(_sources_in_set(set_root(name, data_root)) for name in sets))
 
 
 def _trained_on(model_id: str, source: str, data_root: Path = D.SHARED_DATA) -> bool:

@@ -373,7 +373,7 @@ def write_zoo_page(*, bundles=(), names=None, compress=("unet_w16", "unet_mnv2",
         else json.loads(REPORT.read_text())
     browser = report.get("browser", {})
     plot(report, out_dir / "zoo.png")
-    text = ZOO_HEADER + "\n" + format_table(report, browser) + "\n\n"
+    text = ZOO_HEADER + "\n" + size_sections(report) + format_table(report, browser) + "\n\n"
     if browser:
         text += ("The page column comes from `python -m bench --zoo --webgpu` (headless Chromium, onnxruntime-web "
                  "WASM, 2 threads; WebGPU through SwiftShader on a 128×128 crop, correctness only), a run at another "
@@ -392,6 +392,40 @@ def write_zoo_page(*, bundles=(), names=None, compress=("unet_w16", "unet_mnv2",
                  + "\n")
     (out_dir / "ZOO.md").write_text(text)
     return out_dir / "ZOO.md"
+
+
+def size_sections(report: dict) -> str:
+    """The headline sections of ZOO.md: accuracy on sources a model never trained on
+    (``evaluate --by-source --record``) and at other nucleus sizes (``evaluate --scales --record``)."""
+    from .loso import format_by_source
+    from .scales import format_scales
+
+    text = ""
+    if report.get("by_source"):
+        by = report["by_source"]
+        text += (BY_SOURCE_NOTE.format(iterations=by.get("fold_iterations"), variant=by.get("fold_variant"))
+                 + "\n\n" + format_by_source(by, by.get("models", ["nuclei"])) + "\n\n")
+    for model_id, scales in (report.get("scales") or {}).items():
+        text += (f"### `{model_id}` at other magnifications (nucleus diameter {scales['model_diameter']:g} px)\n\n"
+                 + SCALES_NOTE + "\n\n" + format_scales(scales) + "\n\n")
+    return text + ("## Every variant\n\n" if text else "")
+
+
+BY_SOURCE_NOTE = """## Accuracy on sources never trained on (the headline)
+
+A user's images come from a microscope we never trained on. `python build.py evaluate --by-source`
+(`training.loso`) scores, for each source (one lab or acquisition set: mnfinder, and DSB2018 split by
+its image sizes, `training.data.source_of`), a fold model trained on every *other* source (variant
+`{variant}`, {iterations} iterations: a shorter schedule than the shipped models) on up to 40 images of
+the left-out source, through the page's pipeline with the diameter estimated. The shipped models are
+scored on the same images beside it: "unseen" where their training never saw that source, else only
+their held-out images, a random split of sources they trained on (`python build.py loso-train` trains
+the folds)."""
+
+SCALES_NOTE = """`python build.py evaluate --scales`: the held-out images rescaled so that their median nucleus
+is 8 to 150 px across (image bilinear with anti-aliasing, labels nearest), segmented as they are
+("fixed"), with the true diameter given ("oracle") and with the diameter estimated ("auto", the
+default everywhere); the last columns are the estimate's error against the true median diameter."""
 
 
 FORMULATIONS_NOTE = """## Instances: what the boundary class buys

@@ -215,7 +215,7 @@ async function batch(files, { onFile, signal, ...options } = {}) {
 
 // Promptable segmentation (SAM). target: an image id (from segment(), res.image_id),
 // null for the last segmented image, or a file (File, Blob, ArrayBuffer, Uint8Array).
-// request: {boxes: [x0, y0, x1, y1], points: [[x, y], ...], labels: [1 | 0, ...], multimask}.
+// request: {boxes: [x0, y0, x1, y1], points: [[x, y], ...], labels: [1 | 0, ...], multimask, diameter}.
 // options: backend, model (a prompt-segmentation id of models/index.json; default: its default one).
 // Resolves to {image_id, mask: {bbox, width, height, area, bits}, iou, backend, cached, timings}.
 async function prompt(target, request = {}, options = {}) {
@@ -223,7 +223,7 @@ async function prompt(target, request = {}, options = {}) {
   let imageId = typeof target === "string" ? target : "";
   const bytes = target != null && typeof target !== "string" ? await toBytes(target) : null;
   const req = {};
-  for (const k of ["boxes", "points", "labels", "multimask"]) if (request[k] != null) req[k] = request[k];
+  for (const k of ["boxes", "points", "labels", "multimask", "diameter"]) if (request[k] != null) req[k] = request[k];
   return inWorker(async () => {
     const t0 = performance.now();
     if (bytes) {
