@@ -99,8 +99,11 @@ def cmd_evaluate(args) -> int:
                   f"{format_scales(done[model_id])}\n")
         if args.json:
             Path(args.json).write_text(json.dumps(done, indent=1, default=float))
-        if args.record:  # for ZOO.md (python build.py zoo-report --table-only)
-            update_report(scales=json.loads(json.dumps(done, default=float)))
+        if args.record:  # for ZOO.md (python build.py zoo-report --table-only): what the tables need
+            update_report(scales={m: {**r, "rows": [{k: round(float(v), 4) if isinstance(v, float) else v
+                                                      for k, v in row.items()
+                                                      if not k.endswith(("_ms", "_f1")) and k != "image"}
+                                                     for row in r["rows"]]} for m, r in done.items()})
         return 0
     if args.by_source:
         from .loso import evaluate_by_source, format_by_source
