@@ -83,11 +83,6 @@ def _thresholds(model: ModelSpec) -> tuple[float, float]:
     return post.get("foreground_threshold", 0.5), post.get("seed_threshold", 0.5)
 
 
-def _postprocess_options(model: ModelSpec) -> dict:
-    keys = ("foreground_threshold", "seed_threshold", "min_seed_size", "min_size")
-    return {k: v for k, v in model.postprocess.items() if k in keys}
-
-
 def _instance_options(model: ModelSpec, scale: float = 1.0) -> dict:
     """The model's size limits of seeds and objects, in pixels of a grid ``scale`` times finer."""
     post = {k: v for k, v in model.postprocess.items() if k in ("min_seed_size", "min_size")}
@@ -199,7 +194,8 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
         small = rescale.resize(window, rescale.rescaled_shape(window.shape, scale))
         prob = await predict_probabilities(small, model, backend)  # on the model's grid: cheaper
         del small
-        labels = postprocess.probabilities_to_labels(prob, **_postprocess_options(model))
+        masks = postprocess.threshold_probabilities(prob, *_thresholds(model))
+        labels = postprocess.masks_to_labels(*masks, **_instance_options(model))
         found, count = D.median_diameter(labels)
         whole = window.shape == x.shape
         done = _Pass(scale, found / scale, count, whole, prob if whole else None,
@@ -229,12 +225,11 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
     if progress:
         progress("diameter", ESTIMATE_PASSES, ESTIMATE_PASSES)
     # unconfirmed: the median of what the passes at the model's size saw, else of every pass
-    measured = [p.diameter for p in passes if p.objects]
-    at_size = [p.diameter for p in passes
-               if p.objects and _near(p.scale * p.diameter, model.diameter, ESTIMATE_AT_SIZE)]
+    measured = [p for p in passes if p.objects]
     if not measured:
         return None, passes
-    return float(np.median(at_size or measured)), passes
+    seen_at_size = [p for p in measured if _at_size(p, model)] or measured
+    return float(np.median([p.diameter for p in seen_at_size])), passes
 
 
 async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,

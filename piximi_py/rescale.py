@@ -17,11 +17,13 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
+from .io import MAX_PIXELS
+
 __all__ = ["scale_factor", "rescaled_shape", "resize", "resample_masks", "check_rescaled_size", "area_scale",
            "MAX_RESCALED_SIDE"]
 
-#: Largest side of a rescaled image; the decoder's own limit (``piximi_py.io``).
-MAX_RESCALED_SIDE = 16384
+#: Largest side of a rescaled image: that of the largest square image the decoder accepts.
+MAX_RESCALED_SIDE = math.isqrt(MAX_PIXELS)
 
 #: Factors this close to 1 leave the image as it is: the models are trained
 #: with random rescaling of 0.6-1.6x, and resampling costs time (on held-out

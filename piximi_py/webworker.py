@@ -37,7 +37,7 @@ import traceback
 import numpy as np
 
 from .backends.ortweb import BACKENDS, BackendUnavailable, OrtWebBackend, load_ort
-from .diameter import resolve_diameter
+from .diameter import check_diameter, resolve_diameter
 from .io import ImageReadError
 from .models import can_segment, computes_in_float16, find_model, load_model_index
 from .pipeline import segment_async
@@ -662,8 +662,6 @@ async def open_image(data: bytes, options: dict | None = None) -> dict:
 def _prompt_diameter(request: dict, image_id: str):
     """The object size a click prompt's window is sized for: ``request["diameter"]`` (px), else
     the diameter the last segmentation of this image used, else None (the window grows)."""
-    from .diameter import check_diameter
-
     if request.get("diameter") is not None:
         return check_diameter(request["diameter"])
     last = S.last or {}

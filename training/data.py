@@ -96,6 +96,14 @@ def touching_mask(labels: np.ndarray, width: int = 2) -> np.ndarray:
     return (labels > 0) & ((largest != labels) | ((smallest != labels) & (smallest != no_label)))
 
 
+def resize_labels(labels: np.ndarray, shape) -> np.ndarray:
+    """Nearest-neighbour resampling of instance labels at pixel centres (the grid of
+    :func:`piximi_py.rescale.resize`)."""
+    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int)
+    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int)
+    return labels[np.minimum(rows, labels.shape[0] - 1)][:, np.minimum(cols, labels.shape[1] - 1)]
+
+
 def random_crop(sample: Sample, size: int, rng: np.random.Generator,
                 scale_range=(0.6, 1.6), boundary_width: int = 2, diameter: float | None = None):
     """A ``size`` x ``size`` crop, rescaled by a random factor, flipped and rotated.
@@ -128,8 +136,7 @@ def random_crop(sample: Sample, size: int, rng: np.random.Generator,
             planes = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
             img = resize(planes, (size, size))
             img = img[0] if image.ndim == 2 else np.moveaxis(img, 0, -1)
-            rows = ((np.arange(size) + 0.5) * src / size).astype(int)
-            lab = lab[rows][:, rows]
+            lab = resize_labels(lab, (size, size))
         else:
             zoom = size / src
             zoom_img = (zoom, zoom) + (1,) * (img.ndim - 2)

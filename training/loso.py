@@ -41,16 +41,24 @@ def gray_sets(data_root: Path) -> list[Path]:
     return [r for r in (set_root(s, data_root) for s in GRAY_ALL) if r.is_dir()]
 
 
-def source_pairs(source: str, data_root: Path = D.SHARED_DATA, max_images: int = MAX_IMAGES):
-    """(set, name, image path, mask path) of up to ``max_images`` images of ``source``."""
+@functools.lru_cache(maxsize=None)
+def image_sources(root: Path) -> tuple:
+    """``(image path, source)`` of every image of the set at ``root`` (sizes read from the headers)."""
     from piximi_py.io import describe_image
 
     found = []
+    for path in sorted((root / "images").glob("*.tif")) if root.is_dir() else []:
+        sizes = describe_image(path.read_bytes(), path.name)["sizes"]
+        found.append((path, D.source_of(root.name, (sizes["Y"], sizes["X"]))))
+    return tuple(found)
+
+
+def source_pairs(source: str, data_root: Path = D.SHARED_DATA, max_images: int = MAX_IMAGES):
+    """(set, name, image path, mask path) of up to ``max_images`` images of ``source``."""
+    found = []
     for root in gray_sets(data_root):
-        for path in sorted((root / "images").glob("*.tif")):
-            info = describe_image(path.read_bytes(), path.name)
-            shape = [info["sizes"][a] for a in ("Y", "X")]
-            if D.source_of(root.name, shape) == source:
+        for path, image_source in image_sources(root):
+            if image_source == source:
                 name = f"{root.name}/{path.stem}"
                 found.append((hashlib.sha1(name.encode()).hexdigest(), root.name, name, path,
                               root / "masks" / path.name))
@@ -134,22 +142,11 @@ def evaluate_by_source(models=("nuclei",), sources=FOLD_SOURCES, *, data_root: P
     return report
 
 
-@functools.lru_cache(maxsize=None)
-def _sources_in_set(root: Path) -> frozenset:
-    from piximi_py.io import describe_image
-
-    found = set()
-    for path in sorted((root / "images").glob("*.tif")) if root.is_dir() else []:
-        sizes = describe_image(path.read_bytes(), path.name)["sizes"]
-        found.add(D.source_of(root.name, (sizes["Y"], sizes["X"])))
-    return frozenset(found)
-
-
 def sources_in_sets(sets, data_root: Path = D.SHARED_DATA) -> set[str]:
     """Every source (:func:`training.data.source_of`) with an image in one of ``sets``."""
     from .evaluate import set_root
 
-    return set().union(*(_sources_in_set(set_root(name, data_root)) for name in sets))
+    return {source for name in sets for _, source in image_sources(set_root(name, data_root))}
 
 
 def _trained_on(model_id: str, source: str, data_root: Path = D.SHARED_DATA) -> bool:

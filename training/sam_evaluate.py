@@ -93,7 +93,7 @@ def segmentation_diameter(image: np.ndarray) -> float | None:
     sizes click windows by once an image is segmented)."""
     import piximi_py
 
-    return piximi_py.segment_image(image if image.ndim == 2 else image[..., :3].mean(-1)).diameter
+    return piximi_py.segment_image(image).diameter
 
 
 def evaluate_predictor(predictor: SamPredictor, data_root: Path = D.SHARED_DATA, *, max_objects: int = 0,

@@ -24,17 +24,12 @@ from piximi_py.io import read_image
 from piximi_py.metrics import evaluate_instances
 from piximi_py.pipeline import segment_async
 
+from .data import resize_labels
+
 #: Median nucleus diameters (px) the held-out images are rescaled to.
 DIAMETERS = (8, 12, 20, 35, 60, 100, 150)
 #: Largest side of a rescaled case: larger ones are cut to a central window first.
 MAX_SIDE = 1536
-
-
-def resize_labels(labels: np.ndarray, shape) -> np.ndarray:
-    """Nearest-neighbour resampling of instance labels at pixel centres."""
-    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int)
-    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int)
-    return labels[np.minimum(rows, labels.shape[0] - 1)][:, np.minimum(cols, labels.shape[1] - 1)]
 
 
 def rescale_case(image: np.ndarray, labels: np.ndarray, factor: float, max_side: int = MAX_SIDE):

@@ -67,9 +67,12 @@ def tune_postprocess(name: str, models_dir: Path, *, data_root: Path = D.SHARED_
                      seed: int = 0) -> dict:
     """Thresholds with the best mean AP@0.5 on training-split images (same sets as the variant's training)."""
     import piximi_py
+    from piximi_py import rescale
     from piximi_py.metrics import evaluate_instances
     from piximi_py.postprocess import probabilities_to_labels
+    from piximi_py.preprocess import pad_to_multiple
 
+    from .data import resize_labels
     from .evaluate import set_root
     from .train import load_samples
 
@@ -80,17 +83,12 @@ def tune_postprocess(name: str, models_dir: Path, *, data_root: Path = D.SHARED_
     rng = np.random.default_rng(seed)
     chosen = [train[i] for i in rng.choice(len(train), min(max_images, len(train)), replace=False)]
     probs, truths = [], []
+    size = VARIANTS[name].get("diameter")
     for s in chosen:
-        from piximi_py import rescale
-        from piximi_py.preprocess import pad_to_multiple
-
-        from .scales import resize_labels
-
         x = s.image[None] if s.image.ndim == 2 else np.moveaxis(s.image, -1, 0)
         if x.shape[0] == 1 and spec.channels == 3:
             x = np.repeat(x, 3, axis=0)
         truth = s.labels
-        size = VARIANTS[name].get("diameter")
         if size and np.isfinite(s.diameter):  # a size-aware model sees every image at its diameter
             shape = rescale.rescaled_shape(x.shape, size / s.diameter)
             x, truth = rescale.resize(x, shape), resize_labels(truth, shape)
