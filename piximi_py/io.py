@@ -166,6 +166,9 @@ def _to_plane(array: np.ndarray, color: bool) -> np.ndarray:
 def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict) -> np.ndarray:
     import tifffile
 
+    from .codecs import register_tiff_codecs
+
+    register_tiff_codecs()
     try:
         tif = tifffile.TiffFile(_io.BytesIO(data))
     except Exception as exc:
@@ -199,7 +202,7 @@ def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict) 
             if compression and compression not in ("NONE",):
                 raise ImageReadError(
                     f"{what} uses {compression} compression, which cannot be decoded here "
-                    f"({exc}); save it uncompressed, or with LZW or Deflate") from None
+                    f"({exc}); save it uncompressed, or with LZW, Deflate or Zstd") from None
             raise
     selection, kept = [], []
     for axis, size in zip(axes, shape):

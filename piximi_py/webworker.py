@@ -236,6 +236,23 @@ def _plane_options(options: dict) -> tuple[dict | None, dict | None]:
     return index or None, project or None
 
 
+async def _describe_decodable(data: bytes, name: str | None) -> dict:
+    """:func:`piximi_py.io.describe_image`, after importing the decoder its compression
+    needs (a JavaScript module of the site, fetched on first use)."""
+    from . import codecs
+    from .io import describe_image
+
+    info = describe_image(data, name)
+    if codecs.needs_zstd_decoder(info.get("compression")):
+        module = await _import_module(S.base + S.cfg["codec_modules"]["zstd"])
+        codecs.set_zstd_decoder(lambda b: module.decompress(_to_js(b)).to_bytes())
+    return info
+
+
+async def _import_module(url: str):
+    return await _js().Function.new("u", "return import(u)")(url)
+
+
 async def segment(data: bytes, options: dict | None = None, progress=None) -> dict:
     """Segment one image file.
 
@@ -257,7 +274,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         data = bytes(data)
         name = options.get("filename")
         index, project = _plane_options(options)
-        info = pio.describe_image(data, name)
+        info = await _describe_decodable(data, name)
         t = _now()
         image = pio.read_image_bytes(data, name, color=spec.channels == 3, index=index,
                                      project=project)
@@ -651,7 +668,9 @@ async def open_image(data: bytes, options: dict | None = None) -> dict:
     options = options or {}
     try:
         index, project = _plane_options(options)
-        image = pio.read_image_bytes(bytes(data), options.get("filename"), color=True, index=index,
+        data = bytes(data)
+        await _describe_decodable(data, options.get("filename"))
+        image = pio.read_image_bytes(data, options.get("filename"), color=True, index=index,
                                      project=project)
         return {"ok": True, "image_id": _remember(image), "width": int(image.shape[1]),
                 "height": int(image.shape[0])}

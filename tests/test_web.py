@@ -140,6 +140,32 @@ def test_segment_real_image(web, models_dir):
     assert ap >= 0.65, f"AP@0.5 {ap:.3f} (count {res['count']} vs {len(np.unique(gt)) - 1})"
 
 
+def test_compressed_tiffs_in_the_page(web, models_dir):
+    """LZW, Deflate, Zstd (its package fetched on first use), PackBits and JPEG TIFFs of a real
+    image decode in the page (no imagecodecs there) and segment as CPython segments them."""
+    import tifffile
+    from piximi_py.io import describe_image, read_image_bytes
+    from piximi_py.metrics import average_precision
+    from test_codecs import LOSSLESS, tiff, to_uint8
+
+    img, _ = stardist_sample()
+    image = tifffile.imread(img).astype(np.uint16)
+    files = {name: tiff(image, **LOSSLESS[name]) for name in ("lzw", "deflate_predictor", "zstd", "packbits")}
+    files["jpeg"] = tiff(to_uint8(image), compression="jpeg", compressionargs={"level": 90})
+    ref = {}
+    for name, data in files.items():
+        info = describe_image(data)
+        res = segment(web, data, backend="wasm", filename=f"{name}.tif")
+        assert res["ok"], (name, res)
+        key = "jpeg" if name == "jpeg" else "lossless"
+        if key not in ref:  # CPython (imagecodecs) labels of the same pixels
+            ref[key] = cpython_labels(read_image_bytes(data), models_dir, res["model"])
+        ap = average_precision(ref[key], res["labels"], 0.5)
+        _report.setdefault("compressed_tiffs", {})[name] = {"compression": info.get("compression"),
+                                                             "bytes": len(data), "ap50_vs_cpython": ap}
+        assert ap >= 0.99, f"{name}: AP@0.5 vs CPython {ap:.3f}"
+
+
 def test_diameter_option_in_the_page(web, models_dir):
     """The size step in the page: the estimate and a given diameter give CPython's labels;
     bad diameters are refused with a message that names the diameter."""

@@ -11,6 +11,7 @@ leaves the page's origin:
 * the ``piximi_py`` wheel   -> ``wheels/``
 * onnxruntime-web           -> ``ort/`` (the ESM bundle + the one wasm build it loads)
 * @pyscript/core            -> ``pyscript/`` (core + the lazily imported chunks we use)
+* fzstd                     -> ``vendor/`` (Zstandard decoder for Zstd TIFFs, imported on first use)
 * models                    -> ``models/`` (``index.json`` + ``*.onnx``)
 * ``build.json``            -> runtime config the page reads (wheel URLs, versions)
 * ``manifest.json``         -> sha256 + size of every shipped file (used by ``sw.js``)
@@ -62,6 +63,9 @@ PURE_WHEELS = {"tifffile": "2026.3.3", "roifile": "2026.2.10"}
 # build) and ort.min.mjs (JSEP, imported only for WebGPU sessions); see
 # piximi_py.backends.ortweb.
 ORT_MODULES = {"wasm": "ort.wasm.min.mjs", "webgpu": "ort.min.mjs"}
+# JavaScript decoders the worker imports when a file needs them (Pyodide has no
+# Zstandard module that this site can ship): {codec: (npm file, site path)}.
+CODEC_MODULES = {"zstd": ("fzstd/esm/index.mjs", "vendor/fzstd.mjs")}
 ORT_FILES = [
     "ort.wasm.min.mjs",
     "ort-wasm-simd-threaded.mjs",
@@ -95,6 +99,7 @@ def ensure_node_modules() -> None:
         NODE_MODULES / "pyodide" / "pyodide.mjs",
         NODE_MODULES / "onnxruntime-web" / "dist" / "ort.min.mjs",
         NODE_MODULES / "@pyscript" / "core" / "dist" / "core.js",
+        *(NODE_MODULES / src for src, _ in CODEC_MODULES.values()),
     ]
     if all(p.exists() for p in needed):
         return
@@ -349,6 +354,12 @@ def build_site(force: bool = False) -> Path:
     for name in pyscript_files(ps_dist):
         _copy(ps_dist / name, staging / "pyscript" / name)
 
+    # codecs (with their licences)
+    for src, dest in CODEC_MODULES.values():
+        _copy(NODE_MODULES / src, staging / dest)
+        pkg = NODE_MODULES / src.split("/")[0]
+        _copy(pkg / "LICENSE", staging / (dest.rsplit(".", 1)[0] + ".LICENSE.txt"))
+
     # models
     mdir = models_dir()
     index = mdir / "index.json"
@@ -371,6 +382,7 @@ def build_site(force: bool = False) -> Path:
         "wheels": wheel_urls,
         "ort_modules": {k: f"ort/{name}" for k, name in ORT_MODULES.items()},
         "ort_wasm_paths": "ort/",
+        "codec_modules": {k: dest for k, (_, dest) in CODEC_MODULES.items()},
         "models_index": "models/index.json",
         "worker": "worker.py",
     }

@@ -99,6 +99,7 @@ async function start() {
     wheels: build.wheels,
     ort_modules: build.ort_modules,
     ort_wasm_paths: build.ort_wasm_paths,
+    codec_modules: build.codec_modules,
     models_index: build.models_index,
     backend: params.get("backend") || "auto",
     num_threads: params.has("threads") ? Number(params.get("threads")) : null,
