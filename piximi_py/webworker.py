@@ -47,12 +47,21 @@ __all__ = ["init", "models", "segment", "describe", "export", "batch_fail", "bat
 
 #: Tasks that are not an image -> instance labels model (they need prompts).
 
+#: Downloads at least this large report their progress (a model used for the first time).
+DOWNLOAD_PROGRESS_BYTES = 1 << 20
+
+
 class Cancelled(Exception):
     """The page asked to stop (its progress callback returned true)."""
 
 
+class DownloadError(OSError):
+    """A file of the site could not be fetched (offline and never cached, or a server error)."""
+
+
 #: Errors whose message is shown to the user as is (no traceback).
-USER_ERRORS = (ImageReadError, BackendUnavailable, ValueError, KeyError, LookupError, Cancelled)
+USER_ERRORS = (ImageReadError, BackendUnavailable, ValueError, KeyError, LookupError, Cancelled,
+               DownloadError)
 
 
 class _State:
@@ -113,12 +122,31 @@ def _error(exc: BaseException) -> dict:
     return {"ok": False, "error": {"type": etype, "message": str(msg)}}
 
 
-async def _fetch_bytes(url: str) -> bytes:
+async def _fetch_bytes(url: str, progress=None) -> bytes:
+    """The body of a same-origin file; with ``progress``, ``progress("download", bytes, total)``
+    as it arrives (files not cached yet, e.g. a model used for the first time)."""
     js = _js()
-    resp = await js.fetch(url)
+    name = url[len(S.base):] if url.startswith(S.base) else url
+    try:
+        resp = await js.fetch(url)
+    except Exception:  # noqa: BLE001 - a JS TypeError: no network
+        raise DownloadError(f"could not load {name}: no network, and it was never used in this browser "
+                            "(while online, 'Make everything available offline' keeps every model)") from None
     if not resp.ok:
-        raise OSError(f"could not load {url}: HTTP {resp.status}")
-    return (await resp.arrayBuffer()).to_bytes()
+        raise DownloadError(f"could not load {name}: HTTP {resp.status}")
+    total = int(resp.headers.get("content-length") or 0)
+    if progress is None or not resp.body or total < DOWNLOAD_PROGRESS_BYTES:
+        return (await resp.arrayBuffer()).to_bytes()
+    reader, parts, done = resp.body.getReader(), [], 0
+    progress("download", 0, total)
+    while True:
+        chunk = await reader.read()
+        if chunk.done:
+            break
+        parts.append(chunk.value.to_bytes())
+        done += len(parts[-1])
+        progress("download", min(done, total), total)
+    return b"".join(parts)
 
 
 def _spec(model_id: str | None):
@@ -129,24 +157,24 @@ def _spec(model_id: str | None):
     return spec
 
 
-async def _model_bytes(spec) -> bytes:
+async def _model_bytes(spec, progress=None) -> bytes:
     if spec.id not in S.model_bytes:
-        data = await _fetch_bytes(S.base + "models/" + spec.file)
+        data = await _fetch_bytes(S.base + "models/" + spec.file, progress)
         want = getattr(spec, "sha256", None)
         if want and hashlib.sha256(data).hexdigest() != want:
-            raise OSError(f"model file {spec.file} is corrupt (sha256 mismatch); reload the page")
+            raise DownloadError(f"model file {spec.file} is corrupt (sha256 mismatch); reload the page")
         S.model_bytes[spec.id] = data
     return S.model_bytes[spec.id]
 
 
-async def _backend(spec, backend: str) -> OrtWebBackend:
+async def _backend(spec, backend: str, progress=None) -> OrtWebBackend:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if not spec.webgpu and backend != "wasm":
         backend = "wasm"  # the result's ``backend`` says so
     key = (spec.id, backend)
     if key not in S.sessions:
-        S.sessions[key] = await OrtWebBackend.create(await _model_bytes(spec), backend,
+        S.sessions[key] = await OrtWebBackend.create(await _model_bytes(spec, progress), backend,
                                                      float16=computes_in_float16(spec.file))
         if backend == "auto":  # remember the concrete one as well
             S.sessions.setdefault((spec.id, S.sessions[key].name), S.sessions[key])
@@ -158,10 +186,13 @@ async def init(cfg: dict) -> dict:
     models_index (relative URLs), backend (default "auto"), num_threads (optional)."""
     try:
         t0 = _now()
+        timings = {}
         S.cfg = cfg
         S.base = cfg["base"]
         await load_ort({k: S.base + u for k, u in cfg["ort_modules"].items()}, S.base + cfg["ort_wasm_paths"],
                        num_threads=cfg.get("num_threads"))
+        timings["onnxruntime"] = _now() - t0
+        t = _now()
         text = (await _fetch_bytes(S.base + cfg["models_index"])).decode("utf-8")
         S.specs = list(load_model_index(text))
         S.index = json.loads(text)
@@ -172,14 +203,19 @@ async def init(cfg: dict) -> dict:
         if not runnable:
             raise LookupError("the site has no segmentation model (models/index.json)")
         S.default_model = find_model(runnable, None).id
+        timings["model_index"] = _now() - t
+        t = _now()
         backend = await _backend(_spec(None), cfg.get("backend") or "auto")
+        timings["model_session"] = _now() - t
+        t = _now()
         _warm_up()
+        timings["warm_up_imports"] = _now() - t
         prompt_models = [s for s in S.specs if not can_segment(s)]
         return {"ok": True, "models": models(),
                 "default_model": S.default_model, "backend": backend.name,
                 "prompt_model": find_model(prompt_models, None).id if prompt_models else None,
                 "prompt_models": [{"id": s.id, "name": S.raw[s.id].get("name", s.id)} for s in prompt_models],
-                "ms": _now() - t0}
+                "ms": _now() - t0, "timings": timings}
     except Exception as exc:  # noqa: BLE001
         return _error(exc)
 
@@ -270,7 +306,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     try:
         t_start = _now()
         spec = _spec(options.get("model"))
-        backend = await _backend(spec, options.get("backend") or "auto")
+        backend = await _backend(spec, options.get("backend") or "auto", progress)
         data = bytes(data)
         name = options.get("filename")
         index, project = _plane_options(options)
@@ -566,11 +602,11 @@ class _Announcing:
         return await self.backend.run(batch)
 
 
-async def _sam_file(spec, role: str) -> bytes:
+async def _sam_file(spec, role: str, progress=None) -> bytes:
     info = spec.files[role]
-    data = await _fetch_bytes(S.base + "models/" + info["file"])
+    data = await _fetch_bytes(S.base + "models/" + info["file"], progress)
     if info.get("sha256") and hashlib.sha256(data).hexdigest() != info["sha256"]:
-        raise OSError(f"model file {info['file']} is corrupt (sha256 mismatch); reload the page")
+        raise DownloadError(f"model file {info['file']} is corrupt (sha256 mismatch); reload the page")
     return data
 
 
@@ -604,7 +640,8 @@ async def _sam(backend: str, model_id: str | None = None, progress=None):
         try:
             if runtime == "webgpu" and any(float16.values()) and not await float16_on_webgpu():
                 raise BackendUnavailable(FLOAT16_UNAVAILABLE)  # before downloading the files
-            enc, dec = [await OrtWebBackend.create(await _sam_file(spec, roles[part]), runtime, float16=float16[part])
+            enc, dec = [await OrtWebBackend.create(await _sam_file(spec, roles[part], progress), runtime,
+                                                   float16=float16[part])
                         for part in ("encoder", "decoder")]
         except BackendUnavailable:
             if backend != "auto":

@@ -81,6 +81,47 @@ def set_status_pending(page):
     page.evaluate("document.querySelector('#status').textContent = 'pending'")
 
 
+def _wait_core_cached(page):
+    """Until the service worker holds every file of the manifest's core list (it precaches
+    them once the page is ready); returns the site paths it holds."""
+    page.wait_for_function("""async () => {
+      const m = await (await fetch('manifest.json')).json();
+      const name = `piximi-${m.version}`;
+      if (!(await caches.has(name))) return false;
+      const have = new Set((await (await caches.open(name)).keys()).map((r) => new URL(r.url).pathname));
+      return m.core.every((f) => have.has(new URL(f, location.href).pathname));
+    }""", polling=500)
+    return page.evaluate("""async () => {
+      const m = await (await fetch('manifest.json')).json();
+      const keys = await (await caches.open(`piximi-${m.version}`)).keys();
+      return keys.map((r) => new URL(r.url).pathname.replace(new URL('./', location.href).pathname, ''));
+    }""")
+
+
+def test_first_visit_fetches_only_what_the_default_path_runs(app, models_dir):
+    """A first visit (no WebGPU) downloads the default model and the plain WASM build of
+    onnxruntime-web, and the service worker precaches only those: no other model, no JSEP
+    build, no codec; the button offers the rest with its size."""
+    import piximi_py.models as pm
+    from tools.site import default_model_file
+
+    cached = _wait_core_cached(app.page)
+    default = default_model_file(models_dir)
+    fetched = [u.replace(app.origin + "/", "") for u in app.requests if u.startswith(app.origin + "/")]
+    for path in set(fetched) | set(cached):
+        path = path.split("?")[0]
+        if path.startswith("models/"):
+            assert path in ("models/index.json", f"models/{default}"), path
+        assert ".jsep." not in path and path != "ort/ort.min.mjs", path
+        assert not path.startswith("vendor/"), path
+    assert f"models/{default}" in cached and "ort/ort-wasm-simd-threaded.wasm" in cached
+    st = app.page.evaluate("window.piximi.offlineStatus()")
+    others = [m.file for m in pm.load_model_index(models_dir / "index.json") if m.file != default]
+    assert st["missing_files"] >= len(others) and st["missing_bytes"] > 20e6, st
+    label = app.page.text_content("#offline")
+    assert app.page.locator("#offline").is_visible() and "MB" in label, label
+
+
 def test_models_offered_are_segmentable(app, models_dir):
     index = json.loads((models_dir / "index.json").read_text())["models"]
     offered = app.page.evaluate("window.piximi.models()")
@@ -435,15 +476,14 @@ def test_embedding_custom_element(app, files, models_dir):
 def test_offline_after_first_visit(app, files, models_dir):
     """After the first visit the service worker serves the whole site: reload
     with the network off and segment a file."""
+    from tools.browser import segment_in_page
+
     page = app.page
-    page.wait_for_function("""async () => {
-      const m = await (await fetch('manifest.json')).json();
-      const name = (await caches.keys()).find((k) => k.startsWith('piximi-'));
-      if (!name) return false;
-      const keys = await (await caches.open(name)).keys();
-      const have = new Set(keys.map((r) => new URL(r.url).pathname));
-      return Object.keys(m.files).every((f) => have.has(new URL(f, location.href).pathname));
-    }""", polling=1000)
+    _wait_core_cached(page)
+    # a model used once online (fetched on first use, with progress) is cached for offline use
+    crop = files["batch"][0].read_bytes()
+    other = segment_in_page(page, crop, model="nuclei_int8", filename="crop.tif")
+    assert other["ok"], other
     app.context.set_offline(True)
     offline = app.context.new_page()
     offline.set_default_timeout(180_000)
@@ -454,6 +494,12 @@ def test_offline_after_first_visit(app, files, models_dir):
         offline.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
         ref = cpython_labels(tifffile.imread(files["batch"][0]), models_dir)
         assert int(offline.text_content("#count")) == int(ref.max())
+        again = segment_in_page(offline, crop, model="nuclei_int8", filename="crop.tif")
+        assert again["ok"], again
+        np.testing.assert_array_equal(again["labels"], other["labels"])
+        # a model never used is not there: a clear message, the page keeps working
+        never = segment_in_page(offline, crop, model="nuclei_unet", filename="crop.tif")
+        assert not never["ok"] and "could not load" in never["message"], never
         # the service worker sends the page's CSP as a header on every file (worker scripts included)
         csp = offline.get_attribute("meta[http-equiv=Content-Security-Policy]", "content")
         for name in ("index.html", "app.js", "worker.py"):

@@ -319,11 +319,17 @@ def test_bad_input_rejects_clearly(web, name):
 
 def test_no_request_leaves_origin(web):
     """(b) Every request of the session (page, workers, service worker) stayed local."""
-    # let the service worker finish precaching the site (it runs after ready)
-    web.page.wait_for_function(
-        """async () => { const k = await caches.keys(); if (!k.length) return false;
-           const c = await caches.open(k[0]); const m = await (await fetch('manifest.json')).json();
-           return (await c.keys()).length >= Object.keys(m.files).length; }""", polling=1000)
+    # "Make everything available offline": the service worker fetches every file not cached
+    # yet, with progress; its requests must stay on this origin too
+    before = web.page.evaluate("window.piximi.offlineStatus()")
+    res = web.page.evaluate("""async () => { const seen = [];
+        const r = await window.piximi.offline({onProgress: (p) => seen.push(p)});
+        return {...r, progress: seen.length, last: seen[seen.length - 1] || null}; }""")
+    after = web.page.evaluate("window.piximi.offlineStatus()")
+    assert res["failed"] == 0 and res["files"] == before["missing_files"], (before, res)
+    assert res["progress"] == res["files"] + 1 and res["last"]["bytes"] == before["missing_bytes"], res
+    assert after["missing_files"] == 0, after
+    _report["offline_all"] = {"files": res["files"], "bytes": res["bytes"]}
     foreign = [u for u in web.requests
                if not (u.startswith(web.origin + "/") or u.startswith(("data:", "blob:")))]
     assert not foreign, foreign

@@ -295,6 +295,31 @@ def is_fresh() -> bool:
 
 
 # ------------------------------------------------------------------- assembly
+def default_model_file(models: Path) -> str | None:
+    """File of the segmentation model the page loads at start-up."""
+    from piximi_py.models import can_segment, find_model, load_model_index
+
+    index = models / "index.json"
+    if not index.exists():
+        return None
+    runnable = [m for m in load_model_index(index.read_text()) if can_segment(m)]
+    return find_model(runnable, None).file if runnable else None
+
+
+def on_demand(rel: str, build_info: dict, default_model_file: str | None) -> bool:
+    """Whether a site file is fetched only when used (then cached), not precached
+    after the first visit: models other than the default segmentation model, the
+    onnxruntime-web build for WebGPU (JSEP), codecs and Pyodide packages that
+    only some files need (vendor/), and the embedding examples. "Make everything available
+    offline" in the page fetches them all."""
+    if rel.startswith("models/"):
+        return rel not in ("models/index.json", f"models/{default_model_file}")
+    if rel.startswith("ort/"):
+        return rel == build_info["ort_modules"]["webgpu"] or ".jsep." in rel
+    return rel.startswith(("vendor/", "examples/"))
+
+
+
 def _copy(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dest)
@@ -394,12 +419,13 @@ def build_site(force: bool = False) -> Path:
         if p.is_file():
             rel = p.relative_to(staging).as_posix()
             files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+    core = [rel for rel in files if not on_demand(rel, build_info, default_model_file(staging / "models"))]
     version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
     sw = staging / "sw.js"
     sw.write_text(sw.read_text().replace("__PIXIMI_VERSION__", version))
     files["sw.js"] = {"sha256": sha256_file(sw), "size": sw.stat().st_size}
     total = sum(f["size"] for f in files.values())
-    manifest = {"version": version, "total_bytes": total, "files": files}
+    manifest = {"version": version, "total_bytes": total, "files": files, "core": sorted(core + ["sw.js"])}
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
     total += (staging / "manifest.json").stat().st_size
     (staging / ".stamp").write_text(fingerprint)

@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
 // ---------------------------------------------------------------- UI helpers
+const mb = (n) => `${(n / 1e6).toFixed(n < 1e7 ? 1 : 0)} MB`;
 function status(text, frac) {
   $("status").textContent = text;
   const bar = $("progress");
@@ -69,18 +70,26 @@ function unwrap(res) {
   throw err;
 }
 
+// Where start-up time goes (ms since navigation; python -m bench.startup prints it).
+const startup = { marks: {}, worker: null };
+const mark = (name) => { startup.marks[name] = performance.now(); };
+
 async function start() {
   const t0 = performance.now();
   status("Starting…", 0.02);
   await setupServiceWorker();
+  mark("service_worker");
   const build = await (await fetch(abs("build.json"))).json();
+  mark("build_json");
   status("Loading the Python runtime…", 0.1);
   const { PyWorker } = await import(abs("pyscript/core.js"));
+  mark("pyscript");
   worker = await PyWorker(abs(build.worker), {
     type: "pyodide",
     version: abs("pyodide/pyodide.mjs"), // our own copy: never the CDN
     config: {},
   });
+  mark("pyodide");
   worker.sync.progress = (stage, done, total) => {
     if (stage === "packages") status(done ? "Packages loaded" : "Loading numpy, scipy, piximi_py…", done ? 0.6 : 0.3);
     else if (stage === "model") status(done ? "Model loaded" : "Loading the model…", done ? 0.95 : 0.7);
@@ -90,6 +99,7 @@ async function start() {
         : done ? "Embedding ready" : "Computing the image embedding for this region (1–2 s)…", total ? done / total : null);
       return total > 1 && refineJob.cancel;   // true: the worker stops refining
     }
+    else if (stage === "download") status(`Downloading a model (first use, then cached): ${mb(done)} of ${mb(total)}…`, total ? done / total : null);
     else if (stage === "diameter") status(done < total ? `Measuring the nuclei's size (pass ${done + 1})…` : "Size measured", done / total);
     else status(`${stage}: ${done}/${total}`, total ? done / total : null);
   };
@@ -104,6 +114,8 @@ async function start() {
     backend: params.get("backend") || "auto",
     num_threads: params.has("threads") ? Number(params.get("threads")) : null,
   }));
+  mark("worker_init");
+  startup.worker = res.timings || null;
   defaultModel = res.default_model;
   modelList = res.models;
   promptModel = res.prompt_model;
@@ -117,6 +129,7 @@ async function start() {
   status(`Ready (${((performance.now() - t0) / 1000).toFixed(1)} s, ${res.backend}` +
          `${window.crossOriginIsolated ? ", threads" : ""})`, 1);
   document.body.classList.add("ready");
+  mark("ready");
   return { models: modelList, defaultModel, backend: res.backend, promptModel };
 }
 
@@ -257,13 +270,88 @@ async function refine(options = {}) {
 
 const ready = start();
 ready.catch((e) => { status("Failed to load", 0); showError(e.message); });
-// Once everything the page needs is loaded, let the service worker cache the
-// whole site (manifest.json) for offline use.
+// ---------------------------------------------------------------- offline
+// The service worker caches what the default path runs once the page is ready,
+// and every other file when it is first used; "Make everything available
+// offline" (window.piximi.offline()) fetches the rest on request.
+let precacheSeq = 0;
+async function precache(all, onProgress) {
+  if (!("serviceWorker" in navigator) || params.has("nosw")) {
+    throw new Error("offline use needs the service worker, which this page runs without");
+  }
+  const reg = await navigator.serviceWorker.getRegistration(BASE);
+  const sw = reg?.active;
+  if (!sw) throw new Error("the service worker is not active yet: reload the page and try again");
+  const id = ++precacheSeq;
+  return new Promise((resolve, reject) => {
+    const onMessage = (event) => {
+      const m = event.data || {};
+      if (m.id !== id) return;
+      if (m.type === "precache-progress") onProgress?.({ ...m });
+      else if (m.type === "precache-done") {
+        navigator.serviceWorker.removeEventListener("message", onMessage);
+        if (m.error) reject(new Error(`offline copy failed: ${m.error}`));
+        else resolve({ files: m.files, bytes: m.bytes, failed: m.failed });
+      }
+    };
+    navigator.serviceWorker.addEventListener("message", onMessage);
+    sw.postMessage({ type: "precache", all, id });
+  });
+}
+
+// What this browser holds for offline use: {total_files, total_bytes, missing_files, missing_bytes}.
+async function offlineStatus() {
+  const manifest = await (await fetch(abs("manifest.json"), { cache: "no-cache" })).json();
+  const name = `piximi-${manifest.version}`;
+  const keys = (await caches.has(name)) ? await (await caches.open(name)).keys() : [];
+  const have = new Set(keys.map((r) => new URL(r.url).pathname));
+  const missing = Object.entries(manifest.files).filter(([f]) => !have.has(new URL(f, BASE).pathname));
+  return {
+    total_files: Object.keys(manifest.files).length, total_bytes: manifest.total_bytes,
+    missing_files: missing.length, missing_bytes: missing.reduce((n, [, f]) => n + f.size, 0),
+  };
+}
+
+async function showOfflineButton() {
+  const button = $("offline");
+  try {
+    const st = await offlineStatus();
+    button.hidden = st.missing_files === 0;
+    button.textContent = `Make everything available offline (${mb(st.missing_bytes)} more)`;
+  } catch (e) {
+    button.hidden = true; // offline already, or no service worker
+  }
+}
+
+async function makeOffline({ onProgress } = {}) {
+  await ready;
+  const res = await precache(true, onProgress);
+  await showOfflineButton();
+  return res;
+}
+
 ready.then(async () => {
   if (!("serviceWorker" in navigator) || params.has("nosw")) return;
-  const reg = await navigator.serviceWorker.getRegistration(BASE);
-  reg?.active?.postMessage({ type: "precache" });
+  await precache(false).catch(() => {});
+  await showOfflineButton();
 }).catch(() => {});
+
+$("offline").addEventListener("click", async () => {
+  const button = $("offline");
+  button.disabled = true;
+  try {
+    const res = await makeOffline({
+      onProgress: (p) => status(`Downloading for offline use: ${mb(p.bytes)} of ${mb(p.total)} (${p.done}/${p.files} files)…`,
+        p.total ? p.bytes / p.total : null),
+    });
+    status(res.failed ? `Offline copy incomplete: ${res.failed} files failed; try again online`
+      : "Everything is available offline", 1);
+  } catch (e) {
+    showError(e.message);
+  } finally {
+    button.disabled = false;
+  }
+});
 
 window.piximi = {
   ready,
@@ -279,6 +367,12 @@ window.piximi = {
   batch,
   prompt,
   refine,
+  // offline use: fetch every file not cached yet ({onProgress({done, files, bytes, total})}),
+  // and what is cached now
+  offline: makeOffline,
+  offlineStatus: async () => { await ready; return offlineStatus(); },
+  // diagnostics: start-up marks (ms since navigation) and the worker's own timings
+  startup: () => JSON.parse(JSON.stringify(startup)),
   // diagnostics: the worker's WebAssembly heap and Python object counts
   memory: async () => { await ready; const r = await inWorker(async () => worker.sync.memory()); return { ...r }; },
 };

@@ -1,5 +1,6 @@
 // piximi-py service worker:
-//  * caches every file of manifest.json for offline use (cache-first);
+//  * caches the site for offline use (cache-first): the files the default path
+//    runs after the first visit, every other file when it is first used;
 //  * adds COOP/COEP/CORP headers to same-origin responses so the page is
 //    cross-origin isolated (threads) on static hosts ("coi-serviceworker" pattern),
 //    and the Content-Security-Policy header.
@@ -12,24 +13,42 @@ const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval' 'unsafe-ev
 
 // Precaching is asked for by the page once it is ready (app.js), so the first
 // visit does not download everything twice: the files the page just loaded come
-// from the HTTP cache (revalidated), only the rest goes over the network.
+// from the HTTP cache (revalidated), only the rest goes over the network. Only the
+// manifest's "core" files are precached (what the default path runs); the rest
+// (other models, the WebGPU runtime, codecs) is cached when first used, or all at
+// once when the page asks for everything ("Make everything available offline").
 self.addEventListener("install", () => self.skipWaiting());
 
-async function precache() {
+async function precache(all, report) {
   const cache = await caches.open(CACHE);
   const manifest = await (await fetch(SCOPE + "manifest.json", { cache: "no-cache" })).json();
-  const urls = ["", ...Object.keys(manifest.files)].map((p) => SCOPE + p);
-  for (const url of urls) { // one at a time: gentle on the network and the page
-    if (await cache.match(url)) continue;
-    try {
-      const res = await fetch(url);
-      if (res.ok) await cache.put(url, res);
-    } catch (e) { /* offline: cached later on use */ }
+  const names = all ? Object.keys(manifest.files) : (manifest.core || Object.keys(manifest.files));
+  const todo = [];
+  for (const p of ["", ...names]) {
+    if (!(await cache.match(SCOPE + p))) todo.push(p);
   }
+  const total = todo.reduce((n, p) => n + (manifest.files[p]?.size || 0), 0);
+  let bytes = 0, failed = 0;
+  report({ done: 0, files: todo.length, bytes, total });
+  for (const [i, p] of todo.entries()) { // one at a time: gentle on the network and the page
+    try {
+      const res = await fetch(SCOPE + p);
+      if (res.ok) await cache.put(SCOPE + p, res);
+      else failed += 1;
+    } catch (e) { failed += 1; /* offline: cached later on use */ }
+    bytes += manifest.files[p]?.size || 0;
+    report({ done: i + 1, files: todo.length, bytes, total });
+  }
+  return { files: todo.length, bytes, failed };
 }
 
 self.addEventListener("message", (event) => {
-  if (event.data?.type === "precache") event.waitUntil(precache());
+  const msg = event.data || {};
+  if (msg.type !== "precache") return;
+  const reply = (data) => event.source?.postMessage({ id: msg.id, ...data });
+  event.waitUntil(precache(!!msg.all, (p) => reply({ type: "precache-progress", ...p }))
+    .then((r) => reply({ type: "precache-done", ...r }),
+          (e) => reply({ type: "precache-done", error: String(e) })));
 });
 
 self.addEventListener("activate", (event) => {

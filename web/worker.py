@@ -32,18 +32,24 @@ async def init(cfg):
     """Install packages (all from the page's origin), then load ORT + default model."""
     global _ww
     cfg = _py(cfg)
+    timings = {}
     try:
         if _ww is None:
             base = cfg["base"]
             _progress("packages", 0, 1)
+            t = js.performance.now()
             wanted = list(cfg["pyodide_packages"]) + [base + w for w in cfg["wheels"]]
             await pyodide_js.loadPackage(to_js(wanted), _js_obj({"checkIntegrity": True}))
+            timings["packages"] = js.performance.now() - t
             _progress("packages", 1, 1)
+            t = js.performance.now()
             from piximi_py import webworker
 
+            timings["import"] = js.performance.now() - t
             _ww = webworker
         _progress("model", 0, 1)
         out = await _ww.init(cfg)
+        out["timings"] = {**timings, **out.get("timings", {})}
         _progress("model", 1, 1)
     except Exception as exc:  # noqa: BLE001
         out = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}

@@ -1,0 +1,147 @@
+"""Start-up of the page: cold and warm visits (``python -m bench.startup``).
+
+The built site (``dist/``) is served on localhost with COOP/COEP, as
+``./piximi.sh serve`` does, and visited by headless Chromium:
+
+* **cold**: a fresh browser profile (nothing cached, no service worker);
+* **warm**: the same profile opened again (HTTP cache, the service worker's
+  cache and Chromium's compiled-code cache as a returning user has them).
+
+For each visit: time to ``window.piximi.ready`` and to the first segmented
+512² image (the StarDist sample, from navigation), bytes the server sent
+before ready and within the first ``--window`` seconds (what the service
+worker fetches in the background included), and where the time to ready
+goes, from the page's start-up marks (``window.piximi.startup()``).
+
+One run prints one table; quote ratios from the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: page marks (ms since navigation) in order, with what the interval before each one holds
+PAGE_STEPS = [
+    ("service_worker", "service worker registration"),
+    ("build_json", "build.json"),
+    ("pyscript", "PyScript import"),
+    ("pyodide", "Pyodide boot (runtime, stdlib, worker start)"),
+    ("worker_init", "worker init (below)"),
+    ("ready", "page set-up after init"),
+]
+#: worker timings (ms), in the order they happen inside "worker init"
+WORKER_STEPS = [
+    ("packages", "  packages: numpy, scipy, pillow + wheels"),
+    ("import", "  import piximi_py"),
+    ("onnxruntime", "  onnxruntime-web import + init"),
+    ("model_index", "  model index"),
+    ("model_session", "  default model: download + session"),
+    ("warm_up_imports", "  imports for the first image"),
+]
+
+FIRST_SEGMENT_JS = """
+async (b64) => {
+  const u = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const r = await window.piximi.segment(u, {filename: "first.tif"});
+  return {at: performance.now(), count: r.count, backend: r.backend};
+}
+"""
+
+
+def visit(playwright, origin: str, profile: Path, server, image_b64: str, window_s: float) -> dict:
+    """One visit of ``origin`` with the browser profile at ``profile``."""
+    from tools.browser import BASE_ARGS, CHROMIUM
+
+    ctx = playwright.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM,
+                                                       headless=True, args=BASE_ARGS)
+    try:
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        page.set_default_timeout(300_000)
+        sent0 = server.bytes_sent
+        t_nav = time.perf_counter()
+        page.goto(f"{origin}/index.html")
+        info = page.evaluate("window.piximi.ready")
+        bytes_ready = server.bytes_sent - sent0
+        startup = page.evaluate("window.piximi.startup()")
+        first = page.evaluate(FIRST_SEGMENT_JS, image_b64)
+        left = window_s - (time.perf_counter() - t_nav)
+        if left > 0:
+            time.sleep(left)
+        bytes_window = server.bytes_sent - sent0
+        return {"ready_ms": startup["marks"]["ready"], "first_segment_ms": first["at"],
+                "bytes_before_ready": bytes_ready, "bytes_in_window": bytes_window,
+                "backend": info["backend"], "count": first["count"], "marks": startup["marks"],
+                "worker": startup.get("worker") or {}}
+    finally:
+        ctx.close()
+
+
+def breakdown(v: dict) -> list[tuple[str, float]]:
+    """(step, ms) from the page's marks and the worker's timings."""
+    rows, prev = [], 0.0
+    for key, label in PAGE_STEPS:
+        at = v["marks"].get(key)
+        if at is None:
+            continue
+        rows.append((label, at - prev))
+        prev = at
+        if key == "worker_init":
+            rows += [(label2, v["worker"][k]) for k, label2 in WORKER_STEPS if k in v["worker"]]
+    return rows
+
+
+def format_table(cold: dict, warm: dict, window_s: float) -> str:
+    mb = 1e6
+    lines = ["| | cold (fresh profile) | warm (second visit) |", "|---|---|---|"]
+    lines.append(f"| time to ready | {cold['ready_ms'] / 1000:.2f} s | {warm['ready_ms'] / 1000:.2f} s |")
+    lines.append(f"| time to the first segmented 512² image | {cold['first_segment_ms'] / 1000:.2f} s | "
+                 f"{warm['first_segment_ms'] / 1000:.2f} s |")
+    lines.append(f"| bytes before ready | {cold['bytes_before_ready'] / mb:.1f} MB | "
+                 f"{warm['bytes_before_ready'] / mb:.1f} MB |")
+    lines.append(f"| bytes in the first {window_s:g} s | {cold['bytes_in_window'] / mb:.1f} MB | "
+                 f"{warm['bytes_in_window'] / mb:.1f} MB |")
+    lines.append(f"| backend | {cold['backend']} | {warm['backend']} |")
+    lines.append("| **where the time to ready goes** | | |")
+    c, w = dict(breakdown(cold)), dict(breakdown(warm))
+    for label in dict.fromkeys([k for k, _ in breakdown(cold)] + [k for k, _ in breakdown(warm)]):
+        lines.append(f"| {label} | {c.get(label, float('nan')):.0f} ms | {w.get(label, float('nan')):.0f} ms |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import base64
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--window", type=float, default=30.0, help="seconds after navigation to count bytes over")
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    from playwright.sync_api import sync_playwright
+
+    from tools import samples
+    from tools import site as site_mod
+
+    site_mod.build_site()
+    server, origin = site_mod.serve_background()
+    image, _ = samples.stardist_sample()
+    image_b64 = base64.b64encode(image.read_bytes()).decode()
+    with tempfile.TemporaryDirectory(prefix="piximi-profile-") as profile, sync_playwright() as pw:
+        cold = visit(pw, origin, Path(profile), server, image_b64, args.window)
+        warm = visit(pw, origin, Path(profile), server, image_b64, args.window)
+    server.shutdown()
+    print(format_table(cold, warm, args.window))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cold": cold, "warm": warm, "window_s": args.window}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
