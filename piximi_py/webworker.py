@@ -42,7 +42,7 @@ from .io import ImageReadError
 from .models import can_segment, computes_in_float16, find_model, load_model_index
 from .pipeline import segment_async
 
-__all__ = ["init", "models", "segment", "describe", "export", "batch_fail", "batch_zip", "memory",
+__all__ = ["init", "warm_up", "models", "segment", "describe", "export", "batch_fail", "batch_zip", "memory",
            "batch_clear", "open_image", "prompt", "prompt_accept", "prompt_cancel", "refine"]
 
 #: Tasks that are not an image -> instance labels model (they need prompts).
@@ -207,9 +207,6 @@ async def init(cfg: dict) -> dict:
         t = _now()
         backend = await _backend(_spec(None), cfg.get("backend") or "auto")
         timings["model_session"] = _now() - t
-        t = _now()
-        _warm_up()
-        timings["warm_up_imports"] = _now() - t
         prompt_models = [s for s in S.specs if not can_segment(s)]
         return {"ok": True, "models": models(),
                 "default_model": S.default_model, "backend": backend.name,
@@ -220,8 +217,15 @@ async def init(cfg: dict) -> dict:
         return _error(exc)
 
 
+def warm_up() -> dict:
+    """Import the decoders, so the first image is not charged for it. The page calls
+    this right after it is ready (while the user picks a file), not before."""
+    t = _now()
+    _warm_up()
+    return {"ok": True, "ms": _now() - t}
+
+
 def _warm_up() -> None:
-    """Import the decoders now, so the first image is not charged for it."""
     import PIL.Image  # noqa: F401
     import scipy.ndimage  # noqa: F401
     import tifffile  # noqa: F401

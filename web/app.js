@@ -330,6 +330,10 @@ async function makeOffline({ onProgress } = {}) {
   return res;
 }
 
+// Imports the first image needs, done while the user picks a file (queued like any call).
+ready.then(() => inWorker(async () => { startup.warm_up = { ...(await worker.sync.warm_up()) }; }))
+  .catch(() => {});
+
 ready.then(async () => {
   if (!("serviceWorker" in navigator) || params.has("nosw")) return;
   await precache(false).catch(() => {});

@@ -38,8 +38,9 @@ async def init(cfg):
             base = cfg["base"]
             _progress("packages", 0, 1)
             t = js.performance.now()
-            wanted = list(cfg["pyodide_packages"]) + [base + w for w in cfg["wheels"]]
-            await pyodide_js.loadPackage(to_js(wanted), _js_obj({"checkIntegrity": True}))
+            # Pyodide's packages first: the scipy wheel needs their openblas library loaded
+            await pyodide_js.loadPackage(to_js(list(cfg["pyodide_packages"])), _js_obj({"checkIntegrity": True}))
+            await pyodide_js.loadPackage(to_js([base + w for w in cfg["wheels"]]), _js_obj({"checkIntegrity": True}))
             timings["packages"] = js.performance.now() - t
             _progress("packages", 1, 1)
             t = js.performance.now()
@@ -54,6 +55,10 @@ async def init(cfg):
     except Exception as exc:  # noqa: BLE001
         out = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
     return _js_obj(out)
+
+
+def warm_up():
+    return _js_obj(_ww.warm_up() if _ww else {"ok": False})
 
 
 def models(all_models=False):
@@ -141,6 +146,6 @@ async def refine(image_id=None, options=None):
     return _js_obj(await _ww.refine(_id(image_id), _py(options) or {}, progress=_progress))
 
 
-__export__ = ["init", "models", "segment", "describe", "export", "batch_fail", "batch_zip",
+__export__ = ["init", "warm_up", "models", "segment", "describe", "export", "batch_fail", "batch_zip",
               "batch_clear", "memory", "open_image", "prompt", "prompt_accept", "prompt_cancel",
               "refine"]
