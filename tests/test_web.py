@@ -330,6 +330,9 @@ def test_no_request_leaves_origin(web):
     assert res["progress"] == res["files"] + 1 and res["last"]["bytes"] == before["missing_bytes"], res
     assert after["missing_files"] == 0, after
     _report["offline_all"] = {"files": res["files"], "bytes": res["bytes"]}
+    # the runtime came as gzip copies, decoded by the service worker (the page still ran it)
+    gz = {r["url"].rsplit("/", 1)[-1] for r in web.responses if r["url"].endswith(".gz") and r["status"] == 200}
+    assert {"pyodide.asm.wasm.gz", "ort-wasm-simd-threaded.wasm.gz"} <= gz, sorted(gz)
     foreign = [u for u in web.requests
                if not (u.startswith(web.origin + "/") or u.startswith(("data:", "blob:")))]
     assert not foreign, foreign

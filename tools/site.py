@@ -15,7 +15,8 @@ leaves the page's origin:
 * fzstd                     -> ``vendor/`` (Zstandard decoder for Zstd TIFFs, imported on first use)
 * models                    -> ``models/`` (``index.json`` + ``*.onnx``)
 * ``build.json``            -> runtime config the page reads (wheel URLs, versions)
-* ``manifest.json``         -> sha256 + size of every shipped file (used by ``sw.js``)
+* ``manifest.json``         -> sha256 + size of every shipped file (used by ``sw.js``), the
+  size of its gzip copy ``FILE.gz`` where one is shipped, and the ``core`` files precached
 """
 
 from __future__ import annotations
@@ -320,6 +321,29 @@ def trim_scipy_wheel(src: Path, dest_dir: Path) -> Path:
     return dest
 
 
+#: Files sent gzip-compressed (FILE.gz beside FILE) where that saves at least a tenth:
+#: the service worker fetches FILE.gz and decodes it (DecompressionStream), so a host
+#: that compresses nothing still sends less. The page's first files (index.html,
+#: app.js, sw.js) come before the service worker and stay as they are.
+PRECOMPRESS_SUFFIXES = (".wasm", ".js", ".mjs", ".onnx", ".zip", ".json", ".py", ".whl")
+PRECOMPRESS_SKIP = ("index.html", "app.js", "sw.js", "manifest.json", "build.json", "embed.js", "style.css")
+
+
+def precompress(path: Path, min_saving: float = 0.1) -> int | None:
+    """Write ``path.gz`` when gzip makes ``path`` at least ``min_saving`` smaller; its size, or None."""
+    import gzip
+
+    rel = path.name
+    if path.suffix not in PRECOMPRESS_SUFFIXES or rel in PRECOMPRESS_SKIP or path.stat().st_size < 4096:
+        return None
+    data = path.read_bytes()
+    packed = gzip.compress(data, compresslevel=6, mtime=0)
+    if len(packed) > (1 - min_saving) * len(data):
+        return None
+    path.with_name(path.name + ".gz").write_bytes(packed)
+    return len(packed)
+
+
 def default_model_file(models: Path) -> str | None:
     """File of the segmentation model the page loads at start-up."""
     from piximi_py.models import can_segment, find_model, load_model_index
@@ -450,6 +474,10 @@ def build_site(force: bool = False) -> Path:
         if p.is_file():
             rel = p.relative_to(staging).as_posix()
             files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+    for rel in files:
+        gz = precompress(staging / rel)
+        if gz is not None:
+            files[rel]["gz"] = gz
     core = [rel for rel in files if not on_demand(rel, build_info, default_model_file(staging / "models"))]
     version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
     sw = staging / "sw.js"

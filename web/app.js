@@ -30,6 +30,17 @@ async function setupServiceWorker() {
     console.warn("service worker not registered:", e);
     return;
   }
+  if (!navigator.serviceWorker.controller && window.crossOriginIsolated) {
+    // First visit: let the new service worker take this page over before the runtime
+    // loads, so that it comes through it (gzip copies, cached as they arrive).
+    await navigator.serviceWorker.ready;
+    if (!navigator.serviceWorker.controller) {
+      await Promise.race([
+        new Promise((r) => navigator.serviceWorker.addEventListener("controllerchange", r, { once: true })),
+        new Promise((r) => setTimeout(r, 3000)),
+      ]);
+    }
+  }
   if (!window.crossOriginIsolated && !sessionStorage.getItem("piximi-coi-reload")) {
     sessionStorage.setItem("piximi-coi-reload", "1");
     await navigator.serviceWorker.ready;
@@ -308,7 +319,7 @@ async function offlineStatus() {
   const missing = Object.entries(manifest.files).filter(([f]) => !have.has(new URL(f, BASE).pathname));
   return {
     total_files: Object.keys(manifest.files).length, total_bytes: manifest.total_bytes,
-    missing_files: missing.length, missing_bytes: missing.reduce((n, [, f]) => n + f.size, 0),
+    missing_files: missing.length, missing_bytes: missing.reduce((n, [, f]) => n + (f.gz || f.size), 0),
   };
 }
 

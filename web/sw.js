@@ -19,24 +19,52 @@ const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval' 'unsafe-ev
 // once when the page asks for everything ("Make everything available offline").
 self.addEventListener("install", () => self.skipWaiting());
 
+// The site's manifest (files, sizes, gzip copies), fetched once per service worker life.
+let manifestPromise = null;
+function siteManifest() {
+  manifestPromise ??= fetch(SCOPE + "manifest.json", { cache: "no-cache" }).then((r) => r.json())
+    .catch(() => { manifestPromise = null; return { files: {} }; });
+  return manifestPromise;
+}
+
+const TYPES = { wasm: "application/wasm", js: "text/javascript", mjs: "text/javascript", json: "application/json",
+  py: "text/plain; charset=utf-8", onnx: "application/octet-stream", zip: "application/zip", whl: "application/zip" };
+
+// A site file from the network: its gzip copy decoded here when the build made one
+// (hosts that compress nothing then still send less), else the file itself.
+async function fetchSiteFile(request) {
+  const rel = new URL(request.url).pathname.slice(new URL(SCOPE).pathname.length);
+  const entry = (await siteManifest()).files?.[rel];
+  if (entry?.gz && typeof DecompressionStream === "function") {
+    const res = await fetch(SCOPE + rel + ".gz");
+    if (res.ok && res.body) {
+      const type = TYPES[rel.split(".").pop()] || "application/octet-stream";
+      return new Response(res.body.pipeThrough(new DecompressionStream("gzip")),
+        { status: 200, headers: { "Content-Type": type, "Content-Length": String(entry.size) } });
+    }
+  }
+  return fetch(request);
+}
+
 async function precache(all, report) {
   const cache = await caches.open(CACHE);
-  const manifest = await (await fetch(SCOPE + "manifest.json", { cache: "no-cache" })).json();
+  const manifest = await siteManifest();
   const names = all ? Object.keys(manifest.files) : (manifest.core || Object.keys(manifest.files));
   const todo = [];
   for (const p of ["", ...names]) {
     if (!(await cache.match(SCOPE + p))) todo.push(p);
   }
-  const total = todo.reduce((n, p) => n + (manifest.files[p]?.size || 0), 0);
+  const sent = (p) => manifest.files[p]?.gz || manifest.files[p]?.size || 0; // bytes on the wire
+  const total = todo.reduce((n, p) => n + sent(p), 0);
   let bytes = 0, failed = 0;
   report({ done: 0, files: todo.length, bytes, total });
   for (const [i, p] of todo.entries()) { // one at a time: gentle on the network and the page
     try {
-      const res = await fetch(SCOPE + p);
+      const res = await fetchSiteFile(new Request(SCOPE + p));
       if (res.ok) await cache.put(SCOPE + p, res);
       else failed += 1;
     } catch (e) { failed += 1; /* offline: cached later on use */ }
-    bytes += manifest.files[p]?.size || 0;
+    bytes += sent(p);
     report({ done: i + 1, files: todo.length, bytes, total });
   }
   return { files: todo.length, bytes, failed };
@@ -81,7 +109,7 @@ self.addEventListener("fetch", (event) => {
     const cache = await caches.open(CACHE);
     const hit = await cache.match(req, { ignoreSearch: req.mode === "navigate" });
     if (hit) return isolate(hit, req.url);
-    const res = await fetch(req);
+    const res = await fetchSiteFile(req);
     if (res.ok && req.url.split("?")[0] !== SCOPE + "manifest.json") {
       cache.put(req, res.clone()).catch(() => {});
     }
