@@ -16,11 +16,20 @@ import numpy as np
 from .diameter import resolve_diameter
 from .io import ImageReadError, read_image
 from .models import ModelSpec, default_models_dir, find_model, load_model_index
-from .pipeline import Segmentation, segment_async
 
 __version__ = "0.1.0"
 __all__ = ["segment", "segment_image", "resolve_diameter", "ImageReadError", "read_image", "load_models",
            "Segmentation", "__version__"]
+
+
+def __getattr__(name):
+    # The pipeline (scipy.ndimage) loads on first use, so that the page can start
+    # onnxruntime-web and the model before paying for it (python -m bench.startup).
+    if name == "Segmentation":
+        from .pipeline import Segmentation
+
+        return Segmentation
+    raise AttributeError(f"module 'piximi_py' has no attribute {name!r}")
 
 
 def load_models(models_dir=None) -> list[ModelSpec]:
@@ -85,6 +94,8 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         A bad option: unknown model, a diameter that is 0, negative, NaN or
         larger than the image, ``diameter_um`` without a pixel size.
     """
+    from .pipeline import segment_async
+
     models_dir = Path(models_dir or default_models_dir())
     spec = find_model(load_models(models_dir), model)
     filename = None

@@ -40,7 +40,6 @@ from .backends.ortweb import BACKENDS, BackendUnavailable, OrtWebBackend, load_o
 from .diameter import check_diameter, resolve_diameter
 from .io import ImageReadError
 from .models import can_segment, computes_in_float16, find_model, load_model_index
-from .pipeline import segment_async
 
 __all__ = ["init", "warm_up", "models", "segment", "describe", "export", "batch_fail", "batch_zip", "memory",
            "batch_clear", "open_image", "prompt", "prompt_accept", "prompt_cancel", "refine"]
@@ -226,9 +225,12 @@ def warm_up() -> dict:
 
 
 def _warm_up() -> None:
+    # The pipeline (scipy.ndimage, ~3 s to import in the page) and the decoders load
+    # after the page is ready: start-up needs only onnxruntime-web and the model.
     import PIL.Image  # noqa: F401
-    import scipy.ndimage  # noqa: F401
     import tifffile  # noqa: F401
+
+    from . import pipeline  # noqa: F401
 
 
 def models(all: bool = False) -> list[dict]:  # noqa: A002
@@ -305,6 +307,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     """
     from . import io as pio
     from .measure import regionprops_table, summarize
+    from .pipeline import segment_async
 
     options = options or {}
     try:

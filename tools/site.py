@@ -57,6 +57,8 @@ PYODIDE_RUNTIME = [
 ]
 # Packages from the Pyodide distribution (the lock's dependency closure is added).
 REQUIRED_PYODIDE_PACKAGES = ["numpy", "scipy", "pillow", "micropip", "packaging"]
+# What the worker loads before the page is ready; the other packages load right after.
+STARTUP_PACKAGES = ("numpy", "piximi_py")
 # Pure-Python wheels from PyPI, pinned exactly.
 PURE_WHEELS = {"tifffile": "2026.3.3", "roifile": "2026.2.10"}
 
@@ -455,11 +457,14 @@ def build_site(force: bool = False) -> Path:
         "pyodide_version": PYODIDE_VERSION,
         "ort_version": npm_version("onnxruntime-web"),
         "pyscript_version": npm_version("@pyscript/core"),
-        # loaded first (scipy's wheel, in "wheels", needs openblas)
-        "pyodide_packages": sorted(
-            k for k in pyodide_pkgs if k not in ("micropip", "packaging", "scipy")
-        ),
-        "wheels": wheel_urls,
+        # Start-up loads what onnxruntime-web and the model need (numpy, piximi_py); the
+        # worker loads the rest right after the page is ready (scipy, the decoders).
+        "pyodide_packages": [k for k in pyodide_pkgs if k in STARTUP_PACKAGES],
+        "wheels": [w for w in wheel_urls if w.split("/")[-1].split("-")[0] in STARTUP_PACKAGES],
+        # Pyodide's first: the scipy wheel needs their openblas library
+        "deferred_pyodide_packages": [k for k in pyodide_pkgs if k not in STARTUP_PACKAGES
+                                      and k not in ("micropip", "packaging", "scipy")],
+        "deferred_wheels": [w for w in wheel_urls if w.split("/")[-1].split("-")[0] not in STARTUP_PACKAGES],
         "ort_modules": {k: f"ort/{name}" for k, name in ORT_MODULES.items()},
         "ort_wasm_paths": "ort/",
         "codec_modules": {k: dest for k, (_, dest) in CODEC_MODULES.items()},

@@ -118,6 +118,8 @@ async function start() {
     base: BASE,
     pyodide_packages: build.pyodide_packages,
     wheels: build.wheels,
+    deferred_pyodide_packages: build.deferred_pyodide_packages,
+    deferred_wheels: build.deferred_wheels,
     ort_modules: build.ort_modules,
     ort_wasm_paths: build.ort_wasm_paths,
     codec_modules: build.codec_modules,

@@ -7,6 +7,7 @@ import pyodide_js
 from pyodide.ffi import to_js
 
 _ww = None
+_deferred = None  # packages loaded after the page is ready (see _load_deferred)
 
 
 def _js_obj(obj):
@@ -28,9 +29,30 @@ def _progress(stage, done, total):
         return False
 
 
+async def _load_deferred():
+    """scipy, Pillow, tifffile...: what the pipeline needs and start-up does not. Loaded by
+    warm_up right after ready, or by the first call that needs them if that failed."""
+    global _deferred
+    if _deferred:
+        packages, wheels = _deferred
+        opts = _js_obj({"checkIntegrity": True})
+        await pyodide_js.loadPackage(to_js(packages), opts)  # first: scipy needs their openblas
+        await pyodide_js.loadPackage(to_js(wheels), opts)
+        _deferred = None
+
+
+async def _packages_or_error():
+    try:
+        await _load_deferred()
+    except Exception as exc:  # noqa: BLE001
+        return _js_obj({"ok": False, "error": {"type": "DownloadError", "message":
+                        f"could not load the image-processing packages ({exc}); reload the page"}})
+    return None
+
+
 async def init(cfg):
     """Install packages (all from the page's origin), then load ORT + default model."""
-    global _ww
+    global _ww, _deferred
     cfg = _py(cfg)
     timings = {}
     try:
@@ -38,9 +60,10 @@ async def init(cfg):
             base = cfg["base"]
             _progress("packages", 0, 1)
             t = js.performance.now()
-            # Pyodide's packages first: the scipy wheel needs their openblas library loaded
-            await pyodide_js.loadPackage(to_js(list(cfg["pyodide_packages"])), _js_obj({"checkIntegrity": True}))
-            await pyodide_js.loadPackage(to_js([base + w for w in cfg["wheels"]]), _js_obj({"checkIntegrity": True}))
+            wanted = list(cfg["pyodide_packages"]) + [base + w for w in cfg["wheels"]]
+            await pyodide_js.loadPackage(to_js(wanted), _js_obj({"checkIntegrity": True}))
+            _deferred = (list(cfg.get("deferred_pyodide_packages", [])),
+                         [base + w for w in cfg.get("deferred_wheels", [])])
             timings["packages"] = js.performance.now() - t
             _progress("packages", 1, 1)
             t = js.performance.now()
@@ -57,8 +80,17 @@ async def init(cfg):
     return _js_obj(out)
 
 
-def warm_up():
-    return _js_obj(_ww.warm_up() if _ww else {"ok": False})
+async def warm_up():
+    if _ww is None:
+        return _not_ready()
+    try:
+        t = js.performance.now()
+        await _load_deferred()
+        out = _ww.warm_up()
+        out["packages_ms"] = js.performance.now() - t - out["ms"]
+    except Exception as exc:  # noqa: BLE001
+        out = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
+    return _js_obj(out)
 
 
 def models(all_models=False):
@@ -104,8 +136,10 @@ def batch_clear():
 
 async def segment(data, options=None):
     if _ww is None:
-        return _js_obj({"ok": False, "error": {"type": "NotReady",
-                                               "message": "the runtime is still loading"}})
+        return _not_ready()
+    failed = await _packages_or_error()
+    if failed:
+        return failed
     out = await _ww.segment(_bytes(data), _py(options) or {}, progress=_progress)
     return _js_obj(out)
 
@@ -120,12 +154,18 @@ def _id(value):
 async def open_image(data, options=None):
     if _ww is None:
         return _not_ready()
+    failed = await _packages_or_error()
+    if failed:
+        return failed
     return _js_obj(await _ww.open_image(_bytes(data), _py(options) or {}))
 
 
 async def prompt(image_id, request=None, options=None):
     if _ww is None:
         return _not_ready()
+    failed = await _packages_or_error()
+    if failed:
+        return failed
     out = await _ww.prompt(_id(image_id), _py(request) or {}, _py(options) or {}, progress=_progress)
     return _js_obj(out)
 
@@ -143,6 +183,9 @@ def prompt_cancel():
 async def refine(image_id=None, options=None):
     if _ww is None:
         return _not_ready()
+    failed = await _packages_or_error()
+    if failed:
+        return failed
     return _js_obj(await _ww.refine(_id(image_id), _py(options) or {}, progress=_progress))
 
 
