@@ -13,7 +13,9 @@ before ready and within the first ``--window`` seconds (what the service
 worker fetches in the background included), and where the time to ready
 goes, from the page's start-up marks (``window.piximi.startup()``).
 
-One run prints one table; quote ratios from the same run.
+One run prints one table; quote ratios from the same run. ``--site DIR`` adds
+the visits of another built site (e.g. an older commit's ``dist/``) to the
+same run and table, for a fair comparison on a noisy machine.
 """
 from __future__ import annotations
 
@@ -69,14 +71,18 @@ def visit(playwright, origin: str, profile: Path, server, image_b64: str, window
         page.goto(f"{origin}/index.html")
         info = page.evaluate("window.piximi.ready")
         bytes_ready = server.bytes_sent - sent0
+        ready_at = page.evaluate("performance.now()")
         first = page.evaluate(FIRST_SEGMENT_JS, image_b64)
-        startup = page.evaluate("window.piximi.startup()")
+        # a site built before the start-up marks existed (--site of an older build)
+        startup = page.evaluate("window.piximi.startup ? window.piximi.startup() : {marks: {}}")
+        startup["marks"].setdefault("ready", ready_at)
         left = window_s - (time.perf_counter() - t_nav)
         if left > 0:
             time.sleep(left)
         bytes_window = server.bytes_sent - sent0
         return {"ready_ms": startup["marks"]["ready"], "first_segment_ms": first["at"],
-                "warm_up_ms": sum((startup.get("warm_up") or {}).get(k) or 0 for k in ("ms", "packages_ms")),
+                "warm_up_ms": (sum(startup["warm_up"].get(k) or 0 for k in ("ms", "packages_ms"))
+                               if startup.get("warm_up") else None),
                 "bytes_before_ready": bytes_ready, "bytes_in_window": bytes_window,
                 "backend": info["backend"], "count": first["count"], "marks": startup["marks"],
                 "worker": startup.get("worker") or {}}
@@ -87,6 +93,8 @@ def visit(playwright, origin: str, profile: Path, server, image_b64: str, window
 def breakdown(v: dict) -> list[tuple[str, float]]:
     """(step, ms) from the page's marks and the worker's timings."""
     rows, prev = [], 0.0
+    if "worker_init" not in v["marks"]:  # a site built before the marks: its time to ready only
+        return rows
     for key, label in PAGE_STEPS:
         at = v["marks"].get(key)
         if at is None:
@@ -98,23 +106,29 @@ def breakdown(v: dict) -> list[tuple[str, float]]:
     return rows
 
 
-def format_table(cold: dict, warm: dict, window_s: float) -> str:
+def format_table(runs: dict, window_s: float) -> str:
+    """``runs``: {site name: {"cold": visit, "warm": visit}} -> one markdown table."""
     mb = 1e6
-    lines = ["| | cold (fresh profile) | warm (second visit) |", "|---|---|---|"]
-    lines.append(f"| time to ready | {cold['ready_ms'] / 1000:.2f} s | {warm['ready_ms'] / 1000:.2f} s |")
-    lines.append(f"| time to the first segmented 512² image | {cold['first_segment_ms'] / 1000:.2f} s | "
-                 f"{warm['first_segment_ms'] / 1000:.2f} s |")
-    lines.append(f"| bytes before ready | {cold['bytes_before_ready'] / mb:.1f} MB | "
-                 f"{warm['bytes_before_ready'] / mb:.1f} MB |")
-    lines.append(f"| bytes in the first {window_s:g} s | {cold['bytes_in_window'] / mb:.1f} MB | "
-                 f"{warm['bytes_in_window'] / mb:.1f} MB |")
-    lines.append(f"| packages and imports for the first image, after ready (while a file is picked) | "
-                 f"{cold['warm_up_ms'] or 0:.0f} ms | {warm['warm_up_ms'] or 0:.0f} ms |")
-    lines.append(f"| backend | {cold['backend']} | {warm['backend']} |")
-    lines.append("| **where the time to ready goes** | | |")
-    c, w = dict(breakdown(cold)), dict(breakdown(warm))
-    for label in dict.fromkeys([k for k, _ in breakdown(cold)] + [k for k, _ in breakdown(warm)]):
-        lines.append(f"| {label} | {c.get(label, float('nan')):.0f} ms | {w.get(label, float('nan')):.0f} ms |")
+    visits = [(name, kind, r[kind]) for name, r in runs.items() for kind in ("cold", "warm")]
+    many = len(runs) > 1
+    head = [f"{kind} ({name})" if many else f"{kind} ({'fresh profile' if kind == 'cold' else 'second visit'})"
+            for name, kind, _ in visits]
+    lines = ["| | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+
+    def row(label, fmt):
+        lines.append(f"| {label} | " + " | ".join(fmt(v) for _, _, v in visits) + " |")
+
+    row("time to ready", lambda v: f"{v['ready_ms'] / 1000:.2f} s")
+    row("time to the first segmented 512² image", lambda v: f"{v['first_segment_ms'] / 1000:.2f} s")
+    row("bytes before ready", lambda v: f"{v['bytes_before_ready'] / mb:.1f} MB")
+    row(f"bytes in the first {window_s:g} s", lambda v: f"{v['bytes_in_window'] / mb:.1f} MB")
+    row("packages and imports for the first image, after ready (while a file is picked)",
+        lambda v: "(before ready)" if v["warm_up_ms"] is None else f"{v['warm_up_ms']:.0f} ms")
+    row("backend", lambda v: v["backend"])
+    lines.append("| **where the time to ready goes** |" + " |" * len(visits))
+    steps = [dict(breakdown(v)) for _, _, v in visits]
+    for label in dict.fromkeys(k for st in steps for k in st):
+        lines.append(f"| {label} | " + " | ".join(f"{st[label]:.0f} ms" if label in st else "" for st in steps) + " |")
     return "\n".join(lines)
 
 
@@ -124,6 +138,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--window", type=float, default=30.0, help="seconds after navigation to count bytes over")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--site", action="append", default=[], metavar="DIST",
+                    help="also visit this built site (e.g. an older commit's dist/), in the same run, "
+                         "for a comparison; repeatable")
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -131,17 +148,21 @@ def main(argv=None) -> int:
     from tools import samples
     from tools import site as site_mod
 
-    site_mod.build_site()
-    server, origin = site_mod.serve_background()
+    sites = {"this build": site_mod.build_site()}
+    sites.update({str(Path(d)): Path(d) for d in args.site})
     image, _ = samples.stardist_sample()
     image_b64 = base64.b64encode(image.read_bytes()).decode()
-    with tempfile.TemporaryDirectory(prefix="piximi-profile-") as profile, sync_playwright() as pw:
-        cold = visit(pw, origin, Path(profile), server, image_b64, args.window)
-        warm = visit(pw, origin, Path(profile), server, image_b64, args.window)
-    server.shutdown()
-    print(format_table(cold, warm, args.window))
+    runs = {}
+    with sync_playwright() as pw:
+        for name, dist in sites.items():
+            server, origin = site_mod.serve_background(directory=dist)
+            with tempfile.TemporaryDirectory(prefix="piximi-profile-") as profile:
+                runs[name] = {kind: visit(pw, origin, Path(profile), server, image_b64, args.window)
+                              for kind in ("cold", "warm")}
+            server.shutdown()
+    print(format_table(runs, args.window))
     if args.json:
-        Path(args.json).write_text(json.dumps({"cold": cold, "warm": warm, "window_s": args.window}, indent=1))
+        Path(args.json).write_text(json.dumps({"runs": runs, "window_s": args.window}, indent=1))
     return 0
 
 

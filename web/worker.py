@@ -2,12 +2,15 @@
 # The page calls the functions named in __export__ (see app.js); all the work is
 # in piximi_py.webworker, this file only installs the wheels and converts
 # arguments/results at the JS boundary.
+import asyncio
+
 import js
 import pyodide_js
 from pyodide.ffi import to_js
 
 _ww = None
-_deferred = None  # packages loaded after the page is ready (see _load_deferred)
+_deferred = None  # the loading of the packages start-up does not need (see _load_deferred)
+_deferred_args = None
 
 
 def _js_obj(obj):
@@ -29,16 +32,29 @@ def _progress(stage, done, total):
         return False
 
 
+async def _install(packages, wheels):
+    opts = _js_obj({"checkIntegrity": True})
+    await pyodide_js.loadPackage(to_js(packages), opts)  # first: the scipy wheel needs their openblas
+    await pyodide_js.loadPackage(to_js(wheels), opts)
+
+
 async def _load_deferred():
-    """scipy, Pillow, tifffile...: what the pipeline needs and start-up does not. Loaded by
-    warm_up right after ready, or by the first call that needs them if that failed."""
-    global _deferred
-    if _deferred:
-        packages, wheels = _deferred
-        opts = _js_obj({"checkIntegrity": True})
-        await pyodide_js.loadPackage(to_js(packages), opts)  # first: scipy needs their openblas
-        await pyodide_js.loadPackage(to_js(wheels), opts)
-        _deferred = None
+    """scipy, Pillow, tifffile...: what the pipeline needs and start-up does not. The
+    page's warm_up loads them right after ready, while a file is picked (loading them
+    beside the model instead delays ready as much as it saves later: bench.startup);
+    every call that needs them waits for that, and a failure is tried again."""
+    global _deferred, _deferred_args
+    if _deferred_args is None:
+        return
+    if _deferred is None:
+        _deferred = asyncio.ensure_future(_install(*_deferred_args))
+    try:
+        await _deferred
+    finally:
+        if _deferred.done():
+            if _deferred.exception() is None:
+                _deferred_args = None
+            _deferred = None
 
 
 async def _packages_or_error():
@@ -52,7 +68,7 @@ async def _packages_or_error():
 
 async def init(cfg):
     """Install packages (all from the page's origin), then load ORT + default model."""
-    global _ww, _deferred
+    global _ww, _deferred_args
     cfg = _py(cfg)
     timings = {}
     try:
@@ -62,8 +78,8 @@ async def init(cfg):
             t = js.performance.now()
             wanted = list(cfg["pyodide_packages"]) + [base + w for w in cfg["wheels"]]
             await pyodide_js.loadPackage(to_js(wanted), _js_obj({"checkIntegrity": True}))
-            _deferred = (list(cfg.get("deferred_pyodide_packages", [])),
-                         [base + w for w in cfg.get("deferred_wheels", [])])
+            _deferred_args = (list(cfg.get("deferred_pyodide_packages", [])),
+                              [base + w for w in cfg.get("deferred_wheels", [])])
             timings["packages"] = js.performance.now() - t
             _progress("packages", 1, 1)
             t = js.performance.now()
