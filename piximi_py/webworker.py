@@ -568,8 +568,6 @@ EMBEDDING_CACHE = 16
 # WASM decoder warm-up when a prompt model loads (see _warm_up_decoder)
 DECODER_WARM_UP_RUNS = 24
 DECODER_WARM_UP_MS = 2500.0
-#: An object the accepted mask covers by at least this fraction is replaced by it.
-REPLACE_FRACTION = 0.5
 
 
 def _remember(image: np.ndarray) -> str:
@@ -802,11 +800,13 @@ def prompt_accept(options: dict | None = None) -> dict:
     """Add the last prompt's mask to the current labels as a new object (a new label id).
 
     The new object takes every pixel of its mask; an existing object that it
-    covers by at least :data:`REPLACE_FRACTION` of its area is replaced (removed
+    covers by at least :data:`piximi_py.edit.REPLACE_FRACTION` of its area is replaced (removed
     entirely). Returns ``{"ok", "label", "removed", "patch": {bbox, labels}, "count",
     "measurements", "summary"}`` where ``patch`` is the changed rectangle of the
     labels; ``labels`` (all of them) instead when their dtype had to grow to uint32.
     """
+    from .edit import REPLACE_FRACTION, add_object
+
     try:
         p = S.pending
         if p is None:
@@ -815,25 +815,17 @@ def prompt_accept(options: dict | None = None) -> dict:
             raise ValueError("the prompted image is not the one shown: open it again")
         if p["bbox"] is None:
             raise ValueError("the prompt found no object (empty mask): nothing to add")
-        labels = S.last["labels"]
-        new_id = int(labels.max()) + 1
-        grown = new_id > np.iinfo(labels.dtype).max
-        labels = labels.astype(np.uint32) if grown else labels.copy()
+        old = S.last["labels"]
         x0, y0, x1, y1 = p["bbox"]
-        window = labels[y0:y1 + 1, x0:x1 + 1]
-        hit, counts = np.unique(window[p["crop"]], return_counts=True)
-        removed = []
-        if len(hit) > int(hit[0] == 0):
-            areas = np.bincount(labels.ravel())
-            removed = [int(k) for k, n in zip(hit, counts) if k and n >= REPLACE_FRACTION * areas[k]]
-        if removed:
-            gone = np.isin(labels, removed)
+        mask = np.zeros(old.shape, bool)
+        mask[y0:y1 + 1, x0:x1 + 1] = p["crop"]
+        labels, new_id, removed = add_object(old, mask, replace_fraction=REPLACE_FRACTION)
+        grown = labels.dtype != old.dtype
+        if removed:  # the changed rectangle takes in the objects it replaced
+            gone = np.isin(old, removed)
             rows, cols = np.flatnonzero(gone.any(1)), np.flatnonzero(gone.any(0))
             x0, y0 = min(x0, int(cols[0])), min(y0, int(rows[0]))
             x1, y1 = max(x1, int(cols[-1])), max(y1, int(rows[-1]))
-            labels[gone] = 0
-        bx0, by0, bx1, by1 = p["bbox"]
-        labels[by0:by1 + 1, bx0:bx1 + 1][p["crop"]] = new_id
         out = {"ok": True, "label": new_id, "removed": removed, "image_id": p["image_id"],
                **_measured(labels)}
         if grown:
