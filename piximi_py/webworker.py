@@ -806,6 +806,7 @@ def prompt_accept(options: dict | None = None) -> dict:
     labels; ``labels`` (all of them) instead when their dtype had to grow to uint32.
     """
     from .edit import REPLACE_FRACTION, add_object
+    from .webedit import commit
 
     try:
         p = S.pending
@@ -820,18 +821,8 @@ def prompt_accept(options: dict | None = None) -> dict:
         mask = np.zeros(old.shape, bool)
         mask[y0:y1 + 1, x0:x1 + 1] = p["crop"]
         labels, new_id, removed = add_object(old, mask, replace_fraction=REPLACE_FRACTION)
-        grown = labels.dtype != old.dtype
-        if removed:  # the changed rectangle takes in the objects it replaced
-            gone = np.isin(old, removed)
-            rows, cols = np.flatnonzero(gone.any(1)), np.flatnonzero(gone.any(0))
-            x0, y0 = min(x0, int(cols[0])), min(y0, int(rows[0]))
-            x1, y1 = max(x1, int(cols[-1])), max(y1, int(rows[-1]))
-        out = {"ok": True, "label": new_id, "removed": removed, "image_id": p["image_id"],
-               **_measured(labels)}
-        if grown:
-            out["labels"] = _typed(labels)
-        else:
-            out["patch"] = {"bbox": [x0, y0, x1, y1], "labels": _typed(labels[y0:y1 + 1, x0:x1 + 1])}
+        # undoable like any edit; the patch covers the mask and the objects it replaced
+        out = {**commit(old, labels), "label": new_id, "removed": removed, "image_id": p["image_id"]}
         S.pending = None
         return out
     except Exception as exc:  # noqa: BLE001
@@ -893,9 +884,12 @@ async def refine(image_id: str | None = None, options: dict | None = None, progr
             new[(labels == ids[k]) & (new == 0)] = k + 1
         new = new.astype(labels.dtype if len(ids) <= np.iinfo(labels.dtype).max else np.uint32)
         S.pending = None
-        out = {"ok": True, "labels": _typed(new), "height": int(new.shape[0]), "width": int(new.shape[1]),
-               "image_id": image_id, "backend": predictor.encoder.name, "windows": runs[0],
-               "objects": int(len(ids)), **_measured(new)}
+        from .webedit import commit
+
+        out = {**commit(labels, new), "labels": _typed(new), "height": int(new.shape[0]),
+               "width": int(new.shape[1]), "image_id": image_id, "backend": predictor.encoder.name,
+               "windows": runs[0], "objects": int(len(ids))}   # undoable like any edit
+        out.pop("patch", None)
         out["timings"] = {"sam_ms": total_sam, "total_ms": _now() - t0}
         return out
     except Exception as exc:  # noqa: BLE001

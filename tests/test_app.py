@@ -474,6 +474,102 @@ def test_embedding_custom_element(app, files, models_dir):
         page.close()
 
 
+def _page_labels(page):
+    """The current labels, exported by the page as a TIFF and read back."""
+    import base64
+
+    b64 = page.evaluate("""async () => {
+      const b = new Uint8Array(await (await window.piximi.export('labels')).arrayBuffer());
+      let s = ''; for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
+      return btoa(s); }""")
+    return tifffile.imread(io.BytesIO(base64.b64decode(b64)))
+
+
+def _click_pixel(page, x, y, **kw):
+    box = page.locator("#canvas").bounding_box()
+    scale = box["width"] / page.evaluate("document.querySelector('#canvas').width")
+    return box["x"] + (x + 0.5) * scale, box["y"] + (y + 0.5) * scale
+
+
+def test_editing_tools_with_undo(app, files, tmp_path):
+    """Delete (click + Delete key), undo/redo (Ctrl+Z, Ctrl+Shift+Z), split with the line tool,
+    merge, paint, erase and polygon on a real segmentation; each gives what piximi_py.edit gives
+    in CPython on the same labels, and the count follows."""
+    from scipy import ndimage as ndi
+
+    from piximi_py import edit
+
+    page = app.page
+    path = tmp_path / "to_edit.tif"
+    path.write_bytes(files["batch"][0].read_bytes())
+    set_status_pending(page)
+    page.set_input_files("#file", str(path))
+    wait_done(page)
+    start = _page_labels(page)
+    n = int(start.max())
+    assert int(page.text_content("#count")) == len(np.unique(start)) - 1 > 3
+    areas = np.bincount(start.ravel())
+    areas[0] = 0
+    big = int(np.argmax(areas))
+    cy, cx = (int(round(v)) for v in ndi.center_of_mass(start == big))
+    if start[cy, cx] != big:
+        ys, xs = np.nonzero(start == big)
+        cy, cx = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
+
+    # delete: click the object, press Delete
+    page.mouse.click(*_click_pixel(page, cx, cy))
+    page.wait_for_function(f"document.querySelector('#edit-info').textContent.includes('{big}')")
+    page.keyboard.press("Delete")
+    page.wait_for_function("!document.querySelector('#edit-undo').disabled")
+    np.testing.assert_array_equal(_page_labels(page), edit.delete_objects(start, [big]))
+    assert int(page.text_content("#count")) == len(np.unique(start)) - 2
+    page.keyboard.press("Control+z")
+    page.wait_for_function("document.querySelector('#edit-undo').disabled")
+    np.testing.assert_array_equal(_page_labels(page), start)
+    page.keyboard.press("Control+Shift+z")
+    page.wait_for_function("!document.querySelector('#edit-undo').disabled")
+    np.testing.assert_array_equal(_page_labels(page), edit.delete_objects(start, [big]))
+    page.click("#edit-undo")
+    page.wait_for_function("document.querySelector('#edit-undo').disabled")
+
+    # split with the line tool: S, then drag a horizontal line across the object
+    ys, xs = np.nonzero(start == big)
+    a, b = (int(xs.min()) - 2, cy), (int(xs.max()) + 2, cy)
+    page.keyboard.press("s")
+    page.mouse.move(*_click_pixel(page, *a))
+    page.mouse.down()
+    page.mouse.move(*_click_pixel(page, *b), steps=5)
+    page.mouse.up()
+    page.wait_for_function(f"document.querySelector('#count').textContent === '{len(np.unique(start))}'")
+    page.keyboard.press("Escape")
+    split = _page_labels(page)
+    np.testing.assert_array_equal(split, edit.split_object(start, big, a, b))
+    # merge the two parts back through the API
+    res = page.evaluate(f"window.piximi.edit('merge', {{labels: [{big}, {n + 1}]}})")
+    assert res["changed"] and res["count"] == len(np.unique(start)) - 1
+    np.testing.assert_array_equal(_page_labels(page), start)
+
+    # paint a new object on background, erase across objects, draw a polygon
+    res = page.evaluate("window.piximi.edit('paint', {points: [[3, 3], [30, 3]], radius: 2})")
+    painted = edit.paint(start, [(3, 3), (30, 3)], 2, n + 1)   # a new id: the labels' max + 1
+    np.testing.assert_array_equal(_page_labels(page), painted)
+    assert res["label"] == n + 1
+    page.evaluate(f"window.piximi.edit('erase', {{points: [[{cx}, {cy}]], radius: 4}})")
+    erased = edit.paint(painted, [(cx, cy)], 4, 0)
+    np.testing.assert_array_equal(_page_labels(page), erased)
+    poly = [(200, 200), (240, 205), (230, 245), (198, 236)]
+    res = page.evaluate("(p) => window.piximi.edit('polygon', {points: p})", poly)
+    drawn, new_id, _ = edit.add_object(erased, edit.polygon_mask(erased.shape, poly))
+    np.testing.assert_array_equal(_page_labels(page), drawn)
+    assert res["label"] == new_id and res["undo"] >= 3
+    for _ in range(3):  # polygon, erase, paint undone
+        page.evaluate("window.piximi.edit('undo')")
+    np.testing.assert_array_equal(_page_labels(page), start)
+    err = page.evaluate("""async () => { try { await window.piximi.edit('explode'); return null; }
+                                         catch (e) { return e.message; } }""")
+    assert "unknown edit" in err and "delete" in err
+
+
 def test_offline_after_first_visit(app, files, models_dir):
     """After the first visit the service worker serves the whole site: reload
     with the network off and segment a file."""

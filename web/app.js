@@ -384,6 +384,10 @@ window.piximi = {
   batch,
   prompt,
   refine,
+  // edit the last segmentation's objects (undoable): "delete" {labels | box}, "merge" {labels},
+  // "split" {start, end}, "paint" {points, radius, label}, "erase" {points, radius},
+  // "polygon" {points}, "undo", "redo" -> {changed, count, undo, redo, label}
+  edit: editLabels,
   // offline use: fetch every file not cached yet ({onProgress({done, files, bytes, total})}),
   // and what is cached now
   offline: makeOffline,
@@ -480,16 +484,23 @@ function setupViewport() {
   let drag = null;
   vp.addEventListener("pointerdown", (e) => {
     if (promptOn() && e.button === 0) { promptPointer.down(e); vp.setPointerCapture(e.pointerId); return; }
+    if (splitOn() && e.button === 0) { splitPointer.down(e); vp.setPointerCapture(e.pointerId); return; }
     drag = { x: e.clientX - zoom.x, y: e.clientY - zoom.y, moved: false }; vp.setPointerCapture(e.pointerId);
   });
   vp.addEventListener("pointermove", (e) => {
     if (promptPointer.active) promptPointer.move(e);
+    else if (splitPointer.active) splitPointer.move(e);
     else if (drag) { zoom.x = e.clientX - drag.x; zoom.y = e.clientY - drag.y; drag.moved = true; applyZoom(); }
     else hover(e);
   });
   vp.addEventListener("pointerup", (e) => {
     if (promptPointer.active) { promptPointer.up(e); return; }
-    if (drag && !drag.moved) hover(e, true);
+    if (splitPointer.active) { splitPointer.up(e); return; }
+    if (drag && !drag.moved) {
+      hover(e, true);
+      const p = pixelAt(e);
+      select(p ? view.res.labels[p[1] * view.res.width + p[0]] : 0, e.shiftKey);
+    }
     drag = null;
   });
   $("zoom-fit").addEventListener("click", fitZoom);
@@ -587,6 +598,8 @@ function diameterChoice() {
 }
 
 function render(res, name) {
+  selection.clear(); // a new image: a new edit history in the worker
+  $("edit-delete").disabled = $("edit-merge").disabled = $("edit-undo").disabled = $("edit-redo").disabled = true;
   view = { res, name, rowOf: new Map() };
   paintImage();
   paintLabels();
@@ -612,7 +625,60 @@ function updateLabels(res) {
   paintLabels();
   showMeasurements(r);
   $("count").textContent = String(res.count);
+  if (res.undo !== undefined) { $("edit-undo").disabled = !res.undo; $("edit-redo").disabled = !res.redo; }
 }
+
+// ---------------------------------------------------------------- editing
+// piximi_py.edit in the worker on the last segmentation; the page redraws the
+// rectangle that changed. Click selects an object, shift-click adds to the
+// selection; Delete, M (merge), S (split: draw a line across an object), Ctrl+Z, Ctrl+Shift+Z.
+const selection = new Set();
+
+async function editLabels(op, options = {}) {
+  await ready;
+  const res = await inWorker(async () => unwrap(await worker.sync.edit(op, options)));
+  if (res.changed && view && view.res.image_id === res.image_id) updateLabels(res);
+  return { changed: res.changed, count: res.count, undo: res.undo, redo: res.redo, label: res.label ?? null };
+}
+
+function select(label, add) {
+  if (!add) selection.clear();
+  if (label) { if (add && selection.has(label)) selection.delete(label); else selection.add(label); }
+  $("edit-delete").disabled = selection.size === 0;
+  $("edit-merge").disabled = selection.size < 2;
+  $("edit-info").textContent = selection.size ? `Selected: ${[...selection].join(", ")}` : "";
+}
+
+async function runEdit(op, options, done) {
+  try {
+    showError("");
+    const res = await editLabels(op, options);
+    select(0, false);
+    if (done) status(`${done}: ${res.count} objects`, 1);
+  } catch (e) { showError(e.message); }
+}
+
+const splitOn = () => document.body.classList.contains("split-mode") && !!view;
+function setSplitMode(on) {
+  if (on) setPromptMode(false);
+  document.body.classList.toggle("split-mode", on);
+  $("edit-split").setAttribute("aria-pressed", String(on));
+  if (on) $("edit-info").textContent = "Draw a line across the object to split (Esc: stop)";
+  else if (!selection.size) $("edit-info").textContent = "";
+}
+
+const splitPointer = {
+  active: false, start: null,
+  down(e) { this.active = true; this.start = pixelAt(e, true); },
+  move(e) { drawPrompt(null, [this.start, pixelAt(e, true)]); },
+  up(e) {
+    this.active = false;
+    const end = pixelAt(e, true);
+    drawPrompt();
+    if (Math.hypot(end[0] - this.start[0], end[1] - this.start[1]) < 2) return;
+    runEdit("split", { start: this.start, end }, "Split");
+  },
+};
 
 // ---------------------------------------------------------------- prompt mode (SAM)
 // Drag a box: a new object. Click: a positive point; shift- or alt-click: a negative
@@ -629,6 +695,7 @@ function resetPrompt() {
 }
 
 function setPromptMode(on) {
+  if (on) setSplitMode(false);
   document.body.classList.toggle("prompt-mode", on);
   $("prompt-mode").setAttribute("aria-pressed", String(on));
   if (!on) cancelPrompt();
@@ -748,7 +815,7 @@ async function refineAll() {
 }
 
 // the current object: its mask (yellow), box and points, or the box being dragged
-function drawPrompt(dragBox = null) {
+function drawPrompt(dragBox = null, line = null) {
   const c = $("prompt-layer");
   if (!view) return;
   const { width: w, height: h } = view.res;
@@ -775,6 +842,10 @@ function drawPrompt(dragBox = null) {
     ctx.fillStyle = pobj.labels[i] ? "#33dd55" : "#ff4040";
     ctx.beginPath(); ctx.arc(x + 0.5, y + 0.5, Math.max(2, 4 / zoom.s), 0, 2 * Math.PI); ctx.fill();
   });
+  if (line) { // the split tool's line, as it is drawn
+    ctx.strokeStyle = "#9fd3ff";
+    ctx.beginPath(); ctx.moveTo(line[0][0] + 0.5, line[0][1] + 0.5); ctx.lineTo(line[1][0] + 0.5, line[1][1] + 0.5); ctx.stroke();
+  }
 }
 
 // ---------------------------------------------------------------- planes (C/Z/T)
@@ -930,6 +1001,22 @@ $("prompt-mode").addEventListener("click", () => setPromptMode(!document.body.cl
 $("prompt-accept").addEventListener("click", acceptPrompt);
 $("prompt-cancel").addEventListener("click", cancelPrompt);
 $("refine-all").addEventListener("click", refineAll);
+$("edit-delete").addEventListener("click", () => selection.size && runEdit("delete", { labels: [...selection] }, "Deleted"));
+$("edit-merge").addEventListener("click", () => selection.size > 1 && runEdit("merge", { labels: [...selection] }, "Merged"));
+$("edit-split").addEventListener("click", () => setSplitMode(!document.body.classList.contains("split-mode")));
+$("edit-undo").addEventListener("click", () => runEdit("undo", {}, "Undone"));
+$("edit-redo").addEventListener("click", () => runEdit("redo", {}, "Redone"));
+document.addEventListener("keydown", (e) => {
+  if (!view || promptOn() || e.target.closest?.("input, select, textarea")) return;
+  const mod = e.ctrlKey || e.metaKey;
+  if (mod && e.key.toLowerCase() === "z") { e.preventDefault(); runEdit(e.shiftKey ? "redo" : "undo", {}, e.shiftKey ? "Redone" : "Undone"); }
+  else if (mod && e.key.toLowerCase() === "y") { e.preventDefault(); runEdit("redo", {}, "Redone"); }
+  else if (mod) return;
+  else if ((e.key === "Delete" || e.key === "Backspace") && selection.size) { e.preventDefault(); $("edit-delete").click(); }
+  else if (e.key.toLowerCase() === "m" && selection.size > 1) { e.preventDefault(); $("edit-merge").click(); }
+  else if (e.key.toLowerCase() === "s") { e.preventDefault(); setSplitMode(!splitOn()); }
+  else if (e.key === "Escape" && splitOn()) { e.preventDefault(); setSplitMode(false); }
+});
 document.addEventListener("keydown", (e) => {
   if (!promptOn() || e.target.closest?.("input, select, textarea")) return;
   if (e.key === "Enter") { e.preventDefault(); acceptPrompt(); }

@@ -192,6 +192,14 @@ def prompt_accept(options=None):
     return _js_obj(_ww.prompt_accept(_py(options) or {}))
 
 
+def edit(op, options=None):
+    if _ww is None:
+        return _not_ready()
+    from piximi_py.webedit import edit as apply_edit
+
+    return _js_obj(apply_edit(str(op), _py(options) or {}))
+
+
 def prompt_cancel():
     return _js_obj(_ww.prompt_cancel() if _ww else {"ok": True})
 
@@ -206,5 +214,5 @@ async def refine(image_id=None, options=None):
 
 
 __export__ = ["init", "warm_up", "models", "segment", "describe", "export", "batch_fail", "batch_zip",
-              "batch_clear", "memory", "open_image", "prompt", "prompt_accept", "prompt_cancel",
+              "batch_clear", "memory", "open_image", "prompt", "prompt_accept", "prompt_cancel", "edit",
               "refine"]
