@@ -113,7 +113,7 @@ def test_first_visit_fetches_only_what_the_default_path_runs(app, models_dir):
         if path.startswith("models/"):
             assert path in ("models/index.json", f"models/{default}"), path
         assert ".jsep." not in path and path != "ort/ort.min.mjs", path
-        assert not path.startswith("vendor/"), path
+        assert not path.startswith(("vendor/", "sample/")), path
     assert f"models/{default}" in cached and "ort/ort-wasm-simd-threaded.wasm" in cached
     st = app.page.evaluate("window.piximi.offlineStatus()")
     others = [m.file for m in pm.load_model_index(models_dir / "index.json") if m.file != default]
@@ -568,6 +568,20 @@ def test_editing_tools_with_undo(app, files, tmp_path):
     err = page.evaluate("""async () => { try { await window.piximi.edit('explode'); return null; }
                                          catch (e) { return e.message; } }""")
     assert "unknown edit" in err and "delete" in err
+
+
+def test_try_a_sample_image(app, models_dir):
+    """A newcomer's first minute: the sample button segments the site's own example image (the
+    StarDist sample, CC0), as CPython segments it."""
+    image, _ = stardist_sample()
+    ref = cpython_labels(tifffile.imread(image), models_dir)
+    page = app.page
+    assert page.locator("#sample").is_visible()
+    set_status_pending(page)
+    page.click("#sample")
+    wait_done(page)
+    assert abs(int(page.text_content("#count")) - int(ref.max())) <= max(1, int(0.01 * ref.max()))
+    assert "nuclei_stardist.tif" in page.text_content("body")
 
 
 def test_offline_after_first_visit(app, files, models_dir):

@@ -13,6 +13,7 @@ leaves the page's origin:
 * onnxruntime-web           -> ``ort/`` (the ESM bundle + the one wasm build it loads)
 * @pyscript/core            -> ``pyscript/`` (core + the lazily imported chunks we use)
 * fzstd                     -> ``vendor/`` (Zstandard decoder for Zstd TIFFs, imported on first use)
+* the StarDist sample (CC0) -> ``sample/`` ("Try a sample image")
 * models                    -> ``models/`` (``index.json`` + ``*.onnx``)
 * ``build.json``            -> runtime config the page reads (wheel URLs, versions)
 * ``manifest.json``         -> sha256 + size of every shipped file (used by ``sw.js``), the
@@ -300,6 +301,12 @@ def is_fresh() -> bool:
 
 
 # ------------------------------------------------------------------- assembly
+SAMPLE_NOTE = """nuclei_stardist.tif: 512x512 16-bit fluorescence nuclei, the example image
+img2d.tif of the stardist wheel (stardist/data/images/, version 0.9.2), an image of
+the Data Science Bowl 2018 training set. Licence: CC0 (as the stardist package states).
+"""
+
+
 #: scipy subpackages that piximi_py never imports, directly or through scipy.ndimage
 #: (which imports special -> linalg -> sparse): the page's scipy wheel leaves them
 #: out, with every tests/ folder: 13.5 -> 4.9 MB, and Pyodide loads 15 MB fewer
@@ -383,7 +390,7 @@ def on_demand(rel: str, build_info: dict, default_model_file: str | None) -> boo
         return rel not in ("models/index.json", f"models/{default_model_file}")
     if rel.startswith("ort/"):
         return rel == build_info["ort_modules"]["webgpu"] or ".jsep." in rel
-    return rel.startswith(("vendor/", "examples/"))
+    return rel.startswith(("vendor/", "examples/", "sample/"))
 
 
 
@@ -448,6 +455,18 @@ def build_site(force: bool = False) -> Path:
     for name in pyscript_files(ps_dist):
         _copy(ps_dist / name, staging / "pyscript" / name)
 
+    # the sample image of "Try a sample image" (CC0)
+    sample = None
+    try:
+        from tools.samples import SampleUnavailable, stardist_sample
+
+        image, _ = stardist_sample()
+        sample = "sample/nuclei_stardist.tif"
+        _copy(image, staging / sample)
+        (staging / "sample" / "README.txt").write_text(SAMPLE_NOTE)
+    except (SampleUnavailable, OSError) as exc:
+        log(f"WARNING: no sample image ({exc}); the page offers none")
+
     # codecs (with their licences)
     for src, dest in CODEC_MODULES.values():
         _copy(NODE_MODULES / src, staging / dest)
@@ -481,6 +500,7 @@ def build_site(force: bool = False) -> Path:
         "ort_wasm_paths": "ort/",
         "codec_modules": {k: dest for k, (_, dest) in CODEC_MODULES.items()},
         "models_index": "models/index.json",
+        "sample": sample,
         "worker": "worker.py",
     }
     (staging / "build.json").write_text(json.dumps(build_info, indent=1))

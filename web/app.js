@@ -81,6 +81,7 @@ function unwrap(res) {
   throw err;
 }
 
+let siteBuild = null; // build.json
 // Where start-up time goes (ms since navigation; python -m bench.startup prints it).
 const startup = { marks: {}, worker: null };
 const mark = (name) => { startup.marks[name] = performance.now(); };
@@ -91,6 +92,7 @@ async function start() {
   await setupServiceWorker();
   mark("service_worker");
   const build = await (await fetch(abs("build.json"))).json();
+  siteBuild = build;
   mark("build_json");
   status("Loading the Python runtime…", 0.1);
   const { PyWorker } = await import(abs("pyscript/core.js"));
@@ -142,6 +144,7 @@ async function start() {
   status(`Ready (${((performance.now() - t0) / 1000).toFixed(1)} s, ${res.backend}` +
          `${window.crossOriginIsolated ? ", threads" : ""})`, 1);
   document.body.classList.add("ready");
+  $("sample").hidden = !build.sample;
   mark("ready");
   return { models: modelList, defaultModel, backend: res.backend, promptModel };
 }
@@ -915,6 +918,18 @@ async function handleFile(file) {
   await segmentCurrent();
 }
 
+// "Try a sample image": the site's own example, segmented like a file the user opened.
+async function openSample() {
+  try {
+    showError("");
+    status("Loading the sample image…", null);
+    const res = await fetch(abs(siteBuild.sample));
+    if (!res.ok) throw new Error(`could not load the sample image (HTTP ${res.status})`);
+    const name = siteBuild.sample.split("/").pop();
+    await handleFile(new File([await res.blob()], name, { type: "image/tiff" }));
+  } catch (e) { showError(e.message); status("Could not load the sample image", 1); }
+}
+
 async function download(blob) {
   const a = document.createElement("a");
   a.href = URL.createObjectURL(blob);
@@ -1001,6 +1016,7 @@ $("prompt-mode").addEventListener("click", () => setPromptMode(!document.body.cl
 $("prompt-accept").addEventListener("click", acceptPrompt);
 $("prompt-cancel").addEventListener("click", cancelPrompt);
 $("refine-all").addEventListener("click", refineAll);
+$("sample").addEventListener("click", openSample);
 $("edit-delete").addEventListener("click", () => selection.size && runEdit("delete", { labels: [...selection] }, "Deleted"));
 $("edit-merge").addEventListener("click", () => selection.size > 1 && runEdit("merge", { labels: [...selection] }, "Merged"));
 $("edit-split").addEventListener("click", () => setSplitMode(!document.body.classList.contains("split-mode")));
