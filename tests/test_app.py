@@ -569,6 +569,41 @@ def test_editing_tools_with_undo(app, files, tmp_path):
                                          catch (e) { return e.message; } }""")
     assert "unknown edit" in err and "delete" in err
 
+    # the draw tool: an outline dragged on background becomes one new object inside it
+    count = int(page.text_content("#count"))
+    corner = [(200, 200), (240, 204), (236, 244), (198, 238), (200, 201)]
+    if start[195:250, 195:250].any():  # somewhere empty instead
+        ys, xs = np.nonzero(ndi.binary_erosion(start == 0, iterations=30))
+        y, x = int(ys[0]), int(xs[0])
+        corner = [(x - 20, y - 20), (x + 20, y - 16), (x + 16, y + 20), (x - 20, y + 16), (x - 20, y - 19)]
+    page.keyboard.press("d")
+    page.mouse.move(*_click_pixel(page, *corner[0]))
+    page.mouse.down()
+    for p in corner[1:]:
+        page.mouse.move(*_click_pixel(page, *p), steps=4)
+    page.mouse.up()
+    page.wait_for_function(f"document.querySelector('#count').textContent === '{count + 1}'")
+    drawn = _page_labels(page)
+    new = drawn == drawn.max()
+    assert 0.8 < new.sum() / edit.polygon_mask(start.shape, corner).sum() < 1.2
+    # the brush, with shift: erases across the new object
+    page.keyboard.press("b")
+    ys, xs = np.nonzero(new)
+    y = int(np.median(ys))
+    page.mouse.move(*_click_pixel(page, int(xs.min()) - 3, y))
+    page.keyboard.down("Shift")
+    page.mouse.down()
+    page.mouse.move(*_click_pixel(page, int(xs.max()) + 3, y), steps=6)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Erased')")
+    after = _page_labels(page)
+    assert (after == drawn.max()).sum() < new.sum() and not after[y, int(np.median(xs))]
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Control+z")
+    page.wait_for_function(f"document.querySelector('#count').textContent === '{count}'")
+
 
 def test_try_a_sample_image(app, models_dir):
     """A newcomer's first minute: the sample button segments the site's own example image (the

@@ -487,18 +487,18 @@ function setupViewport() {
   let drag = null;
   vp.addEventListener("pointerdown", (e) => {
     if (promptOn() && e.button === 0) { promptPointer.down(e); vp.setPointerCapture(e.pointerId); return; }
-    if (splitOn() && e.button === 0) { splitPointer.down(e); vp.setPointerCapture(e.pointerId); return; }
+    if (toolOn() && e.button === 0) { toolPointer.down(e); vp.setPointerCapture(e.pointerId); return; }
     drag = { x: e.clientX - zoom.x, y: e.clientY - zoom.y, moved: false }; vp.setPointerCapture(e.pointerId);
   });
   vp.addEventListener("pointermove", (e) => {
     if (promptPointer.active) promptPointer.move(e);
-    else if (splitPointer.active) splitPointer.move(e);
+    else if (toolPointer.active) toolPointer.move(e);
     else if (drag) { zoom.x = e.clientX - drag.x; zoom.y = e.clientY - drag.y; drag.moved = true; applyZoom(); }
     else hover(e);
   });
   vp.addEventListener("pointerup", (e) => {
     if (promptPointer.active) { promptPointer.up(e); return; }
-    if (splitPointer.active) { splitPointer.up(e); return; }
+    if (toolPointer.active) { toolPointer.up(e); return; }
     if (drag && !drag.moved) {
       hover(e, true);
       const p = pixelAt(e);
@@ -661,27 +661,51 @@ async function runEdit(op, options, done) {
   } catch (e) { showError(e.message); }
 }
 
-const splitOn = () => document.body.classList.contains("split-mode") && !!view;
-function setSplitMode(on) {
+// Pointer tools on the image: "split" (a line across an object), "draw" (the outline of a
+// new object), "brush" (paint the selected object or a new one; shift erases).
+let editTool = null;
+const toolOn = () => !!editTool && !!view;
+function setEditTool(on, tool = "split") {
   if (on) setPromptMode(false);
-  document.body.classList.toggle("split-mode", on);
-  $("edit-split").setAttribute("aria-pressed", String(on));
-  if (on) $("edit-info").textContent = "Draw a line across the object to split (Esc: stop)";
+  editTool = on ? tool : null;
+  document.body.classList.toggle("edit-tool", !!editTool);
+  for (const t of ["split", "draw", "brush"]) $(`edit-${t}`).setAttribute("aria-pressed", String(editTool === t));
+  const hints = { split: "Draw a line across the object to split", draw: "Draw the outline of the new object",
+                  brush: "Paint: drag over the image (shift: erase)" };
+  if (editTool) $("edit-info").textContent = `${hints[editTool]} (Esc: stop)`;
   else if (!selection.size) $("edit-info").textContent = "";
 }
+const toggleTool = (tool) => setEditTool(editTool !== tool, tool);
 
-const splitPointer = {
-  active: false, start: null,
-  down(e) { this.active = true; this.start = pixelAt(e, true); },
-  move(e) { drawPrompt(null, [this.start, pixelAt(e, true)]); },
+const toolPointer = {
+  active: false, start: null, path: [], erase: false,
+  down(e) { this.active = true; this.start = pixelAt(e, true); this.path = [this.start]; this.erase = e.shiftKey; },
+  move(e) {
+    const p = pixelAt(e, true);
+    if (editTool === "split") { drawPrompt(null, [this.start, p]); return; }
+    const last = this.path[this.path.length - 1];
+    if (p[0] !== last[0] || p[1] !== last[1]) this.path.push(p);
+    drawPrompt(null, null, this.path, editTool === "brush" ? brushRadius() : 0);
+  },
   up(e) {
     this.active = false;
     const end = pixelAt(e, true);
     drawPrompt();
-    if (Math.hypot(end[0] - this.start[0], end[1] - this.start[1]) < 2) return;
-    runEdit("split", { start: this.start, end }, "Split");
+    if (editTool === "split") {
+      if (Math.hypot(end[0] - this.start[0], end[1] - this.start[1]) < 2) return;
+      runEdit("split", { start: this.start, end }, "Split");
+    } else if (editTool === "draw") {
+      if (this.path.length < 3) return;
+      runEdit("polygon", { points: this.path }, "Object drawn");
+    } else if (this.erase) {
+      runEdit("erase", { points: this.path, radius: brushRadius() }, "Erased");
+    } else {
+      const label = selection.size === 1 ? [...selection][0] : null;
+      runEdit("paint", { points: this.path, radius: brushRadius(), ...(label ? { label } : {}) }, "Painted");
+    }
   },
 };
+const brushRadius = () => Math.max(1, Number($("brush-radius").value) || 4);
 
 // ---------------------------------------------------------------- prompt mode (SAM)
 // Drag a box: a new object. Click: a positive point; shift- or alt-click: a negative
@@ -698,7 +722,7 @@ function resetPrompt() {
 }
 
 function setPromptMode(on) {
-  if (on) setSplitMode(false);
+  if (on) setEditTool(false);
   document.body.classList.toggle("prompt-mode", on);
   $("prompt-mode").setAttribute("aria-pressed", String(on));
   if (!on) cancelPrompt();
@@ -818,7 +842,7 @@ async function refineAll() {
 }
 
 // the current object: its mask (yellow), box and points, or the box being dragged
-function drawPrompt(dragBox = null, line = null) {
+function drawPrompt(dragBox = null, line = null, path = null, radius = 0) {
   const c = $("prompt-layer");
   if (!view) return;
   const { width: w, height: h } = view.res;
@@ -845,6 +869,15 @@ function drawPrompt(dragBox = null, line = null) {
     ctx.fillStyle = pobj.labels[i] ? "#33dd55" : "#ff4040";
     ctx.beginPath(); ctx.arc(x + 0.5, y + 0.5, Math.max(2, 4 / zoom.s), 0, 2 * Math.PI); ctx.fill();
   });
+  if (path && path.length > 1) { // the outline or brush stroke being drawn
+    ctx.strokeStyle = "#9fd3ff";
+    ctx.lineWidth = radius ? 2 * radius : lw;
+    ctx.lineCap = ctx.lineJoin = "round";
+    ctx.beginPath(); ctx.moveTo(path[0][0] + 0.5, path[0][1] + 0.5);
+    for (const [x, y] of path.slice(1)) ctx.lineTo(x + 0.5, y + 0.5);
+    ctx.stroke();
+    ctx.lineWidth = lw;
+  }
   if (line) { // the split tool's line, as it is drawn
     ctx.strokeStyle = "#9fd3ff";
     ctx.beginPath(); ctx.moveTo(line[0][0] + 0.5, line[0][1] + 0.5); ctx.lineTo(line[1][0] + 0.5, line[1][1] + 0.5); ctx.stroke();
@@ -1019,7 +1052,9 @@ $("refine-all").addEventListener("click", refineAll);
 $("sample").addEventListener("click", openSample);
 $("edit-delete").addEventListener("click", () => selection.size && runEdit("delete", { labels: [...selection] }, "Deleted"));
 $("edit-merge").addEventListener("click", () => selection.size > 1 && runEdit("merge", { labels: [...selection] }, "Merged"));
-$("edit-split").addEventListener("click", () => setSplitMode(!document.body.classList.contains("split-mode")));
+$("edit-split").addEventListener("click", () => toggleTool("split"));
+$("edit-draw").addEventListener("click", () => toggleTool("draw"));
+$("edit-brush").addEventListener("click", () => toggleTool("brush"));
 $("edit-undo").addEventListener("click", () => runEdit("undo", {}, "Undone"));
 $("edit-redo").addEventListener("click", () => runEdit("redo", {}, "Redone"));
 document.addEventListener("keydown", (e) => {
@@ -1030,8 +1065,10 @@ document.addEventListener("keydown", (e) => {
   else if (mod) return;
   else if ((e.key === "Delete" || e.key === "Backspace") && selection.size) { e.preventDefault(); $("edit-delete").click(); }
   else if (e.key.toLowerCase() === "m" && selection.size > 1) { e.preventDefault(); $("edit-merge").click(); }
-  else if (e.key.toLowerCase() === "s") { e.preventDefault(); setSplitMode(!splitOn()); }
-  else if (e.key === "Escape" && splitOn()) { e.preventDefault(); setSplitMode(false); }
+  else if (e.key.toLowerCase() === "s") { e.preventDefault(); toggleTool("split"); }
+  else if (e.key.toLowerCase() === "d") { e.preventDefault(); toggleTool("draw"); }
+  else if (e.key.toLowerCase() === "b") { e.preventDefault(); toggleTool("brush"); }
+  else if (e.key === "Escape" && toolOn()) { e.preventDefault(); setEditTool(false); }
 });
 document.addEventListener("keydown", (e) => {
   if (!promptOn() || e.target.closest?.("input, select, textarea")) return;
