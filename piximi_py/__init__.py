@@ -15,7 +15,7 @@ import numpy as np
 
 from .diameter import resolve_diameter
 from .io import ImageReadError, read_image
-from .models import ModelSpec, default_models_dir, find_model, load_model_index
+from .models import ModelSpec, default_models_dir, load_model_index
 
 __version__ = "0.1.0"
 __all__ = ["segment", "segment_image", "resolve_diameter", "ImageReadError", "read_image", "load_models",
@@ -68,8 +68,11 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
     ----------
     image : str, Path, bytes or ndarray
         A file path, a file's bytes, or a decoded 2-D (or RGB) array.
-    model : str, optional
+    model : str or Path, optional
         Model id from ``models/index.json``; default: the default nuclei model.
+        Or the path of an ``.onnx`` file shaped like the shipped models (one
+        image input, a 3-class probability output; :mod:`piximi_py.modelfile`),
+        run with the default model's settings.
     models_dir : path, optional
     threads : int, optional
         onnxruntime intra-op threads.
@@ -96,8 +99,9 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
     """
     from .pipeline import segment_async
 
-    models_dir = Path(models_dir or default_models_dir())
-    spec = find_model(load_models(models_dir), model)
+    from .modelfile import resolve_model
+
+    spec, model_path = resolve_model(model, models_dir)
     filename = None
     if isinstance(image, (str, Path)):
         filename = Path(image).name
@@ -106,7 +110,7 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         except OSError as exc:
             raise ImageReadError(f"cannot open '{filename}': {exc.strerror or exc}") from None
     diameter = resolve_diameter(diameter, diameter_um, pixel_size, image, filename)
-    backend = _native_backend(str(models_dir / spec.file), threads)
+    backend = _native_backend(str(model_path), threads)
     return run_sync(segment_async(image, spec, backend, progress=progress,
                                   filename=filename, index=index, diameter=diameter))
 

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
                     "--overwrite recomputes them.")
     seg.add_argument("images", nargs="+", help="image files or folders (TIFF, PNG, JPEG, BMP)")
     seg.add_argument("--out", required=True, help="folder for the outputs")
-    seg.add_argument("--model", default=None, help="model id (default: the default nuclei model)")
+    seg.add_argument("--model", default=None, help="model id (default: the default nuclei model), or an .onnx file shaped like them")
     seg.add_argument("--threads", type=int, default=None,
                      help="onnxruntime threads per session (default: onnxruntime's choice in "
                           "this process, 1 per Dask worker thread)")

@@ -153,13 +153,12 @@ def _count_rows(path: Path) -> int:
 # --------------------------------------------------------------------------- one image
 
 def _load_model(model, models_dir, threads):
-    from . import _native_backend, load_models
-    from .models import default_models_dir, find_model
+    from . import _native_backend
+    from .modelfile import resolve_model
 
-    models_dir = Path(models_dir or default_models_dir())
-    spec = find_model(load_models(models_dir), model)
+    spec, path = resolve_model(model, models_dir)
     with _session_lock:  # one onnxruntime session per process, created once and reused
-        backend = _native_backend(str(models_dir / spec.file), threads)
+        backend = _native_backend(str(path), threads)
     return spec, backend
 
 
@@ -298,13 +297,11 @@ def _versions(dask: bool) -> dict:
 
 
 def _model_info(model, models_dir) -> dict:
-    from . import load_models
-    from .models import default_models_dir, find_model
+    from .modelfile import resolve_model
 
-    models_dir = Path(models_dir or default_models_dir()).resolve()
-    spec = find_model(load_models(models_dir), model)
-    sha = _sha256(models_dir / spec.file)
-    return {"id": spec.id, "name": spec.name, "file": str(models_dir / spec.file),
+    spec, path = resolve_model(model, Path(models_dir).resolve() if models_dir else None)
+    sha = _sha256(path)
+    return {"id": spec.id, "name": spec.name, "file": str(path.resolve()),
             "sha256": sha, "index_sha256": spec.sha256 or None,
             "matches_index": (sha == spec.sha256) if spec.sha256 else None}
 
