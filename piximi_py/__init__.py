@@ -15,7 +15,7 @@ import numpy as np
 
 from .diameter import resolve_diameter
 from .io import ImageReadError, read_image
-from .models import ModelSpec, default_models_dir, load_model_index
+from .models import ModelSpec, default_models_dir, find_model, load_model_index  # noqa: F401 - public
 
 __version__ = "0.1.0"
 __all__ = ["segment", "segment_image", "resolve_diameter", "ImageReadError", "read_image", "load_models",
