@@ -97,9 +97,8 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         A bad option: unknown model, a diameter that is 0, negative, NaN or
         larger than the image, ``diameter_um`` without a pixel size.
     """
-    from .pipeline import segment_async
-
     from .modelfile import resolve_model
+    from .pipeline import segment_async
 
     spec, model_path = resolve_model(model, models_dir)
     filename = None

@@ -26,7 +26,7 @@ class _History:
 
 
 def _history() -> _History:
-    h = getattr(S, "edit_history", None)
+    h = S.edit_history
     if h is None or h.owner is not S.last:  # a new segmentation starts a new history
         h = S.edit_history = _History(S.last)
     return h
@@ -45,11 +45,12 @@ def _change(before: np.ndarray, after: np.ndarray) -> dict | None:
     return {"bbox": [x0, y0, x1, y1], "before": before[window].copy(), "after": after[window].copy()}
 
 
-def _result(labels: np.ndarray, change: dict | None) -> dict:
-    """The page's result for new current ``labels`` after ``change`` (None: nothing changed)."""
+def _result(labels: np.ndarray, change: dict | None, whole: bool = False) -> dict:
+    """The page's result for new current ``labels`` after ``change`` (None: nothing changed):
+    the changed rectangle, or all of them when ``whole`` or when the dtype changed."""
     out = {"ok": True, "changed": change is not None, **_measured(labels), "image_id": S.last.get("image_id"),
            "undo": len(_history().undo), "redo": len(_history().redo)}
-    if change is not None and "whole" in change:   # the dtype grew (or shrank back): all of them
+    if whole or (change is not None and "whole" in change):
         out["labels"] = _typed(labels)
     elif change is not None:
         x0, y0, x1, y1 = change["bbox"]
@@ -57,16 +58,16 @@ def _result(labels: np.ndarray, change: dict | None) -> dict:
     return out
 
 
-def commit(before: np.ndarray, after: np.ndarray) -> dict:
+def commit(before: np.ndarray, after: np.ndarray, *, whole: bool = False) -> dict:
     """Make ``after`` the current labels and remember the change for undo; the page's result
-    (``patch`` of the changed rectangle, or all ``labels`` when their dtype grew)."""
+    (``patch`` of the changed rectangle, or all ``labels`` when ``whole`` or their dtype grew)."""
     h = _history()
     change = _change(before, after)
     if change is not None:
         h.undo.append(change)
         del h.undo[:-MAX_UNDO]
         h.redo.clear()
-    return _result(after, change)
+    return _result(after, change, whole)
 
 
 def _step(backward: bool) -> dict:

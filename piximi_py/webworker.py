@@ -79,6 +79,7 @@ class _State:
     sam_failed: set = set()  # (model id, runtime) whose sessions could not be created (auto skips them)
     sam_warm_up: dict = {}   # (model id, runtime) -> decoder warm-up run times (ms), see _warm_up_decoder
     pending = None       # the last prompt's mask, waiting for prompt_accept
+    edit_history = None  # undo / redo of the last segmentation's edits (piximi_py.webedit)
 
 
 S = _State()
@@ -805,7 +806,7 @@ def prompt_accept(options: dict | None = None) -> dict:
     "measurements", "summary"}`` where ``patch`` is the changed rectangle of the
     labels; ``labels`` (all of them) instead when their dtype had to grow to uint32.
     """
-    from .edit import REPLACE_FRACTION, add_object
+    from .edit import add_object
     from .webedit import commit
 
     try:
@@ -820,7 +821,7 @@ def prompt_accept(options: dict | None = None) -> dict:
         x0, y0, x1, y1 = p["bbox"]
         mask = np.zeros(old.shape, bool)
         mask[y0:y1 + 1, x0:x1 + 1] = p["crop"]
-        labels, new_id, removed = add_object(old, mask, replace_fraction=REPLACE_FRACTION)
+        labels, new_id, removed = add_object(old, mask)
         # undoable like any edit; the patch covers the mask and the objects it replaced
         out = {**commit(old, labels), "label": new_id, "removed": removed, "image_id": p["image_id"]}
         S.pending = None
@@ -886,10 +887,9 @@ async def refine(image_id: str | None = None, options: dict | None = None, progr
         S.pending = None
         from .webedit import commit
 
-        out = {**commit(labels, new), "labels": _typed(new), "height": int(new.shape[0]),
+        out = {**commit(labels, new, whole=True), "height": int(new.shape[0]),   # undoable like any edit
                "width": int(new.shape[1]), "image_id": image_id, "backend": predictor.encoder.name,
-               "windows": runs[0], "objects": int(len(ids))}   # undoable like any edit
-        out.pop("patch", None)
+               "windows": runs[0], "objects": int(len(ids))}
         out["timings"] = {"sam_ms": total_sam, "total_ms": _now() - t0}
         return out
     except Exception as exc:  # noqa: BLE001

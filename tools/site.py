@@ -515,7 +515,8 @@ def build_site(force: bool = False) -> Path:
         gz = precompress(staging / rel)
         if gz is not None:
             files[rel]["gz"] = gz
-    core = [rel for rel in files if not on_demand(rel, build_info, default_model_file(staging / "models"))]
+    default_file = default_model_file(staging / "models")
+    core = [rel for rel in files if not on_demand(rel, build_info, default_file)]
     version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
     sw = staging / "sw.js"
     sw.write_text(sw.read_text().replace("__PIXIMI_VERSION__", version))

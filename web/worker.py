@@ -57,13 +57,21 @@ async def _load_deferred():
             _deferred = None
 
 
-async def _packages_or_error():
-    try:
-        await _load_deferred()
-    except Exception as exc:  # noqa: BLE001
-        return _js_obj({"ok": False, "error": {"type": "DownloadError", "message":
-                        f"could not load the image-processing packages ({exc}); reload the page"}})
-    return None
+def _with_packages(entry):
+    """An async entry point that needs the deferred packages: the runtime must be loaded,
+    and the packages too (waited for, loaded now if warm_up failed), else a clear error."""
+    async def call(*args):
+        if _ww is None:
+            return _not_ready()
+        try:
+            await _load_deferred()
+        except Exception as exc:  # noqa: BLE001
+            return _js_obj({"ok": False, "error": {"type": "DownloadError", "message":
+                            f"could not load the image-processing packages ({exc}); reload the page"}})
+        return await entry(*args)
+
+    call.__name__ = entry.__name__
+    return call
 
 
 async def init(cfg):
@@ -150,12 +158,8 @@ def batch_clear():
     return _js_obj(_ww.batch_clear())
 
 
+@_with_packages
 async def segment(data, options=None):
-    if _ww is None:
-        return _not_ready()
-    failed = await _packages_or_error()
-    if failed:
-        return failed
     out = await _ww.segment(_bytes(data), _py(options) or {}, progress=_progress)
     return _js_obj(out)
 
@@ -167,21 +171,13 @@ def _id(value):
     return value
 
 
+@_with_packages
 async def open_image(data, options=None):
-    if _ww is None:
-        return _not_ready()
-    failed = await _packages_or_error()
-    if failed:
-        return failed
     return _js_obj(await _ww.open_image(_bytes(data), _py(options) or {}))
 
 
+@_with_packages
 async def prompt(image_id, request=None, options=None):
-    if _ww is None:
-        return _not_ready()
-    failed = await _packages_or_error()
-    if failed:
-        return failed
     out = await _ww.prompt(_id(image_id), _py(request) or {}, _py(options) or {}, progress=_progress)
     return _js_obj(out)
 
@@ -204,12 +200,8 @@ def prompt_cancel():
     return _js_obj(_ww.prompt_cancel() if _ww else {"ok": True})
 
 
+@_with_packages
 async def refine(image_id=None, options=None):
-    if _ww is None:
-        return _not_ready()
-    failed = await _packages_or_error()
-    if failed:
-        return failed
     return _js_obj(await _ww.refine(_id(image_id), _py(options) or {}, progress=_progress))
 
 
