@@ -2,8 +2,8 @@
 by ``tools/precompile.mjs``).
 
 Pyodide keeps its file system in memory, so the bytecode Python writes on import
-is lost with the page and every visit compiled tifffile and piximi_py again
-(tifffile alone: about a second). Each module's ``__pycache__`` entry is added
+is lost with the page and every visit compiled tifffile and piximi_py again.
+Each module's ``__pycache__`` entry is added
 as an *unchecked* hash-based pyc (PEP 552): Python loads it without reading the
 source, and the source stays beside it for tracebacks.
 """

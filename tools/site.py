@@ -318,7 +318,7 @@ SCIPY_UNUSED = ("cluster", "constants", "datasets", "fft", "fftpack", "integrate
 def precompile_wheels(pairs: dict) -> None:
     """Write each wheel ``src -> dest`` with bytecode compiled by Pyodide's own Python
     (``tools/precompile.mjs`` in Node.js): the page then skips compiling tifffile and
-    piximi_py at every visit (tifffile's import 2.6 -> 1.1 s in Pyodide)."""
+    piximi_py at every visit (Pyodide keeps no bytecode between visits)."""
     for dest in pairs.values():
         dest.parent.mkdir(parents=True, exist_ok=True)
     args = [str(p) for src, dest in pairs.items() for p in (src, dest)]
