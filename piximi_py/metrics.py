@@ -38,8 +38,8 @@ def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
         raise ValueError(f"shape mismatch: {true.shape} vs {pred.shape}")
     t, n_true = _relabel_sequential(np.asarray(true))
     p, n_pred = _relabel_sequential(np.asarray(pred))
-    overlap = np.bincount(
-        (t.ravel().astype(np.int64) * (n_pred + 1) + p.ravel()),
+    overlap = np.bincount(  # np.intp: bincount's index type (32 bits in the page)
+        (t.ravel().astype(np.intp) * (n_pred + 1) + p.ravel()),
         minlength=(n_true + 1) * (n_pred + 1),
     ).reshape(n_true + 1, n_pred + 1)
     area_true = overlap.sum(axis=1, keepdims=True)

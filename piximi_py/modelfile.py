@@ -4,7 +4,8 @@ The file must look like the shipped nuclei models: one float input
 ``(batch, 1 or 3, height, width)`` and one output ``(batch, 3, height, width)``
 of background / interior / boundary probabilities. Everything else (tiling,
 normalization, thresholds, diameter) is taken from a template, the default
-model of the index. Anything else is refused with a message that says what
+model of the index, except what a model taught in the page records in its
+metadata (:func:`piximi_py.teach.spec_from_metadata`). Anything else is refused with a message that says what
 does not fit, before an image is touched.
 """
 from __future__ import annotations
@@ -74,10 +75,13 @@ def spec_from_model_file(path, template: ModelSpec) -> ModelSpec:
         raise ModelFileError(f"'{name}' fails on a {side}x{side} test image ({str(exc).splitlines()[0][:200]})") from None
     if out.shape != (1, 3, side, side):
         raise ModelFileError(f"'{name}' turns a {side}x{side} image into {out.shape}; expected (1, 3, {side}, {side})")
-    return dataclasses.replace(template, id=f"file:{name}", name=f"{name} (from a file)", file=str(path.resolve()),
+    spec = dataclasses.replace(template, id=f"file:{name}", name=f"{name} (from a file)", file=str(path.resolve()),
                                sha256="", bytes=size, channels=channels, default=False,
                                description=f"loaded from {name}; tiling, normalization, thresholds and "
-                                           f"diameter as {template.id}", metrics={}, latency_ms_512=0.0)
+                                           f"diameter as {template.id}.", metrics={}, latency_ms_512=0.0)
+    from .teach import spec_from_metadata  # a taught model records its thresholds and diameter
+
+    return spec_from_metadata(spec, session.get_modelmeta().custom_metadata_map)
 
 
 def resolve_model(model, models_dir=None) -> tuple[ModelSpec, Path]:

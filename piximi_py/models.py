@@ -42,6 +42,9 @@ class ModelSpec:
     #: median nucleus diameter (px) of the model's training images: images are rescaled so that
     #: their nuclei come out this size (``piximi_py.rescale``); 0 = use images as they are
     diameter: float = 0.0
+    #: typical object diameter (px) of the images a taught model was adapted on
+    #: (``piximi_py.teach``): used when no diameter is given, instead of estimating; 0 = estimate
+    image_diameter: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

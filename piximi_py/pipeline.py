@@ -252,8 +252,9 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         Plane selection for multi-plane files (see :func:`piximi_py.io.read_image`).
     diameter : float, optional
         Typical nucleus diameter in pixels. The image is rescaled so that
-        it matches the model's (``model.diameter``). None: estimated
-        (:func:`estimate_diameter`). Models without a diameter ignore it.
+        it matches the model's (``model.diameter``). None: the diameter a
+        taught model was adapted on (``model.image_diameter``), else
+        estimated (:func:`estimate_diameter`). Models without a diameter ignore it.
 
     Raises
     ------
@@ -284,6 +285,8 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         raise io.ImageReadError(str(exc)) from None
     lap("preprocess")
     estimated, passes = False, []
+    if diameter is None and model.image_diameter:
+        diameter = D.check_diameter(model.image_diameter, image.shape)
     if model.diameter and diameter is None:
         diameter, passes = await estimate_diameter(x, model, backend, progress)
         estimated = diameter is not None

@@ -80,6 +80,8 @@ class _State:
     sam_warm_up: dict = {}   # (model id, runtime) -> decoder warm-up run times (ms), see _warm_up_decoder
     pending = None       # the last prompt's mask, waiting for prompt_accept
     edit_history = None  # undo / redo of the last segmentation's edits (piximi_py.webedit)
+    corrected: dict = {}  # image name -> its image and corrected labels, to teach (piximi_py.webteach)
+    taught = 0           # models taught so far (their ids count up)
 
 
 S = _State()
@@ -347,7 +349,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         }
         image_id = None if options.get("batch") else _remember(image)  # batch: not for prompts
         result["image_id"] = image_id
-        S.last = {"labels": labels, "image": image, "name": name or "image",
+        S.last = {"labels": labels, "image": image, "name": name or "image", "model": spec.id,
                   "pixel_size": pixel_size, "table": None, "image_id": image_id, "diameter": seg.diameter}
         S.pending = None
         if options.get("measure", True):

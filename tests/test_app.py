@@ -619,6 +619,83 @@ def test_try_a_sample_image(app, models_dir):
     assert "nuclei_stardist.tif" in page.text_content("body")
 
 
+def _page_file_bytes(page, expression: str) -> bytes:
+    """The bytes of a Blob the page's ``expression`` (awaited) gives."""
+    import base64
+
+    b64 = page.evaluate(f"""async () => {{
+      const b = new Uint8Array(await (await {expression}).arrayBuffer());
+      let s = ''; for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
+      return btoa(s); }}""")
+    return base64.b64decode(b64)
+
+
+def test_teach_download_and_load_a_model(app, sample, models_dir, tmp_path):
+    """Teach in the page: two corrected quarters of the StarDist sample (their objects replaced by
+    the ground truth) adapt nuclei_unet, whose AP@0.5 on the other half then rises; the taught
+    model downloads as a zip (ONNX, rdf.yaml, card) that CPython runs with the page's labels,
+    and loads back into the page; a file that is no model is refused and the page keeps working."""
+    from tools.browser import segment_in_page
+
+    import piximi_py
+    from piximi_py.metrics import average_precision
+
+    page = app.page
+    image_path, mask_path = stardist_sample()
+    truth = tifffile.imread(mask_path).astype(np.int32)
+    h, w = sample.shape[0] // 2, sample.shape[1] // 2
+    page.select_option("#model", "nuclei_unet")
+    for name, rows in (("top-left.tif", slice(0, h)), ("bottom-left.tif", slice(h, None))):
+        path = tmp_path / name
+        tifffile.imwrite(path, sample[rows, :w])
+        set_status_pending(page)
+        page.set_input_files("#file", str(path))
+        wait_done(page)
+        gt = truth[rows, :w]
+        res = page.evaluate("([labels, h, w]) => window.piximi.markCorrected({labels, height: h, width: w})",
+                            [gt.ravel().tolist(), gt.shape[0], gt.shape[1]])
+        assert name in res["corrected"]
+    assert res["count"] == 2 and not page.locator("#teach-run").is_disabled()
+    right = tmp_path / "right.tif"
+    tifffile.imwrite(right, sample[:, w:])
+    before = segment_in_page(page, right.read_bytes(), model="nuclei_unet", backend="wasm")["labels"]
+
+    page.click("#teach-run")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Taught')"
+                           " || !document.querySelector('#error').hidden", timeout=120_000)
+    assert page.locator("#error").is_hidden(), page.text_content("#error")
+    taught = page.eval_on_selector("#model", "s => s.value")
+    assert taught.startswith("nuclei_unet+taught"), taught
+    assert "Taught on 2 image(s)" in page.text_content("#teach-info")
+    after = segment_in_page(page, right.read_bytes(), model=taught, backend="wasm")["labels"]
+    ap_before, ap_after = (average_precision(truth[:, w:], x) for x in (before, after))
+    assert ap_after >= ap_before + 0.05, (ap_before, ap_after)
+
+    # download: a zip CPython runs, with the page's labels
+    data = _page_file_bytes(page, f"window.piximi.downloadModel('{taught}')")
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = set(zf.namelist())
+        onnx_name = next(n for n in names if n.endswith(".onnx"))
+        assert {"rdf.yaml", "README.md"} <= names and any(n.endswith("test_output.npy") for n in names)
+        assert "top-left.tif" in zf.read("README.md").decode()
+        (tmp_path / onnx_name).write_bytes(zf.read(onnx_name))
+    native = piximi_py.segment_image(sample[:, w:], model=str(tmp_path / onnx_name), models_dir=models_dir)
+    np.testing.assert_array_equal(native.labels, after)
+
+    # load it back into the page; a file that is not a model is refused with a message
+    page.set_input_files("#model-file", str(tmp_path / onnx_name))
+    page.wait_for_function(f"document.querySelector('#model').value === 'file:{onnx_name}'")
+    loaded = segment_in_page(page, right.read_bytes(), model=f"file:{onnx_name}", backend="wasm")["labels"]
+    np.testing.assert_array_equal(loaded, after)
+    bad = tmp_path / "not_a_model.onnx"
+    bad.write_bytes(b"this is not an ONNX file")
+    page.set_input_files("#model-file", str(bad))
+    page.wait_for_function("!document.querySelector('#error').hidden")
+    assert "not_a_model.onnx" in page.text_content("#error")
+    page.select_option("#model", "nuclei")
+    assert segment_in_page(page, right.read_bytes(), backend="wasm")["count"] > 10
+
+
 def test_offline_after_first_visit(app, files, models_dir):
     """After the first visit the service worker serves the whole site: reload
     with the network off and segment a file."""

@@ -112,6 +112,10 @@ async function start() {
         : done ? "Embedding ready" : "Computing the image embedding for this region (1–2 s)…", total ? done / total : null);
       return total > 1 && refineJob.cancel;   // true: the worker stops refining
     }
+    else if (stage === "teach") {
+      status(`Teaching the model from the corrected images (${done}/${total})…`, total ? done / total : null);
+      return teachJob.cancel;   // true: the worker stops teaching, the model is unchanged
+    }
     else if (stage === "download") status(`Downloading a model (first use, then cached): ${mb(done)} of ${mb(total)}…`, total ? done / total : null);
     else if (stage === "diameter") status(done < total ? `Measuring the nuclei's size (pass ${done + 1})…` : "Size measured", done / total);
     else status(`${stage}: ${done}/${total}`, total ? done / total : null);
@@ -284,6 +288,85 @@ async function refine(options = {}) {
   });
 }
 
+// ---------------------------------------------------------------- teach
+// Corrected images teach the model (piximi_py.webteach): the taught model is added
+// to the model list, used for the images that follow, and can be downloaded.
+const teachJob = { running: false, cancel: false };
+
+async function markCorrected(options = {}) {
+  await ready;
+  return inWorker(async () => {
+    const r = unwrap(await worker.sync.mark_corrected(options));
+    delete r.ok;
+    $("teach-info").textContent = r.count ? `${r.count} corrected image(s): ${r.corrected.join(", ")}` : "";
+    $("teach-run").disabled = !r.count;
+    return { ...r };
+  });
+}
+
+function addModel(entry) {
+  modelList = modelList.filter((m) => m.id !== entry.id).concat([entry]);
+  const sel = $("model");
+  [...sel.options].filter((o) => o.value === entry.id).forEach((o) => o.remove());
+  sel.append(new Option(modelLabel(entry, $("backend-used").textContent), entry.id));
+  sel.value = entry.id;
+}
+
+async function teach(options = {}) {
+  await ready;
+  return inWorker(async () => {
+    const res = unwrap(await worker.sync.teach({ model: options.model || null, budget_s: options.budgetS ?? 45 }));
+    delete res.ok;
+    addModel(res.model);
+    return res;
+  });
+}
+
+async function downloadModel(modelId = null) {
+  await ready;
+  return inWorker(async () => {
+    const res = unwrap(await worker.sync.download_model(modelId || $("model").value || ""));
+    const blob = new Blob([res.data], { type: "application/zip" });
+    blob.filename = res.filename;
+    return blob;
+  });
+}
+
+async function loadModel(input, options = {}) {
+  await ready;
+  const bytes = await toBytes(input);
+  const filename = options.filename || (input instanceof File ? input.name : "model.onnx");
+  return inWorker(async () => {
+    const res = unwrap(await worker.sync.load_model(bytes, { filename }));
+    addModel(res.model);
+    return { ...res.model };
+  });
+}
+
+async function runTeach() {
+  if (teachJob.running) { teachJob.cancel = true; $("teach-run").textContent = "Cancelling…"; return; }
+  showError("");
+  Object.assign(teachJob, { running: true, cancel: false });
+  $("teach-run").textContent = "Cancel teaching";
+  document.body.classList.add("busy");
+  try {
+    const res = await teach();
+    const r = res.report;
+    $("teach-info").textContent = `Taught on ${res.images.length} image(s): objects ~${res.diameter.toFixed(1)} px, ` +
+      `${r.head_refitted ? "last layer refitted" : "last layer kept"}; AP@0.5 on the corrected images ` +
+      `${r.ap50_corrected_before} → ${r.ap50_corrected_after}. Selected for the images you open next.`;
+    status(`Taught in ${r.seconds.toFixed(1)} s`, 1);
+    $("model-download").disabled = false;
+  } catch (e) {
+    if (e.name === "Cancelled") status(e.message, 1);
+    else { showError(e.message); status("Teaching failed", 1); }
+  } finally {
+    Object.assign(teachJob, { running: false, cancel: false });
+    $("teach-run").textContent = "Teach";
+    document.body.classList.remove("busy");
+  }
+}
+
 const ready = start();
 ready.catch((e) => { status("Failed to load", 0); showError(e.message); });
 // ---------------------------------------------------------------- offline
@@ -391,6 +474,13 @@ window.piximi = {
   // "split" {start, end}, "paint" {points, radius, label}, "erase" {points, radius},
   // "polygon" {points}, "undo", "redo" -> {changed, count, undo, redo, label}
   edit: editLabels,
+  // teaching: keep the last segmentation, as edited, as a corrected example ({remove, clear});
+  // adapt the model to the corrected examples ({model, budgetS}) -> {model, report, diameter};
+  // a model as a zip (ONNX, rdf.yaml, card); a model file of the user's, checked, added to the list
+  markCorrected,
+  teach,
+  downloadModel,
+  loadModel,
   // offline use: fetch every file not cached yet ({onProgress({done, files, bytes, total})}),
   // and what is cached now
   offline: makeOffline,
@@ -1050,6 +1140,24 @@ $("prompt-accept").addEventListener("click", acceptPrompt);
 $("prompt-cancel").addEventListener("click", cancelPrompt);
 $("refine-all").addEventListener("click", refineAll);
 $("sample").addEventListener("click", openSample);
+$("teach-mark").addEventListener("click", async () => {
+  try { await markCorrected(); } catch (e) { showError(e.message); }
+});
+$("teach-run").addEventListener("click", runTeach);
+$("model-download").addEventListener("click", async () => {
+  try { download(await downloadModel()); } catch (e) { showError(e.message); }
+});
+$("model-file").addEventListener("change", async (e) => {
+  const file = e.target.files[0];
+  if (!file) return;
+  try {
+    showError("");
+    const m = await loadModel(file);
+    $("teach-info").textContent = `Loaded ${m.name}`;
+    $("model-download").disabled = false;
+  } catch (err) { showError(err.message); }
+  e.target.value = "";
+});
 $("edit-delete").addEventListener("click", () => selection.size && runEdit("delete", { labels: [...selection] }, "Deleted"));
 $("edit-merge").addEventListener("click", () => selection.size > 1 && runEdit("merge", { labels: [...selection] }, "Merged"));
 $("edit-split").addEventListener("click", () => toggleTool("split"));

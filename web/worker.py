@@ -205,6 +205,34 @@ async def refine(image_id=None, options=None):
     return _js_obj(await _ww.refine(_id(image_id), _py(options) or {}, progress=_progress))
 
 
+@_with_packages
+async def mark_corrected(options=None):
+    from piximi_py.webteach import mark_corrected as mark
+
+    return _js_obj(mark(_py(options) or {}))
+
+
+@_with_packages
+async def teach(options=None):
+    from piximi_py.webteach import teach as adapt
+
+    return _js_obj(await adapt(_py(options) or {}, progress=_progress))
+
+
+@_with_packages
+async def download_model(model_id=None):
+    from piximi_py.webteach import download_model as download
+
+    return _js_obj(await download(_id(model_id)))
+
+
+@_with_packages
+async def load_model(data, options=None):
+    from piximi_py.webteach import load_model as load
+
+    return _js_obj(await load(_bytes(data), _py(options) or {}))
+
+
 __export__ = ["init", "warm_up", "models", "segment", "describe", "export", "batch_fail", "batch_zip",
               "batch_clear", "memory", "open_image", "prompt", "prompt_accept", "prompt_cancel", "edit",
-              "refine"]
+              "refine", "mark_corrected", "teach", "download_model", "load_model"]

@@ -1,0 +1,390 @@
+"""Adapt a model to a user's images from the objects they corrected ("Teach").
+
+A model that is wrong on a new microscope is mostly wrong in how it reads
+that microscope's features into background / interior / boundary, and in
+the size it expects. So teaching keeps the network and refits what is cheap
+to refit, in numpy, in the page or in CPython alike:
+
+1. the **diameter**: the median diameter of the corrected objects, used for
+   the images that follow;
+2. the **head**, the last 1x1 convolution (:func:`piximi_py.onnxfile.find_head`):
+   a softmax regression from the network's own features (an extra output of
+   the same ONNX file) to the classes of the corrected labels
+   (:func:`class_targets`), started from the shipped weights and held near
+   them (:func:`fit_head`);
+3. the **thresholds** that turn probabilities into objects, chosen on the
+   corrected images (:func:`choose_thresholds`).
+
+The result is a new ONNX file (:func:`adapted_model_bytes`): the same
+network with the new head and, in its metadata, the diameter, thresholds and
+what it was adapted on, so that it can be downloaded, loaded again and run by
+any ONNX runtime.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from . import diameter as D
+from . import onnxfile, postprocess, preprocess, rescale, tiling
+from .metrics import average_precision
+from .models import ModelSpec
+
+__all__ = ["class_targets", "touching_mask", "resize_labels", "Example", "collect_example",
+           "fit_head", "choose_thresholds", "Adaptation", "teach", "adapted_model_bytes",
+           "spec_from_metadata", "METADATA_KEY"]
+
+#: The metadata key of an adapted model's description (JSON).
+METADATA_KEY = "piximi.adapted"
+#: Loss weights of background / interior / boundary, and extra weight where objects touch. Training
+#: weights boundaries up (1/1/2, +3 where objects touch); refitting only the head with those weights
+#: made it split more objects on the corrected images themselves, so the head's fit is unweighted.
+CLASS_WEIGHT = (1.0, 1.0, 1.0)
+TOUCHING_WEIGHT = 0.0
+#: Pull of the head towards the shipped weights (L2 on the weights, against the mean loss).
+PRIOR = 0.1
+#: Most feature positions a fit uses: a random sample beyond it.
+MAX_POSITIONS = 15_000
+#: A refitted head or new thresholds are kept when they beat the model as it is by this much
+#: AP@0.5 on corrected images they were not fitted to.
+MIN_GAIN = 0.01
+
+Progress = Optional[Callable[[str, int, int], None]]
+
+
+def class_targets(labels: np.ndarray, boundary_width: int = 2) -> np.ndarray:
+    """0 background, 1 interior, 2 boundary (inner rim of each object, ``boundary_width`` px).
+
+    A rim of two pixels keeps the interiors of touching nuclei four pixels
+    apart, which the network learns far more reliably than a one-pixel gap.
+    """
+    size = 2 * boundary_width + 1
+    boundary = (ndi.maximum_filter(labels, size) != labels) | (ndi.minimum_filter(labels, size) != labels)
+    target = np.zeros(labels.shape, np.int64)
+    target[labels > 0] = 1
+    target[boundary & (labels > 0)] = 2
+    return target
+
+
+def touching_mask(labels: np.ndarray, width: int = 2) -> np.ndarray:
+    """Pixels of an object within ``width`` px of another object (not background)."""
+    size = 2 * width + 1
+    no_label = np.iinfo(labels.dtype).max
+    largest = ndi.maximum_filter(labels, size)
+    smallest = ndi.minimum_filter(np.where(labels > 0, labels, no_label), size)
+    return (labels > 0) & ((largest != labels) | ((smallest != labels) & (smallest != no_label)))
+
+
+def resize_labels(labels: np.ndarray, shape) -> np.ndarray:
+    """Nearest-neighbour resampling of instance labels at pixel centres (the grid of
+    :func:`piximi_py.rescale.resize`)."""
+    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int)
+    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int)
+    return labels[np.minimum(rows, labels.shape[0] - 1)][:, np.minimum(cols, labels.shape[1] - 1)]
+
+
+@dataclass
+class Example:
+    """One corrected image, on the model's grid (rescaled to the model's diameter and padded)."""
+    features: np.ndarray     #: (C, H/block, W/block) the network's features
+    targets: np.ndarray      #: (N, block**2) class of each output pixel of each feature position
+    weights: np.ndarray      #: (N, block**2) loss weight of each (0 on padding)
+    probabilities: np.ndarray  #: (K, H, W) the model's own output
+    labels: np.ndarray       #: (H, W) the corrected labels on the same grid
+    crop: tuple              #: the image within the padded grid
+    diameter: float          #: median diameter of the corrected objects (image pixels)
+
+
+def _positions(target: np.ndarray, block: int) -> np.ndarray:
+    """``(h, w)`` full-resolution map -> ``(h/block * w/block, block**2)``, position-major,
+    sub-pixels in depth-to-space (CRD) order."""
+    h, w = target.shape
+    return (target.reshape(h // block, block, w // block, block).transpose(0, 2, 1, 3)
+            .reshape(-1, block * block))
+
+
+async def collect_example(x: np.ndarray, labels: np.ndarray, model: ModelSpec, head: onnxfile.Head,
+                          backend, diameter: float | None = None) -> Example:
+    """Features and targets of one corrected image.
+
+    Parameters
+    ----------
+    x : ndarray
+        The image as the model takes it, ``(C, H, W)`` (:func:`piximi_py.pipeline.prepare_input`).
+    labels : ndarray
+        The corrected labels of the image, ``(H, W)``.
+    backend : Backend
+        Runs the model with ``head.features`` as an extra output
+        (:func:`piximi_py.onnxfile.with_outputs`), through ``run_named``.
+    diameter : float, optional
+        Object diameter in image pixels; default: that of ``labels``.
+    """
+    if diameter is None:
+        diameter, count = D.median_diameter(labels, min_objects=1)
+        if not count:
+            raise ValueError("a corrected image needs at least one object")
+    scale = rescale.scale_factor(diameter, model.diameter) if model.diameter else 1.0
+    if scale != 1.0:
+        shape = rescale.rescaled_shape(x.shape, scale)
+        x = rescale.resize(x, shape)
+        labels = resize_labels(labels, shape)
+    block = head.block
+    multiple = max(model.input_multiple, block)
+    padded, crop = preprocess.pad_to_multiple(x, multiple)
+    lab = np.zeros(padded.shape[-2:], labels.dtype)
+    lab[crop] = labels
+    # tiles on the feature grid, so that every tile starts on a whole feature position
+    grid = (padded.shape[-2] // block, padded.shape[-1] // block)
+    tile = max(multiple, model.tile_size - model.tile_size % multiple) // block
+    features = probabilities = None
+    for t in tiling.plan_tiles(grid, tile, model.tile_overlap // block):
+        read = tuple(slice(s.start * block, s.stop * block) for s in t.read)
+        out = await backend.run_named({backend.input_name: np.ascontiguousarray(padded[(slice(None),) + read])[None]})
+        f, p = out[head.features][0], out[backend.output_names[0]][0]
+        if features is None:
+            features = np.empty((f.shape[0],) + grid, np.float32)
+            probabilities = np.empty((p.shape[0],) + padded.shape[-2:], np.float32)
+        features[(slice(None),) + t.core] = f[(slice(None),) + t.inner]
+        core, inner = ([slice(s.start * block, s.stop * block) for s in ss] for ss in (t.core, t.inner))
+        probabilities[(slice(None),) + tuple(core)] = p[(slice(None),) + tuple(inner)]
+    target = class_targets(lab)
+    weight = np.asarray(CLASS_WEIGHT, np.float32)[target] + TOUCHING_WEIGHT * touching_mask(lab)
+    known = np.zeros(lab.shape, bool)  # reflected padding has no truth
+    known[crop] = True
+    weight[~known] = 0
+    return Example(features, _positions(target, block).astype(np.int8), _positions(weight, block),
+                   probabilities[(slice(None),) + crop], labels, crop, float(diameter))
+
+
+def _head_probabilities(X, W, b, block):
+    """Softmax over classes of the head at positions ``X`` (N, C): (N, K, S)."""
+    classes = W.shape[0] // (block * block)
+    z = (X @ W.T + b).reshape(len(X), classes, block * block)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def fit_head(examples: list, head: onnxfile.Head, *, iterations: int = 300, learning_rate: float = 0.01,
+             prior: float | None = None, seed: int = 0, deadline: float | None = None,
+             progress: Progress = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """New head weights fitted to the examples' targets (weighted cross-entropy, Adam, full batch).
+
+    The loss is the weighted mean cross-entropy plus ``prior`` times the
+    squared distance to the shipped weights, so that a few corrected images
+    move the head only as far as they must.
+
+    Returns
+    -------
+    weight, bias : ndarray
+        Of the head's shapes.
+    report : dict
+        Loss before and after, iterations run, positions used.
+    """
+    prior = PRIOR if prior is None else prior
+    X = np.concatenate([e.features.reshape(e.features.shape[0], -1).T for e in examples]).astype(np.float32)
+    Y = np.concatenate([e.targets for e in examples]).astype(np.intp)  # put_along_axis indexes with it (32-bit in the page)
+    Wt = np.concatenate([e.weights for e in examples]).astype(np.float32)
+    keep = Wt.sum(axis=1) > 0
+    X, Y, Wt = X[keep], Y[keep], Wt[keep]
+    if len(X) > MAX_POSITIONS:
+        pick = np.random.default_rng(seed).choice(len(X), MAX_POSITIONS, replace=False)
+        X, Y, Wt = X[pick], Y[pick], Wt[pick]
+    if not len(X):
+        raise ValueError("no corrected pixels to learn from")
+    classes, block = head.classes, head.block
+    onehot = np.zeros((len(X), classes, block * block), np.float32)
+    np.put_along_axis(onehot, Y[:, None, :], 1.0, axis=1)
+    total = Wt.sum()
+    W0, b0 = head.weight.astype(np.float32), head.bias.astype(np.float32)
+    W, b = W0.copy(), b0.copy()
+    m = [np.zeros_like(W), np.zeros_like(b)]
+    v = [np.zeros_like(W), np.zeros_like(b)]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    losses = []
+    run = 0
+    for run in range(1, iterations + 1):
+        p = _head_probabilities(X, W, b, block)
+        losses.append(float(-(Wt * np.log(np.maximum((p * onehot).sum(axis=1), 1e-12))).sum() / total))
+        g = ((p - onehot) * Wt[:, None, :] / total).reshape(len(X), -1)
+        grads = [g.T @ X + prior * (W - W0), g.sum(axis=0) + prior * (b - b0)]
+        for i, (param, grad) in enumerate(zip((W, b), grads)):
+            m[i] = beta1 * m[i] + (1 - beta1) * grad
+            v[i] = beta2 * v[i] + (1 - beta2) * grad * grad
+            param -= learning_rate * (m[i] / (1 - beta1 ** run)) / (np.sqrt(v[i] / (1 - beta2 ** run)) + eps)
+        if progress and run % 10 == 0:
+            progress("teach", run, iterations)
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    return W, b, {"loss_before": round(losses[0], 4), "loss_after": round(losses[-1], 4),
+                  "iterations": run, "positions": int(len(X))}
+
+
+def head_probabilities(features: np.ndarray, weight: np.ndarray, bias: np.ndarray, block: int) -> np.ndarray:
+    """Class probabilities ``(K, H*block, W*block)`` of a head on features ``(C, H, W)``."""
+    c, h, w = features.shape
+    p = _head_probabilities(features.reshape(c, -1).T, weight, bias, block)  # (h*w, K, S)
+    k = p.shape[1]
+    return (p.reshape(h, w, k, block, block).transpose(2, 0, 3, 1, 4).reshape(k, h * block, w * block))
+
+
+#: Threshold pairs :func:`choose_thresholds` tries.
+FOREGROUND_THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
+SEED_THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
+
+
+def choose_thresholds(pairs: list, model: ModelSpec) -> tuple[dict, float]:
+    """The foreground and seed thresholds with the best mean AP@0.5 on ``(probabilities, labels)``
+    pairs; ties keep the model's own. Returns the postprocess options and that AP."""
+    post = dict(model.postprocess)
+    own = (post.get("foreground_threshold", 0.5), post.get("seed_threshold", 0.5))
+    options = {k: v for k, v in post.items() if k in ("min_seed_size", "min_size")}
+    best, best_ap = own, -1.0
+    for fg in FOREGROUND_THRESHOLDS:
+        for seed in SEED_THRESHOLDS:
+            aps = [average_precision(lab, postprocess.masks_to_labels(
+                *postprocess.threshold_probabilities(prob, fg, seed), **options)) for prob, lab in pairs]
+            ap = float(np.mean(aps))
+            if ap > best_ap + 1e-9 or (abs(ap - best_ap) <= 1e-9 and (fg, seed) == own):
+                best, best_ap = (fg, seed), ap
+    post.update(foreground_threshold=best[0], seed_threshold=best[1])
+    return post, best_ap
+
+
+@dataclass
+class Adaptation:
+    """What :func:`teach` learned."""
+    weight: np.ndarray
+    bias: np.ndarray
+    postprocess: dict
+    diameter: float                  #: typical object diameter of the taught images (px)
+    images: list = field(default_factory=list)  #: names of the corrected images
+    report: dict = field(default_factory=dict)  #: losses, AP on the corrected images, timings
+
+    def description(self, model: ModelSpec) -> dict:
+        return {"adapted_from": model.id, "images": self.images, "diameter": self.diameter,
+                "postprocess": self.postprocess, "report": self.report}
+
+
+def _ap(examples, weight, bias, head, post) -> float:
+    """Mean AP@0.5 of a head and thresholds on examples."""
+    options = {k: v for k, v in post.items() if k in ("min_seed_size", "min_size")}
+    aps = []
+    for e in examples:
+        prob = (e.probabilities if weight is None
+                else head_probabilities(e.features, weight, bias, head.block)[(slice(None),) + e.crop])
+        masks = postprocess.threshold_probabilities(prob, post["foreground_threshold"], post["seed_threshold"])
+        aps.append(average_precision(e.labels, postprocess.masks_to_labels(*masks, **options)))
+    return float(np.mean(aps))
+
+
+async def teach(corrected: list, model: ModelSpec, head: onnxfile.Head, backend, *,
+                budget_s: float = 45.0, iterations: int = 200, progress: Progress = None) -> Adaptation:
+    """Adapt ``model`` to corrected images.
+
+    The diameter always follows the corrected images. A refitted head (with
+    thresholds chosen for it) or new thresholds alone are kept only when they
+    pay on images they did not see: each corrected image is scored with what
+    the others taught, against the model as it is, and the better of the two
+    is kept if it gains :data:`MIN_GAIN`. With one corrected image only the
+    diameter changes.
+
+    Parameters
+    ----------
+    corrected : list of (name, x, labels)
+        ``x`` the image as the model takes it ``(C, H, W)``, ``labels`` its corrected objects.
+    head : Head
+        The model's head (:func:`piximi_py.onnxfile.find_head`).
+    backend : Backend
+        The model with ``head.features`` as an extra output.
+    budget_s : float
+        Seconds the head's fits may take together at most (the features come first).
+    """
+    if not corrected:
+        raise ValueError("mark at least one image as corrected before teaching")
+    t0 = time.perf_counter()
+    examples = []
+    for i, (name, x, labels) in enumerate(corrected):
+        if progress:
+            progress("teach", i, len(corrected) + 2)
+        examples.append(await collect_example(x, labels, model, head, backend))
+    t_features = time.perf_counter()
+    deadline = t_features + budget_s
+    own = model.postprocess
+    report = {"ap50_corrected_before": round(_ap(examples, None, None, head, own), 4)}
+    weight, bias, keep_head = head.weight, head.bias, False
+    post = own
+    if len(examples) > 1:
+        # each corrected image scored by what the others taught, against the model as it is
+        as_is, thresholds, refitted = [], [], []
+        for i, held in enumerate(examples):
+            others = examples[:i] + examples[i + 1:]
+            fold_post = choose_thresholds([(e.probabilities, e.labels) for e in others], model)[0]
+            fold_w, fold_b, _ = fit_head(others, head, iterations=iterations,
+                                         deadline=deadline - (budget_s / 2) * (len(examples) - i - 1) / len(examples))
+            fold_head_post = choose_thresholds([(head_probabilities(e.features, fold_w, fold_b, head.block)
+                                                 [(slice(None),) + e.crop], e.labels) for e in others], model)[0]
+            as_is.append(_ap([held], None, None, head, own))
+            thresholds.append(_ap([held], None, None, head, fold_post))
+            refitted.append(_ap([held], fold_w, fold_b, head, fold_head_post))
+        scores = {"as_is": float(np.mean(as_is)), "thresholds": float(np.mean(thresholds)),
+                  "head": float(np.mean(refitted))}
+        report.update({f"ap50_held_out_{k}": round(v, 4) for k, v in scores.items()})
+        if progress:
+            progress("teach", len(examples) + 1, len(examples) + 2)
+        best = max(("head", "thresholds"), key=scores.get)
+        if scores[best] > scores["as_is"] + MIN_GAIN:
+            if best == "head":
+                weight, bias, fit = fit_head(examples, head, iterations=iterations, deadline=deadline)
+                report.update(fit)
+                keep_head = True
+                post = choose_thresholds([(head_probabilities(e.features, weight, bias, head.block)
+                                           [(slice(None),) + e.crop], e.labels) for e in examples], model)[0]
+            else:
+                post = choose_thresholds([(e.probabilities, e.labels) for e in examples], model)[0]
+    report.update(head_refitted=keep_head,
+                  ap50_corrected_after=round(_ap(examples, weight if keep_head else None, bias, head, post), 4),
+                  seconds_features=round(t_features - t0, 2), seconds=round(time.perf_counter() - t0, 2))
+    if progress:
+        progress("teach", len(examples) + 2, len(examples) + 2)
+    return Adaptation(np.asarray(weight, np.float32), np.asarray(bias, np.float32), post,
+                      round(float(np.median([e.diameter for e in examples])), 2), [c[0] for c in corrected], report)
+
+
+def adapted_model_bytes(model_bytes: bytes, head: onnxfile.Head, adaptation: Adaptation,
+                        model: ModelSpec) -> bytes:
+    """The ONNX file of the adapted model: ``model_bytes`` with the new head and its description."""
+    out = onnxfile.replace_initializers(model_bytes, {
+        head.weight_name: adaptation.weight.reshape(head.weight.shape + (1, 1)),
+        head.bias_name: adaptation.bias})
+    return onnxfile.with_metadata(out, {METADATA_KEY: json.dumps(adaptation.description(model))})
+
+
+def spec_from_metadata(spec: ModelSpec, metadata: dict) -> ModelSpec:
+    """``spec`` with the thresholds and image diameter an adapted model's metadata records
+    (unchanged when it records none, or nothing readable)."""
+    text = metadata.get(METADATA_KEY)
+    if not text:
+        return spec
+    try:
+        described = json.loads(text)
+        post = {k: float(v) for k, v in described.get("postprocess", {}).items()
+                if k in ("foreground_threshold", "seed_threshold", "min_seed_size", "min_size")}
+        diameter = float(described.get("diameter") or 0.0)
+        source = str(described.get("adapted_from", ""))
+        images = [str(i) for i in described.get("images", [])]
+    except (ValueError, TypeError, AttributeError):
+        return spec
+    if not np.isfinite(diameter) or diameter < D.MIN_DIAMETER:
+        diameter = 0.0
+    note = (f" Adapted from {source} on {len(images)} corrected image(s) ({', '.join(images[:5])}"
+            f"{', ...' if len(images) > 5 else ''}); objects about {diameter:.1f} px across.")
+    return dataclasses.replace(spec, postprocess={**spec.postprocess, **post}, image_diameter=diameter,
+                               description=spec.description + note)

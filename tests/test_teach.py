@@ -1,0 +1,86 @@
+"""Teaching (piximi_py.teach) on real images: corrected quarters of the StarDist sample teach a
+model, which then scores better on the other half of the image; the taught model is an ONNX
+file that CPython loads again (thresholds and diameter from its metadata) with the same labels."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from realdata import stardist_sample  # noqa: E402
+
+pytest.importorskip("onnxruntime")
+
+import piximi_py  # noqa: E402
+from piximi_py import onnxfile  # noqa: E402
+from piximi_py import teach as T  # noqa: E402
+from piximi_py.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
+from piximi_py.io import read_image  # noqa: E402
+from piximi_py.metrics import average_precision  # noqa: E402
+from piximi_py.pipeline import prepare_input, segment_async  # noqa: E402
+
+
+def _taught(models_dir, model_id, corrected_images):
+    spec = piximi_py.find_model(piximi_py.load_models(models_dir), model_id)
+    data = (models_dir / spec.file).read_bytes()
+    head = onnxfile.find_head(data)
+    backend = OnnxRuntimeBackend(onnxfile.with_outputs(data, [head.features]))
+    corrected = [(name, prepare_input(im, spec), lab) for name, im, lab in corrected_images]
+    adaptation = piximi_py.run_sync(T.teach(corrected, spec, head, backend))
+    return spec, data, T.adapted_model_bytes(data, head, adaptation, spec), adaptation
+
+
+def test_class_targets_mark_rims_and_interiors():
+    labels = np.zeros((12, 20), np.int32)
+    labels[2:10, 2:10] = 1
+    labels[2:10, 10:18] = 2  # touching
+    target = T.class_targets(labels)
+    assert target[0, 0] == 0 and target[5, 5] == 1 and target[5, 9] == 2 and target[5, 10] == 2
+    assert T.touching_mask(labels)[5, 9] and not T.touching_mask(labels)[5, 4]
+
+
+def test_corrected_quarters_teach_the_model_and_the_file_reloads(models_dir, tmp_path):
+    image_path, mask_path = stardist_sample()
+    image, truth = read_image(image_path), read_image(mask_path).astype(np.int32)
+    h, w = image.shape[0] // 2, image.shape[1] // 2
+    corrected = [("top-left", image[:h, :w], truth[:h, :w]), ("bottom-left", image[h:, :w], truth[h:, :w])]
+    spec, data, new, adaptation = _taught(models_dir, "nuclei_unet", corrected)
+    assert adaptation.report["head_refitted"]
+    assert 15 < adaptation.diameter < 35  # the sample's nuclei: about 24 px
+    right, right_truth = image[:, w:], truth[:, w:]
+    before = piximi_py.run_sync(segment_async(right, spec, OnnxRuntimeBackend(data)))
+    taught_spec = T.spec_from_metadata(spec, onnxfile.read_metadata(new))
+    assert taught_spec.image_diameter == pytest.approx(adaptation.diameter)
+    after = piximi_py.run_sync(segment_async(right, taught_spec, OnnxRuntimeBackend(new)))
+    assert after.diameter == pytest.approx(adaptation.diameter) and not after.diameter_estimated
+    ap_before, ap_after = average_precision(right_truth, before.labels), average_precision(right_truth, after.labels)
+    assert ap_after >= ap_before + 0.05, (ap_before, ap_after)
+    # the downloaded file, loaded again by path, runs with the same thresholds and diameter
+    path = tmp_path / "nuclei_unet_taught.onnx"
+    path.write_bytes(new)
+    again = piximi_py.segment_image(right, model=str(path), models_dir=models_dir)
+    np.testing.assert_array_equal(again.labels, after.labels)
+
+
+def test_one_corrected_image_changes_only_the_diameter(models_dir):
+    image_path, mask_path = stardist_sample()
+    image, truth = read_image(image_path), read_image(mask_path).astype(np.int32)
+    spec, data, new, adaptation = _taught(models_dir, None, [("sample", image, truth)])
+    assert not adaptation.report["head_refitted"] and adaptation.postprocess == spec.postprocess
+    np.testing.assert_array_equal(onnxfile.find_head(new).weight, onnxfile.find_head(data).weight)
+
+
+def test_teaching_needs_corrected_objects(models_dir):
+    spec = piximi_py.find_model(piximi_py.load_models(models_dir), None)
+    data = (models_dir / spec.file).read_bytes()
+    head = onnxfile.find_head(data)
+    backend = OnnxRuntimeBackend(onnxfile.with_outputs(data, [head.features]))
+    with pytest.raises(ValueError, match="at least one"):
+        piximi_py.run_sync(T.teach([], spec, head, backend))
+    empty = np.zeros((64, 64), np.int32)
+    with pytest.raises(ValueError, match="at least one object"):
+        piximi_py.run_sync(T.teach([("x", np.zeros((1, 64, 64), np.float32), empty)], spec, head, backend))
