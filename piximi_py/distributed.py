@@ -211,6 +211,7 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
     from . import export, resolve_diameter
     from .io import ImageReadError, describe_image, read_image_bytes
     from .measure import regionprops_table
+    from .models import reads_color
     from .pipeline import segment_async
 
     t0 = time.perf_counter()
@@ -231,7 +232,7 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
             data = path.read_bytes()
         except OSError as exc:
             raise ImageReadError(f"cannot open '{path.name}': {exc.strerror or exc}") from None
-        image = read_image_bytes(data, path.name, color=spec.channels == 3, index=index)
+        image = read_image_bytes(data, path.name, color=reads_color(spec), index=index)
         pixel_size = describe_image(data, path.name).get("pixel_size")
         decode_ms = (time.perf_counter() - t) * 1000.0
         px = resolve_diameter(diameter, diameter_um, pixel_size)

@@ -43,11 +43,20 @@ class ModelSpec:
     #: their nuclei come out this size (``piximi_py.rescale``); 0 = use images as they are
     diameter: float = 0.0
     #: typical object diameter (px) of the images a taught model was adapted on
-    #: (``piximi_py.teach``): used when no diameter is given, instead of estimating; 0 = estimate
+    #: (``piximi_py.teach``): replaces the estimate of an image whose objects measure about
+    #: that (``piximi_py.pipeline.TAUGHT_DIAMETER_RANGE``); 0 = none
     image_diameter: float = 0.0
+    #: the model reads one stain of a colour image ("hematoxylin": nuclei of brightfield H&E
+    #: slides, ``piximi_py.preprocess.hematoxylin_density``), not its intensity; "" = none
+    stain: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def reads_color(spec: ModelSpec) -> bool:
+    """Whether images are decoded in colour for ``spec`` (RGB models and stain models)."""
+    return spec.channels == 3 or bool(spec.stain)
 
 
 def can_segment(spec: ModelSpec) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 from . import diameter as D
 from . import io, postprocess, preprocess, rescale, tiling
 from .backends.base import Backend
-from .models import ModelSpec
+from .models import ModelSpec, reads_color
 
 __all__ = ["Segmentation", "prepare_input", "predict_probabilities", "predict_masks",
            "estimate_diameter", "segment_async"]
@@ -45,7 +45,12 @@ class Segmentation:
 
 
 def prepare_input(image: np.ndarray, model: ModelSpec) -> np.ndarray:
-    """Normalize a decoded plane into the model's ``(C, H, W)`` float32 input."""
+    """Normalize a decoded plane into the model's ``(C, H, W)`` float32 input (a stain model
+    reads that stain's density of a colour image, ``ModelSpec.stain``)."""
+    if model.stain and image.ndim == 3:
+        if model.stain != "hematoxylin":
+            raise ValueError(f"unknown stain {model.stain!r} in the model's description")
+        image = preprocess.hematoxylin_density(image)
     if model.channels == 1:
         if image.ndim == 3:  # RGB given to a grayscale model
             image = image[..., :3].astype(np.float32).mean(axis=-1)
@@ -123,6 +128,8 @@ async def predict_masks(x: np.ndarray, model: ModelSpec, backend: Backend,
     return fg[crop], seed[crop]
 
 
+#: A taught model's diameter is used for an image unless the estimate differs by more than this factor.
+TAUGHT_DIAMETER_RANGE = 1.5
 #: Largest side (model pixels) of the window one estimation pass segments.
 ESTIMATE_WINDOW = 1024
 #: Passes of :func:`estimate_diameter` at most.
@@ -252,9 +259,11 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         Plane selection for multi-plane files (see :func:`piximi_py.io.read_image`).
     diameter : float, optional
         Typical nucleus diameter in pixels. The image is rescaled so that
-        it matches the model's (``model.diameter``). None: the diameter a
-        taught model was adapted on (``model.image_diameter``), else
-        estimated (:func:`estimate_diameter`). Models without a diameter ignore it.
+        it matches the model's (``model.diameter``). None: estimated
+        (:func:`estimate_diameter`); a taught model's diameter
+        (``model.image_diameter``) replaces the estimate unless the image's
+        objects measure more than :data:`TAUGHT_DIAMETER_RANGE` times
+        larger or smaller. Models without a diameter ignore it.
 
     Raises
     ------
@@ -274,7 +283,7 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
 
     D.check_diameter(diameter)
     if isinstance(image_or_bytes, (bytes, bytearray, memoryview)):
-        image = io.read_image_bytes(image_or_bytes, filename, color=model.channels == 3, index=index)
+        image = io.read_image_bytes(image_or_bytes, filename, color=reads_color(model), index=index)
     else:
         image = io.validate_image(np.asarray(image_or_bytes))
     diameter = D.check_diameter(diameter, image.shape)
@@ -285,11 +294,12 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         raise io.ImageReadError(str(exc)) from None
     lap("preprocess")
     estimated, passes = False, []
-    if diameter is None and model.image_diameter:
-        diameter = D.check_diameter(model.image_diameter, image.shape)
     if model.diameter and diameter is None:
         diameter, passes = await estimate_diameter(x, model, backend, progress)
         estimated = diameter is not None
+        taught = model.image_diameter
+        if taught and (diameter is None or _near(diameter, taught, TAUGHT_DIAMETER_RANGE)):
+            diameter, estimated = D.check_diameter(taught, image.shape), False
         lap("diameter")
     scale = rescale.scale_factor(diameter, model.diameter) if diameter else 1.0
     # a pass of the estimate over the whole image at (nearly) this scale is this scale's work

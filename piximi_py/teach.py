@@ -6,7 +6,8 @@ the size it expects. So teaching keeps the network and refits what is cheap
 to refit, in numpy, in the page or in CPython alike:
 
 1. the **diameter**: the median diameter of the corrected objects, used for
-   the images that follow;
+   the images that follow (``ModelSpec.image_diameter``; see
+   :func:`piximi_py.pipeline.segment_async` for images far from it);
 2. the **head**, the last 1x1 convolution (:func:`piximi_py.onnxfile.find_head`):
    a softmax regression from the network's own features (an extra output of
    the same ONNX file) to the classes of the corrected labels
@@ -235,9 +236,10 @@ def head_probabilities(features: np.ndarray, weight: np.ndarray, bias: np.ndarra
     return (p.reshape(h, w, k, block, block).transpose(2, 0, 3, 1, 4).reshape(k, h * block, w * block))
 
 
-#: Threshold pairs :func:`choose_thresholds` tries.
-FOREGROUND_THRESHOLDS = (0.4, 0.5, 0.6, 0.7)
-SEED_THRESHOLDS = (0.2, 0.3, 0.4, 0.5)
+#: Threshold pairs :func:`choose_thresholds` tries (with the model's own).
+FOREGROUND_THRESHOLDS = (0.5, 0.6, 0.7)
+SEED_THRESHOLDS = (0.3, 0.4, 0.5)
+
 
 
 def choose_thresholds(pairs: list, model: ModelSpec) -> tuple[dict, float]:
@@ -247,8 +249,8 @@ def choose_thresholds(pairs: list, model: ModelSpec) -> tuple[dict, float]:
     own = (post.get("foreground_threshold", 0.5), post.get("seed_threshold", 0.5))
     options = {k: v for k, v in post.items() if k in ("min_seed_size", "min_size")}
     best, best_ap = own, -1.0
-    for fg in FOREGROUND_THRESHOLDS:
-        for seed in SEED_THRESHOLDS:
+    for fg in sorted(set(FOREGROUND_THRESHOLDS) | {own[0]}):
+        for seed in sorted(set(SEED_THRESHOLDS) | {own[1]}):
             aps = [average_precision(lab, postprocess.masks_to_labels(
                 *postprocess.threshold_probabilities(prob, fg, seed), **options)) for prob, lab in pairs]
             ap = float(np.mean(aps))
@@ -385,6 +387,7 @@ def spec_from_metadata(spec: ModelSpec, metadata: dict) -> ModelSpec:
     if not np.isfinite(diameter) or diameter < D.MIN_DIAMETER:
         diameter = 0.0
     note = (f" Adapted from {source} on {len(images)} corrected image(s) ({', '.join(images[:5])}"
-            f"{', ...' if len(images) > 5 else ''}); objects about {diameter:.1f} px across.")
+            f"{', ...' if len(images) > 5 else ''}); "
+            + (f"objects about {diameter:.1f} px across." if diameter else "object size estimated per image."))
     return dataclasses.replace(spec, postprocess={**spec.postprocess, **post}, image_diameter=diameter,
                                description=spec.description + note)

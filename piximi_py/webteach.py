@@ -188,7 +188,7 @@ def _card(spec, described: dict) -> str:
              f"{len(described.get('images', []))} corrected image(s): "
              + ", ".join(f"`{i}`" for i in described.get("images", [])) + ".", "",
              "| | |", "|---|---|",
-             f"| typical object diameter of those images | {described.get('diameter')} px (used when no diameter is given) |",
+             f"| typical object diameter of those images | {described.get('diameter')} px (used for new images whose objects measure within 1.5x of it) |",
              f"| thresholds (foreground / seed) | {spec.postprocess.get('foreground_threshold')} / "
              f"{spec.postprocess.get('seed_threshold')} |",
              f"| last layer refitted | {'yes' if report.get('head_refitted') else 'no'} |"]

@@ -39,7 +39,7 @@ import numpy as np
 from .backends.ortweb import BACKENDS, BackendUnavailable, OrtWebBackend, load_ort
 from .diameter import check_diameter, resolve_diameter
 from .io import ImageReadError
-from .models import can_segment, computes_in_float16, find_model, load_model_index
+from .models import can_segment, computes_in_float16, find_model, load_model_index, reads_color
 
 __all__ = ["init", "warm_up", "models", "segment", "describe", "export", "batch_fail", "batch_zip", "memory",
            "batch_clear", "open_image", "prompt", "prompt_accept", "prompt_cancel", "refine"]
@@ -322,7 +322,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         index, project = _plane_options(options)
         info = await _describe_decodable(data, name)
         t = _now()
-        image = pio.read_image_bytes(data, name, color=spec.channels == 3, index=index,
+        image = pio.read_image_bytes(data, name, color=reads_color(spec), index=index,
                                      project=project)
         decode_ms = _now() - t
         pixel_size = options.get("pixel_size") or info.get("pixel_size")

@@ -604,6 +604,22 @@ def test_editing_tools_with_undo(app, files, tmp_path):
     page.keyboard.press("Control+z")
     page.wait_for_function(f"document.querySelector('#count').textContent === '{count}'")
 
+    # box delete (X): every object mostly inside the dragged box goes, in one undoable step
+    current = _page_labels(page)
+    box = (0, 0, current.shape[1] // 2, current.shape[0] // 2)
+    inside = edit.objects_in_box(current, box)
+    assert len(inside) >= 2
+    page.keyboard.press("x")
+    page.mouse.move(*_click_pixel(page, box[0], box[1]))
+    page.mouse.down()
+    page.mouse.move(*_click_pixel(page, box[2], box[3]), steps=5)
+    page.mouse.up()
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Deleted the objects')")
+    np.testing.assert_array_equal(_page_labels(page), edit.delete_objects(current, inside))
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+z")
+    page.wait_for_function(f"document.querySelector('#count').textContent === '{count}'")
+
 
 def test_try_a_sample_image(app, models_dir):
     """A newcomer's first minute: the sample button segments the site's own example image (the

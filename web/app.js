@@ -759,9 +759,9 @@ function setEditTool(on, tool = "split") {
   if (on) setPromptMode(false);
   editTool = on ? tool : null;
   document.body.classList.toggle("edit-tool", !!editTool);
-  for (const t of ["split", "draw", "brush"]) $(`edit-${t}`).setAttribute("aria-pressed", String(editTool === t));
-  const hints = { split: "Draw a line across the object to split", draw: "Draw the outline of the new object",
-                  brush: "Paint: drag over the image (shift: erase)" };
+  for (const t of ["box", "split", "draw", "brush"]) $(`edit-${t}`).setAttribute("aria-pressed", String(editTool === t));
+  const hints = { box: "Drag a box: the objects inside it are deleted", split: "Draw a line across the object to split",
+                  draw: "Draw the outline of the new object", brush: "Paint: drag over the image (shift: erase)" };
   if (editTool) $("edit-info").textContent = `${hints[editTool]} (Esc: stop)`;
   else if (!selection.size) $("edit-info").textContent = "";
 }
@@ -773,6 +773,7 @@ const toolPointer = {
   move(e) {
     const p = pixelAt(e, true);
     if (editTool === "split") { drawPrompt(null, [this.start, p]); return; }
+    if (editTool === "box") { drawPrompt(boxOf(this.start, p)); return; }
     const last = this.path[this.path.length - 1];
     if (p[0] !== last[0] || p[1] !== last[1]) this.path.push(p);
     drawPrompt(null, null, this.path, editTool === "brush" ? brushRadius() : 0);
@@ -784,6 +785,9 @@ const toolPointer = {
     if (editTool === "split") {
       if (Math.hypot(end[0] - this.start[0], end[1] - this.start[1]) < 2) return;
       runEdit("split", { start: this.start, end }, "Split");
+    } else if (editTool === "box") {
+      if (Math.hypot(end[0] - this.start[0], end[1] - this.start[1]) < 2) return;
+      runEdit("delete", { box: boxOf(this.start, end) }, "Deleted the objects in the box");
     } else if (editTool === "draw") {
       if (this.path.length < 3) return;
       runEdit("polygon", { points: this.path }, "Object drawn");
@@ -795,6 +799,7 @@ const toolPointer = {
     }
   },
 };
+const boxOf = (a, b) => [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
 const brushRadius = () => Math.max(1, Number($("brush-radius").value) || 4);
 
 // ---------------------------------------------------------------- prompt mode (SAM)
@@ -1161,6 +1166,7 @@ $("model-file").addEventListener("change", async (e) => {
 $("edit-delete").addEventListener("click", () => selection.size && runEdit("delete", { labels: [...selection] }, "Deleted"));
 $("edit-merge").addEventListener("click", () => selection.size > 1 && runEdit("merge", { labels: [...selection] }, "Merged"));
 $("edit-split").addEventListener("click", () => toggleTool("split"));
+$("edit-box").addEventListener("click", () => toggleTool("box"));
 $("edit-draw").addEventListener("click", () => toggleTool("draw"));
 $("edit-brush").addEventListener("click", () => toggleTool("brush"));
 $("edit-undo").addEventListener("click", () => runEdit("undo", {}, "Undone"));
@@ -1174,6 +1180,7 @@ document.addEventListener("keydown", (e) => {
   else if ((e.key === "Delete" || e.key === "Backspace") && selection.size) { e.preventDefault(); $("edit-delete").click(); }
   else if (e.key.toLowerCase() === "m" && selection.size > 1) { e.preventDefault(); $("edit-merge").click(); }
   else if (e.key.toLowerCase() === "s") { e.preventDefault(); toggleTool("split"); }
+  else if (e.key.toLowerCase() === "x") { e.preventDefault(); toggleTool("box"); }
   else if (e.key.toLowerCase() === "d") { e.preventDefault(); toggleTool("draw"); }
   else if (e.key.toLowerCase() === "b") { e.preventDefault(); toggleTool("brush"); }
   else if (e.key === "Escape" && toolOn()) { e.preventDefault(); setEditTool(false); }
