@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["ModelSpec", "load_model_index", "default_models_dir", "find_model", "PROMPT_TASKS",
-           "can_segment", "computes_in_float16"]
+           "can_segment", "computes_in_float16", "reads_color", "suggest_model", "BRIGHTFIELD_TASK"]
 
 #: Tasks whose models need prompts (boxes, clicks) and cannot run ``segment``.
 PROMPT_TASKS = ("prompt-segmentation",)
@@ -57,6 +57,24 @@ class ModelSpec:
 def reads_color(spec: ModelSpec) -> bool:
     """Whether images are decoded in colour for ``spec`` (RGB models and stain models)."""
     return spec.channels == 3 or bool(spec.stain)
+
+
+#: The task of the models for stained brightfield slides (H&E), suggested for images that look stained.
+BRIGHTFIELD_TASK = "nuclei-brightfield"
+
+
+def suggest_model(specs: list, image) -> tuple[ModelSpec, str]:
+    """The model a decoded image calls for, and why in words: the brightfield task's default
+    for an image that looks like a stained slide (:func:`piximi_py.preprocess.looks_stained`),
+    else the default whole-image model of the other tasks."""
+    from .preprocess import looks_stained
+
+    stained, why = looks_stained(image)
+    runnable = [s for s in specs if can_segment(s)]
+    brightfield = [s for s in runnable if s.task == BRIGHTFIELD_TASK]
+    if stained and brightfield:
+        return next((s for s in brightfield if s.default), brightfield[0]), why
+    return find_model([s for s in runnable if s.task != BRIGHTFIELD_TASK] or runnable, None), why
 
 
 def can_segment(spec: ModelSpec) -> bool:

@@ -306,7 +306,9 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     pixel_size (µm; default: from the file), measure (bool, default true),
     batch (bool: add this result's exports to the batch zip), diameter (nucleus
     diameter in px; absent or null: estimated) or diameter_um (µm, with the pixel size).
-    The result's ``diameter`` is the one used, ``diameter_estimated`` says whether it was measured.
+    The result's ``diameter`` is the one used, ``diameter_estimated`` says whether it was measured;
+    ``suggested_model`` is the model the image calls for (a stained slide: the brightfield
+    model), ``suggested_because`` says why (:func:`piximi_py.models.suggest_model`).
     """
     from . import io as pio
     from .measure import regionprops_table, summarize
@@ -325,6 +327,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         image = pio.read_image_bytes(data, name, color=reads_color(spec), index=index,
                                      project=project)
         decode_ms = _now() - t
+        suggested, why = _suggestion(image, data, name, spec, index, project, info)
         pixel_size = options.get("pixel_size") or info.get("pixel_size")
         diameter = resolve_diameter(options.get("diameter"), options.get("diameter_um"), pixel_size)
         seg = await segment_async(image, spec, backend, progress=progress, filename=name,
@@ -346,6 +349,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             "diameter_estimated": seg.diameter_estimated,
             "model_diameter": spec.diameter or None,
             "scale": seg.scale,
+            "suggested_model": suggested.id, "suggested_because": why,
         }
         image_id = None if options.get("batch") else _remember(image)  # batch: not for prompts
         result["image_id"] = image_id
@@ -369,6 +373,19 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         return result
     except Exception as exc:  # noqa: BLE001
         return _error(exc)
+
+
+def _suggestion(image, data: bytes, name, spec, index, project, info: dict):
+    """The model this image calls for and why (:func:`piximi_py.models.suggest_model`); a colour
+    file read in grey for a fluorescence model is read again in colour to tell."""
+    from . import io as pio
+    from .models import suggest_model
+
+    if image.ndim == 2 and info.get("sizes", {}).get("S", 1) >= 3:
+        image = pio.read_image_bytes(data, name, color=True, index=index, project=project)
+    suggested, why = suggest_model([s for s in S.specs if not s.id.startswith("file:") and "+taught" not in s.id],
+                                   image)
+    return suggested, why
 
 
 def _intensity(image: np.ndarray) -> np.ndarray:

@@ -712,6 +712,33 @@ def test_teach_download_and_load_a_model(app, sample, models_dir, tmp_path):
     assert segment_in_page(page, right.read_bytes(), backend="wasm")["count"] > 10
 
 
+def test_stained_slide_gets_the_suggested_model(app, models_dir, tmp_path):
+    """A stained slide (scikit-image's immunohistochemistry sample, real H-DAB) opened with the
+    fluorescence default: the page says why it suggests the brightfield model, and one click
+    segments it with that model, with CPython's labels."""
+    pytest.importorskip("skimage")
+    from PIL import Image
+    from skimage import data
+
+    slide = data.immunohistochemistry()[:256, :256]
+    path = tmp_path / "ihc_slide.png"
+    Image.fromarray(slide).save(path)
+    page = app.page
+    page.select_option("#model", "nuclei")
+    set_status_pending(page)
+    page.set_input_files("#file", str(path))
+    wait_done(page)
+    assert page.locator("#model-suggestion").is_visible()
+    assert "bright background" in page.text_content("#model-suggestion-text")
+    set_status_pending(page)
+    page.click("#use-suggested")
+    wait_done(page)
+    assert page.eval_on_selector("#model", "s => s.value") == "nuclei_hematoxylin"
+    assert page.locator("#model-suggestion").is_hidden()
+    np.testing.assert_array_equal(_page_labels(page), cpython_labels(str(path), models_dir, "nuclei_hematoxylin"))
+    page.select_option("#model", "nuclei")
+
+
 def test_offline_after_first_visit(app, files, models_dir):
     """After the first visit the service worker serves the whole site: reload
     with the network off and segment a file."""

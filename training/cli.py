@@ -56,6 +56,35 @@ SHIPPED = {
 }
 
 
+#: Index entries that reuse a shipped model's file with other preprocessing (no training, no
+#: extra download): ``from`` names the shipped model, ``entry`` what differs.
+DERIVED = {
+    "nuclei_hematoxylin": {
+        "from": "nuclei_unet",
+        "entry": {"id": "nuclei_hematoxylin", "name": "Nuclei, H&E / brightfield via the hematoxylin stain "
+                  "(fluorescence U-Net, no extra download)", "task": "nuclei-brightfield", "default": True,
+                  "stain": "hematoxylin",
+                  "description": "The full-resolution fluorescence U-Net (nuclei_unet) reading the hematoxylin "
+                                 "density of a stained slide (colour deconvolution with Ruifrok-Johnston H&E "
+                                 "vectors, piximi_py.preprocess.hematoxylin_density): nuclei come out bright as in "
+                                 "fluorescence. Trained on no stained image, so it does not depend on one lab's "
+                                 "staining; suggested for stained colour images."},
+    },
+}
+
+
+def derive(model_id: str, models_dir: Path = ROOT / "models") -> dict:
+    """Write the :data:`DERIVED` entry ``model_id`` into ``models_dir/index.json``."""
+    from .export import register_model
+
+    cfg = DERIVED[model_id]
+    index = json.loads((models_dir / "index.json").read_text())
+    base = next(m for m in index["models"] if m["id"] == cfg["from"])
+    keep = ("tile_size", "tile_overlap", "normalize", "postprocess", "file", "channels", "input_multiple",
+            "latency_ms_512", "diameter", "webgpu")
+    return register_model(models_dir / "index.json", {**{k: base[k] for k in keep if k in base}, **cfg["entry"]})
+
+
 def cmd_train(args) -> int:
     from .zoo import train_variant
 
@@ -70,6 +99,8 @@ def cmd_export(args) -> int:
 
     for model_id in args.model or sorted(SHIPPED):
         print(json.dumps(ship(model_id, SHIPPED[model_id]), indent=1))
+    for model_id in DERIVED:
+        print(json.dumps(derive(model_id), indent=1))
     return 0
 
 

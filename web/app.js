@@ -664,10 +664,23 @@ function showResult(res, name) {
   $("backend-used").textContent = res.backend;
   $("result-name").textContent = `${name} — ${res.width}×${res.height}, model ${res.model}`;
   showDiameter(res);
+  showSuggestion(res);
   const rows = ["decode", "preprocess", "diameter", "inference", "postprocess", "measure", "total", "roundtrip"]
     .filter((k) => k in res.timings)
     .map((k) => `<tr><th>${k}</th><td>${res.timings[k].toFixed(1)} ms</td></tr>`);
   $("timings").innerHTML = rows.join("");
+}
+
+// A stained slide segmented with a fluorescence model (or the reverse): the model the image
+// calls for, why, and one click to use it (the user's choice otherwise stands).
+function showSuggestion(res) {
+  const taskOf = (id) => modelList.find((m) => m.id === id)?.task;
+  const differs = res.suggested_model && taskOf(res.suggested_model) !== taskOf(res.model);
+  $("model-suggestion").hidden = !differs;
+  if (!differs) return;
+  const m = modelList.find((x) => x.id === res.suggested_model);
+  $("model-suggestion-text").textContent = `This image looks like ${res.suggested_because}. Suggested model: ${m?.name || m?.id}.`;
+  $("use-suggested").dataset.model = res.suggested_model;
 }
 
 // The diameter field: empty = estimate; after a run it shows what was used (estimated or typed).
@@ -1149,6 +1162,10 @@ $("teach-mark").addEventListener("click", async () => {
   try { await markCorrected(); } catch (e) { showError(e.message); }
 });
 $("teach-run").addEventListener("click", runTeach);
+$("use-suggested").addEventListener("click", () => {
+  $("model").value = $("use-suggested").dataset.model;
+  if (current) segmentCurrent();
+});
 $("model-download").addEventListener("click", async () => {
   try { download(await downloadModel()); } catch (e) { showError(e.message); }
 });
