@@ -164,7 +164,7 @@ def cmd_evaluate(args) -> int:
 
 def held_out_mode(model_id: str) -> str:
     """Which held-out images a shipped model is scored on: "rgb" for brightfield, else "gray"."""
-    base = SHIPPED.get(model_id.removesuffix("_int8"), {})
+    base = SHIPPED.get(model_id.removesuffix("_int8")) or DERIVED.get(model_id, {})
     return "rgb" if base.get("entry", {}).get("task") == "nuclei-brightfield" else "gray"
 
 
