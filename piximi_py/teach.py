@@ -39,7 +39,7 @@ from .models import ModelSpec
 
 __all__ = ["class_targets", "touching_mask", "resize_labels", "Example", "collect_example",
            "fit_head", "choose_thresholds", "Adaptation", "teach", "adapted_model_bytes",
-           "spec_from_metadata", "METADATA_KEY"]
+           "spec_from_metadata", "teach_model", "METADATA_KEY"]
 
 #: The metadata key of an adapted model's description (JSON).
 METADATA_KEY = "piximi.adapted"
@@ -391,3 +391,41 @@ def spec_from_metadata(spec: ModelSpec, metadata: dict) -> ModelSpec:
             + (f"objects about {diameter:.1f} px across." if diameter else "object size estimated per image."))
     return dataclasses.replace(spec, postprocess={**spec.postprocess, **post}, image_diameter=diameter,
                                description=spec.description + note)
+
+
+def teach_model(corrected, path, model=None, *, models_dir=None, budget_s: float = 45.0) -> Adaptation:
+    """Teach a model from corrected images in CPython and write the taught ONNX file (what the
+    page's "Teach" then "Download model" give).
+
+    Parameters
+    ----------
+    corrected : list of (image, labels) or (name, image, labels)
+        Decoded images (2-D, or RGB for colour and stain models) and their corrected labels.
+    path : str or Path
+        Where to write the taught model; run it with ``piximi_py.segment(..., model=path)``.
+    model : str, optional
+        A model id of the index (default: the default model) or an ``.onnx`` file.
+
+    Examples
+    --------
+    >>> adaptation = teach_model([(image_a, labels_a), (image_b, labels_b)], "taught.onnx")  # doctest: +SKIP
+    >>> labels = piximi_py.segment("next.tif", model="taught.onnx")  # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from . import run_sync
+    from .backends.onnxruntime import OnnxRuntimeBackend
+    from .modelfile import resolve_model
+    from .pipeline import prepare_input
+
+    spec, file = resolve_model(model, models_dir)
+    data = Path(file).read_bytes()
+    head = onnxfile.find_head(data)
+    backend = OnnxRuntimeBackend(onnxfile.with_outputs(data, [head.features]))
+    examples = []
+    for i, item in enumerate(corrected):
+        name, image, labels = item if len(item) == 3 else (f"image {i + 1}", *item)
+        examples.append((str(name), prepare_input(np.asarray(image), spec), np.asarray(labels).astype(np.int32)))
+    adaptation = run_sync(teach(examples, spec, head, backend, budget_s=budget_s))
+    Path(path).write_bytes(adapted_model_bytes(data, head, adaptation, spec))
+    return adaptation

@@ -84,3 +84,15 @@ def test_teaching_needs_corrected_objects(models_dir):
     empty = np.zeros((64, 64), np.int32)
     with pytest.raises(ValueError, match="at least one object"):
         piximi_py.run_sync(T.teach([("x", np.zeros((1, 64, 64), np.float32), empty)], spec, head, backend))
+
+
+def test_teach_model_writes_a_file_cpython_runs(models_dir, tmp_path):
+    image_path, mask_path = stardist_sample()
+    image, truth = read_image(image_path), read_image(mask_path).astype(np.int32)
+    h, w = image.shape[0] // 2, image.shape[1] // 2
+    path = tmp_path / "taught.onnx"
+    adaptation = T.teach_model([(image[:h, :w], truth[:h, :w]), ("bottom-left", image[h:, :w], truth[h:, :w])],
+                               path, "nuclei_unet", models_dir=models_dir)
+    assert adaptation.images == ["image 1", "bottom-left"]
+    labels = piximi_py.segment(image[:, w:], model=str(path), models_dir=models_dir)
+    assert average_precision(truth[:, w:], labels) > 0.9
