@@ -36,7 +36,8 @@ import traceback
 
 import numpy as np
 
-from .backends.ortweb import BACKENDS, BackendUnavailable, OrtWebBackend, load_ort
+from .backends.ortweb import (BACKENDS, BackendUnavailable, OrtWebBackend, float16_on_webgpu, load_ort,
+                              webgpu_available)
 from .diameter import check_diameter, resolve_diameter
 from .io import ImageReadError
 from .models import can_segment, computes_in_float16, find_model, load_model_index, reads_color
@@ -81,6 +82,7 @@ class _State:
     pending = None       # the last prompt's mask, waiting for prompt_accept
     edit_history = None  # undo / redo of the last segmentation's edits (piximi_py.webedit)
     corrected: dict = {}  # image name -> its image and corrected labels, to teach (piximi_py.webteach)
+    probes: dict = {}    # model id -> how "auto" chose WebGPU or WASM (piximi_py.backends.probe)
     taught = 0           # models taught so far (their ids count up)
 
 
@@ -175,9 +177,18 @@ async def _backend(spec, backend: str, progress=None) -> OrtWebBackend:
     if not spec.webgpu and backend != "wasm":
         backend = "wasm"  # the result's ``backend`` says so
     key = (spec.id, backend)
+    float16 = computes_in_float16(spec.file)
+    if key not in S.sessions and backend == "auto" and S.cfg.get("probe_backend", True) \
+            and await webgpu_available() and not (float16 and not await float16_on_webgpu()):
+        from .backends.probe import choose_backend  # WebGPU or WASM, by timing both once
+
+        chosen, S.probes[spec.id] = await choose_backend(await _model_bytes(spec, progress), spec.channels,
+                                                         spec.sha256 or spec.file, S.base)
+        S.sessions[key] = chosen
+        S.sessions.setdefault((spec.id, chosen.name), chosen)
     if key not in S.sessions:
         S.sessions[key] = await OrtWebBackend.create(await _model_bytes(spec, progress), backend,
-                                                     float16=computes_in_float16(spec.file))
+                                                     float16=float16)
         if backend == "auto":  # remember the concrete one as well
             S.sessions.setdefault((spec.id, S.sessions[key].name), S.sessions[key])
     return S.sessions[key]
@@ -185,7 +196,8 @@ async def _backend(spec, backend: str, progress=None) -> OrtWebBackend:
 
 async def init(cfg: dict) -> dict:
     """cfg: base (absolute site URL ending in /), ort_modules ({"wasm": URL, "webgpu": URL}), ort_wasm_paths,
-    models_index (relative URLs), backend (default "auto"), num_threads (optional)."""
+    models_index (relative URLs), backend (default "auto"), num_threads (optional), probe_backend
+    (default true: "auto" times WebGPU and WASM once per model and GPU, :mod:`piximi_py.backends.probe`)."""
     try:
         t0 = _now()
         timings = {}
@@ -212,6 +224,7 @@ async def init(cfg: dict) -> dict:
         prompt_models = [s for s in S.specs if not can_segment(s)]
         return {"ok": True, "models": models(),
                 "default_model": S.default_model, "backend": backend.name,
+                "backend_probe": S.probes.get(S.default_model),
                 "prompt_model": find_model(prompt_models, None).id if prompt_models else None,
                 "prompt_models": [{"id": s.id, "name": S.raw[s.id].get("name", s.id)} for s in prompt_models],
                 "ms": _now() - t0, "timings": timings}
@@ -351,6 +364,8 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             "scale": seg.scale,
             "suggested_model": suggested.id, "suggested_because": why,
         }
+        if options.get("backend", "auto") == "auto" and spec.id in S.probes:
+            result["backend_probe"] = S.probes[spec.id]
         image_id = None if options.get("batch") else _remember(image)  # batch: not for prompts
         result["image_id"] = image_id
         S.last = {"labels": labels, "image": image, "name": name or "image", "model": spec.id,
@@ -554,7 +569,8 @@ def memory() -> dict:
     is blocks, not bytes: also given) and the number of live Python objects;
     also which onnxruntime-web build each execution provider was given
     (``ort_builds``, each build has a heap of its own) and the decoder warm-up
-    runs of each loaded prompt model (``sam_warm_up_runs``, "model/runtime")."""
+    runs of each loaded prompt model (``sam_warm_up_runs``, "model/runtime"), and how
+    ``backend="auto"`` chose WebGPU or WASM for each model (``backend_probes``)."""
     import gc
     import sys
 
@@ -563,7 +579,8 @@ def memory() -> dict:
     out = {"python_blocks": sys.getallocatedblocks(), "python_objects": len(gc.get_objects()),
            "batch_zip_bytes": S.batch.buf.tell() if S.batch is not None else 0,
            "ort_builds": loaded_builds(),
-           "sam_warm_up_runs": {f"{m}/{rt}": len(times) for (m, rt), times in S.sam_warm_up.items()}}
+           "sam_warm_up_runs": {f"{m}/{rt}": len(times) for (m, rt), times in S.sam_warm_up.items()},
+           "backend_probes": dict(S.probes)}
     try:
         import pyodide_js
 
@@ -643,7 +660,7 @@ async def _sam(backend: str, model_id: str | None = None, progress=None):
     (e.g. int8 on WASM, fp16 on WebGPU). On WASM the decoder is warmed up
     (:func:`_warm_up_decoder`); ``progress("sam_model", 0|1, 1)`` brackets the loading.
     """
-    from .backends.ortweb import FLOAT16_UNAVAILABLE, float16_on_webgpu, webgpu_available
+    from .backends.ortweb import FLOAT16_UNAVAILABLE
     from .sam import EmbeddingCache, SamPredictor, sam_spec_from_index
 
     if backend not in BACKENDS:

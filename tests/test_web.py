@@ -114,6 +114,25 @@ def test_ready_and_models(web):
     _report["ready_backend"] = web.info["backend"]
 
 
+def test_auto_backend_is_chosen_by_measurement(web):
+    """With backend "auto" and a WebGPU adapter, the page times both backends on a probe once
+    and runs the faster (SwiftShader's software adapter loses to WASM); the figures are in
+    memory() and the segment result, and the choice is cached for the next visit."""
+    probe = web.page.evaluate("window.piximi.memory()")["backend_probes"]["nuclei"]
+    assert probe["backend"] == web.info["backend"] and probe["wasm_ms"] > 0 and probe["reason"], probe
+    assert probe["backend"] == "wasm" and not probe["cached"], probe  # a software adapter is slower
+    again = web.context.new_page()
+    try:
+        again.goto(web.origin + "/index.html")
+        again.evaluate("window.piximi.ready")
+        cached = again.evaluate("window.piximi.memory()")["backend_probes"]["nuclei"]
+        assert cached["cached"] and cached["backend"] == probe["backend"], cached
+        res = segment_in_page(again, tiff_bytes(np.zeros((64, 64), np.uint8)), backend="auto")
+        assert res["ok"] and res["backend"] == probe["backend"]
+    finally:
+        again.close()
+
+
 def test_segment_real_image(web, models_dir):
     """(a) A real annotated image through window.piximi.segment on WASM."""
     import tifffile

@@ -131,6 +131,7 @@ async function start() {
     codec_modules: build.codec_modules,
     models_index: build.models_index,
     backend: params.get("backend") || "auto",
+    probe_backend: params.get("probe") !== "0", // "auto": time WebGPU and WASM once per model and GPU
     num_threads: params.has("threads") ? Number(params.get("threads")) : null,
   }));
   mark("worker_init");
@@ -145,6 +146,7 @@ async function start() {
   sel.replaceChildren(...modelList.map((m) => new Option(modelLabel(m, res.backend), m.id, false, m.id === defaultModel)));
   document.body.classList.toggle("can-prompt", !!promptModel);
   $("backend-used").textContent = res.backend;
+  $("backend-used").title = res.backend_probe ? `chosen by measurement: ${res.backend_probe.reason}` : "";
   status(`Ready (${((performance.now() - t0) / 1000).toFixed(1)} s, ${res.backend}` +
          `${window.crossOriginIsolated ? ", threads" : ""})`, 1);
   document.body.classList.add("ready");
