@@ -154,6 +154,9 @@ def _rdf(spec, stem: str, described: dict) -> str:
     post = spec.postprocess
     channels = "[nuclei]" if spec.channels == 1 else "[red, green, blue]"
     step = spec.input_multiple
+    output_text = (f"background / interior / boundary probabilities; instances: seeds = interior > "
+                   f"{post.get('seed_threshold')}, grown within 1 - background > "
+                   f"{post.get('foreground_threshold')} (piximi_py.postprocess)")
     return "\n".join([
         "format_version: 0.5.3", "type: model", f"name: {q(spec.name)}",
         f"description: {q(spec.description)}",
@@ -170,9 +173,7 @@ def _rdf(spec, stem: str, described: dict) -> str:
         f"  - {{id: scale_range, kwargs: {{axes: [y, x], min_percentile: {spec.normalize.get('low', 1.0)}, "
         f"max_percentile: {spec.normalize.get('high', 99.8)}}}}}",
         "outputs:", "- id: probabilities",
-        f"  description: {q('background / interior / boundary probabilities; instances: seeds = interior > '
-                             + str(post.get('seed_threshold')) + ', grown within 1 - background > '
-                             + str(post.get('foreground_threshold')) + ' (piximi_py.postprocess)')}",
+        "  description: " + q(output_text),
         "  axes:", "  - type: batch", "  - {type: channel, channel_names: [background, interior, boundary]}",
         "  - {type: space, id: y, size: {tensor_id: image, axis_id: y}}",
         "  - {type: space, id: x, size: {tensor_id: image, axis_id: x}}",
@@ -182,6 +183,10 @@ def _rdf(spec, stem: str, described: dict) -> str:
 
 
 def _card(spec, described: dict) -> str:
+    if "report" not in described:  # a shipped or loaded model, not taught here
+        return "\n".join([f"# {spec.name}", "", spec.description, "",
+                          f"Thresholds (foreground / seed): {spec.postprocess.get('foreground_threshold')} / "
+                          f"{spec.postprocess.get('seed_threshold')}; model diameter {spec.diameter or 'none'} px.", ""])
     report = described.get("report", {})
     lines = [f"# {spec.name}", "",
              f"Adapted in the page (piximi-py \"Teach\") from `{described.get('adapted_from')}` on "

@@ -96,3 +96,17 @@ def test_teach_model_writes_a_file_cpython_runs(models_dir, tmp_path):
     assert adaptation.images == ["image 1", "bottom-left"]
     labels = piximi_py.segment(image[:, w:], model=str(path), models_dir=models_dir)
     assert average_precision(truth[:, w:], labels) > 0.9
+
+
+def test_a_taught_models_description_and_card(models_dir):
+    yaml = pytest.importorskip("yaml")
+    from piximi_py import webteach
+
+    spec = piximi_py.find_model(piximi_py.load_models(models_dir), None)
+    described = {"adapted_from": "nuclei", "images": ["a.tif"], "diameter": 31.0,
+                 "report": {"head_refitted": False, "ap50_corrected_before": 0.7}}
+    rdf = yaml.safe_load(webteach._rdf(spec, "nuclei_taught", described))
+    assert rdf["weights"]["onnx"]["source"] == "nuclei_taught.onnx" and rdf["type"] == "model"
+    assert rdf["inputs"][0]["test_tensor"]["source"] == "nuclei_taught.test_input.npy"
+    assert "a.tif" in webteach._card(spec, described) and "31.0 px" in webteach._card(spec, described)
+    assert "Adapted" not in webteach._card(spec, {"adapted_from": "nuclei", "images": []})
