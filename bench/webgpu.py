@@ -193,21 +193,13 @@ def cases(specs, sample: np.ndarray, sizes, models=None) -> list[dict]:
     return found
 
 
-def _labels(prob, spec):
-    from piximi_py import postprocess
-
-    post = spec.postprocess
-    masks = postprocess.threshold_probabilities(prob, post.get("foreground_threshold", 0.5),
-                                                post.get("seed_threshold", 0.5))
-    return postprocess.masks_to_labels(*masks, **{k: v for k, v in post.items() if k in ("min_seed_size", "min_size")})
-
-
 def _agreement(native: np.ndarray, other: np.ndarray, spec) -> dict:
     out = {"max_abs_diff": float(np.max(np.abs(native - other))) if native.shape == other.shape else None}
     if spec is not None and native.shape == other.shape:
         from piximi_py.metrics import iou_matrix
+        from piximi_py.postprocess import probabilities_to_labels
 
-        a, b = _labels(native[0], spec), _labels(other[0], spec)
+        a, b = (probabilities_to_labels(p[0], **spec.postprocess) for p in (native, other))
         out["labels_equal"] = bool(np.array_equal(a, b))
         if not out["labels_equal"]:
             iou = iou_matrix(a, b)

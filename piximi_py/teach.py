@@ -241,19 +241,22 @@ FOREGROUND_THRESHOLDS = (0.5, 0.6, 0.7)
 SEED_THRESHOLDS = (0.3, 0.4, 0.5)
 
 
+def _mean_ap(pairs, post: dict) -> float:
+    """Mean AP@0.5 of the instances ``post`` (thresholds, sizes) makes of ``(probabilities,
+    labels)`` pairs."""
+    return float(np.mean([average_precision(labels, postprocess.probabilities_to_labels(prob, **post))
+                          for prob, labels in pairs]))
+
 
 def choose_thresholds(pairs: list, model: ModelSpec) -> tuple[dict, float]:
     """The foreground and seed thresholds with the best mean AP@0.5 on ``(probabilities, labels)``
     pairs; ties keep the model's own. Returns the postprocess options and that AP."""
     post = dict(model.postprocess)
     own = (post.get("foreground_threshold", 0.5), post.get("seed_threshold", 0.5))
-    options = {k: v for k, v in post.items() if k in ("min_seed_size", "min_size")}
     best, best_ap = own, -1.0
     for fg in sorted(set(FOREGROUND_THRESHOLDS) | {own[0]}):
         for seed in sorted(set(SEED_THRESHOLDS) | {own[1]}):
-            aps = [average_precision(lab, postprocess.masks_to_labels(
-                *postprocess.threshold_probabilities(prob, fg, seed), **options)) for prob, lab in pairs]
-            ap = float(np.mean(aps))
+            ap = _mean_ap(pairs, {**post, "foreground_threshold": fg, "seed_threshold": seed})
             if ap > best_ap + 1e-9 or (abs(ap - best_ap) <= 1e-9 and (fg, seed) == own):
                 best, best_ap = (fg, seed), ap
     post.update(foreground_threshold=best[0], seed_threshold=best[1])
@@ -275,16 +278,13 @@ class Adaptation:
                 "postprocess": self.postprocess, "report": self.report}
 
 
-def _ap(examples, weight, bias, head, post) -> float:
-    """Mean AP@0.5 of a head and thresholds on examples."""
-    options = {k: v for k, v in post.items() if k in ("min_seed_size", "min_size")}
-    aps = []
-    for e in examples:
-        prob = (e.probabilities if weight is None
-                else head_probabilities(e.features, weight, bias, head.block)[(slice(None),) + e.crop])
-        masks = postprocess.threshold_probabilities(prob, post["foreground_threshold"], post["seed_threshold"])
-        aps.append(average_precision(e.labels, postprocess.masks_to_labels(*masks, **options)))
-    return float(np.mean(aps))
+def _pairs(examples, head, weight=None, bias=None) -> list:
+    """``(probabilities, labels)`` of each example: the model's own output, or with the head
+    ``weight``, ``bias`` instead of its own."""
+    if weight is None:
+        return [(e.probabilities, e.labels) for e in examples]
+    return [(head_probabilities(e.features, weight, bias, head.block)[(slice(None),) + e.crop], e.labels)
+            for e in examples]
 
 
 async def teach(corrected: list, model: ModelSpec, head: onnxfile.Head, backend, *,
@@ -320,7 +320,7 @@ async def teach(corrected: list, model: ModelSpec, head: onnxfile.Head, backend,
     t_features = time.perf_counter()
     deadline = t_features + budget_s
     own = model.postprocess
-    report = {"ap50_corrected_before": round(_ap(examples, None, None, head, own), 4)}
+    report = {"ap50_corrected_before": round(_mean_ap(_pairs(examples, head), own), 4)}
     weight, bias, keep_head = head.weight, head.bias, False
     post = own
     if len(examples) > 1:
@@ -328,14 +328,13 @@ async def teach(corrected: list, model: ModelSpec, head: onnxfile.Head, backend,
         as_is, thresholds, refitted = [], [], []
         for i, held in enumerate(examples):
             others = examples[:i] + examples[i + 1:]
-            fold_post = choose_thresholds([(e.probabilities, e.labels) for e in others], model)[0]
+            fold_post = choose_thresholds(_pairs(others, head), model)[0]
             fold_w, fold_b, _ = fit_head(others, head, iterations=iterations,
                                          deadline=deadline - (budget_s / 2) * (len(examples) - i - 1) / len(examples))
-            fold_head_post = choose_thresholds([(head_probabilities(e.features, fold_w, fold_b, head.block)
-                                                 [(slice(None),) + e.crop], e.labels) for e in others], model)[0]
-            as_is.append(_ap([held], None, None, head, own))
-            thresholds.append(_ap([held], None, None, head, fold_post))
-            refitted.append(_ap([held], fold_w, fold_b, head, fold_head_post))
+            fold_head_post = choose_thresholds(_pairs(others, head, fold_w, fold_b), model)[0]
+            as_is.append(_mean_ap(_pairs([held], head), own))
+            thresholds.append(_mean_ap(_pairs([held], head), fold_post))
+            refitted.append(_mean_ap(_pairs([held], head, fold_w, fold_b), fold_head_post))
         scores = {"as_is": float(np.mean(as_is)), "thresholds": float(np.mean(thresholds)),
                   "head": float(np.mean(refitted))}
         report.update({f"ap50_held_out_{k}": round(v, 4) for k, v in scores.items()})
@@ -347,12 +346,11 @@ async def teach(corrected: list, model: ModelSpec, head: onnxfile.Head, backend,
                 weight, bias, fit = fit_head(examples, head, iterations=iterations, deadline=deadline)
                 report.update(fit)
                 keep_head = True
-                post = choose_thresholds([(head_probabilities(e.features, weight, bias, head.block)
-                                           [(slice(None),) + e.crop], e.labels) for e in examples], model)[0]
+                post = choose_thresholds(_pairs(examples, head, weight, bias), model)[0]
             else:
-                post = choose_thresholds([(e.probabilities, e.labels) for e in examples], model)[0]
-    report.update(head_refitted=keep_head,
-                  ap50_corrected_after=round(_ap(examples, weight if keep_head else None, bias, head, post), 4),
+                post = choose_thresholds(_pairs(examples, head), model)[0]
+    final = _pairs(examples, head, weight, bias) if keep_head else _pairs(examples, head)
+    report.update(head_refitted=keep_head, ap50_corrected_after=round(_mean_ap(final, post), 4),
                   seconds_features=round(t_features - t0, 2), seconds=round(time.perf_counter() - t0, 2))
     if progress:
         progress("teach", len(examples) + 2, len(examples) + 2)

@@ -34,10 +34,6 @@ MAX_CORRECTED = 8
 TEST_SIDE = 64
 
 
-def _corrected() -> dict:
-    return S.corrected
-
-
 def mark_corrected(options: dict | None = None) -> dict:
     """Keep the last segmentation's image, with its labels as edited, as a corrected example.
 
@@ -48,7 +44,7 @@ def mark_corrected(options: dict | None = None) -> dict:
     """
     options = options or {}
     try:
-        corrected = _corrected()
+        corrected = S.corrected
         if options.get("clear"):
             corrected.clear()
         elif not S.last or "labels" not in S.last:
@@ -104,7 +100,7 @@ async def teach(options: dict | None = None, progress=None) -> dict:
 
     options = options or {}
     try:
-        corrected = _corrected()
+        corrected = S.corrected
         if not corrected:
             raise ValueError("mark at least one corrected image first (correct the objects, then "
                              "'Mark as corrected')")
@@ -219,7 +215,7 @@ async def download_model(model_id: str | None = None) -> dict:
         stem = spec.file[:-5] if spec.file.endswith(".onnx") else spec.file
         described = S.raw.get(spec.id, {}).get("taught") or {"adapted_from": spec.id, "images": []}
         side = max(TEST_SIDE, spec.input_multiple)
-        source = next(iter(_corrected().values()), None)
+        source = next(iter(S.corrected.values()), None)
         if source is not None:
             from .pipeline import prepare_input
 

@@ -177,18 +177,16 @@ async def _backend(spec, backend: str, progress=None) -> OrtWebBackend:
     if not spec.webgpu and backend != "wasm":
         backend = "wasm"  # the result's ``backend`` says so
     key = (spec.id, backend)
-    float16 = computes_in_float16(spec.file)
-    if key not in S.sessions and backend == "auto" and S.cfg.get("probe_backend", True) \
-            and await webgpu_available() and not (float16 and not await float16_on_webgpu()):
-        from .backends.probe import choose_backend  # WebGPU or WASM, by timing both once
-
-        chosen, S.probes[spec.id] = await choose_backend(await _model_bytes(spec, progress), spec.channels,
-                                                         spec.sha256 or spec.file, S.base)
-        S.sessions[key] = chosen
-        S.sessions.setdefault((spec.id, chosen.name), chosen)
     if key not in S.sessions:
-        S.sessions[key] = await OrtWebBackend.create(await _model_bytes(spec, progress), backend,
-                                                     float16=float16)
+        data, float16 = await _model_bytes(spec, progress), computes_in_float16(spec.file)
+        if backend == "auto" and S.cfg.get("probe_backend", True) and await webgpu_available() \
+                and not (float16 and not await float16_on_webgpu()):
+            from .backends.probe import choose_backend  # WebGPU or WASM, by timing both once
+
+            S.sessions[key], S.probes[spec.id] = await choose_backend(data, spec.channels,
+                                                                      spec.sha256 or spec.file, S.base)
+        else:
+            S.sessions[key] = await OrtWebBackend.create(data, backend, float16=float16)
         if backend == "auto":  # remember the concrete one as well
             S.sessions.setdefault((spec.id, S.sessions[key].name), S.sessions[key])
     return S.sessions[key]
@@ -398,9 +396,8 @@ def _suggestion(image, data: bytes, name, spec, index, project, info: dict):
 
     if image.ndim == 2 and info.get("sizes", {}).get("S", 1) >= 3:
         image = pio.read_image_bytes(data, name, color=True, index=index, project=project)
-    suggested, why = suggest_model([s for s in S.specs if not s.id.startswith("file:") and "+taught" not in s.id],
-                                   image)
-    return suggested, why
+    shipped = {m["id"] for m in S.index.get("models", [])}  # not the taught or loaded ones
+    return suggest_model([s for s in S.specs if s.id in shipped], image)
 
 
 def _intensity(image: np.ndarray) -> np.ndarray:

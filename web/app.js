@@ -346,25 +346,35 @@ async function loadModel(input, options = {}) {
 }
 
 async function runTeach() {
-  if (teachJob.running) { teachJob.cancel = true; $("teach-run").textContent = "Cancelling…"; return; }
+  await cancellableJob(teachJob, "teach-run", { label: "Teach", cancelLabel: "Cancel teaching", failed: "Teaching failed" },
+    async () => {
+      const res = await teach();
+      const r = res.report;
+      $("teach-info").textContent = `Taught on ${res.images.length} image(s): objects ~${res.diameter.toFixed(1)} px, ` +
+        `${r.head_refitted ? "last layer refitted" : "last layer kept"}; AP@0.5 on the corrected images ` +
+        `${r.ap50_corrected_before} → ${r.ap50_corrected_after}. Selected for the images you open next.`;
+      status(`Taught in ${r.seconds.toFixed(1)} s`, 1);
+      $("model-download").disabled = false;
+    });
+}
+
+// A long worker task behind a button that becomes its Cancel button while it runs: a second
+// click sets `job.cancel`, which the worker's progress callback returns (true: stop).
+async function cancellableJob(job, buttonId, { label, cancelLabel, failed }, work) {
+  const button = $(buttonId);
+  if (job.running) { job.cancel = true; button.textContent = "Cancelling…"; return; }
   showError("");
-  Object.assign(teachJob, { running: true, cancel: false });
-  $("teach-run").textContent = "Cancel teaching";
+  Object.assign(job, { running: true, cancel: false });
+  button.textContent = cancelLabel;
   document.body.classList.add("busy");
   try {
-    const res = await teach();
-    const r = res.report;
-    $("teach-info").textContent = `Taught on ${res.images.length} image(s): objects ~${res.diameter.toFixed(1)} px, ` +
-      `${r.head_refitted ? "last layer refitted" : "last layer kept"}; AP@0.5 on the corrected images ` +
-      `${r.ap50_corrected_before} → ${r.ap50_corrected_after}. Selected for the images you open next.`;
-    status(`Taught in ${r.seconds.toFixed(1)} s`, 1);
-    $("model-download").disabled = false;
+    await work();
   } catch (e) {
     if (e.name === "Cancelled") status(e.message, 1);
-    else { showError(e.message); status("Teaching failed", 1); }
+    else { showError(e.message); status(failed, 1); }
   } finally {
-    Object.assign(teachJob, { running: false, cancel: false });
-    $("teach-run").textContent = "Teach";
+    Object.assign(job, { running: false, cancel: false });
+    button.textContent = label;
     document.body.classList.remove("busy");
   }
 }
@@ -930,25 +940,14 @@ function cancelPrompt() {
 const refineJob = { running: false, cancel: false };
 async function refineAll() {
   if (!view) return;
-  if (refineJob.running) { refineJob.cancel = true; $("refine-all").textContent = "Cancelling…"; return; }
-  cancelPrompt();
-  showError("");
-  Object.assign(refineJob, { running: true, cancel: false });
-  $("refine-all").textContent = "Cancel refine";
-  document.body.classList.add("busy");
-  status("Refining every object with SAM…", null);
-  try {
+  if (!refineJob.running) cancelPrompt();
+  await cancellableJob(refineJob, "refine-all", { label: "Refine all with SAM", cancelLabel: "Cancel refine",
+                                                  failed: "Refine failed" }, async () => {
+    status("Refining every object with SAM…", null);
     const res = await refine({ backend: $("backend").value, model: $("prompt-model").value || null });
     status(`Refined ${res.objects} objects with SAM in ${(res.timings.total_ms / 1000).toFixed(1)} s ` +
            `(${res.windows} embeddings, ${res.backend})`, 1);
-  } catch (e) {
-    if (e.name === "Cancelled") status(e.message, 1);
-    else { showError(e.message); status("Refine failed", 1); }
-  } finally {
-    Object.assign(refineJob, { running: false, cancel: false });
-    $("refine-all").textContent = "Refine all with SAM";
-    document.body.classList.remove("busy");
-  }
+  });
 }
 
 // the current object: its mask (yellow), box and points, or the box being dragged
