@@ -61,7 +61,8 @@ def _native_backend(path: str, threads):
 
 def segment_image(image, model: str | None = None, *, models_dir=None, threads: int | None = None,
                   progress=None, index: dict | None = None, diameter: float | None = None,
-                  diameter_um: float | None = None, pixel_size=None) -> Segmentation:
+                  diameter_um: float | None = None, pixel_size=None,
+                  channels: dict | None = None, nuclei: str | None = None) -> Segmentation:
     """Segment one image with native onnxruntime; returns labels and timings.
 
     Parameters
@@ -88,6 +89,18 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         (µm per pixel) or else from the file.
     pixel_size : float or (float, float), optional
         µm per pixel, for ``diameter_um``.
+    channels : dict, optional
+        For a whole-cell model (``model="cells"``): the image channel of
+        each input, e.g. ``{"cyto": 1, "nuclei": 0}`` (channel numbers from
+        0; leave ``nuclei`` out when there is no nuclear stain). None:
+        chosen from the file's channel names, else cytoplasm green and
+        nuclei blue in an RGB image (:func:`piximi_py.channels.default_channels`).
+    nuclei : str, optional
+        With a whole-cell model: also segment the nuclear channel with this
+        nuclei model (e.g. ``"nuclei"``) and link each cell to its nucleus:
+        ``result.nuclei`` (a Segmentation) and ``result.nucleus_of`` (per cell
+        label, its nucleus label; 0 = none; :func:`piximi_py.measure.nucleus_columns`
+        adds it to the measurements).
 
     Raises
     ------
@@ -95,7 +108,8 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         The input is not a readable image.
     ValueError
         A bad option: unknown model, a diameter that is 0, negative, NaN or
-        larger than the image, ``diameter_um`` without a pixel size.
+        larger than the image, ``diameter_um`` without a pixel size,
+        ``channels`` that the model or the image does not have.
     """
     from .modelfile import resolve_model
     from .pipeline import segment_async
@@ -110,8 +124,16 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
             raise ImageReadError(f"cannot open '{filename}': {exc.strerror or exc}") from None
     diameter = resolve_diameter(diameter, diameter_um, pixel_size, image, filename)
     backend = _native_backend(str(model_path), threads)
-    return run_sync(segment_async(image, spec, backend, progress=progress,
-                                  filename=filename, index=index, diameter=diameter))
+    result = run_sync(segment_async(image, spec, backend, progress=progress,
+                                    filename=filename, index=index, diameter=diameter,
+                                    channels=channels))
+    if nuclei is not None:
+        from .pipeline import add_nuclei
+
+        nuclei_spec, nuclei_path = resolve_model(nuclei, models_dir)
+        result = run_sync(add_nuclei(result, nuclei_spec, _native_backend(str(nuclei_path), threads),
+                                     progress=progress))
+    return result
 
 
 def segment(image, model: str | None = "nuclei", **kwargs) -> np.ndarray:

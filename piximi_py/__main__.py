@@ -15,7 +15,8 @@ def _segment_command(args) -> int:
     try:
         report = run_batch(items, args.out, args.model, scheduler=args.scheduler,
                            workers=args.workers, threads=args.threads, overwrite=args.overwrite,
-                           log=sys.stderr, diameter=args.diameter, diameter_um=args.diameter_um)
+                           log=sys.stderr, diameter=args.diameter, diameter_um=args.diameter_um,
+                           channels=args.channels, nuclei=args.nuclei)
     except KeyboardInterrupt:
         print("interrupted: complete outputs are kept; run the same command again to resume",
               file=sys.stderr)
@@ -24,6 +25,15 @@ def _segment_command(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 1 if report["failed"] else 0
+
+
+def _channels(text: str) -> dict:
+    from .channels import parse_channels
+
+    try:
+        return parse_channels(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv=None) -> int:
@@ -54,6 +64,14 @@ def main(argv=None) -> int:
                            "match the model's (default: estimated per image)")
     size.add_argument("--diameter-um", type=float, default=None, metavar="UM",
                       help="the same in µm, with each file's pixel size")
+    seg.add_argument("--channels", type=_channels, default=None, metavar="ROLE=C,...",
+                     help="for a whole-cell model: the image channel (from 0) of each input, e.g. "
+                          "cyto=1,nuclei=0; leave nuclei out without a nuclear stain (default: from "
+                          "the file's channel names, else cytoplasm green and nuclei blue)")
+    seg.add_argument("--nuclei", default=None, metavar="MODEL",
+                     help="with a whole-cell model: also segment the nuclear channel with this nuclei model "
+                          "(e.g. nuclei) and link each cell to its nucleus (nucleus_label column, "
+                          "NAME_nuclei_labels.tif, nuclei in the ROI set and COCO file)")
     seg.add_argument("--overwrite", action="store_true",
                      help="recompute images whose outputs already exist (default: skip them)")
     sub.add_parser("models", help="list the available models")

@@ -48,6 +48,7 @@ __all__ = ["IMAGE_SUFFIXES", "expand_inputs", "output_paths", "process_one", "ru
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
 LABELS_SUFFIX = "_labels.tif"
+NUCLEI_LABELS_SUFFIX = "_nuclei_labels.tif"  #: a whole-cell run's nuclei (``nuclei=``)
 MEASUREMENTS_SUFFIX = "_measurements.csv"
 ROIS_SUFFIX = "_rois.zip"
 COCO_SUFFIX = "_coco.json"
@@ -170,7 +171,8 @@ def _intensity(image: np.ndarray) -> np.ndarray:
 def process_one(path, out_dir, model: str | None = None, *, name: str | None = None,
                 models_dir=None, threads: int | None = None, index: dict | None = None,
                 overwrite: bool = False, diameter: float | None = None,
-                diameter_um: float | None = None) -> dict:
+                diameter_um: float | None = None, channels: dict | None = None,
+                nuclei: str | None = None) -> dict:
     """Segment and measure one image file and write its outputs.
 
     Writes ``NAME_rois.zip``, ``NAME_coco.json``, ``NAME_measurements.csv``
@@ -199,6 +201,14 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
     diameter, diameter_um : float, optional
         Nucleus diameter in pixels, or in µm (with the file's pixel size);
         None: estimated per image (:func:`piximi_py.segment_image`).
+    channels : dict, optional
+        Image channel of each input of a whole-cell model, ``{"cyto": 1, "nuclei": 0}``;
+        None: chosen per file (:func:`piximi_py.channels.default_channels`).
+    nuclei : str, optional
+        With a whole-cell model: a nuclei model for the nuclear channel. Each
+        cell is linked to its nucleus (``nucleus_label`` and ``nuclei`` columns),
+        ``NAME_nuclei_labels.tif`` is written, and the ROI set and COCO file
+        hold the nuclei too.
 
     Returns
     -------
@@ -209,9 +219,10 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         (``host:pid``) and ``ms`` (milliseconds per stage).
     """
     from . import export, resolve_diameter
+    from .channels import default_channels
     from .io import ImageReadError, describe_image, read_image_bytes
-    from .measure import regionprops_table
-    from .models import reads_color
+    from .measure import nucleus_columns, regionprops_table
+    from .models import reads_channels, reads_color
     from .pipeline import segment_async
 
     t0 = time.perf_counter()
@@ -232,11 +243,19 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
             data = path.read_bytes()
         except OSError as exc:
             raise ImageReadError(f"cannot open '{path.name}': {exc.strerror or exc}") from None
-        image = read_image_bytes(data, path.name, color=reads_color(spec), index=index)
-        pixel_size = describe_image(data, path.name).get("pixel_size")
+        image = read_image_bytes(data, path.name, color=reads_color(spec), index=index,
+                                 keep_channels=reads_channels(spec))
+        info = describe_image(data, path.name)
+        pixel_size = info.get("pixel_size")
+        if reads_channels(spec) and channels is None:
+            channels = default_channels(image, spec.input_roles, info.get("channel_names"))
         decode_ms = (time.perf_counter() - t) * 1000.0
         px = resolve_diameter(diameter, diameter_um, pixel_size)
-        result = asyncio.run(segment_async(image, spec, backend, diameter=px))
+        result = asyncio.run(segment_async(image, spec, backend, diameter=px, channels=channels))
+        if nuclei is not None:
+            from .pipeline import add_nuclei
+
+            result = asyncio.run(add_nuclei(result, *_load_model(nuclei, models_dir, threads)))
     except (ImageReadError, ValueError) as exc:
         summary.update(status="failed", error=str(exc))
         summary["ms"]["total"] = (time.perf_counter() - t0) * 1000.0
@@ -246,15 +265,22 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
 
     t = time.perf_counter()
     table = regionprops_table(result.labels, _intensity(image), pixel_size=pixel_size)
+    linked = result.nuclei is not None
+    if linked:
+        table = nucleus_columns(table, result.labels, result.nuclei.labels)
     ms["measure"] = (time.perf_counter() - t) * 1000.0
 
     t = time.perf_counter()
     labels_path.parent.mkdir(parents=True, exist_ok=True)
     rois_path, coco_path = export_paths(out_dir, name)
-    _write_atomic(rois_path, lambda tmp: tmp.write_bytes(export.roi_zip(result.labels)))
+    nuclei_kw = {"nuclei": result.nuclei.labels, "nucleus_of": result.nucleus_of} if linked else {}
+    _write_atomic(rois_path, lambda tmp: tmp.write_bytes(export.roi_zip(result.labels, **nuclei_kw)))
     _write_atomic(coco_path, lambda tmp: tmp.write_bytes(export.coco_json_bytes(
-        result.labels, file_name=path.name)))
+        result.labels, file_name=path.name, **({"category": "cell", **nuclei_kw} if linked else {}))))
     _write_atomic(csv_path, lambda tmp: write_measurements(tmp, table))
+    if linked:
+        _write_atomic(labels_path.with_name(labels_path.name.replace(LABELS_SUFFIX, NUCLEI_LABELS_SUFFIX)),
+                      lambda tmp: tmp.write_bytes(export.labels_tiff(result.nuclei.labels, pixel_size=pixel_size)))
     _write_atomic(labels_path, lambda tmp: tmp.write_bytes(
         export.labels_tiff(result.labels, pixel_size=pixel_size)))
     ms["write"] = (time.perf_counter() - t) * 1000.0
@@ -513,7 +539,8 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
               workers: int | None = None, threads: int | None = None, overwrite: bool = False,
               models_dir=None, index: dict | None = None, log=sys.stderr,
               progress_bar: bool | None = None, objects_csv: bool = True, retries: int = 2,
-              on_result=None, diameter: float | None = None, diameter_um: float | None = None) -> dict:
+              on_result=None, diameter: float | None = None, diameter_um: float | None = None,
+              channels: dict | None = None, nuclei: str | None = None) -> dict:
     """Segment many images and write their outputs, the run's tables and report.
 
     Parameters
@@ -542,6 +569,12 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
         Plane selection for multi-plane files.
     diameter, diameter_um : float, optional
         Nucleus diameter for every image, in pixels or µm; None: estimated per image.
+    channels : dict, optional
+        Image channel of each input of a whole-cell model, for every image
+        (``{"cyto": 1, "nuclei": 0}``); None: chosen per file.
+    nuclei : str, optional
+        With a whole-cell model: a nuclei model that also segments each image's
+        nuclear channel; cells are linked to their nuclei (:func:`process_one`).
     log : file or None
         Where progress and the summary go.
     progress_bar : bool, optional
@@ -571,7 +604,7 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
     resolve_diameter(diameter, diameter_um, pixel_size=1.0)  # a bad value fails here, not per image
     kw = {"model": model, "models_dir": models_dir, "index": index, "overwrite": overwrite,
           "threads": threads if threads is not None or not use_dask else 1,
-          "diameter": diameter, "diameter_um": diameter_um}
+          "diameter": diameter, "diameter_um": diameter_um, "channels": channels, "nuclei": nuclei}
 
     client = cluster = None
     cluster_info = {"scheduler": "in-process", "workers": 1, "threads": 1, "worker_checks": None}
@@ -628,7 +661,8 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
         "failures_not_listed": max(0, recorder.counts["failed"] - len(recorder.failures)),
         "model": model_info,
         "options": {"overwrite": overwrite, "threads_per_session": kw["threads"], "index": index,
-                    "diameter": diameter, "diameter_um": diameter_um},
+                    "diameter": diameter, "diameter_um": diameter_um, "channels": channels,
+                    "nuclei": nuclei},
         "cluster": {**cluster_info, "workers_used": len(recorder.workers)},
         "versions": _versions(use_dask),
         "outputs": {"images": RUN_IMAGES_CSV, "objects": RUN_OBJECTS_CSV if objects_csv else None,

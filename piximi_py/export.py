@@ -328,31 +328,8 @@ def _objects(labels: np.ndarray):
             yield i, box, labels[box] == i
 
 
-def coco_json(labels: np.ndarray, *, file_name: str = "image.tif", encoding: str = "rle",
-              image_id: int = 1, category: str = "nucleus", compress: bool = True) -> dict:
-    """COCO instance-segmentation annotations of one label image.
-
-    Parameters
-    ----------
-    labels : (H, W) ndarray of non-negative ints
-    file_name : str
-    encoding : {"rle", "polygon"}
-        ``"rle"`` encodes each object exactly (``iscrowd`` 0 with an RLE
-        segmentation, which pycocotools decodes); ``"polygon"`` gives the
-        outer pixel-edge outlines of :func:`outlines` as ``[x0, y0, x1, ...]``.
-    compress : bool
-        RLE counts as pycocotools' compressed string (else a list of ints).
-
-    Returns
-    -------
-    dict
-        ``{"images", "annotations", "categories"}``; each annotation has
-        ``id`` (= the label), ``image_id``, ``category_id`` 1,
-        ``segmentation``, ``area`` (pixels), ``bbox`` ``[x, y, w, h]`` and ``iscrowd`` 0.
-    """
-    labels = np.asarray(labels)
-    if encoding not in ("rle", "polygon"):
-        raise ValueError(f"encoding must be 'rle' or 'polygon', not {encoding!r}")
+def _coco_annotations(labels: np.ndarray, encoding: str, image_id: int, category_id: int,
+                      id_offset: int = 0, compress: bool = True) -> list[dict]:
     h, w = labels.shape
     annotations = []
     for i, box, mask in _objects(labels):
@@ -367,14 +344,62 @@ def coco_json(labels: np.ndarray, *, file_name: str = "image.tif", encoding: str
             outer = [p for p in loops if _signed_area(p) > 0] or loops[:1]
             seg = [(p + [x0, y0]).ravel().astype(float).tolist() for p in outer]
         annotations.append({
-            "id": int(i), "image_id": int(image_id), "category_id": 1, "segmentation": seg,
-            "area": int(mask.sum()),
+            "id": int(i) + id_offset, "image_id": int(image_id), "category_id": category_id,
+            "segmentation": seg, "area": int(mask.sum()),
             "bbox": [int(x0), int(y0), int(box[1].stop - x0), int(box[0].stop - y0)],
             "iscrowd": 0,
         })
+    return annotations
+
+
+def coco_json(labels: np.ndarray, *, file_name: str = "image.tif", encoding: str = "rle",
+              image_id: int = 1, category: str = "nucleus", compress: bool = True,
+              nuclei: np.ndarray | None = None, nucleus_of: np.ndarray | None = None) -> dict:
+    """COCO instance-segmentation annotations of one label image.
+
+    Parameters
+    ----------
+    labels : (H, W) ndarray of non-negative ints
+    file_name : str
+    encoding : {"rle", "polygon"}
+        ``"rle"`` encodes each object exactly (``iscrowd`` 0 with an RLE
+        segmentation, which pycocotools decodes); ``"polygon"`` gives the
+        outer pixel-edge outlines of :func:`outlines` as ``[x0, y0, x1, ...]``.
+    category : str
+        What the objects of ``labels`` are ("nucleus", or "cell" with ``nuclei``).
+    compress : bool
+        RLE counts as pycocotools' compressed string (else a list of ints).
+    nuclei : (H, W) ndarray, optional
+        The nuclei of the cells in ``labels``: added as category 2
+        ("nucleus"), with ids after the largest cell label.
+    nucleus_of : ndarray, optional
+        Per cell label, its nucleus label (:func:`piximi_py.measure.link_nuclei`):
+        each cell's annotation gets ``nucleus_id``, the id of its nucleus's
+        annotation (null: none).
+
+    Returns
+    -------
+    dict
+        ``{"images", "annotations", "categories"}``; each annotation has
+        ``id`` (= the label), ``image_id``, ``category_id`` 1,
+        ``segmentation``, ``area`` (pixels), ``bbox`` ``[x, y, w, h]`` and ``iscrowd`` 0.
+    """
+    labels = np.asarray(labels)
+    if encoding not in ("rle", "polygon"):
+        raise ValueError(f"encoding must be 'rle' or 'polygon', not {encoding!r}")
+    h, w = labels.shape
+    annotations = _coco_annotations(labels, encoding, image_id, 1, 0, compress)
+    categories = [{"id": 1, "name": category, "supercategory": "cell"}]
+    if nuclei is not None:
+        offset = int(labels.max()) if labels.size else 0
+        if nucleus_of is not None:
+            for a in annotations:
+                j = int(nucleus_of[a["id"]]) if a["id"] < len(nucleus_of) else 0
+                a["nucleus_id"] = j + offset if j else None
+        annotations += _coco_annotations(np.asarray(nuclei), encoding, image_id, 2, offset, compress)
+        categories.append({"id": 2, "name": "nucleus", "supercategory": "cell"})
     return {"images": [{"id": int(image_id), "file_name": file_name, "height": h, "width": w}],
-            "annotations": annotations,
-            "categories": [{"id": 1, "name": category, "supercategory": "cell"}]}
+            "annotations": annotations, "categories": categories}
 
 
 def _signed_area(p: np.ndarray) -> float:
@@ -388,25 +413,37 @@ def coco_json_bytes(labels: np.ndarray, **kwargs) -> bytes:
 
 # --------------------------------------------------------------------------- ImageJ
 
-def roi_zip(labels: np.ndarray) -> bytes:
+def roi_zip(labels: np.ndarray, nuclei: np.ndarray | None = None,
+            nucleus_of: np.ndarray | None = None) -> bytes:
     """ImageJ/Fiji ROI set: one traced polygon ROI per object, named by label.
 
     Each ROI is the outer pixel-edge outline of the object's largest part
     (:func:`outlines`); ImageJ fills it back to the object's pixels (holes
     filled). Open with *Analyze › Tools › ROI Manager › More › Open*, or
-    ``roifile.roiread``.
+    ``roifile.roiread``. With ``nuclei`` (the cells' nuclei), cells are named
+    ``cell-00001`` (``cell-00001-nucleus-00007`` when ``nucleus_of`` links
+    it to nucleus 7) and nuclei ``nucleus-00007``.
     """
     from roifile import ImagejRoi, ROI_TYPE
 
+    def name_of(kind, i):
+        if nuclei is None:
+            return f"{int(i):05d}"
+        j = int(nucleus_of[i]) if kind == "cell" and nucleus_of is not None and i < len(nucleus_of) else 0
+        return f"{kind}-{int(i):05d}" + (f"-nucleus-{j:05d}" if j else "")
+
     buf = _io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for i, box, mask in _objects(labels):
-            loops = outlines(mask)
-            outer = max((p for p in loops if _signed_area(p) > 0), key=_signed_area,
-                        default=loops[0])
-            pts = outer + [box[1].start, box[0].start]
-            name = f"{int(i):05d}"
-            roi = ImagejRoi.frompoints(pts.astype(np.int32), name=name)
-            roi.roitype = ROI_TYPE.TRACED
-            zf.writestr(name + ".roi", roi.tobytes())
+        for kind, objects in (("cell", labels), ("nucleus", nuclei)):
+            if objects is None:
+                continue
+            for i, box, mask in _objects(objects):
+                loops = outlines(mask)
+                outer = max((p for p in loops if _signed_area(p) > 0), key=_signed_area,
+                            default=loops[0])
+                pts = outer + [box[1].start, box[0].start]
+                name = name_of(kind, i)
+                roi = ImagejRoi.frompoints(pts.astype(np.int32), name=name)
+                roi.roitype = ROI_TYPE.TRACED
+                zf.writestr(name + ".roi", roi.tobytes())
     return buf.getvalue()

@@ -57,7 +57,8 @@ def _describe(filename) -> str:
 
 
 def read_image(source, *, color: bool = False, index: dict | None = None,
-               filename: str | None = None, project: dict | None = None) -> np.ndarray:
+               filename: str | None = None, project: dict | None = None,
+               keep_channels: bool = False) -> np.ndarray:
     """Read one 2-D image plane from a path, bytes or a binary file object.
 
     Parameters
@@ -74,12 +75,17 @@ def read_image(source, *, color: bool = False, index: dict | None = None,
         (``{"Z": "max"}``: maximum-intensity projection over z).
     filename : str, optional
         Used in error messages when ``source`` is bytes.
+    keep_channels : bool
+        Keep every channel as a last axis: the TIFF ``C`` axis (unless
+        ``index`` picks one), else RGB samples; for multi-channel models
+        (:mod:`piximi_py.channels`).
 
     Returns
     -------
     ndarray
         ``(H, W)`` in the file's dtype (float32 after averaging RGB), or
-        ``(H, W, 3)`` when ``color`` is true and the file is RGB.
+        ``(H, W, 3)`` when ``color`` is true and the file is RGB, or
+        ``(H, W, C)`` with ``keep_channels`` and more than one channel.
 
     Raises
     ------
@@ -97,11 +103,13 @@ def read_image(source, *, color: bool = False, index: dict | None = None,
         data = bytes(source)
     else:
         data = source.read()
-    return read_image_bytes(data, filename=filename, color=color, index=index, project=project)
+    return read_image_bytes(data, filename=filename, color=color, index=index, project=project,
+                            keep_channels=keep_channels)
 
 
 def read_image_bytes(data: bytes, filename: str | None = None, *, color: bool = False,
-                     index: dict | None = None, project: dict | None = None) -> np.ndarray:
+                     index: dict | None = None, project: dict | None = None,
+                     keep_channels: bool = False) -> np.ndarray:
     """Like :func:`read_image`, for the bytes of a file."""
     what = _describe(filename)
     if len(data) == 0:
@@ -113,12 +121,12 @@ def read_image_bytes(data: bytes, filename: str | None = None, *, color: bool = 
             f"(it starts with {bytes(data[:8])!r}); was it renamed from another format?")
     try:
         if fmt == "TIFF":
-            image = _read_tiff(data, what, color, index or {}, project or {})
+            image = _read_tiff(data, what, color, index or {}, project or {}, keep_channels)
         else:
             if project or index:
                 unknown = sorted(set(index or {}) | set(project or {}))
                 raise ImageReadError(f"{what} is a single-plane {fmt}; it has no axis {unknown}")
-            image = _read_pillow(data, what, fmt, color)
+            image = _read_pillow(data, what, fmt, color or keep_channels)
     except ImageReadError:
         raise
     except MemoryError:
@@ -163,7 +171,8 @@ def _to_plane(array: np.ndarray, color: bool) -> np.ndarray:
     return array
 
 
-def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict) -> np.ndarray:
+def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict,
+               keep_channels: bool = False) -> np.ndarray:
     import tifffile
 
     from .codecs import register_tiff_codecs
@@ -205,8 +214,9 @@ def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict) 
                     f"({exc}); save it uncompressed, or with LZW, Deflate or Zstd") from None
             raise
     selection, kept = [], []
+    channel_axis = keep_channels and "C" in axes and "C" not in index and "C" not in project
     for axis, size in zip(axes, shape):
-        if axis in "YXS" or axis in project:
+        if axis in "YXS" or axis in project or (axis == "C" and channel_axis):
             selection.append(slice(None))
             kept.append(axis)
         else:
@@ -219,7 +229,13 @@ def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict) 
         i = kept.index(axis)
         plane = plane.max(axis=i) if how == "max" else plane.mean(axis=i, dtype=np.float64).astype(np.float32)
         kept.pop(i)
-    return _to_plane(plane, color)
+    if channel_axis:
+        if "S" in kept:  # RGB samples per channel: their mean
+            plane = plane.astype(np.float32).mean(axis=kept.index("S"))
+            kept.remove("S")
+        plane = np.moveaxis(plane, kept.index("C"), -1)
+        return np.ascontiguousarray(plane[..., 0]) if plane.shape[-1] == 1 else plane
+    return _to_plane(plane, color or keep_channels)
 
 
 _UNIT_UM = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0,

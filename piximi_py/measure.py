@@ -17,7 +17,7 @@ from math import sqrt
 import numpy as np
 
 __all__ = ["COLUMNS", "INTENSITY_COLUMNS", "regionprops_table", "perimeter", "solidity",
-           "summarize"]
+           "summarize", "link_nuclei", "nucleus_columns"]
 
 #: Columns of :func:`regionprops_table`, in order, without an intensity image.
 COLUMNS = ("label", "area", "centroid_y", "centroid_x",
@@ -374,3 +374,59 @@ def summarize(table: dict) -> dict:
         um2 = np.asarray(table["area_um2"], np.float64)
         out["mean_area_um2"] = float(um2.mean()) if len(um2) else 0.0
     return out
+
+
+#: A nucleus belongs to the cell holding at least this fraction of its pixels.
+NUCLEUS_INSIDE = 0.5
+
+
+def link_nuclei(cells: np.ndarray, nuclei: np.ndarray, inside: float = NUCLEUS_INSIDE):
+    """Which nucleus each cell holds.
+
+    A nucleus belongs to the cell that holds the largest part of it, if
+    that part is at least ``inside`` of the nucleus; a cell's nucleus is
+    the largest part among those that belong to it.
+
+    Parameters
+    ----------
+    cells, nuclei : (H, W) ndarray of non-negative ints
+        Cell and nucleus labels of the same image (0 = background).
+
+    Returns
+    -------
+    nucleus_of : ndarray of int64, length ``cells.max() + 1``
+        The nucleus label of each cell label, 0 for none (and for label 0).
+    count : ndarray of int64, same length
+        How many nuclei belong to each cell (several: a multinucleate cell,
+        or a cell the model did not split).
+    """
+    cells, nuclei = np.asarray(cells), np.asarray(nuclei)
+    if cells.shape != nuclei.shape or cells.ndim != 2:
+        raise ValueError(f"cells {cells.shape} and nuclei {nuclei.shape} must be 2-D of one shape")
+    n_cells = int(cells.max()) + 1 if cells.size else 1
+    nucleus_of = np.zeros(n_cells, np.int64)
+    count = np.zeros(n_cells, np.int64)
+    on = nuclei > 0
+    if not on.any():
+        return nucleus_of, count
+    nuc, cell = nuclei[on].astype(np.intp), cells[on].astype(np.intp)
+    pairs, overlap = np.unique(nuc * n_cells + cell, return_counts=True)
+    pair_nuc, pair_cell = pairs // n_cells, pairs % n_cells
+    nuc_area = np.bincount(nuc)
+    # per nucleus, its largest part (pairs sorted by overlap, the last of each nucleus wins)
+    order = np.lexsort((overlap, pair_nuc))
+    last = np.r_[pair_nuc[order][1:] != pair_nuc[order][:-1], True]
+    best = order[last]
+    keep = best[(pair_cell[best] > 0) & (overlap[best] >= inside * nuc_area[pair_nuc[best]])]
+    np.add.at(count, pair_cell[keep], 1)
+    order = keep[np.argsort(overlap[keep], kind="stable")]  # larger parts last: they win
+    nucleus_of[pair_cell[order]] = pair_nuc[order]
+    return nucleus_of, count
+
+
+def nucleus_columns(table: dict, cells: np.ndarray, nuclei: np.ndarray) -> dict:
+    """``table`` (of ``cells``, :func:`regionprops_table`) with ``nucleus_label`` (0: the
+    cell has no nucleus) and ``nuclei`` (how many) columns from :func:`link_nuclei`."""
+    nucleus_of, count = link_nuclei(cells, nuclei)
+    label = np.asarray(table["label"], np.intp)
+    return {**table, "nucleus_label": nucleus_of[label], "nuclei": count[label]}

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["ModelSpec", "load_model_index", "default_models_dir", "find_model", "PROMPT_TASKS",
-           "can_segment", "computes_in_float16", "reads_color", "suggest_model", "BRIGHTFIELD_TASK"]
+           "can_segment", "computes_in_float16", "reads_color", "reads_channels", "suggest_model", "BRIGHTFIELD_TASK"]
 
 #: Tasks whose models need prompts (boxes, clicks) and cannot run ``segment``.
 PROMPT_TASKS = ("prompt-segmentation",)
@@ -49,6 +49,10 @@ class ModelSpec:
     #: the model reads one stain of a colour image ("hematoxylin": nuclei of brightfield H&E
     #: slides, ``piximi_py.preprocess.hematoxylin_density``), not its intensity; "" = none
     stain: str = ""
+    #: what each input channel of a multi-channel model is, e.g. ``["cyto", "nuclei"]``: the
+    #: first is required, the others optional (zeros when absent); which image channel is which
+    #: is chosen per image (:mod:`piximi_py.channels`); empty = one image plane (or RGB)
+    input_roles: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +61,11 @@ class ModelSpec:
 def reads_color(spec: ModelSpec) -> bool:
     """Whether images are decoded in colour for ``spec`` (RGB models and stain models)."""
     return spec.channels == 3 or bool(spec.stain)
+
+
+def reads_channels(spec: ModelSpec) -> bool:
+    """Whether ``spec`` reads named channels of an image (a whole-cell model), not one plane."""
+    return bool(spec.input_roles)
 
 
 #: The task of the models for stained brightfield slides (H&E), suggested for images that look stained.

@@ -17,13 +17,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from . import channels as C
 from . import diameter as D
 from . import io, postprocess, preprocess, rescale, tiling
 from .backends.base import Backend
-from .models import ModelSpec, reads_color
+from .models import ModelSpec, reads_channels, reads_color
 
 __all__ = ["Segmentation", "prepare_input", "predict_probabilities", "predict_masks",
-           "estimate_diameter", "segment_async"]
+           "estimate_diameter", "segment_async", "add_nuclei"]
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -38,15 +39,24 @@ class Segmentation:
     diameter: Optional[float] = None  #: object diameter (px) the image was segmented for
     diameter_estimated: bool = False  #: True when ``diameter`` was measured, not given
     scale: float = 1.0               #: the image was enlarged this much for the model
+    channels: Optional[dict] = None  #: image channel of each input role (multi-channel models)
+    nuclei: Optional["Segmentation"] = None  #: the nuclear channel's own segmentation (:func:`add_nuclei`)
+    nucleus_of: Optional[np.ndarray] = None  #: per cell label, its nucleus label (0: none)
 
     @property
     def count(self) -> int:
         return int(self.labels.max()) if self.labels.size else 0
 
 
-def prepare_input(image: np.ndarray, model: ModelSpec) -> np.ndarray:
+def prepare_input(image: np.ndarray, model: ModelSpec, channels: dict | None = None) -> np.ndarray:
     """Normalize a decoded plane into the model's ``(C, H, W)`` float32 input (a stain model
-    reads that stain's density of a colour image, ``ModelSpec.stain``)."""
+    reads that stain's density of a colour image, ``ModelSpec.stain``; a multi-channel model
+    the image channels ``channels`` names for its roles, :mod:`piximi_py.channels`)."""
+    if reads_channels(model):
+        roles = model.input_roles
+        channels = C.check_channels(channels if channels is not None else C.default_channels(image, roles),
+                                    roles, C.image_channels(image))
+        return C.stack_channels(image, channels, roles, **model.normalize)
     if model.stain and image.ndim == 3:
         if model.stain != "hematoxylin":
             raise ValueError(f"unknown stain {model.stain!r} in the model's description")
@@ -241,7 +251,8 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
 
 async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
                         progress: Progress = None, filename: str | None = None,
-                        index: dict | None = None, diameter: float | None = None) -> Segmentation:
+                        index: dict | None = None, diameter: float | None = None,
+                        channels: dict | None = None) -> Segmentation:
     """Segment one image (file bytes or a decoded array) into instance labels.
 
     Parameters
@@ -264,13 +275,20 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         (``model.image_diameter``) replaces the estimate unless the image's
         objects measure more than :data:`TAUGHT_DIAMETER_RANGE` times
         larger or smaller. Models without a diameter ignore it.
+    channels : dict, optional
+        For a multi-channel model (``model.input_roles``, e.g. whole
+        cells): the image channel of each role, ``{"cyto": 1, "nuclei": 0}``;
+        an optional role left out reads zeros. None: chosen from the file's
+        channel names, else by :func:`piximi_py.channels.default_channels`.
+        Other models ignore it.
 
     Raises
     ------
     piximi_py.io.ImageReadError
         When the input cannot be read as an image.
     ValueError
-        When ``diameter`` is not a usable size (0, negative, NaN, larger than the image).
+        When ``diameter`` is not a usable size (0, negative, NaN, larger than the image),
+        or ``channels`` does not fit the model or the image.
     """
     timings = {}
     t0 = t = time.perf_counter()
@@ -282,14 +300,25 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         t = now
 
     D.check_diameter(diameter)
+    multi = reads_channels(model)
+    if multi and channels is not None:
+        C.check_channels(channels, model.input_roles, 1 << 30)  # roles and numbers, before decoding
     if isinstance(image_or_bytes, (bytes, bytearray, memoryview)):
-        image = io.read_image_bytes(image_or_bytes, filename, color=reads_color(model), index=index)
+        image = io.read_image_bytes(image_or_bytes, filename, color=reads_color(model), index=index,
+                                    keep_channels=multi)
+        if multi and channels is None:
+            names = io.describe_image(image_or_bytes, filename).get("channel_names")
+            channels = C.default_channels(image, model.input_roles, names)
     else:
         image = io.validate_image(np.asarray(image_or_bytes))
     diameter = D.check_diameter(diameter, image.shape)
+    if multi:
+        channels = C.check_channels(channels if channels is not None
+                                    else C.default_channels(image, model.input_roles),
+                                    model.input_roles, C.image_channels(image))
     lap("decode")
     try:
-        x = prepare_input(image, model)
+        x = prepare_input(image, model, channels)
     except ValueError as exc:
         raise io.ImageReadError(str(exc)) from None
     lap("preprocess")
@@ -324,4 +353,45 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
     lap("postprocess")
     timings["total"] = (time.perf_counter() - t0) * 1000.0
     return Segmentation(labels=labels, image=image, backend=backend.name, model=model.id,
-                        timings=timings, diameter=diameter, diameter_estimated=estimated, scale=scale)
+                        timings=timings, diameter=diameter, diameter_estimated=estimated, scale=scale,
+                        channels=channels)
+
+
+async def add_nuclei(cells: Segmentation, model: ModelSpec, backend: Backend, *,
+                     progress: Progress = None, diameter: float | None = None) -> Segmentation:
+    """Segment the nuclear channel of a whole-cell result with a nuclei model, and link
+    each cell to its nucleus (:func:`piximi_py.measure.link_nuclei`).
+
+    Parameters
+    ----------
+    cells : Segmentation
+        A result of a multi-channel model, with its image and ``channels``.
+    model : ModelSpec
+        A nuclei model (one grey plane).
+    backend : Backend
+        Runs ``model``.
+    diameter : float, optional
+        Nucleus diameter (px); None: estimated on the nuclear channel.
+
+    Returns
+    -------
+    Segmentation
+        ``cells`` with ``nuclei`` (the nuclear channel's segmentation) and
+        ``nucleus_of`` set.
+
+    Raises
+    ------
+    ValueError
+        When the result has no nuclear channel.
+    """
+    from .measure import link_nuclei
+
+    channel = (cells.channels or {}).get("nuclei")
+    if channel is None or cells.image is None:
+        raise ValueError("no nuclear channel was given for this image, so there are no nuclei to link: "
+                         "choose its nuclei channel")
+    plane = cells.image if cells.image.ndim == 2 else cells.image[..., channel]
+    cells.nuclei = await segment_async(plane, model, backend, progress=progress, diameter=diameter)
+    cells.nucleus_of = link_nuclei(cells.labels, cells.nuclei.labels)[0]
+    cells.timings["nuclei"] = cells.nuclei.timings["total"]
+    return cells
