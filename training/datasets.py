@@ -26,6 +26,18 @@ dsb2018_train
     mirror of that repository (see :func:`mirror_gitdir`), never from the
     network. No stage-1 or stage-2 *test* image is in it.
 
+cells_bbbc018, cells_usiigaci, cells_bbbc030
+    Whole cells (``training.cells``), one acquisition source each, read from
+    git mirrors: BBBC018 (HT29, actin + Hoechst fluorescence, 55 images,
+    hand-drawn cell and nucleus outlines; CC BY-NC-SA 3.0) from
+    ``benescakici/enes_cell_segmentation``; Usiigaci's 50 hand-annotated
+    phase-contrast images (MIT) from ``oist/Usiigaci``; BBBC030 (CHO cells,
+    DIC, 60 images with hand-drawn contours; CC BY 3.0) from
+    ``Nelson-Gon/cytounet``. Images are CYX (cytoplasm, nuclei) where the set
+    has a nuclear stain, else one plane; outlines become labels with
+    :func:`labels_from_outlines`. Each set's README gives the commit, the
+    paths and the licence as stated.
+
 Run ``python -m training.datasets NAME`` to fetch and convert. Each set
 also gets ``index.csv``, one row per image; in sets read from mirrors its
 ``source`` column is meant for the acquisition source (lab, microscope,
@@ -634,7 +646,189 @@ def fetch_dsb2018_train(dest: Path = DATA_CACHE / "dsb2018_train", mirrors: Path
                               lambda g, d, c: convert_dsb2018_train(g, d, c), mirrors)
 
 
-FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train}
+# --------------------------------------------------------------------------- whole cells
+#
+# Whole-cell sets keep every channel the model reads: ``images/NAME.tif`` is CYX,
+# cytoplasm (or the only channel: phase contrast, DIC) then nuclei, or plain YX
+# when there is no nuclear stain (``training.data.load_set(..., "cells")``).
+
+BBBC018_REPO = "benescakici/enes_cell_segmentation"
+BBBC018_COMMIT = "31501c70f80e84ea4241a609b637a595b48443bc"
+BBBC018_LICENCE = ("The BBBC018 images and ground truth are licensed under a Creative Commons "
+                   "Attribution-NonCommercial-ShareAlike 3.0 Unported License by David Root and Anne "
+                   "Carpenter. (broadinstitute/imaging-bbbc @ 15a162dbe9bd2aa54347dbc622cb5cbd0de7b01f, "
+                   "templates/BBBC018.html; the repository itself states no licence)")
+USIIGACI_REPO = "oist/Usiigaci"
+USIIGACI_COMMIT = "9501d80c747cf82870dd596818fcf5c28c94d733"
+USIIGACI_LICENCE = ("MIT License, Copyright (c) 2018 Okinawa Institute of Science & Technology Graduate "
+                    "University (LICENSE; the README: \"Usiigaci is released under MIT License.\")")
+BBBC030_REPO = "Nelson-Gon/cytounet"
+BBBC030_COMMIT = "b55a088b65f6e26327c0188e047ff849ccb927b2"
+BBBC030_LICENCE = ("The BBBC030v1 image set are licensed under a Creative Commons Attribution 3.0 Unported "
+                   "License by Peter Horvath and Krisztián Koós. (broadinstitute/imaging-bbbc @ "
+                   "15a162dbe9bd2aa54347dbc622cb5cbd0de7b01f, templates/BBBC030.html; the repository's MIT "
+                   "licence covers its code)")
+
+
+def _git_show(gitdir: Path, commit: str, path: str) -> bytes:
+    return subprocess.run(["git", "--git-dir", str(gitdir), "show", f"{commit}:{path}"],
+                          check=True, capture_output=True).stdout
+
+
+def _git_paths(gitdir: Path, commit: str, pattern: str) -> list[str]:
+    names = subprocess.run(["git", "--git-dir", str(gitdir), "ls-tree", "-r", "--name-only", commit],
+                           check=True, capture_output=True, text=True).stdout.splitlines()
+    return sorted(n for n in names if re.fullmatch(pattern, n))
+
+
+def _png(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def labels_from_outlines(outlines: np.ndarray, *, min_size: int = 30, max_fraction: float = 0.2,
+                         keep=None) -> np.ndarray:
+    """Instance labels from a drawing of closed outlines (BBBC ground truth).
+
+    Every region the outlines enclose (4-connected, so that a diagonal gap
+    in a line still closes it) becomes an object; regions larger than
+    ``max_fraction`` of the image (the background) or smaller than
+    ``min_size`` pixels (gaps between outlines) are dropped, and so is a
+    region for which ``keep(region_mask)`` is false. The outline pixels then
+    go to the nearest object within 2 pixels, so that touching objects
+    share their border as in label images drawn directly.
+    """
+    from skimage.segmentation import expand_labels
+
+    walls = outlines > 0
+    regions, n = ndi.label(~walls)
+    areas = np.bincount(regions.ravel(), minlength=n + 1)
+    labels = np.zeros(regions.shape, np.int32)
+    next_id = 0
+    for i in range(1, n + 1):
+        if not min_size <= areas[i] <= max_fraction * regions.size:
+            continue
+        mask = regions == i
+        if keep is not None and not keep(mask):
+            continue
+        next_id += 1
+        labels[mask] = next_id
+    grown = expand_labels(labels, 2)
+    labels[walls] = grown[walls]
+    return labels
+
+
+def _cells_readme(title: str, repo: str, commit: str, paths: str, licence: str, conversion: str,
+                  records: list[dict]) -> str:
+    cells = sum(r["cells"] for r in records)
+    return (f"# {title}\n\nConverted by `python -m training.datasets` (training/datasets.py) from a git mirror "
+            f"of the GitHub repository `{repo}` at commit `{commit}`.\n\n- Paths: {paths}\n"
+            f"- Licence as stated: {licence}\n- Conversion: {conversion}\n"
+            f"- {len(records)} images, {cells} cells.\n")
+
+
+def _write_cells(dest: Path, name: str, cyto: np.ndarray, nuclei, labels: np.ndarray) -> dict:
+    image = cyto if nuclei is None else np.stack([cyto, nuclei])
+    tifffile.imwrite(dest / "images" / f"{name}.tif", image,
+                     **({} if nuclei is None else {"imagej": True, "metadata": {"axes": "CYX"}}))
+    labels = labels.astype(np.uint16)
+    tifffile.imwrite(dest / "masks" / f"{name}.tif", labels, compression="zlib")
+    d = equivalent_diameters(labels)
+    return {"name": name, "height": labels.shape[0], "width": labels.shape[1],
+            "cells": int(len(d)), "median_diameter": round(float(np.median(d)), 2) if len(d) else 0}
+
+
+def convert_cells_bbbc018(gitdir: Path, dest: Path, commit: str = BBBC018_COMMIT) -> list[dict]:
+    """BBBC018 (HT29 cells; actin, Hoechst and pH3 fluorescence, 512 x 512) with hand-drawn
+    cell and nucleus outlines. A cell is an enclosed region that holds a nucleus (regions
+    between cells enclosed by their outlines hold none). The DIB files are 52 bytes of header
+    then little-endian uint16 rows, top row first."""
+    for sub in ("images", "masks"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    records = []
+    for path in _git_paths(gitdir, commit, r"data/BBBC018_v1_outlines/\d+-cells\.png"):
+        well = PurePosixPath(path).name.split("-")[0]
+
+        def dib(channel):
+            raw = _git_show(gitdir, commit, f"data/BBBC018_v1_images/{well}-{channel}.DIB")
+            return np.frombuffer(raw[52:], "<u2").reshape(512, 512).copy()
+
+        nuclei_fill = ndi.binary_fill_holes(_png(_git_show(gitdir, commit, path.replace("-cells", "-nuclei"))) > 0)
+        labels = labels_from_outlines(_png(_git_show(gitdir, commit, path)),
+                                      keep=lambda m: np.count_nonzero(m & nuclei_fill) >= 20)
+        records.append(_write_cells(dest, f"bbbc018_{well}", dib("actin"), dib("DNA"), labels))
+    _write_index(dest, records)
+    (dest / "README.md").write_text(_cells_readme(
+        "BBBC018: HT29 cells, actin (cytoplasm) + Hoechst (nuclei)", BBBC018_REPO, commit,
+        "`data/BBBC018_v1_images/WELL-{actin,DNA}.DIB`, `data/BBBC018_v1_outlines/WELL-{cells,nuclei}.png`",
+        BBBC018_LICENCE, labels_from_outlines.__doc__.split("\n")[0] + " A cell must hold >= 20 px of a "
+        "filled nucleus outline. Channels: actin, DNA (pH3 left out).", records))
+    return records
+
+
+def convert_cells_usiigaci(gitdir: Path, dest: Path, commit: str = USIIGACI_COMMIT) -> list[dict]:
+    """Usiigaci's 50 hand-annotated phase-contrast images (10x, Nikon Ti-E), label images as they are."""
+    for sub in ("images", "masks"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    records = []
+    for path in _git_paths(gitdir, commit, r"Mask R-CNN/(train|val)/set\d+/instances_ids\.png"):
+        folder = PurePosixPath(path).parent
+        raw = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, f"{folder}/raw.tif")))
+        labels = _png(_git_show(gitdir, commit, path)).astype(np.int32)
+        labels = labels_from_instance_masks([labels == i for i in np.unique(labels) if i])[0]
+        records.append(_write_cells(dest, f"usiigaci_{folder.name}", raw, None, labels))
+    _write_index(dest, records)
+    (dest / "README.md").write_text(_cells_readme(
+        "Usiigaci: phase-contrast cells (T98G), 10x", USIIGACI_REPO, commit,
+        "`Mask R-CNN/{train,val}/setN/{raw.tif,instances_ids.png}`", USIIGACI_LICENCE,
+        "raw.tif as it is (uint16 phase contrast); instances_ids.png split into connected objects.", records))
+    return records
+
+
+def convert_cells_bbbc030(gitdir: Path, dest: Path, commit: str = BBBC030_COMMIT) -> list[dict]:
+    """BBBC030: 60 DIC images of CHO cells (20x) with the original hand-drawn contours."""
+    for sub in ("images", "masks"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    records = []
+    for path in _git_paths(gitdir, commit, r"examples/BBBC030_v1/(train|validation|test_truth)/outlines/cho\d+\.png"):
+        stem = PurePosixPath(path).stem
+        split = PurePosixPath(path).parts[2]
+        image = _png(_git_show(gitdir, commit, f"examples/BBBC030_v1/{'test' if split == 'test_truth' else split}"
+                                               f"/images/{stem}.png"))
+        image = image[..., 0] if image.ndim == 3 else image
+        labels = labels_from_outlines(_png(_git_show(gitdir, commit, path)), min_size=100)
+        records.append(_write_cells(dest, f"bbbc030_{stem}", image, None, labels))
+    _write_index(dest, records)
+    (dest / "README.md").write_text(_cells_readme(
+        "BBBC030: CHO cells, DIC, 20x", BBBC030_REPO, commit,
+        "`examples/BBBC030_v1/{train,validation,test}/images/choNN.png` with "
+        "`{train,validation,test_truth}/outlines/choNN.png` (not `new_outlines/`, where touching cells merge)",
+        BBBC030_LICENCE, labels_from_outlines.__doc__.split("\n")[0] + " Regions under 100 px are gaps.",
+        records))
+    return records
+
+
+def fetch_cells_bbbc018(dest: Path = DATA_CACHE / "cells_bbbc018", mirrors: Path | None = None) -> Path:
+    """BBBC018 whole cells (fluorescence, cytoplasm + nuclei) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, BBBC018_REPO, BBBC018_COMMIT, convert_cells_bbbc018, mirrors)
+
+
+def fetch_cells_usiigaci(dest: Path = DATA_CACHE / "cells_usiigaci", mirrors: Path | None = None) -> Path:
+    """Usiigaci whole cells (phase contrast) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, USIIGACI_REPO, USIIGACI_COMMIT, convert_cells_usiigaci, mirrors)
+
+
+def fetch_cells_bbbc030(dest: Path = DATA_CACHE / "cells_bbbc030", mirrors: Path | None = None) -> Path:
+    """BBBC030 whole cells (DIC) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, BBBC030_REPO, BBBC030_COMMIT, convert_cells_bbbc030, mirrors)
+
+
+FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train,
+            "cells_bbbc018": fetch_cells_bbbc018, "cells_usiigaci": fetch_cells_usiigaci,
+            "cells_bbbc030": fetch_cells_bbbc030}
+#: The whole-cell sets, one acquisition source each (``training.cells``).
+CELL_SETS = ("cells_bbbc018", "cells_usiigaci", "cells_bbbc030")
 
 
 def summarize(root: Path) -> str:

@@ -67,8 +67,9 @@ class CropStream(torch.utils.data.IterableDataset):
 
     def __init__(self, samples, *, batch: int, crop: int, seed: int, boundary_width: int = 2,
                  synthetic_fraction: float = 0.0, channels: int = 1, pool: int = 48,
-                 diameter: float | None = None, scale_range=(0.6, 1.6)):
+                 diameter: float | None = None, scale_range=(0.6, 1.6), drop_nuclei: float = 0.3):
         self.samples, self.batch, self.crop, self.seed = samples, batch, crop, seed
+        self.drop_nuclei = drop_nuclei
         self.boundary_width, self.synthetic_fraction = boundary_width, synthetic_fraction
         self.channels, self.pool = channels, pool
         self.diameter, self.scale_range = diameter, tuple(scale_range)
@@ -105,6 +106,9 @@ class CropStream(torch.utils.data.IterableDataset):
                      for s in chosen]
             if self.channels == 3:  # grayscale and synthetic crops for a colour model
                 crops = [(D.gray_to_rgb(c[0], rng), *c[1:]) if c[0].shape[0] == 1 else c for c in crops]
+            if self.channels == 2:  # whole cells: often no nuclear stain, so learn without it too
+                crops = [(D.drop_nuclei(c[0], rng, 1.0 if s.image.ndim == 3 and not s.image[..., 1].any()
+                                        else self.drop_nuclei), *c[1:]) for c, s in zip(crops, chosen)]
             yield tuple(torch.from_numpy(np.stack([c[k] for c in crops])) for k in range(3))
 
 
@@ -117,7 +121,7 @@ def lr_factor(it: int, total: int, warmup: int) -> float:
 
 def load_samples(sets, data_root: Path, channels: int) -> list:
     """Samples of every set; a set is a name under ``data_root`` or a path."""
-    mode = "rgb" if channels == 3 else "gray"
+    mode = {3: "rgb", 2: "cells"}.get(channels, "gray")
     roots = [Path(s) if Path(s).is_absolute() or Path(s).is_dir() else Path(data_root) / s for s in sets]
     missing = [str(r) for r in roots if not r.is_dir()]
     if missing:

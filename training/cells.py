@@ -1,0 +1,303 @@
+"""Whole-cell models: training, leave-one-source-out evaluation and the classical baseline.
+
+The whole-cell sets (:data:`training.zoo.CELLS`, fetched by
+``python -m training.datasets cells_...``) are one acquisition source each:
+BBBC018 (fluorescence: actin + Hoechst), Usiigaci (phase contrast) and
+BBBC030 (DIC). ``python build.py cells-train`` trains the shipped variant on
+all of them (each set's training split) and one fold model without each
+source; ``python build.py cells-evaluate`` scores every fold on its left-out
+source through the ``piximi_py`` pipeline (cell diameter estimated, nuclei
+channel given where the set has one), beside the classical baseline on the
+same images and the shipped model on its held-out split.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from . import data as D
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "cells"
+VARIANT = "cells_s2d4_w24"
+ITERATIONS = 2000
+FOLD_ITERATIONS = 800
+#: Images scored per source at most (chosen by a hash of the name).
+MAX_IMAGES = 30
+
+
+def cell_sets() -> list[Path]:
+    from .datasets import DATA_CACHE
+    from .zoo import CELLS
+
+    return [DATA_CACHE / name for name in CELLS]
+
+
+def fold_dir(source: str) -> Path:
+    return RUNS / f"without_{source}"
+
+
+def train_all(*, iterations: int = ITERATIONS, fold_iterations: int = FOLD_ITERATIONS,
+              threads: int = 2, folds: bool = True) -> list[Path]:
+    """Train (or keep) the shipped variant and the fold models; returns their ONNX files."""
+    from .export import export_onnx
+    from .zoo import train_variant
+
+    missing = [str(p) for p in cell_sets() if not p.is_dir()]
+    if missing:
+        raise SystemExit(f"whole-cell sets not found: {', '.join(missing)} "
+                         "(python -m training.datasets cells_bbbc018 | cells_usiigaci | cells_bbbc030)")
+    runs = [(VARIANT, iterations, ())]
+    if folds:
+        runs += [(fold_dir(p.name).name, fold_iterations, (p.name,)) for p in cell_sets()]
+    files = []
+    for run_name, its, exclude in runs:
+        onnx_path = RUNS / run_name / "model.onnx"
+        if not onnx_path.exists():
+            ckpt = train_variant(VARIANT, RUNS, data_root=D.SHARED_DATA, iterations=its, threads=threads,
+                                 run_name=run_name, exclude_sources=list(exclude))
+            export_onnx(ckpt, onnx_path)
+        files.append(onnx_path)
+    return files
+
+
+def classical_cells(image: np.ndarray, diameter: float = 30.0, min_size: int = 30) -> np.ndarray:
+    """The classical whole-cell baseline: a nuclei-seeded watershed on the cytoplasm channel.
+
+    ``image`` is the model's input, ``(H, W, 2)`` normalized cytoplasm and
+    nuclei (zeros when absent). Cells are where the smoothed cytoplasm is
+    above Otsu's threshold (its local contrast for phase contrast and DIC,
+    where cells are textured rather than bright). Seeds are the nuclei
+    (Otsu on the smoothed nuclear channel) when there is one, else the
+    maxima of the distance to the background; the watershed floods the
+    inverted cytoplasm (or the distance) from the seeds within the cells.
+    ``diameter`` (px, typical cell) sets the distance between seeds without
+    nuclei and the texture window; :func:`score` gives it the true median,
+    which favours the baseline.
+    """
+    from skimage.feature import peak_local_max
+    from skimage.filters import threshold_otsu
+    from skimage.segmentation import watershed
+
+    cyto, nuclei = image[..., 0], image[..., 1]
+    window = max(3, int(diameter / 5) | 1)
+    has_nuclei = bool(nuclei.any())
+    if has_nuclei:
+        signal = ndi.gaussian_filter(cyto, 2)
+    else:  # phase contrast / DIC: texture
+        smooth = ndi.gaussian_filter(cyto, 1)
+        signal = ndi.gaussian_filter(np.sqrt(np.maximum(
+            ndi.uniform_filter(smooth ** 2, window) - ndi.uniform_filter(smooth, window) ** 2, 0)), 2)
+    cells = signal > threshold_otsu(signal)
+    cells = ndi.binary_fill_holes(ndi.binary_opening(cells, iterations=2))
+    distance = ndi.distance_transform_edt(cells)
+    if has_nuclei:
+        nuc = ndi.gaussian_filter(nuclei, 1)
+        seeds, _ = ndi.label(ndi.binary_opening(nuc > threshold_otsu(nuc), iterations=1) & cells)
+        surface = -signal
+    else:
+        seeds = np.zeros(cells.shape, np.int32)
+        peaks = peak_local_max(ndi.gaussian_filter(distance, 2), min_distance=max(3, int(diameter / 2)), labels=ndi.label(cells)[0])
+        seeds[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        surface = -distance
+    labels = watershed(surface, seeds, mask=cells)
+    sizes = np.bincount(labels.ravel())
+    labels[sizes[labels] < min_size] = 0
+    return labels
+
+
+def source_images(root: Path, max_images: int = MAX_IMAGES, validation_only: bool = False) -> list[Path]:
+    """Up to ``max_images`` images of a set, chosen by a hash of their names (stable as sets grow)."""
+    paths = sorted((root / "images").glob("*.tif"))
+    if validation_only:
+        paths = [p for p in paths if D.is_validation(f"{root.name}/{p.stem}")]
+    return sorted(paths, key=lambda p: hashlib.sha1(f"{root.name}/{p.stem}".encode()).hexdigest())[:max_images]
+
+
+def cells_spec(default_spec=None, **changes):
+    """The model spec the folds run with: the shipped ``cells`` entry where there is one."""
+    import piximi_py
+    from piximi_py.models import ModelSpec
+
+    specs = piximi_py.load_models()
+    shipped = next((s for s in specs if s.id == "cells"), None)
+    base = default_spec or shipped or ModelSpec(
+        id="cells", name="cells", task="cells", file=f"{VARIANT}.onnx", channels=2, input_multiple=32,
+        diameter=30.0, input_roles=list(D.CELL_ROLES),
+        postprocess={"foreground_threshold": 0.5, "seed_threshold": 0.5, "min_seed_size": 8, "min_size": 30})
+    return dataclasses.replace(base, **changes)
+
+
+def score(spec, onnx_path: Path | None, paths: list[Path]) -> list[dict]:
+    """Per-image AP@0.5, mAP and F1: of ``onnx_path`` run through the pipeline as ``spec`` says
+    (diameter estimated), or of :func:`classical_cells` when ``onnx_path`` is None."""
+    import piximi_py
+    from piximi_py.io import read_image
+    from piximi_py.metrics import evaluate_instances
+    from piximi_py.pipeline import segment_async
+
+    backend = None
+    if onnx_path is not None:
+        from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
+
+        backend = OnnxRuntimeBackend(str(onnx_path))
+    rows = []
+    for path in paths:
+        truth = read_image(path.parent.parent / "masks" / path.name).astype(np.int32)
+        planes = read_image(path, keep_channels=True)
+        channels = {"cyto": 0, "nuclei": 1 if planes.ndim == 3 else None}
+        if backend is None:
+            from piximi_py.channels import stack_channels
+
+            from piximi_py.diameter import median_diameter
+
+            labels = classical_cells(np.moveaxis(stack_channels(planes, channels, D.CELL_ROLES), 0, -1),
+                                     diameter=median_diameter(truth)[0])
+            diameter = None
+        else:
+            seg = piximi_py.run_sync(segment_async(planes, spec, backend, channels=channels))
+            labels, diameter = seg.labels, seg.diameter
+        rows.append({"image": path.stem, "diameter": diameter, **evaluate_instances(truth, labels)})
+    return rows
+
+
+def _mean(rows, key):
+    return round(float(np.mean([r[key] for r in rows])), 4) if rows else float("nan")
+
+
+def evaluate_by_source(*, folds: bool = True, shipped: bool = True, baseline: bool = True,
+                       max_images: int = MAX_IMAGES) -> dict:
+    """Fold models on their left-out source, the classical baseline on the same images, and the
+    shipped ``cells`` model (``models/``) on each source's held-out split."""
+    import piximi_py
+
+    models_dir = piximi_py.default_models_dir()
+    specs = {s.id: s for s in piximi_py.load_models(models_dir)}
+    report = {"variant": VARIANT, "fold_iterations": FOLD_ITERATIONS, "sources": {}}
+    for root in cell_sets():
+        source = root.name
+        paths = source_images(root, max_images)
+        entry = {"images": len(paths)}
+        onnx_path = fold_dir(source) / "model.onnx"
+        if folds and onnx_path.exists():
+            entry["fold"] = {k: _mean(rows, k) for rows in [score(cells_spec(), onnx_path, paths)]
+                             for k in ("ap50", "map", "f1")}
+        if baseline:
+            rows = score(None, None, paths)
+            entry["baseline"] = {k: _mean(rows, k) for k in ("ap50", "map", "f1")}
+        if shipped and "cells" in specs:
+            held_out = source_images(root, max_images, validation_only=True)
+            rows = score(specs["cells"], models_dir / specs["cells"].file, held_out)
+            entry["cells"] = {"images": len(held_out), **{k: _mean(rows, k) for k in ("ap50", "map", "f1")}}
+        report["sources"][source] = entry
+        print(source, json.dumps(entry), flush=True)
+    for key in ("fold", "baseline"):
+        rows = [e[key] for e in report["sources"].values() if key in e]
+        if rows:
+            report[f"{key}_mean"] = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("ap50", "map", "f1")}
+    return report
+
+
+def format_report(report: dict) -> str:
+    def cell(r):
+        return f"{r['ap50']:.3f} / {r['map']:.3f} / {r['f1']:.3f}" if r else "—"
+
+    lines = ["| left-out source | images | fold model (never saw it) AP@0.5 / mAP / F1 | "
+             "classical baseline | shipped `cells` (held-out split of a seen source) |",
+             "|---|---|---|---|---|"]
+    for source, e in report["sources"].items():
+        shipped = e.get("cells")
+        lines.append(f"| {source} | {e['images']} | {cell(e.get('fold'))} | {cell(e.get('baseline'))} | "
+                     + (f"{cell(shipped)} ({shipped['images']} images)" if shipped else "—") + " |")
+    if "fold_mean" in report:
+        lines.append(f"| **mean** | | **{cell(report['fold_mean'])}** | {cell(report.get('baseline_mean'))} | |")
+    return "\n".join(lines)
+
+
+#: The shipped whole-cell model's index entry (``python build.py cells-export``).
+ENTRY = {
+    "id": "cells", "name": "Whole cells, cytoplasm + optional nuclei (space-to-depth U-Net, 1.1M params)",
+    "task": "cells", "default": True, "input_roles": list(D.CELL_ROLES),
+    "description": "3-class U-Net (background / cell interior / cell boundary) for whole cells, reading a "
+                   "cytoplasm, membrane, phase-contrast or DIC channel plus an optional nuclear channel (zeros "
+                   "without one, as Cellpose). Cells are rescaled to 30 px across (diameter estimated or given). "
+                   "Trained on BBBC018 (HT29, actin + Hoechst; CC BY-NC-SA 3.0), Usiigaci (phase contrast; MIT) "
+                   "and BBBC030 (CHO, DIC; CC BY 3.0): three sources, so expect it to need Teach on a new one.",
+}
+FILE = f"{VARIANT}.onnx"
+#: Smallest seed (px at the model's cell size, 30 px across) tried by :func:`tune_thresholds`: a
+#: cell's interior can break into pieces that would each become a cell.
+MIN_SEED_SIZES = (8, 30, 80)
+
+
+def tune_thresholds(onnx_path: Path, spec, max_per_source: int = 4) -> dict:
+    """Foreground and seed thresholds with the best mean AP@0.5 on training-split images
+    (never the held-out ones), each segmented at its true median cell diameter."""
+    import piximi_py
+    from piximi_py import postprocess, rescale
+    from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
+    from piximi_py.diameter import median_diameter
+    from piximi_py.io import read_image
+    from piximi_py.metrics import evaluate_instances
+    from piximi_py.pipeline import _instance_options, prepare_input, predict_probabilities
+
+    from .zoo_report import GRID
+
+    backend = OnnxRuntimeBackend(str(onnx_path))
+    cases = []
+    for root in cell_sets():
+        paths = [p for p in source_images(root, 10 ** 6) if not D.is_validation(f"{root.name}/{p.stem}")]
+        for path in paths[:max_per_source]:
+            truth = read_image(path.parent.parent / "masks" / path.name).astype(np.int32)
+            planes = read_image(path, keep_channels=True)
+            x = prepare_input(planes, spec, {"cyto": 0, "nuclei": 1 if planes.ndim == 3 else None})
+            scale = rescale.scale_factor(median_diameter(truth)[0], spec.diameter)
+            prob = piximi_py.run_sync(predict_probabilities(
+                rescale.resize(x, rescale.rescaled_shape(x.shape, scale)), spec, backend))
+            cases.append((truth, prob, scale))
+    scores = {}
+    for fg, seed in GRID:
+        for min_seed in MIN_SEED_SIZES:
+            post = {**spec.postprocess, "foreground_threshold": fg, "seed_threshold": seed,
+                    "min_seed_size": min_seed}
+            trial = dataclasses.replace(spec, postprocess=post)
+            rows = []
+            for truth, prob, scale in cases:
+                masks = rescale.resample_masks(prob, truth.shape, fg, seed)
+                labels = postprocess.masks_to_labels(*masks, **_instance_options(trial, scale))
+                rows.append(evaluate_instances(truth, labels)["ap50"])
+            scores[(fg, seed, min_seed)] = float(np.mean(rows))
+    fg, seed, min_seed = max(scores, key=scores.get)
+    return {**spec.postprocess, "foreground_threshold": fg, "seed_threshold": seed, "min_seed_size": min_seed}
+
+
+def ship(models_dir: Path | None = None) -> dict:
+    """Export the trained variant into ``models/`` with its index entry and rdf.yaml."""
+    import torch
+
+    import piximi_py
+
+    from .export import export_onnx, register_model
+    from .rdf import write_rdf
+    from .train import input_multiple
+    from .zoo_report import TEMPLATE
+
+    models_dir = Path(models_dir or piximi_py.default_models_dir())
+    checkpoint = RUNS / VARIANT / "model.pt"
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    export_onnx(checkpoint, models_dir / FILE)
+    spec = cells_spec(None, file=FILE, input_multiple=input_multiple(ckpt["config"]),
+                      diameter=float(ckpt["run"]["diameter"]))
+    post = tune_thresholds(models_dir / FILE, spec)
+    old = next((s for s in piximi_py.load_models(models_dir) if s.id == ENTRY["id"]), None)
+    entry = {**TEMPLATE, **ENTRY, "file": FILE, "channels": ckpt["config"]["in_channels"],
+             "input_multiple": spec.input_multiple, "postprocess": post, "diameter": spec.diameter,
+             "metrics": old.metrics if old else {}, "latency_ms_512": old.latency_ms_512 if old else 0.0}
+    entry = register_model(models_dir / "index.json", entry)
+    write_rdf(models_dir, entry, ckpt)
+    return entry
