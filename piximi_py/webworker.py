@@ -40,7 +40,7 @@ from .backends.ortweb import (BACKENDS, BackendUnavailable, OrtWebBackend, float
                               webgpu_available)
 from .diameter import check_diameter, resolve_diameter
 from .io import ImageReadError
-from .models import can_segment, computes_in_float16, find_model, load_model_index, reads_color
+from .models import can_segment, computes_in_float16, find_model, load_model_index, reads_channels, reads_color
 
 __all__ = ["init", "warm_up", "models", "segment", "describe", "export", "batch_fail", "batch_zip", "memory",
            "batch_clear", "open_image", "prompt", "prompt_accept", "prompt_cancel", "refine"]
@@ -316,14 +316,21 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     index / project (plane selection, :func:`piximi_py.io.read_image`),
     pixel_size (µm; default: from the file), measure (bool, default true),
     batch (bool: add this result's exports to the batch zip), diameter (nucleus
-    diameter in px; absent or null: estimated) or diameter_um (µm, with the pixel size).
+    diameter in px; absent or null: estimated) or diameter_um (µm, with the pixel size);
+    for a whole-cell model, channels (``{"cyto": 1, "nuclei": 0}``, a role absent or null: none,
+    "auto": chosen from the file, :func:`piximi_py.channels.default_channels`, as are all
+    of them when channels is null) and nuclei (a nuclei model id: segment
+    the nuclear channel too and link each cell to its nucleus). The result then has
+    ``channels`` (used), ``channel_count``, ``input_roles`` and, with nuclei, ``nuclei_count``
+    and the measurements' ``nucleus_label`` / ``nuclei`` columns.
     The result's ``diameter`` is the one used, ``diameter_estimated`` says whether it was measured;
     ``suggested_model`` is the model the image calls for (a stained slide: the brightfield
     model), ``suggested_because`` says why (:func:`piximi_py.models.suggest_model`).
     """
     from . import io as pio
-    from .measure import regionprops_table, summarize
-    from .pipeline import segment_async
+    from .channels import default_channels, image_channels
+    from .measure import nucleus_columns, regionprops_table, summarize
+    from .pipeline import add_nuclei, segment_async
 
     options = options or {}
     try:
@@ -335,14 +342,25 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         index, project = _plane_options(options)
         info = await _describe_decodable(data, name)
         t = _now()
+        multi = reads_channels(spec)
+        if multi and index:  # the roles pick channels: a chosen C plane does not apply
+            index.pop("C", None)
         image = pio.read_image_bytes(data, name, color=reads_color(spec), index=index,
-                                     project=project)
+                                     project=project, keep_channels=multi)
         decode_ms = _now() - t
         suggested, why = _suggestion(image, data, name, spec, index, project, info)
         pixel_size = options.get("pixel_size") or info.get("pixel_size")
         diameter = resolve_diameter(options.get("diameter"), options.get("diameter_um"), pixel_size)
+        channels = options.get("channels")
+        if multi:  # a role left "auto" (or all of them, with no channels) takes the file's default
+            auto = default_channels(image, spec.input_roles, info.get("channel_names"))
+            channels = auto if not channels else {r: auto.get(r) if v == "auto" else v for r, v in channels.items()}
         seg = await segment_async(image, spec, backend, progress=progress, filename=name,
-                                  diameter=diameter)
+                                  diameter=diameter, channels=channels if multi else None)
+        if multi and options.get("nuclei"):
+            nuclei_spec = _spec(options["nuclei"])
+            seg = await add_nuclei(seg, nuclei_spec, await _backend(nuclei_spec, options.get("backend") or "auto",
+                                                                    progress), progress=progress)
         labels = seg.labels
         timings = {k: float(v) for k, v in seg.timings.items()}
         timings["decode"] = decode_ms
@@ -362,24 +380,36 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             "scale": seg.scale,
             "suggested_model": suggested.id, "suggested_because": why,
         }
+        if multi:
+            result.update(channels=seg.channels, channel_count=image_channels(image),
+                          input_roles=list(spec.input_roles))
+        if seg.nuclei is not None:
+            result.update(nuclei_count=int(seg.nuclei.count), nuclei_labels=_typed(seg.nuclei.labels))
         if options.get("backend", "auto") == "auto" and spec.id in S.probes:
             result["backend_probe"] = S.probes[spec.id]
-        image_id = None if options.get("batch") else _remember(image)  # batch: not for prompts
+        # a whole-cell image is shown, prompted and exported as an overlay by its cytoplasm channel
+        shown = image[..., seg.channels["cyto"]] if multi and image.ndim == 3 else image
+        image_id = None if options.get("batch") else _remember(shown)  # batch: not for prompts
         result["image_id"] = image_id
         S.last = {"labels": labels, "image": image, "name": name or "image", "model": spec.id,
-                  "pixel_size": pixel_size, "table": None, "image_id": image_id, "diameter": seg.diameter}
+                  "pixel_size": pixel_size, "table": None, "image_id": image_id, "diameter": seg.diameter,
+                  "nuclei": seg.nuclei.labels if seg.nuclei is not None else None,
+                  "nucleus_of": seg.nucleus_of}
         S.pending = None
         if options.get("measure", True):
             t = _now()
             table = regionprops_table(labels, _intensity(image), pixel_size=pixel_size)
+            if seg.nuclei is not None:
+                table = nucleus_columns(table, labels, seg.nuclei.labels)
             timings["measure"] = _now() - t
             S.last["table"] = table
             result["measurements"] = _table_js(table)
             result["summary"] = summarize(table)
         if options.get("display"):
-            result["image"] = _typed(_display_image(image))
+            result["image"] = _typed(_display_image(shown))
         if options.get("batch"):
-            _batch().add(name or "image", _exports(S.last, BATCH_EXPORTS))
+            _batch().add(name or "image", _exports(
+                S.last, BATCH_EXPORTS + (("nuclei_labels",) if seg.nuclei is not None else ())))
         timings["total"] = float(seg.timings["total"]) + decode_ms
         result["timings"] = timings
         result["timings"]["worker"] = _now() - t_start
@@ -394,6 +424,8 @@ def _suggestion(image, data: bytes, name, spec, index, project, info: dict):
     from . import io as pio
     from .models import suggest_model
 
+    if reads_channels(spec):  # whole cells: the stain suggestion is about nuclei models
+        return spec, ""
     if image.ndim == 2 and info.get("sizes", {}).get("S", 1) >= 3:
         image = pio.read_image_bytes(data, name, color=True, index=index, project=project)
     shipped = {m["id"] for m in S.index.get("models", [])}  # not the taught or loaded ones
@@ -421,16 +453,23 @@ EXPORTS = {
     "coco": ("_coco.json", "application/json"),
     "coco_polygon": ("_coco_polygons.json", "application/json"),
     "rois": ("_rois.zip", "application/zip"),
+    "nuclei_labels": ("_nuclei_labels.tif", "image/tiff"),  # whole cells with their nuclei only
     "all": ("_results.zip", "application/zip"),
 }
 
 
 def _export_one(last: dict, kind: str, options: dict | None = None) -> bytes:
     from . import export as ex
-    from .measure import regionprops_table
+    from .measure import nucleus_columns, regionprops_table
 
     options = options or {}
     labels = last["labels"]
+    nuclei = last.get("nuclei")
+    linked = {"nuclei": nuclei, "nucleus_of": last.get("nucleus_of")} if nuclei is not None else {}
+    if kind == "nuclei_labels":
+        if nuclei is None:
+            raise ValueError("this result has no nuclei: segment whole cells with their nuclei first")
+        return ex.labels_tiff(nuclei, pixel_size=last.get("pixel_size"))
     if kind == "labels":
         return ex.labels_tiff(labels, pixel_size=last.get("pixel_size"))
     if kind == "mask":
@@ -443,12 +482,15 @@ def _export_one(last: dict, kind: str, options: dict | None = None) -> bytes:
         if table is None:
             table = regionprops_table(labels, _intensity(last["image"]),
                                       pixel_size=last.get("pixel_size"))
+            if nuclei is not None:
+                table = nucleus_columns(table, labels, nuclei)
         return ex.measurements_csv(table).encode("utf-8")
     if kind in ("coco", "coco_polygon"):
         return ex.coco_json_bytes(labels, file_name=last.get("name") or "image",
-                                  encoding="polygon" if kind == "coco_polygon" else "rle")
+                                  encoding="polygon" if kind == "coco_polygon" else "rle",
+                                  **({"category": "cell", **linked} if linked else {}))
     if kind == "rois":
-        return ex.roi_zip(labels)
+        return ex.roi_zip(labels, **linked)
     raise ValueError(f"unknown export {kind!r}: use one of {', '.join(EXPORTS)}")
 
 
@@ -479,7 +521,7 @@ def export(kind: str, options: dict | None = None) -> dict:
             raise ValueError(f"unknown export {kind!r}: use one of {', '.join(EXPORTS)}")
         stem = _stem(S.last["name"])
         if kind == "all":
-            kinds = [k for k in EXPORTS if k != "all"]
+            kinds = [k for k in EXPORTS if k != "all" and (k != "nuclei_labels" or S.last.get("nuclei") is not None)]
             data = _zip({stem + EXPORTS[k][0]: b for k, b in _exports(S.last, kinds, options).items()})
         else:
             data = _export_one(S.last, kind, options)
@@ -822,9 +864,12 @@ def prompt_cancel() -> dict:
 
 def _measured(labels: np.ndarray) -> dict:
     """Store new labels as the current result; their measurements as JS."""
-    from .measure import regionprops_table, summarize
+    from .measure import link_nuclei, nucleus_columns, regionprops_table, summarize
 
     table = regionprops_table(labels, _intensity(S.last["image"]), pixel_size=S.last.get("pixel_size"))
+    if S.last.get("nuclei") is not None:  # edited cells keep their links to the nuclei
+        table = nucleus_columns(table, labels, S.last["nuclei"])
+        S.last["nucleus_of"] = link_nuclei(labels, S.last["nuclei"])[0]
     S.last["labels"], S.last["table"] = labels, table
     return {"count": int(len(table["label"])), "measurements": _table_js(table),
             "summary": summarize(table)}

@@ -21,14 +21,21 @@ def launch(playwright, *, webgpu: bool = False):
 SEGMENT_JS = """
 async ([b64, opts]) => {
   const u = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-  try {
-    const r = await window.piximi.segment(u, opts);
-    const b = new Uint8Array(r.labels.buffer, r.labels.byteOffset, r.labels.byteLength);
+  const enc = (a) => {
+    const b = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
     let s = "";
     for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode.apply(null, b.subarray(i, i + 0x8000));
-    return { ok: true, labels: btoa(s), dtype: r.labels.constructor.name, width: r.width,
+    return btoa(s);
+  };
+  try {
+    const r = await window.piximi.segment(u, opts);
+    return { ok: true, labels: enc(r.labels), dtype: r.labels.constructor.name, width: r.width,
              height: r.height, count: r.count, backend: r.backend, model: r.model, timings: r.timings,
-             diameter: r.diameter, diameter_estimated: r.diameter_estimated, scale: r.scale };
+             diameter: r.diameter, diameter_estimated: r.diameter_estimated, scale: r.scale,
+             channels: r.channels ?? null, nuclei_count: r.nuclei_count ?? null,
+             nuclei_labels: r.nuclei_labels ? enc(r.nuclei_labels) : null,
+             nuclei_dtype: r.nuclei_labels ? r.nuclei_labels.constructor.name : null,
+             columns: r.measurements ? Object.keys(r.measurements) : null };
   } catch (e) {
     return { ok: false, isError: e instanceof Error, name: e.name, message: String(e.message) };
   }
@@ -48,4 +55,8 @@ def segment_in_page(page, data: bytes, **opts) -> dict:
         dtype = {"Uint16Array": np.uint16, "Uint32Array": np.uint32}[res["dtype"]]
         res["labels"] = np.frombuffer(base64.b64decode(res["labels"]), dtype).reshape(
             res["height"], res["width"])
+        if res.get("nuclei_labels"):
+            dtype = {"Uint16Array": np.uint16, "Uint32Array": np.uint32}[res["nuclei_dtype"]]
+            res["nuclei_labels"] = np.frombuffer(base64.b64decode(res["nuclei_labels"]), dtype).reshape(
+                res["height"], res["width"])
     return res

@@ -183,6 +183,8 @@ async function segment(input, options = {}) {
     pixel_size: options.pixelSize || null, // µm per pixel [y, x]; default: from the file
     diameter: options.diameter ?? null,    // nucleus diameter in px; null: estimated per image
     diameter_um: options.diameterUm ?? null, // ... or in µm, with the pixel size
+    channels: options.channels || null,    // whole cells: {cyto: 1, nuclei: 0} ("auto": from the file); null: all from the file
+    nuclei: options.nuclei || null,        // whole cells: a nuclei model id to segment and link the nuclei
     measure: options.measure !== false,
     batch: !!options.batch,
   };
@@ -677,6 +679,8 @@ function showResult(res, name) {
   $("result-name").textContent = `${name} — ${res.width}×${res.height}, model ${res.model}`;
   showDiameter(res);
   showSuggestion(res);
+  showChannelsUsed(res);
+  if (res.nuclei_count != null) $("count").textContent = `${res.count} cells, ${res.nuclei_count} nuclei`;
   const rows = ["decode", "preprocess", "diameter", "inference", "postprocess", "measure", "total", "roundtrip"]
     .filter((k) => k in res.timings)
     .map((k) => `<tr><th>${k}</th><td>${res.timings[k].toFixed(1)} ms</td></tr>`);
@@ -1003,10 +1007,47 @@ function planeChoice() {
   });
   return { index, project };
 }
+// Whole-cell models read named channels (input_roles): the image channel of each, chosen here.
+function readsChannels(modelId) {
+  return (modelList.find((m) => m.id === modelId)?.input_roles || []).length > 0;
+}
+function showChannels(info) {
+  const multi = readsChannels($("model").value);
+  $("cell-channels").hidden = !multi;
+  if (!multi || !info) return;
+  const count = info.sizes?.C || ((info.sizes?.S || 1) >= 3 ? 3 : 1);
+  const names = info.channel_names || (count === 3 && !info.sizes?.C ? ["red", "green", "blue"] : []);
+  const options = (none) => [new Option("auto", "auto"), ...(none ? [new Option("none", "none")] : []),
+    ...Array.from({ length: count }, (_, i) => new Option(`${i + 1}${names[i] ? ` (${names[i]})` : ""}`, String(i)))];
+  $("channel-cyto").replaceChildren(...options(false));
+  $("channel-nuclei").replaceChildren(...options(true));
+}
+// After a run: what "auto" chose.
+function showChannelsUsed(res) {
+  if (!res.channels) return;
+  for (const role of ["cyto", "nuclei"]) {
+    const auto = $(`channel-${role}`).options[0];
+    if (auto) auto.text = `auto: ${res.channels[role] == null ? "none" : res.channels[role] + 1}`;
+  }
+}
+function channelChoice() {
+  if (!readsChannels($("model").value)) return {};
+  const cyto = $("channel-cyto").value, nuclei = $("channel-nuclei").value;
+  const nucleiModel = modelList.find((m) => m.task === "nuclei-fluorescence" && m.default)?.id;
+  const pick = (v) => (v === "auto" ? "auto" : v === "none" ? null : Number(v));
+  return {
+    channels: { cyto: pick(cyto), nuclei: pick(nuclei) },
+    nuclei: $("link-nuclei").checked ? nucleiModel : null,
+  };
+}
+
 function showPlanes(info) {
   const box = $("planes");
   const names = { C: "Channel", Z: "Z-plane", T: "Time point", Q: "Plane", I: "Plane", S: "Sample" };
-  const axes = [...info.axes].filter((a) => !"YXS".includes(a) && info.sizes[a] > 1);
+  // a whole-cell model takes its channels from the cytoplasm / nuclei choice, not one C plane
+  const axes = [...info.axes].filter((a) => !"YXS".includes(a) && info.sizes[a] > 1 &&
+                                            !(a === "C" && readsChannels($("model").value)));
+  showChannels(info);
   box.replaceChildren(...axes.map((a) => {
     const label = document.createElement("label");
     label.textContent = `${names[a] || a} `;
@@ -1032,7 +1073,8 @@ async function segmentCurrent() {
   document.body.classList.add("busy");
   try {
     const res = await segment(file, { model: $("model").value || undefined, backend: $("backend").value,
-                                      display: true, diameter: diameterChoice(), ...planeChoice() });
+                                      display: true, diameter: diameterChoice(), ...planeChoice(),
+                                      ...channelChoice() });
     render(res, file.name);
     status(`Done: ${res.count} objects in ${res.timings.total.toFixed(0)} ms (${res.backend})`, 1);
   } catch (e) {
@@ -1109,7 +1151,7 @@ async function handleFiles(list) {
   try {
     const out = await batch(files, {
       model: $("model").value || undefined, backend: $("backend").value, signal: batchAbort.signal,
-      diameter: diameterChoice(),
+      diameter: diameterChoice(), ...channelChoice(),
       onFile: (i, f, res) => {
         const li = items[i];
         if (res instanceof Error) { failed++; li.dataset.status = "failed"; li.textContent = `${f.name}: failed — ${res.message}`; }
@@ -1138,6 +1180,8 @@ $("file").addEventListener("change", (e) => handleFiles(e.target.files));
 $("folder").addEventListener("change", (e) => handleFiles(e.target.files));
 $("mode").addEventListener("change", applyOverlayStyle);
 $("diameter").addEventListener("change", () => current && segmentCurrent());
+$("model").addEventListener("change", () => { if (current) showPlanes(current.info); });
+for (const id of ["channel-cyto", "channel-nuclei", "link-nuclei"]) $(id).addEventListener("change", () => current && segmentCurrent());
 $("opacity").addEventListener("input", applyOverlayStyle);
 for (const id of ["contrast-min", "contrast-max"]) $(id).addEventListener("input", () => view && paintImage());
 $("contrast-auto").addEventListener("click", () => { $("contrast-min").value = 0; $("contrast-max").value = 255; view && paintImage(); });
