@@ -31,10 +31,6 @@ GRAY_ALL = ["dsb2018_stage1test_gray", "stardist_wheel", "mnfinder", "dsb2018_tr
 #: the size-aware models' nucleus diameter (px) and the random rescaling around it: wide enough for
 #: the diameter estimate's error and the spread of sizes within one image
 SIZED = {"diameter": 20.0, "scale_range": (0.55, 1.8)}
-#: the whole-cell sets (``training.datasets``), two channels: cytoplasm, nuclei (zeros where absent)
-CELLS = ["cells_bbbc018", "cells_usiigaci", "cells_bbbc030"]
-#: the whole-cell models' cell diameter (px), as Cellpose's cyto models
-CELLS_SIZED = {"diameter": 30.0, "scale_range": (0.6, 1.7)}
 COLOR = ["dsb2018_stage1test_color", "dsb2018_stage1test_gray", "mnfinder"]
 
 #: name -> training settings (keyword arguments of :func:`training.train.train`).
@@ -110,9 +106,6 @@ VARIANTS = {
     "unet_w8_distilled": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 8}, "depth": 4,
                           "sets": GRAY, "synthetic_fraction": 0.3, "lr": 3e-3, "phase": 2,
                           "teacher": "unet_mnv2", "teacher_fallback": "unet_w16"},
-    # whole cells: cytoplasm (or phase/DIC) + optional nuclei, at Cellpose's 30 px cell diameter
-    "cells_s2d4_w24": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 24, "space_to_depth": 4},
-                       "depth": 3, "channels": 2, "sets": CELLS, "lr": 2e-3, **CELLS_SIZED},
 }
 COMMON = {"batch": 16, "crop": 192, "seed": 0, "touching_weight": 3.0, "boundary_width": 2, "warmup": 0.05,
           "log_every": 100, "eval_every": 10 ** 9}
