@@ -215,6 +215,38 @@ def test_diameter_option_in_the_page(web, models_dir):
         assert "diameter" in res["message"] and "Traceback" not in res["message"], res["message"]
 
 
+def test_whole_cells_with_their_nuclei_in_the_page(web, models_dir):
+    """The whole-cell model in the page: channels chosen from the file's channel names (or
+    given), nuclei segmented and linked, the same labels as CPython; bad channels refused."""
+    import tifffile
+
+    import piximi_py
+    from piximi_py.measure import link_nuclei
+
+    img, _ = stardist_sample()
+    plane = tifffile.imread(img)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.stack([plane, plane]), ome=True,
+                     metadata={"axes": "CYX", "Channel": {"Name": ["Phalloidin", "DAPI"]}})
+    res = segment(web, buf.getvalue(), backend="wasm", model="cells", nuclei="nuclei")
+    assert res["ok"], res
+    assert res["channels"] == {"cyto": 0, "nuclei": 1}
+    ref = piximi_py.segment_image(buf.getvalue(), model="cells", nuclei="nuclei", models_dir=models_dir)
+    assert_same_instances(ref.labels, res["labels"], "cells, page vs CPython")
+    assert_same_instances(ref.nuclei.labels, res["nuclei_labels"], "nuclei of the cells, page vs CPython")
+    assert res["nuclei_count"] == ref.nuclei.count
+    assert {"nucleus_label", "nuclei", "intensity_mean-0", "intensity_mean-1"} <= set(res["columns"])
+    assert link_nuclei(res["labels"], res["nuclei_labels"])[0].any()
+    given = segment(web, buf.getvalue(), backend="wasm", model="cells", channels={"cyto": 0, "nuclei": None})
+    assert given["ok"] and given["channels"] == {"cyto": 0, "nuclei": None}
+    assert_same_instances(piximi_py.segment_image(buf.getvalue(), model="cells", channels={"cyto": 0},
+                                                  models_dir=models_dir).labels, given["labels"],
+                          "cells without nuclei, page vs CPython")
+    for bad, words in (({"cyto": 3}, "not in the image"), ({"nuclei": 1}, "'cyto' channel is needed")):
+        out = segment(web, buf.getvalue(), backend="wasm", model="cells", channels=bad)
+        assert not out["ok"] and words in out["message"] and "Traceback" not in out["message"], out
+
+
 def test_held_out_accuracy_in_the_page(web):
     """The issue's bar, in the page: AP@0.5 >= 0.85 and mAP >= 0.55 on held-out real images.
 

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The shipped models: which zoo variant each one is (``training.zoo.VARIANTS``),
@@ -116,9 +118,7 @@ def cmd_loso_train(args) -> int:
 def cmd_cells_train(args) -> int:
     from . import cells
 
-    files = cells.train_all(iterations=args.iterations or cells.ITERATIONS,
-                            fold_iterations=args.fold_iterations or cells.FOLD_ITERATIONS,
-                            threads=args.threads, folds=not args.no_folds)
+    files = cells.train_all(threads=args.threads, folds=not args.no_folds)
     print("\n".join(str(f) for f in files))
     return 0
 
@@ -137,13 +137,20 @@ def cmd_cells_evaluate(args) -> int:
     print(cells.format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
-    if args.record and "fold_mean" in report:
+    if args.record:
         from .export import register_model
 
         index = json.loads((ROOT / "models" / "index.json").read_text())
-        entry = next(m for m in index["models"] if m["id"] == "cells")
-        register_model(ROOT / "models" / "index.json", {**entry, "metrics": {
-            **report["fold_mean"], "unseen_sources": len(report["sources"])}})
+        for model_id in cells.SHIPPED_IDS:
+            rows = [e[model_id] for e in report["sources"].values() if model_id in e]
+            entry = next((m for m in index["models"] if m["id"] == model_id), None)
+            if not rows or entry is None:
+                continue
+            # held-out split of the sources it trained on, as the nuclei models; the folds' unseen mean beside it
+            metrics = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("ap50", "map", "f1")}
+            metrics.update({f"unseen_{k}": v for k, v in report.get("fold_mean", {}).items()})
+            register_model(ROOT / "models" / "index.json", {**entry, "metrics": metrics})
+        cells.write_card(report)
     return 0
 
 
@@ -344,6 +351,9 @@ def write_cards(reports: dict) -> None:
                 card = re.sub(r"^\| held-out set \|.*?(?=\n\n|\n*\Z)", lambda _: format_summary(reports[model_id]),
                               card, flags=re.M | re.S)
             text += card.rstrip("\n") + "\n\n"
+    for model_id, card in kept.items():  # cards written elsewhere (training.cells.write_card)
+        if model_id not in SHIPPED:
+            text += card.rstrip("\n") + "\n\n"
     page.write_text(text.rstrip("\n") + "\n")
 
 
@@ -405,8 +415,6 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_loso_train)
     p = sub.add_parser("cells-train", help="train the whole-cell model and its leave-one-source-out folds into "
                                            "runs/cells (training.cells; sets: python -m training.datasets cells_...)")
-    p.add_argument("--iterations", type=int, default=None, help="default: training.cells.ITERATIONS")
-    p.add_argument("--fold-iterations", type=int, default=None, help="default: training.cells.FOLD_ITERATIONS")
     p.add_argument("--no-folds", action="store_true", help="only the shipped model")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_cells_train)

@@ -225,12 +225,14 @@ def variant_onnx(vid: str, out_dir: Path, *, run_dir: Path = RUN_DIR, models_dir
 
 
 def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0,
-                      data_root: Path = D.SHARED_DATA) -> list[np.ndarray]:
-    """Normalized crops of training-split real images, as the model sees them."""
+                      data_root: Path = D.SHARED_DATA, sets=None) -> list[np.ndarray]:
+    """Normalized crops of training-split real images (of ``sets``; default: the nuclei sets of
+    that many channels), as the model sees them."""
     from .evaluate import set_root
     from .train import load_samples
 
-    sets = ["dsb2018_stage1test_gray", "mnfinder"] if channels == 1 else ["dsb2018_stage1test_color"]
+    if sets is None:
+        sets = ["dsb2018_stage1test_gray", "mnfinder"] if channels == 1 else ["dsb2018_stage1test_color"]
     roots = [str(set_root(s, data_root)) for s in sets if set_root(s, data_root).is_dir()]
     train, _ = D.split(load_samples(roots, data_root, channels))
     rng = np.random.default_rng(seed)

@@ -1013,7 +1013,8 @@ function readsChannels(modelId) {
 }
 function showChannels(info) {
   const multi = readsChannels($("model").value);
-  $("cell-channels").hidden = !multi;
+  $("diameter-what").textContent = multi ? "Cell" : "Nucleus";
+  $("cell-channels").hidden = !multi || !info;
   if (!multi || !info) return;
   const count = info.sizes?.C || ((info.sizes?.S || 1) >= 3 ? 3 : 1);
   const names = info.channel_names || (count === 3 && !info.sizes?.C ? ["red", "green", "blue"] : []);
@@ -1180,7 +1181,7 @@ $("file").addEventListener("change", (e) => handleFiles(e.target.files));
 $("folder").addEventListener("change", (e) => handleFiles(e.target.files));
 $("mode").addEventListener("change", applyOverlayStyle);
 $("diameter").addEventListener("change", () => current && segmentCurrent());
-$("model").addEventListener("change", () => { if (current) showPlanes(current.info); });
+$("model").addEventListener("change", () => (current ? showPlanes(current.info) : showChannels(null)));
 for (const id of ["channel-cyto", "channel-nuclei", "link-nuclei"]) $(id).addEventListener("change", () => current && segmentCurrent());
 $("opacity").addEventListener("input", applyOverlayStyle);
 for (const id of ["contrast-min", "contrast-max"]) $(id).addEventListener("input", () => view && paintImage());

@@ -1,0 +1,94 @@
+"""Whole cells: the shipped two-channel model, channel choice, cells linked to their nuclei,
+their exports, and accuracy against the classical baseline where the cell sets are cached."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from realdata import stardist_sample
+
+import piximi_py
+from piximi_py.io import read_image
+from piximi_py.measure import link_nuclei
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "data"
+
+
+@pytest.fixture(scope="module")
+def two_channel(tmp_path_factory):
+    """The StarDist sample (real nuclei) written as a 2-channel OME-TIFF: its DNA stain twice,
+    as a cytoplasm stand-in and as the nuclear channel, with the channel names a microscope writes."""
+    image_path, _ = stardist_sample()
+    plane = read_image(image_path)
+    path = tmp_path_factory.mktemp("cells") / "two_channel.ome.tif"
+    tifffile.imwrite(path, np.stack([plane, plane]), ome=True,
+                     metadata={"axes": "CYX", "Channel": {"Name": ["Phalloidin", "DAPI"]}})
+    return path, plane
+
+
+def test_cells_model_is_shipped(models_dir):
+    spec = piximi_py.find_model(piximi_py.load_models(models_dir), "cells")
+    assert spec.input_roles == ["cyto", "nuclei"] and spec.channels == 2 and spec.diameter > 0
+    assert (models_dir / spec.file).exists() and (models_dir / "cells.rdf.yaml").exists()
+    # the default whole-image model is still the nuclei one
+    assert piximi_py.find_model(piximi_py.load_models(models_dir), None).id == "nuclei"
+
+
+def test_channels_from_names_and_nuclei_linked(two_channel):
+    path, plane = two_channel
+    result = piximi_py.segment_image(path, model="cells", nuclei="nuclei")
+    assert result.channels == {"cyto": 0, "nuclei": 1}  # from the OME channel names
+    assert result.count > 0
+    # the nuclei are the nuclei model's own labels of the nuclear channel
+    np.testing.assert_array_equal(result.nuclei.labels, piximi_py.segment(plane, model="nuclei"))
+    np.testing.assert_array_equal(result.nucleus_of, link_nuclei(result.labels, result.nuclei.labels)[0])
+    # given explicitly, the same; without a nuclear channel the model reads zeros there
+    same = piximi_py.segment_image(path, model="cells", channels={"cyto": 0, "nuclei": 1})
+    np.testing.assert_array_equal(same.labels, result.labels)
+    alone = piximi_py.segment_image(path, model="cells", channels={"cyto": 0})
+    assert alone.channels == {"cyto": 0, "nuclei": None} and alone.count > 0
+    with pytest.raises(ValueError, match="no nuclear channel"):
+        piximi_py.segment_image(path, model="cells", channels={"cyto": 0}, nuclei="nuclei")
+
+
+@pytest.mark.parametrize("channels, message", [({"cyto": 2}, "not in the image"),
+                                               ({"cyto": 0, "nucleus": 1}, "unknown channel role"),
+                                               ({"nuclei": 1}, "'cyto' channel is needed")])
+def test_bad_channels_are_refused(two_channel, channels, message):
+    with pytest.raises(ValueError, match=message):
+        piximi_py.segment_image(two_channel[0], model="cells", channels=channels)
+
+
+def test_cli_writes_cells_with_their_nuclei(two_channel, tmp_path):
+    path, _ = two_channel
+    run = [sys.executable, "-m", "piximi_py", "segment", str(path), "--model", "cells"]
+    ok = subprocess.run(run + ["--out", str(tmp_path / "a"), "--channels", "cyto=0,nuclei=1", "--nuclei", "nuclei"],
+                        capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    out = tmp_path / "a"
+    stem = "two_channel"
+    cells = tifffile.imread(out / f"{stem}_labels.tif")
+    nuclei = tifffile.imread(out / f"{stem}_nuclei_labels.tif")
+    np.testing.assert_array_equal(cells, piximi_py.segment(path, model="cells", channels={"cyto": 0, "nuclei": 1}))
+    header, *rows = (out / f"{stem}_measurements.csv").read_text().splitlines()
+    columns = header.split(",")
+    assert "nucleus_label" in columns and "nuclei" in columns and len(rows) == cells.max()
+    nucleus_of = link_nuclei(cells, nuclei)[0]
+    linked = {int(r.split(",")[0]): int(r.split(",")[columns.index("nucleus_label")]) for r in rows}
+    assert linked == {i: int(nucleus_of[i]) for i in linked}
+    coco = json.loads((out / f"{stem}_coco.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["cell", "nucleus"]
+    assert sum(a["category_id"] == 2 for a in coco["annotations"]) == len(np.unique(nuclei)) - 1
+    names = zipfile.ZipFile(io.BytesIO((out / f"{stem}_rois.zip").read_bytes())).namelist()
+    assert any(n.startswith("cell-") for n in names) and any(n.startswith("nucleus-") for n in names)
+    bad = subprocess.run(run + ["--out", str(tmp_path / "b"), "--channels", "cyto:0"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "ROLE=CHANNEL" in bad.stderr
