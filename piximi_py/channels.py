@@ -17,7 +17,7 @@ import numpy as np
 from .preprocess import normalize_percentile
 
 __all__ = ["NUCLEAR_NAME", "image_channels", "default_channels", "check_channels",
-           "stack_channels", "parse_channels"]
+           "resolve_channels", "stack_channels", "parse_channels"]
 
 #: Channel names that mean a nuclear stain.
 NUCLEAR_NAME = re.compile(r"dapi|hoechst|nuc|dna|h2b|draq|sir-?dna|syto|propidium|\bpi\b", re.I)
@@ -120,6 +120,15 @@ def check_channels(channels: dict, roles, n_channels: int) -> dict:
     if len(set(used)) != len(used):
         raise ValueError(f"two roles read the same channel: {out}")
     return out
+
+
+def resolve_channels(image: np.ndarray, roles, channels: dict | None = None, names=None) -> dict:
+    """The role -> channel mapping a model reads ``image`` with: ``channels`` checked
+    (:func:`check_channels`), or when None the default (:func:`default_channels`, from
+    the file's channel ``names`` where known)."""
+    if channels is None:
+        channels = default_channels(image, roles, names)
+    return check_channels(channels, roles, image_channels(image))
 
 
 def stack_channels(image: np.ndarray, channels: dict, roles, **normalize) -> np.ndarray:

@@ -219,7 +219,7 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         (``host:pid``) and ``ms`` (milliseconds per stage).
     """
     from . import export, resolve_diameter
-    from .channels import default_channels
+    from .channels import resolve_channels
     from .io import ImageReadError, describe_image, read_image_bytes
     from .measure import nucleus_columns, regionprops_table
     from .models import reads_channels, reads_color
@@ -247,8 +247,8 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
                                  keep_channels=reads_channels(spec))
         info = describe_image(data, path.name)
         pixel_size = info.get("pixel_size")
-        if reads_channels(spec) and channels is None:
-            channels = default_channels(image, spec.input_roles, info.get("channel_names"))
+        if reads_channels(spec):
+            channels = resolve_channels(image, spec.input_roles, channels, info.get("channel_names"))
         decode_ms = (time.perf_counter() - t) * 1000.0
         px = resolve_diameter(diameter, diameter_um, pixel_size)
         result = asyncio.run(segment_async(image, spec, backend, diameter=px, channels=channels))

@@ -54,9 +54,7 @@ def prepare_input(image: np.ndarray, model: ModelSpec, channels: dict | None = N
     the image channels ``channels`` names for its roles, :mod:`piximi_py.channels`)."""
     if reads_channels(model):
         roles = model.input_roles
-        channels = C.check_channels(channels if channels is not None else C.default_channels(image, roles),
-                                    roles, C.image_channels(image))
-        return C.stack_channels(image, channels, roles, **model.normalize)
+        return C.stack_channels(image, C.resolve_channels(image, roles, channels), roles, **model.normalize)
     if model.stain and image.ndim == 3:
         if model.stain != "hematoxylin":
             raise ValueError(f"unknown stain {model.stain!r} in the model's description")
@@ -303,19 +301,17 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
     multi = reads_channels(model)
     if multi and channels is not None:
         C.check_channels(channels, model.input_roles, 1 << 30)  # roles and numbers, before decoding
+    names = None  # the file's channel names, for the default channels
     if isinstance(image_or_bytes, (bytes, bytearray, memoryview)):
         image = io.read_image_bytes(image_or_bytes, filename, color=reads_color(model), index=index,
                                     keep_channels=multi)
         if multi and channels is None:
             names = io.describe_image(image_or_bytes, filename).get("channel_names")
-            channels = C.default_channels(image, model.input_roles, names)
     else:
         image = io.validate_image(np.asarray(image_or_bytes))
     diameter = D.check_diameter(diameter, image.shape)
     if multi:
-        channels = C.check_channels(channels if channels is not None
-                                    else C.default_channels(image, model.input_roles),
-                                    model.input_roles, C.image_channels(image))
+        channels = C.resolve_channels(image, model.input_roles, channels, names)
     lap("decode")
     try:
         x = prepare_input(image, model, channels)

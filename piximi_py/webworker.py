@@ -328,7 +328,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     model), ``suggested_because`` says why (:func:`piximi_py.models.suggest_model`).
     """
     from . import io as pio
-    from .channels import default_channels, image_channels
+    from .channels import default_channels, image_channels, resolve_channels
     from .measure import nucleus_columns, regionprops_table, summarize
     from .pipeline import add_nuclei, segment_async
 
@@ -351,10 +351,13 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         suggested, why = _suggestion(image, data, name, spec, index, project, info)
         pixel_size = options.get("pixel_size") or info.get("pixel_size")
         diameter = resolve_diameter(options.get("diameter"), options.get("diameter_um"), pixel_size)
-        channels = options.get("channels")
-        if multi:  # a role left "auto" (or all of them, with no channels) takes the file's default
-            auto = default_channels(image, spec.input_roles, info.get("channel_names"))
-            channels = auto if not channels else {r: auto.get(r) if v == "auto" else v for r, v in channels.items()}
+        channels = options.get("channels") or None
+        if multi:
+            names = info.get("channel_names")
+            if channels:  # a role "auto" takes the file's default for it
+                auto = default_channels(image, spec.input_roles, names)
+                channels = {r: auto.get(r) if v == "auto" else v for r, v in channels.items()}
+            channels = resolve_channels(image, spec.input_roles, channels, names)
         seg = await segment_async(image, spec, backend, progress=progress, filename=name,
                                   diameter=diameter, channels=channels if multi else None)
         if multi and options.get("nuclei"):
@@ -387,7 +390,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             result.update(nuclei_count=int(seg.nuclei.count), nuclei_labels=_typed(seg.nuclei.labels))
         if options.get("backend", "auto") == "auto" and spec.id in S.probes:
             result["backend_probe"] = S.probes[spec.id]
-        # a whole-cell image is shown, prompted and exported as an overlay by its cytoplasm channel
+        # a whole-cell image is shown and prompted by its cytoplasm channel (measured by all of them)
         shown = image[..., seg.channels["cyto"]] if multi and image.ndim == 3 else image
         image_id = None if options.get("batch") else _remember(shown)  # batch: not for prompts
         result["image_id"] = image_id

@@ -158,6 +158,9 @@ def score(spec, onnx_path: Path | None, paths: list[Path]) -> list[dict]:
     from piximi_py.metrics import evaluate_instances
     from piximi_py.pipeline import segment_async
 
+    from piximi_py.channels import stack_channels
+    from piximi_py.diameter import median_diameter
+
     backend = None
     if onnx_path is not None:
         from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
@@ -169,10 +172,6 @@ def score(spec, onnx_path: Path | None, paths: list[Path]) -> list[dict]:
         planes = read_image(path, keep_channels=True)
         channels = {"cyto": 0, "nuclei": 1 if planes.ndim == 3 else None}
         if backend is None:
-            from piximi_py.channels import stack_channels
-
-            from piximi_py.diameter import median_diameter
-
             labels = classical_cells(np.moveaxis(stack_channels(planes, channels, D.CELL_ROLES), 0, -1),
                                      diameter=median_diameter(truth)[0])
             diameter = None

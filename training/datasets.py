@@ -739,74 +739,78 @@ def _write_cells(dest: Path, name: str, cyto: np.ndarray, nuclei, labels: np.nda
             "cells": int(len(d)), "median_diameter": round(float(np.median(d)), 2) if len(d) else 0}
 
 
+def _convert_cells(dest: Path, images, readme: tuple) -> list[dict]:
+    """Write the ``(name, cytoplasm, nuclei or None, labels)`` of ``images`` into a whole-cell
+    set at ``dest``, with its index and a README from ``readme`` (:func:`_cells_readme`'s
+    arguments but the records)."""
+    for sub in ("images", "masks"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    records = [_write_cells(dest, *image) for image in images]
+    _write_index(dest, records)
+    (dest / "README.md").write_text(_cells_readme(*readme, records))
+    return records
+
+
 def convert_cells_bbbc018(gitdir: Path, dest: Path, commit: str = BBBC018_COMMIT) -> list[dict]:
     """BBBC018 (HT29 cells; actin, Hoechst and pH3 fluorescence, 512 x 512) with hand-drawn
     cell and nucleus outlines. A cell is an enclosed region that holds a nucleus (regions
     between cells enclosed by their outlines hold none). The DIB files are 52 bytes of header
     then little-endian uint16 rows, top row first."""
-    for sub in ("images", "masks"):
-        (dest / sub).mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in _git_paths(gitdir, commit, r"data/BBBC018_v1_outlines/\d+-cells\.png"):
-        well = PurePosixPath(path).name.split("-")[0]
+    def images():
+        for path in _git_paths(gitdir, commit, r"data/BBBC018_v1_outlines/\d+-cells\.png"):
+            well = PurePosixPath(path).name.split("-")[0]
 
-        def dib(channel):
-            raw = _git_show(gitdir, commit, f"data/BBBC018_v1_images/{well}-{channel}.DIB")
-            return np.frombuffer(raw[52:], "<u2").reshape(512, 512).copy()
+            def dib(channel):
+                raw = _git_show(gitdir, commit, f"data/BBBC018_v1_images/{well}-{channel}.DIB")
+                return np.frombuffer(raw[52:], "<u2").reshape(512, 512).copy()
 
-        nuclei_fill = ndi.binary_fill_holes(_png(_git_show(gitdir, commit, path.replace("-cells", "-nuclei"))) > 0)
-        labels = labels_from_outlines(_png(_git_show(gitdir, commit, path)),
-                                      keep=lambda m: np.count_nonzero(m & nuclei_fill) >= 20)
-        records.append(_write_cells(dest, f"bbbc018_{well}", dib("actin"), dib("DNA"), labels))
-    _write_index(dest, records)
-    (dest / "README.md").write_text(_cells_readme(
+            nuclei_fill = ndi.binary_fill_holes(
+                _png(_git_show(gitdir, commit, path.replace("-cells", "-nuclei"))) > 0)
+            labels = labels_from_outlines(_png(_git_show(gitdir, commit, path)),
+                                          keep=lambda m: np.count_nonzero(m & nuclei_fill) >= 20)
+            yield f"bbbc018_{well}", dib("actin"), dib("DNA"), labels
+
+    return _convert_cells(dest, images(), (
         "BBBC018: HT29 cells, actin (cytoplasm) + Hoechst (nuclei)", BBBC018_REPO, commit,
         "`data/BBBC018_v1_images/WELL-{actin,DNA}.DIB`, `data/BBBC018_v1_outlines/WELL-{cells,nuclei}.png`",
         BBBC018_LICENCE, labels_from_outlines.__doc__.split("\n")[0] + " A cell must hold >= 20 px of a "
-        "filled nucleus outline. Channels: actin, DNA (pH3 left out).", records))
-    return records
+        "filled nucleus outline. Channels: actin, DNA (pH3 left out)."))
 
 
 def convert_cells_usiigaci(gitdir: Path, dest: Path, commit: str = USIIGACI_COMMIT) -> list[dict]:
     """Usiigaci's 50 hand-annotated phase-contrast images (10x, Nikon Ti-E), label images as they are."""
-    for sub in ("images", "masks"):
-        (dest / sub).mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in _git_paths(gitdir, commit, r"Mask R-CNN/(train|val)/set\d+/instances_ids\.png"):
-        folder = PurePosixPath(path).parent
-        raw = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, f"{folder}/raw.tif")))
-        labels = _png(_git_show(gitdir, commit, path)).astype(np.int32)
-        labels = labels_from_instance_masks([labels == i for i in np.unique(labels) if i])[0]
-        records.append(_write_cells(dest, f"usiigaci_{folder.name}", raw, None, labels))
-    _write_index(dest, records)
-    (dest / "README.md").write_text(_cells_readme(
+    def images():
+        for path in _git_paths(gitdir, commit, r"Mask R-CNN/(train|val)/set\d+/instances_ids\.png"):
+            folder = PurePosixPath(path).parent
+            raw = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, f"{folder}/raw.tif")))
+            labels = _png(_git_show(gitdir, commit, path)).astype(np.int32)
+            labels = labels_from_instance_masks([labels == i for i in np.unique(labels) if i])[0]
+            yield f"usiigaci_{folder.name}", raw, None, labels
+
+    return _convert_cells(dest, images(), (
         "Usiigaci: phase-contrast cells (T98G), 10x", USIIGACI_REPO, commit,
         "`Mask R-CNN/{train,val}/setN/{raw.tif,instances_ids.png}`", USIIGACI_LICENCE,
-        "raw.tif as it is (uint16 phase contrast); instances_ids.png split into connected objects.", records))
-    return records
+        "raw.tif as it is (uint16 phase contrast); instances_ids.png split into connected objects."))
 
 
 def convert_cells_bbbc030(gitdir: Path, dest: Path, commit: str = BBBC030_COMMIT) -> list[dict]:
     """BBBC030: 60 DIC images of CHO cells (20x) with the original hand-drawn contours."""
-    for sub in ("images", "masks"):
-        (dest / sub).mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in _git_paths(gitdir, commit, r"examples/BBBC030_v1/(train|validation|test_truth)/outlines/cho\d+\.png"):
-        stem = PurePosixPath(path).stem
-        split = PurePosixPath(path).parts[2]
-        image = _png(_git_show(gitdir, commit, f"examples/BBBC030_v1/{'test' if split == 'test_truth' else split}"
-                                               f"/images/{stem}.png"))
-        image = image[..., 0] if image.ndim == 3 else image
-        labels = labels_from_outlines(_png(_git_show(gitdir, commit, path)), min_size=100)
-        records.append(_write_cells(dest, f"bbbc030_{stem}", image, None, labels))
-    _write_index(dest, records)
-    (dest / "README.md").write_text(_cells_readme(
+    def images():
+        for path in _git_paths(gitdir, commit,
+                               r"examples/BBBC030_v1/(train|validation|test_truth)/outlines/cho\d+\.png"):
+            stem = PurePosixPath(path).stem
+            split = PurePosixPath(path).parts[2]
+            image = _png(_git_show(gitdir, commit, f"examples/BBBC030_v1/{'test' if split == 'test_truth' else split}"
+                                                   f"/images/{stem}.png"))
+            image = image[..., 0] if image.ndim == 3 else image
+            yield (f"bbbc030_{stem}", image, None,
+                   labels_from_outlines(_png(_git_show(gitdir, commit, path)), min_size=100))
+
+    return _convert_cells(dest, images(), (
         "BBBC030: CHO cells, DIC, 20x", BBBC030_REPO, commit,
         "`examples/BBBC030_v1/{train,validation,test}/images/choNN.png` with "
         "`{train,validation,test_truth}/outlines/choNN.png` (not `new_outlines/`, where touching cells merge)",
-        BBBC030_LICENCE, labels_from_outlines.__doc__.split("\n")[0] + " Regions under 100 px are gaps.",
-        records))
-    return records
+        BBBC030_LICENCE, labels_from_outlines.__doc__.split("\n")[0] + " Regions under 100 px are gaps."))
 
 
 def fetch_cells_bbbc018(dest: Path = DATA_CACHE / "cells_bbbc018", mirrors: Path | None = None) -> Path:
