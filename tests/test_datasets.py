@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # training/ is not installed
 from training.datasets import (DATA_CACHE, fluorescence_plane, labels_from_color_mask,
-                               labels_from_instance_masks, mirror_gitdir, safe_name)
+                               labels_from_instance_masks, labels_from_polygons, mirror_gitdir, safe_name)
 
 
 def rgba_mask():
@@ -75,6 +75,16 @@ def test_fluorescence_plane_keeps_gray_bright_nuclei_only():
     assert fluorescence_plane(255 - rgba[..., :3], labels) == (None, "dark nuclei")
     tinted = rgba.copy(); tinted[0, 0, 2] = 11
     assert fluorescence_plane(tinted, labels) == (None, "colour")
+
+
+def test_polygons_fill_as_drawn_later_outline_on_top():
+    wide = np.array([(1, 1), (8, 1), (8, 3), (1, 3)], float)            # (x, y) vertices: 8 wide, 3 high
+    triangle = np.array([(5, 2), (9, 2), (5, 6)], float)                # overlaps the rectangle
+    labels = labels_from_polygons([wide, np.array([(0, 9), (1, 9)]), triangle], (12, 12))
+    assert labels.dtype == np.uint16 and labels.max() == 2              # a two-vertex "polygon" is dropped
+    assert (labels[1] == 1).sum() == 8 and labels[0].max() == 0 and labels[:, 0].max() == 0
+    assert labels[2, 6] == 2 and labels[1, 6] == 1 and labels[5, 5] == 2  # the later outline wins the overlap
+    assert labels_from_polygons([], (4, 4)).max() == 0
 
 
 def test_missing_mirror_says_how_to_get_it(tmp_path):

@@ -260,14 +260,13 @@ def tune_thresholds(onnx_path: Path, spec, max_per_source: int = 4) -> dict:
     """Foreground and seed thresholds with the best mean AP@0.5 on training-split images
     (never the held-out ones), each segmented at its true median cell diameter."""
     import piximi_py
-    from piximi_py import postprocess, rescale
+    from piximi_py import rescale
     from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
     from piximi_py.diameter import median_diameter
     from piximi_py.io import read_image
-    from piximi_py.metrics import evaluate_instances
-    from piximi_py.pipeline import _instance_options, prepare_input, predict_probabilities
+    from piximi_py.pipeline import prepare_input, predict_probabilities
 
-    from .zoo_report import GRID
+    from .zoo_report import best_thresholds
 
     backend = OnnxRuntimeBackend(str(onnx_path))
     cases = []
@@ -281,20 +280,7 @@ def tune_thresholds(onnx_path: Path, spec, max_per_source: int = 4) -> dict:
             prob = piximi_py.run_sync(predict_probabilities(
                 rescale.resize(x, rescale.rescaled_shape(x.shape, scale)), spec, backend))
             cases.append((truth, prob, scale))
-    scores = {}
-    for fg, seed in GRID:
-        for min_seed in MIN_SEED_SIZES:
-            post = {**spec.postprocess, "foreground_threshold": fg, "seed_threshold": seed,
-                    "min_seed_size": min_seed}
-            trial = dataclasses.replace(spec, postprocess=post)
-            rows = []
-            for truth, prob, scale in cases:
-                masks = rescale.resample_masks(prob, truth.shape, fg, seed)
-                labels = postprocess.masks_to_labels(*masks, **_instance_options(trial, scale))
-                rows.append(evaluate_instances(truth, labels)["ap50"])
-            scores[(fg, seed, min_seed)] = float(np.mean(rows))
-    fg, seed, min_seed = max(scores, key=scores.get)
-    return {**spec.postprocess, "foreground_threshold": fg, "seed_threshold": seed, "min_seed_size": min_seed}
+    return best_thresholds(spec, cases, MIN_SEED_SIZES)
 
 
 def ship(models_dir: Path | None = None) -> dict:
@@ -306,7 +292,7 @@ def ship(models_dir: Path | None = None) -> dict:
     from .export import export_onnx, register_model
     from .rdf import write_rdf
     from .train import input_multiple
-    from .zoo_report import TEMPLATE, calibration_tiles, quantize_int8
+    from .zoo_report import TEMPLATE, calibration_tiles, ship_int8
 
     models_dir = Path(models_dir or piximi_py.default_models_dir())
     checkpoint = run_dir(VARIANT, len(STAGES) - 1) / "model.pt"
@@ -321,22 +307,15 @@ def ship(models_dir: Path | None = None) -> dict:
              "metrics": old.metrics if old else {}, "latency_ms_512": old.latency_ms_512 if old else 0.0}
     entry = register_model(models_dir / "index.json", entry)
     write_rdf(models_dir, entry, ckpt)
-    quantize_int8(models_dir / FILE, models_dir / FILE_INT8,
-                  calibration_tiles(2, sets=[str(p) for p in cell_sets()]))
-    old8 = next((s for s in piximi_py.load_models(models_dir) if s.id == f"{ENTRY['id']}_int8"), None)
-    register_model(models_dir / "index.json", {
-        **entry, "id": f"{ENTRY['id']}_int8", "file": FILE_INT8, "default": False, "webgpu": False,
-        "name": entry["name"].replace(")", ", int8)"),
-        "description": entry["description"] + " int8-quantized (QDQ): a quarter of the download.",
-        "metrics": old8.metrics if old8 else {}, "latency_ms_512": old8.latency_ms_512 if old8 else 0.0})
+    ship_int8(models_dir, entry, FILE_INT8, calibration_tiles(2, sets=[str(p) for p in cell_sets()]))
     return entry
 
 
 def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None:
     """Replace (or add) the ``cells`` card of ``models/README.md`` with this evaluation."""
-    import re
-
     import piximi_py
+
+    from .export import replace_card
 
     spec = next(s for s in piximi_py.load_models() if s.id == "cells")
     stages = " then ".join(f"{n} iterations at lr {lr:g}" for n, lr in STAGES)
@@ -355,9 +334,4 @@ def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None
             f"Leave-one-source-out, `python build.py cells-evaluate` (folds: {folds} iterations; "
             "diameter estimated; the baseline is given the true median cell diameter):\n\n"
             + format_report(report) + "\n\n")
-    text = page.read_text() if page.exists() else "# Shipped models\n\n"
-    if re.search(r"^## `cells`", text, re.M):
-        text = re.sub(r"^## `cells`.*?(?=^## `|\Z)", lambda _: card, text, flags=re.M | re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + card
-    page.write_text(text.rstrip("\n") + "\n")
+    replace_card(page, "cells", card)

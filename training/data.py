@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 from piximi_py.channels import stack_channels
 from piximi_py.diameter import median_diameter
 from piximi_py.io import read_image
-from piximi_py.preprocess import normalize_percentile
+from piximi_py.preprocess import hematoxylin_density, normalize_percentile
 from piximi_py.rescale import resize
 from piximi_py.teach import class_targets, resize_labels, touching_mask  # noqa: F401 - also used from here
 
@@ -57,9 +57,11 @@ CELL_ROLES = ("cyto", "nuclei")
 def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
     """Read every image/mask pair of one set and normalize the images.
 
-    ``channel_mode``: "gray", "rgb", or "cells" (the set's two channels,
+    ``channel_mode``: "gray", "rgb", "cells" (the set's two channels,
     cytoplasm and nuclei, each normalized on its own as the pipeline does,
-    :func:`piximi_py.channels.stack_channels`).
+    :func:`piximi_py.channels.stack_channels`) or "hematoxylin" (the
+    hematoxylin density of a stained RGB image, as a ``stain`` model reads
+    it, :func:`piximi_py.preprocess.hematoxylin_density`).
     """
     root = Path(root)
     samples = []
@@ -72,6 +74,8 @@ def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
             planes = read_image(path, keep_channels=True)
             mapping = {"cyto": 0, "nuclei": 1 if planes.ndim == 3 else None}
             image = np.moveaxis(stack_channels(planes, mapping, CELL_ROLES), 0, -1)
+        elif channel_mode == "hematoxylin":
+            image = normalize_percentile(hematoxylin_density(read_image(path, color=True)))
         else:
             image = normalize_percentile(read_image(path, color=(channel_mode == "rgb")))
         samples.append(Sample(f"{root.name}/{path.stem}", image, labels,

@@ -858,15 +858,16 @@ def labels_from_polygons(polygons, shape: tuple[int, int], min_size: int = MIN_S
     """
     from skimage.draw import polygon
 
-    masks = []
-    for xy in polygons:
+    labels = np.zeros(shape, np.int64)
+    for index, xy in enumerate(polygons, start=1):
         xy = np.asarray(xy, float)
-        mask = np.zeros(shape, bool)
         if len(xy) >= 3:
-            rr, cc = polygon(xy[:, 1], xy[:, 0], shape)
-            mask[rr, cc] = True
-        masks.append(mask)
-    return labels_from_instance_masks(masks[::-1], min_size=min_size)[0] if masks else np.zeros(shape, np.uint16)
+            labels[polygon(xy[:, 1], xy[:, 0], shape)] = index
+    sizes = np.bincount(labels.ravel())
+    keep = np.flatnonzero(sizes[1:] >= min_size) + 1
+    relabel = np.zeros(sizes.size, np.int64)
+    relabel[keep] = np.arange(1, keep.size + 1)
+    return relabel[labels].astype(np.uint16)
 
 
 def _monuseg_polygons(xml: bytes) -> list[np.ndarray]:

@@ -115,3 +115,17 @@ def register_model(index_path: Path, entry: dict) -> dict:
                 m["default"] = False
     index_path.write_text(json.dumps(index, indent=2) + "\n")
     return entry
+
+
+def replace_card(page: Path, model_id: str, card: str) -> None:
+    """Put ``card`` in place of ``model_id``'s section (``## `ID` ...`` up to the next card) of
+    the Markdown page ``page`` (models/README.md), or at its end."""
+    import re
+
+    text = page.read_text() if page.exists() else "# Shipped models\n\n"
+    heading = rf"^## `{re.escape(model_id)}`"
+    if re.search(heading, text, re.M):
+        text = re.sub(heading + r".*?(?=^## `|\Z)", lambda _: card, text, flags=re.M | re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + card
+    page.write_text(text.rstrip("\n") + "\n")

@@ -134,13 +134,13 @@ def activation_importance(model: Unet, batches) -> dict:
 
 
 def calibration_crops(sets, data_root: Path, *, channels: int = 1, batch: int = 16, crop: int = 192,
-                      seed: int = 0, n: int = 8) -> list:
+                      seed: int = 0, n: int = 8, stain: str = "", diameter: float | None = None) -> list:
     """``n`` batches of augmented crops of the training split of ``sets`` (real images only)."""
     from . import data as D
     from .train import CropStream, load_samples
 
-    train_set, _ = D.split(load_samples(sets, data_root, channels))
-    stream = iter(CropStream(train_set, batch=batch, crop=crop, seed=seed, channels=channels))
+    train_set, _ = D.split(load_samples(sets, data_root, channels, stain))
+    stream = iter(CropStream(train_set, batch=batch, crop=crop, seed=seed, channels=channels, diameter=diameter))
     return [next(stream)[0] for _ in range(n)]
 
 

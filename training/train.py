@@ -119,9 +119,10 @@ def lr_factor(it: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (it - warmup) / max(1, total - warmup))))
 
 
-def load_samples(sets, data_root: Path, channels: int) -> list:
-    """Samples of every set; a set is a name under ``data_root`` or a path."""
-    mode = {3: "rgb", 2: "cells"}.get(channels, "gray")
+def load_samples(sets, data_root: Path, channels: int, stain: str = "") -> list:
+    """Samples of every set; a set is a name under ``data_root`` or a path. ``stain``
+    ("hematoxylin"): one-channel samples of that stain's density in colour images."""
+    mode = stain or {3: "rgb", 2: "cells"}.get(channels, "gray")
     roots = [Path(s) if Path(s).is_absolute() or Path(s).is_dir() else Path(data_root) / s for s in sets]
     missing = [str(r) for r in roots if not r.is_dir()]
     if missing:
@@ -138,7 +139,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
           boundary_width: int = 2, synthetic_fraction: float = 0.0, device: str = "cpu",
           workers: int = 0, time_budget_s: float = 0, teacher: Path | None = None,
           distill_weight: float = 1.0, save_half: bool = False, save_every: int = 500,
-          diameter: float | None = None, scale_range=(0.6, 1.6), exclude_sources=()) -> Path:
+          diameter: float | None = None, scale_range=(0.6, 1.6), exclude_sources=(), stain: str = "") -> Path:
     """Train and save ``out/model.pt`` plus ``out/log.jsonl``; returns the .pt path.
 
     Parameters
@@ -173,11 +174,14 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     exclude_sources : sequence of str
         Leave out every image of these sources (:func:`training.data.source_of`):
         the folds of the leave-one-source-out evaluation.
+    stain : str, optional
+        "hematoxylin": the model reads the hematoxylin density of stained
+        colour images (``ModelSpec.stain``), ``channels`` 1.
     """
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = device.startswith("cuda")  # fixed crop size: let cuDNN pick kernels
-    samples = [s for s in load_samples(sets, data_root, channels) if s.source not in set(exclude_sources)]
+    samples = [s for s in load_samples(sets, data_root, channels, stain) if s.source not in set(exclude_sources)]
     train_set, val_set = D.split(samples)
     if diameter:  # validation at the images' own scale says nothing of a model trained at one size
         val_set = []
@@ -249,7 +253,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
                          "touching_weight": touching_weight, "boundary_width": boundary_width,
                          "teacher": str(teacher) if teacher else None, "device": device,
                          "diameter": diameter, "scale_range": list(scale_range),
-                         "exclude_sources": list(exclude_sources),
+                         "exclude_sources": list(exclude_sources), "stain": stain,
                          "seconds": round(time.time() - t0, 1)})
     return out / "model.pt"
 

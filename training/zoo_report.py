@@ -168,6 +168,23 @@ def quantize_int8(src: Path, dst: Path, calibration: list[np.ndarray]) -> Path:
     return dst
 
 
+def ship_int8(models_dir: Path, entry: dict, file_int8: str, calibration: list[np.ndarray]) -> dict:
+    """Quantize the index entry ``entry``'s file into ``file_int8`` and register it as
+    ``ID_int8`` (not a default, WASM only), keeping its measured figures when the file is the same."""
+    import piximi_py
+
+    from .export import register_model
+
+    quantize_int8(models_dir / entry["file"], models_dir / file_int8, calibration)
+    old = next((s for s in piximi_py.load_models(models_dir) if s.id == f"{entry['id']}_int8"), None)
+    keep = old is not None and old.file == file_int8
+    return register_model(models_dir / "index.json", {
+        **entry, "id": f"{entry['id']}_int8", "file": file_int8, "default": False, "webgpu": False,
+        "name": entry["name"].replace(")", ", int8)"),
+        "description": entry["description"] + " int8-quantized (QDQ): a quarter of the download.",
+        "metrics": old.metrics if keep else {}, "latency_ms_512": old.latency_ms_512 if keep else 0.0})
+
+
 def convert_fp16(src: Path, dst: Path) -> Path:
     """float16 weights and activations (inputs and outputs stay float32), for WebGPU."""
     import onnx
@@ -224,8 +241,34 @@ def variant_onnx(vid: str, out_dir: Path, *, run_dir: Path = RUN_DIR, models_dir
     return out, False
 
 
+def best_thresholds(spec, cases, min_seed_sizes=(None,), min_sizes=(None,)) -> dict:
+    """The foreground and seed thresholds of :data:`GRID` (and the smallest seed of
+    ``min_seed_sizes`` and object of ``min_sizes``; None keeps the spec's) with the best mean
+    AP@0.5 on ``cases``: ``(truth, probabilities at the model's scale, scale)``, instances made
+    at the truth's resolution as the pipeline makes them."""
+    import dataclasses
+    import itertools
+
+    from piximi_py import postprocess, rescale
+    from piximi_py.metrics import evaluate_instances
+    from piximi_py.pipeline import _instance_options
+
+    scores = {}
+    for (fg, seed), min_seed, min_size in itertools.product(GRID, min_seed_sizes, min_sizes):
+        post = {**spec.postprocess, "foreground_threshold": fg, "seed_threshold": seed}
+        post.update({k: v for k, v in (("min_seed_size", min_seed), ("min_size", min_size)) if v is not None})
+        trial = dataclasses.replace(spec, postprocess=post)
+        rows = []
+        for truth, prob, scale in cases:
+            masks = rescale.resample_masks(prob, truth.shape, fg, seed)
+            labels = postprocess.masks_to_labels(*masks, **_instance_options(trial, scale))
+            rows.append(evaluate_instances(truth, labels)["ap50"])
+        scores[(fg, seed, min_seed, min_size)] = (float(np.mean(rows)), post)
+    return max(scores.values(), key=lambda v: v[0])[1]
+
+
 def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0,
-                      data_root: Path = D.SHARED_DATA, sets=None) -> list[np.ndarray]:
+                      data_root: Path = D.SHARED_DATA, sets=None, stain: str = "") -> list[np.ndarray]:
     """Normalized crops of training-split real images (of ``sets``; default: the nuclei sets of
     that many channels), as the model sees them."""
     from .evaluate import set_root
@@ -234,7 +277,7 @@ def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0
     if sets is None:
         sets = ["dsb2018_stage1test_gray", "mnfinder"] if channels == 1 else ["dsb2018_stage1test_color"]
     roots = [str(set_root(s, data_root)) for s in sets if set_root(s, data_root).is_dir()]
-    train, _ = D.split(load_samples(roots, data_root, channels))
+    train, _ = D.split(load_samples(roots, data_root, channels, stain))
     rng = np.random.default_rng(seed)
     tiles = []
     for i in rng.choice(len(train), n):
