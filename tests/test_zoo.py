@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHIPPED_IDS = ["nuclei", "nuclei_fast", "nuclei_unet", "nuclei_he"]
+SHIPPED_IDS = ["nuclei", "nuclei_fast", "nuclei_unet", "nuclei_he", "nuclei_hematoxylin"]
 
 
 def _index(models_dir):
@@ -91,6 +91,23 @@ def test_teacher_is_rebuilt_from_the_shipped_onnx(models_dir):
         got = model(torch.from_numpy(x)).numpy()
     session = ort.InferenceSession(str(models_dir / "nuclei_unet_w16.onnx"), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(got, session.run(None, {"image": x})[0], atol=1e-4)
+
+
+def test_rgb_variant_starts_from_the_default_model(models_dir):
+    """training.he widens the default model's first convolution to RGB, sign flipped (stained
+    nuclei are dark): given -x in all three channels it computes what the parent does on x (the
+    offset of a real 1 - x is left to the batch norms, recalibrated before fine-tuning)."""
+    torch = pytest.importorskip("torch")
+
+    from training import he
+    from training.train import load_teacher
+
+    parent = load_teacher(models_dir / he.PARENT)
+    wide = he.widen_to_rgb(parent).eval()
+    x = torch.from_numpy(np.random.default_rng(4).random((1, 1, 64, 96), dtype=np.float32))
+    with torch.no_grad():
+        np.testing.assert_allclose(wide((-x).repeat(1, 3, 1, 1)).numpy(), parent(x).numpy(), atol=1e-5)
+        assert wide.encoder(torch.nn.functional.pixel_unshuffle(x.repeat(1, 3, 1, 1), 4))[0].shape[1] == 48
 
 
 def test_zoo_page_lists_every_variant():

@@ -63,11 +63,14 @@ def rdf(entry: dict, inputs: tuple[Path, Path], models_dir: Path) -> dict:
                   "doi": "10.1038/s41592-019-0612-7"}],
         "license": "BSD-3-Clause",
         "tags": ["nuclei", "instance-segmentation", "unet", "onnx", "2d",
-                 "fluorescence-light-microscopy" if entry["channels"] == 1 else "brightfield-microscopy"],
+                 "fluorescence-light-microscopy" if entry["channels"] == 1 and not entry.get("stain")
+                 else "brightfield-microscopy"],
         "documentation": "README.md",
         "inputs": [{
             "id": "image",
-            "description": "percentile-normalized image",
+            "description": ("percentile-normalized image" if not entry.get("stain") else
+                            f"percentile-normalized {entry['stain']} density of an RGB stained slide "
+                            "(piximi_py.preprocess)"),
             "axes": [{"type": "batch"}, {"type": "channel", "channel_names": channel_names},
                      _space("y", m), _space("x", m)],
             "test_tensor": {"source": inputs[0].name, "sha256": sha256_file(inputs[0])},
