@@ -173,9 +173,9 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="*", help="model ids (default: the default model)")
     ap.add_argument("--zoo", action="store_true", help="every shipped model; also record the page columns in models/zoo.json")
     ap.add_argument("--webgpu", action="store_true", help="also check WebGPU labels against CPython (128x128)")
-    ap.add_argument("--picker", action="store_true",
-                    help="write the end-to-end times measured into models/index.json (the model picker's speeds; "
-                         "--zoo does it for every shipped model)")
+    ap.add_argument("--picker", nargs="*", metavar="ID",
+                    help="write the end-to-end times measured of these models (none named: all) into "
+                         "models/index.json, the model picker's speeds; --zoo does it for every shipped model")
     args = ap.parse_args(argv)
     if args.image is None:
         from tools.samples import stardist_sample
@@ -226,9 +226,9 @@ def main(argv=None) -> int:
                                                if m in gpu and gpu[m]["backend"] == "webgpu" else {})}
                                for m in models})
         print(f"wrote the browser columns into {REPORT}; `python build.py zoo-report --table-only` redraws ZOO.md")
-    if args.zoo or args.picker:
+    if args.zoo or args.picker is not None:
         write_index_latency({m: {"native": round(nat[m]["e2e_ms"]), "wasm": round(webs[m]["e2e_ms"])}
-                             for m in models if m})
+                             for m in models if m and (args.zoo or not args.picker or m in args.picker)})
     return 0
 
 

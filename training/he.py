@@ -223,10 +223,10 @@ def _summary(rows) -> dict:
             for k in ("ap50", "map", "f1")}
 
 
-def evaluate_by_source(*, routes=ROUTES, folds: bool = True, shipped_variant: bool = True,
+def evaluate_by_source(*, routes=ROUTES, folds=INPUTS, shipped_variant: bool = True,
                        max_images: int = MAX_IMAGES) -> dict:
-    """Every route on every H&E source, the fold models on the source each never saw, and the
-    model trained on all sources on each source's held-out split."""
+    """Every route on every H&E source, the fold models (of the inputs ``folds`` names) on the
+    source each never saw, and the model trained on all sources on each source's held-out split."""
     import piximi_py
 
     models_dir = piximi_py.default_models_dir()
@@ -239,7 +239,7 @@ def evaluate_by_source(*, routes=ROUTES, folds: bool = True, shipped_variant: bo
         for route in routes:
             spec = route_spec(route)
             entry[route] = _summary(score(spec, models_dir / spec.file, paths))
-        for inputs in INPUTS if folds else ():
+        for inputs in folds:
             onnx_path = fold_dir(source, inputs) / "model.onnx"
             if not onnx_path.exists():
                 continue
