@@ -13,7 +13,6 @@ same images and the shipped model on its held-out split.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -128,14 +127,6 @@ def classical_cells(image: np.ndarray, diameter: float = 30.0, min_size: int = 3
     return labels
 
 
-def source_images(root: Path, max_images: int = MAX_IMAGES, validation_only: bool = False) -> list[Path]:
-    """Up to ``max_images`` images of a set, chosen by a hash of their names (stable as sets grow)."""
-    paths = sorted((root / "images").glob("*.tif"))
-    if validation_only:
-        paths = [p for p in paths if D.is_validation(f"{root.name}/{p.stem}")]
-    return sorted(paths, key=lambda p: hashlib.sha1(f"{root.name}/{p.stem}".encode()).hexdigest())[:max_images]
-
-
 def cells_spec(default_spec=None, **changes):
     """The model spec the folds run with: the shipped ``cells`` entry where there is one."""
     import piximi_py
@@ -197,7 +188,7 @@ def evaluate_by_source(*, folds: bool = True, shipped: bool = True, baseline: bo
     report = {"variant": VARIANT, "fold_stages": FOLD_STAGES, "stages": STAGES, "sources": {}}
     for root in cell_sets():
         source = root.name
-        paths = source_images(root, max_images)
+        paths = D.source_images(root, max_images)
         entry = {"images": len(paths)}
         onnx_path = fold_dir(source) / "model.onnx"
         if folds and onnx_path.exists():
@@ -206,7 +197,7 @@ def evaluate_by_source(*, folds: bool = True, shipped: bool = True, baseline: bo
         if baseline:
             rows = score(None, None, paths)
             entry["baseline"] = {k: _mean(rows, k) for k in ("ap50", "map", "f1")}
-        held_out = source_images(root, max_images, validation_only=True)
+        held_out = D.source_images(root, max_images, validation_only=True)
         for model_id in SHIPPED_IDS if shipped else ():
             if model_id in specs:
                 rows = score(specs[model_id], models_dir / specs[model_id].file, held_out)
@@ -259,28 +250,19 @@ MIN_SEED_SIZES = (8, 30, 80)
 def tune_thresholds(onnx_path: Path, spec, max_per_source: int = 4) -> dict:
     """Foreground and seed thresholds with the best mean AP@0.5 on training-split images
     (never the held-out ones), each segmented at its true median cell diameter."""
-    import piximi_py
-    from piximi_py import rescale
-    from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
-    from piximi_py.diameter import median_diameter
     from piximi_py.io import read_image
-    from piximi_py.pipeline import prepare_input, predict_probabilities
+    from piximi_py.pipeline import prepare_input
 
-    from .zoo_report import best_thresholds
+    from .zoo_report import tune_on_images
 
-    backend = OnnxRuntimeBackend(str(onnx_path))
-    cases = []
-    for root in cell_sets():
-        paths = [p for p in source_images(root, 10 ** 6) if not D.is_validation(f"{root.name}/{p.stem}")]
-        for path in paths[:max_per_source]:
-            truth = read_image(path.parent.parent / "masks" / path.name).astype(np.int32)
-            planes = read_image(path, keep_channels=True)
-            x = prepare_input(planes, spec, {"cyto": 0, "nuclei": 1 if planes.ndim == 3 else None})
-            scale = rescale.scale_factor(median_diameter(truth)[0], spec.diameter)
-            prob = piximi_py.run_sync(predict_probabilities(
-                rescale.resize(x, rescale.rescaled_shape(x.shape, scale)), spec, backend))
-            cases.append((truth, prob, scale))
-    return best_thresholds(spec, cases, MIN_SEED_SIZES)
+    def model_input(path):
+        planes = read_image(path, keep_channels=True)
+        return prepare_input(planes, spec, {"cyto": 0, "nuclei": 1 if planes.ndim == 3 else None})
+
+    paths = [p for root in cell_sets()
+             for p in [p for p in D.source_images(root, 10 ** 6)
+                       if not D.is_validation(f"{root.name}/{p.stem}")][:max_per_source]]
+    return tune_on_images(onnx_path, spec, paths, model_input, MIN_SEED_SIZES)
 
 
 def ship(models_dir: Path | None = None) -> dict:

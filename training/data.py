@@ -89,6 +89,26 @@ def is_validation(name: str, fraction: float = 0.25) -> bool:
     return int.from_bytes(digest[:4], "big") / 2 ** 32 < fraction
 
 
+def source_images(root: Path, max_images: int, validation_only: bool = False,
+                  annotated_only: bool = False) -> list[Path]:
+    """Up to ``max_images`` images of a set, chosen by a hash of their names (stable as sets grow).
+
+    ``validation_only``: only those of the validation split (:func:`is_validation`);
+    ``annotated_only``: only those with at least one nucleus (the set's ``index.csv``).
+    """
+    import csv
+
+    root = Path(root)
+    paths = sorted((root / "images").glob("*.tif"))
+    if validation_only:
+        paths = [p for p in paths if is_validation(f"{root.name}/{p.stem}")]
+    if annotated_only:
+        with open(root / "index.csv", newline="") as f:
+            annotated = {r["name"] for r in csv.DictReader(f) if int(r["nuclei"])}
+        paths = [p for p in paths if p.stem in annotated]
+    return sorted(paths, key=lambda p: hashlib.sha1(f"{root.name}/{p.stem}".encode()).hexdigest())[:max_images]
+
+
 def split(samples: list[Sample], fraction: float = 0.25):
     train = [s for s in samples if not is_validation(s.name, fraction)]
     val = [s for s in samples if is_validation(s.name, fraction)]

@@ -498,14 +498,10 @@ def equivalent_diameters(labels: np.ndarray) -> np.ndarray:
     return np.sqrt(4 * areas[areas > 0] / np.pi)
 
 
-def convert_dsb2018_train(gitdir: Path, dest: Path, commit: str = DSB_COMMIT) -> tuple[list[dict], dict]:
-    """Convert the fluorescence images of DSB 2018 stage1_train (lopuhin's fixed copy).
-
-    Returns one record per converted image and ``{why: [ImageId, ...]}`` for
-    the images left out (stained colour images and brightfield images).
-    """
-    (dest / "images").mkdir(parents=True, exist_ok=True)
-    (dest / "masks").mkdir(parents=True, exist_ok=True)
+def _dsb_stage1_train(gitdir: Path, commit: str):
+    """``(ImageId, RGBA image, labels, pixels claimed by two masks, mask files)`` for each image
+    of stage1_train in ImageId order; image and labels are None for an image without masks.
+    Labels: one per mask PNG in file-name order (:func:`labels_from_instance_masks`)."""
     with _git_tar(gitdir, commit, "stage1_train") as tar:
         images, masks = {}, {}
         for member in tar.getmembers():
@@ -516,29 +512,43 @@ def convert_dsb2018_train(gitdir: Path, dest: Path, commit: str = DSB_COMMIT) ->
                 images[path.parts[1]] = member
             elif path.parts[2] == "masks":
                 masks.setdefault(path.parts[1], []).append(member)
-        records, dropped = [], {}
         for image_id in sorted(images):
             if image_id not in masks:
-                dropped.setdefault("no masks", []).append(image_id)
+                yield image_id, None, None, 0, 0
                 continue
             members = sorted(masks[image_id], key=lambda m: m.name)
             stack = [np.asarray(Image.open(io.BytesIO(_read_member(tar, m)))) for m in members]
-            stack = [m if m.ndim == 2 else m[..., 0] for m in stack]
-            labels, overlap = labels_from_instance_masks(stack)
+            labels, overlap = labels_from_instance_masks([m if m.ndim == 2 else m[..., 0] for m in stack])
             rgba = np.asarray(Image.open(io.BytesIO(_read_member(tar, images[image_id]))))
-            plane, why = fluorescence_plane(rgba, labels)
-            if plane is None:
-                dropped.setdefault(why, []).append(image_id)
-                continue
-            if plane.shape != labels.shape:
-                raise ValueError(f"{image_id}: image {plane.shape} vs masks {labels.shape}")
-            name = image_id[:16]
-            _write_pair(dest, name, np.ascontiguousarray(plane), labels)
-            records.append({"name": name, "image_id": image_id, "source": "",
-                            "shape": "x".join(map(str, plane.shape)), "dtype": str(plane.dtype),
-                            "nuclei": int(labels.max()), "mask_files": len(members),
-                            "overlap_px": overlap,
-                            "median_diameter": round(float(np.median(equivalent_diameters(labels))), 2)})
+            yield image_id, rgba, labels, overlap, len(members)
+
+
+def convert_dsb2018_train(gitdir: Path, dest: Path, commit: str = DSB_COMMIT) -> tuple[list[dict], dict]:
+    """Convert the fluorescence images of DSB 2018 stage1_train (lopuhin's fixed copy).
+
+    Returns one record per converted image and ``{why: [ImageId, ...]}`` for
+    the images left out (stained colour images and brightfield images).
+    """
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    (dest / "masks").mkdir(parents=True, exist_ok=True)
+    records, dropped = [], {}
+    for image_id, rgba, labels, overlap, mask_files in _dsb_stage1_train(gitdir, commit):
+        if rgba is None:
+            dropped.setdefault("no masks", []).append(image_id)
+            continue
+        plane, why = fluorescence_plane(rgba, labels)
+        if plane is None:
+            dropped.setdefault(why, []).append(image_id)
+            continue
+        if plane.shape != labels.shape:
+            raise ValueError(f"{image_id}: image {plane.shape} vs masks {labels.shape}")
+        name = image_id[:16]
+        _write_pair(dest, name, np.ascontiguousarray(plane), labels)
+        records.append({"name": name, "image_id": image_id, "source": "",
+                        "shape": "x".join(map(str, plane.shape)), "dtype": str(plane.dtype),
+                        "nuclei": int(labels.max()), "mask_files": mask_files,
+                        "overlap_px": overlap,
+                        "median_diameter": round(float(np.median(equivalent_diameters(labels))), 2)})
     _write_index(dest, records)
     (dest / "README.md").write_text(_dsb2018_train_readme(gitdir, commit, records, dropped))
     return records, dropped
@@ -954,25 +964,8 @@ def convert_he_dsb2018(gitdir: Path, dest: Path, commit: str = DSB_COMMIT) -> li
     """The stained colour (H&E-like brightfield) images of DSB 2018 stage1_train, the ones
     :func:`convert_dsb2018_train` leaves out."""
     def images():
-        with _git_tar(gitdir, commit, "stage1_train") as tar:
-            found, masks = {}, {}
-            for member in tar.getmembers():
-                path = PurePosixPath(member.name)
-                if not member.isfile() or path.suffix != ".png" or len(path.parts) != 4:
-                    continue
-                if path.parts[2] == "images" and path.stem == path.parts[1]:
-                    found[path.parts[1]] = member
-                elif path.parts[2] == "masks":
-                    masks.setdefault(path.parts[1], []).append(member)
-            for image_id in sorted(found):
-                if image_id not in masks:
-                    continue
-                rgba = np.asarray(Image.open(io.BytesIO(_read_member(tar, found[image_id]))))
-                stack = [np.asarray(Image.open(io.BytesIO(_read_member(tar, m))))
-                         for m in sorted(masks[image_id], key=lambda m: m.name)]
-                labels, _ = labels_from_instance_masks([m if m.ndim == 2 else m[..., 0] for m in stack])
-                if fluorescence_plane(rgba, labels)[1] != "colour":
-                    continue
+        for image_id, rgba, labels, _, _ in _dsb_stage1_train(gitdir, commit):
+            if rgba is not None and fluorescence_plane(rgba, labels)[1] == "colour":
                 yield f"dsbhe_{image_id[:16]}", rgba[..., :3], labels, {"image_id": image_id}
 
     return _convert_stained(dest, images(), "DSB 2018 stage1_train, stained colour (H&E-like) images",
@@ -982,7 +975,7 @@ def convert_he_dsb2018(gitdir: Path, dest: Path, commit: str = DSB_COMMIT) -> li
 
 
 def fetch_he_monuseg(dest: Path = DATA_CACHE / "he_monuseg", mirrors: Path | None = None) -> Path:
-    """MoNuSeg H&E nuclei (44 TCGA tiles) in the standard layout, from a mirror."""
+    """MoNuSeg H&E nuclei (the TCGA tiles the mirror holds) in the standard layout, from a mirror."""
     return _fetch_from_mirror(dest, MONUSEG_REPO, MONUSEG_COMMIT, convert_he_monuseg, mirrors)
 
 

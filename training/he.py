@@ -20,7 +20,6 @@ Commands: ``python build.py he-train [--inputs rgb --folds-only]``, ``he-export`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -163,21 +162,6 @@ def train_all(*, folds: bool = True, threads: int = 2, iterations: int = ITERATI
     return done
 
 
-def source_images(root: Path, max_images: int = MAX_IMAGES, validation_only: bool = False) -> list[Path]:
-    """Up to ``max_images`` images of a set, chosen by a hash of their names (stable as sets grow)."""
-    paths = sorted((root / "images").glob("*.tif"))
-    if validation_only:
-        paths = [p for p in paths if D.is_validation(f"{root.name}/{p.stem}")]
-    paths = [p for p in paths if _has_nuclei(p)]
-    return sorted(paths, key=lambda p: hashlib.sha1(f"{root.name}/{p.stem}".encode()).hexdigest())[:max_images]
-
-
-def _has_nuclei(path: Path) -> bool:
-    from piximi_py.io import read_image
-
-    return bool(read_image(path.parent.parent / "masks" / path.name).max())
-
-
 def route_spec(route: str):
     """The model spec of a route: a shipped id, or ``ID@hematoxylin`` for that shipped model
     reading the hematoxylin density."""
@@ -232,9 +216,10 @@ def evaluate_by_source(*, routes=ROUTES, folds=INPUTS, shipped_variant: bool = T
     models_dir = piximi_py.default_models_dir()
     report = {"variant": VARIANT, "fold_iterations": FOLD_ITERATIONS, "iterations": ITERATIONS,
               "max_images": max_images, "sources": {}}
+    specs = {s.id: s for s in piximi_py.load_models(models_dir)}
     for root in he_sets():
         source = root.name
-        paths = source_images(root, max_images)
+        paths = D.source_images(root, max_images, annotated_only=True)
         entry = {"images": len(paths)}
         for route in routes:
             spec = route_spec(route)
@@ -250,8 +235,7 @@ def evaluate_by_source(*, routes=ROUTES, folds=INPUTS, shipped_variant: bool = T
             entry[key] = _summary(score(dataclasses.replace(spec, postprocess=post), onnx_path, paths))
             entry[f"{key}_thresholds"] = {k: post[k] for k in ("foreground_threshold", "seed_threshold",
                                                                 "min_seed_size", "min_size")}
-        held_out = source_images(root, max_images, validation_only=True)
-        specs = {s.id: s for s in piximi_py.load_models(models_dir)}
+        held_out = D.source_images(root, max_images, validation_only=True, annotated_only=True)
         for model_id in SHIPPED_IDS if shipped_variant else ():
             spec = specs.get(model_id)
             if spec is not None and spec.file.startswith(FILE.removesuffix(".onnx")):
@@ -297,27 +281,16 @@ def tune_thresholds(onnx_path: Path, spec, max_per_source: int = 4, exclude_sour
     """Foreground and seed thresholds with the best mean AP@0.5 on training-split images
     (never the held-out ones, nor any image of ``exclude_sources``), each segmented at its
     true median nucleus diameter."""
-    import piximi_py
-    from piximi_py import rescale
-    from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
-    from piximi_py.diameter import median_diameter
     from piximi_py.io import read_image
-    from piximi_py.pipeline import prepare_input, predict_probabilities
+    from piximi_py.pipeline import prepare_input
 
-    from .zoo_report import best_thresholds
+    from .zoo_report import tune_on_images
 
-    backend = OnnxRuntimeBackend(str(onnx_path))
-    cases = []
-    for root in [r for r in he_sets() if r.name not in exclude_sources]:
-        paths = [p for p in source_images(root, 10 ** 6) if not D.is_validation(f"{root.name}/{p.stem}")]
-        for path in paths[:max_per_source]:
-            truth = read_image(path.parent.parent / "masks" / path.name).astype(np.int32)
-            x = prepare_input(read_image(path, color=True), spec)
-            scale = rescale.scale_factor(median_diameter(truth)[0], spec.diameter)
-            prob = piximi_py.run_sync(predict_probabilities(
-                rescale.resize(x, rescale.rescaled_shape(x.shape, scale)), spec, backend))
-            cases.append((truth, prob, scale))
-    return best_thresholds(spec, cases, MIN_SEED_SIZES, MIN_SIZES)
+    paths = [p for root in he_sets() if root.name not in exclude_sources
+             for p in [p for p in D.source_images(root, 10 ** 6, annotated_only=True)
+                       if not D.is_validation(f"{root.name}/{p.stem}")][:max_per_source]]
+    return tune_on_images(onnx_path, spec, paths, lambda path: prepare_input(read_image(path, color=True), spec),
+                          MIN_SEED_SIZES, MIN_SIZES)
 
 
 def ship(models_dir: Path | None = None) -> dict:

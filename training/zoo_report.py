@@ -267,6 +267,29 @@ def best_thresholds(spec, cases, min_seed_sizes=(None,), min_sizes=(None,)) -> d
     return max(scores.values(), key=lambda v: v[0])[1]
 
 
+def tune_on_images(onnx_path: Path, spec, paths, model_input, min_seed_sizes=(None,), min_sizes=(None,)) -> dict:
+    """:func:`best_thresholds` on the images ``paths`` (``masks/NAME.tif`` beside ``images/``),
+    each run through the model at its true median object diameter; ``model_input(path)`` gives
+    the model's ``(C, H, W)`` input (``piximi_py.pipeline.prepare_input``)."""
+    import piximi_py
+    from piximi_py import rescale
+    from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
+    from piximi_py.diameter import median_diameter
+    from piximi_py.io import read_image
+    from piximi_py.pipeline import predict_probabilities
+
+    backend = OnnxRuntimeBackend(str(onnx_path))
+    cases = []
+    for path in paths:
+        truth = read_image(path.parent.parent / "masks" / path.name).astype(np.int32)
+        x = model_input(path)
+        scale = rescale.scale_factor(median_diameter(truth)[0], spec.diameter)
+        prob = piximi_py.run_sync(predict_probabilities(
+            rescale.resize(x, rescale.rescaled_shape(x.shape, scale)), spec, backend))
+        cases.append((truth, prob, scale))
+    return best_thresholds(spec, cases, min_seed_sizes, min_sizes)
+
+
 def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0,
                       data_root: Path = D.SHARED_DATA, sets=None, stain: str = "") -> list[np.ndarray]:
     """Normalized crops of training-split real images (of ``sets``; default: the nuclei sets of
