@@ -85,7 +85,8 @@ def visit(playwright, origin: str, profile: Path, server, image_b64: str, window
                                if startup.get("warm_up") else None),
                 "bytes_before_ready": bytes_ready, "bytes_in_window": bytes_window,
                 "backend": info["backend"], "count": first["count"], "marks": startup["marks"],
-                "worker": startup.get("worker") or {}}
+                "worker": startup.get("worker") or {},
+                "pyodide_snapshot": (startup.get("pyodide_snapshot") or {}).get("state")}
     finally:
         ctx.close()
 
@@ -125,6 +126,7 @@ def format_table(runs: dict, window_s: float) -> str:
     row("packages and imports for the first image, after ready (while a file is picked)",
         lambda v: "(before ready)" if v["warm_up_ms"] is None else f"{v['warm_up_ms']:.0f} ms")
     row("backend", lambda v: v["backend"])
+    row("Pyodide memory snapshot (pyodide_boot.mjs)", lambda v: v.get("pyodide_snapshot") or "none")
     lines.append("| **where the time to ready goes** |" + " |" * len(visits))
     steps = [dict(breakdown(v)) for _, _, v in visits]
     for label in dict.fromkeys(k for st in steps for k in st):

@@ -795,6 +795,10 @@ def test_offline_after_first_visit(app, files, models_dir):
     try:
         offline.goto(app.origin + "/index.html?backend=wasm")
         offline.evaluate("window.piximi.ready")
+        # the first visit saved the booted interpreter; this one restored it (pyodide_boot.mjs)
+        assert page.evaluate("window.piximi.startup().pyodide_snapshot")["state"] == "made"
+        restored = offline.evaluate("window.piximi.startup().pyodide_snapshot")
+        assert restored["state"] == "restored" and not restored.get("error"), restored
         offline.set_input_files("#file", str(files["batch"][0]))
         offline.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
         ref = cpython_labels(tifffile.imread(files["batch"][0]), models_dir)
@@ -816,3 +820,39 @@ def test_offline_after_first_visit(app, files, models_dir):
     finally:
         offline.close()
         app.context.set_offline(False)
+
+
+def test_a_bad_pyodide_snapshot_is_made_again(app, files, models_dir):
+    """A snapshot Pyodide refuses (another build's, or damaged) costs one ordinary boot: the
+    page starts, says why, segments as before, and the next visit restores the new snapshot."""
+    from tools.browser import segment_in_page
+
+    page = app.page
+    page.evaluate("""async () => {
+      const cache = await caches.open("pyodide-snapshot");
+      for (const req of await cache.keys()) await cache.put(req, new Response(new Uint8Array(4096)));
+    }""")
+    pages = []
+    try:
+        for want in ("made", "restored"):
+            visit = app.context.new_page()
+            pages.append(visit)
+            visit.set_default_timeout(180_000)
+            visit.goto(app.origin + "/index.html?backend=wasm")
+            visit.evaluate("window.piximi.ready")
+            snapshot = visit.evaluate("window.piximi.startup().pyodide_snapshot")
+            assert snapshot["state"] == want, snapshot
+            if want == "made":
+                assert "magic number" in snapshot["error"], snapshot
+                visit.wait_for_function("""async () => {
+                  const cache = await caches.open("pyodide-snapshot");
+                  const [req] = await cache.keys();
+                  return req && (await (await cache.match(req)).arrayBuffer()).byteLength > 1e6;
+                }""")
+        image = files["batch"][0]
+        got = segment_in_page(pages[-1], image.read_bytes(), filename=image.name)
+        assert got["ok"], got
+        np.testing.assert_array_equal(got["labels"], cpython_labels(tifffile.imread(image), models_dir))
+    finally:
+        for visit in pages:
+            visit.close()

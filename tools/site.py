@@ -424,6 +424,7 @@ def build_site(force: bool = False) -> Path:
     npm_pyodide = NODE_MODULES / "pyodide"
     for name in PYODIDE_RUNTIME:
         _copy(npm_pyodide / name, staging / "pyodide" / name)
+    _copy(WEB / "pyodide_boot.mjs", staging / "pyodide" / "boot.mjs")
     lock = load_lock()
     if lock["info"]["version"] != PYODIDE_VERSION:
         raise RuntimeError(f"pyodide-lock.json is for {lock['info']['version']}")

@@ -24,6 +24,12 @@ function showError(message) {
 // reloads once after the service worker takes control ("coi-serviceworker").
 async function setupServiceWorker() {
   if (!("serviceWorker" in navigator) || params.has("nosw")) return;
+  if (navigator.serviceWorker.controller && window.crossOriginIsolated) {
+    // A returning visit, already served by the worker: its update check need not hold up start-up.
+    navigator.serviceWorker.register(abs("sw.js"), { scope: BASE })
+      .catch((e) => console.warn("service worker not registered:", e));
+    return;
+  }
   try {
     await navigator.serviceWorker.register(abs("sw.js"), { scope: BASE });
   } catch (e) {
@@ -99,7 +105,8 @@ async function start() {
   mark("pyscript");
   worker = await PyWorker(abs(build.worker), {
     type: "pyodide",
-    version: abs("pyodide/pyodide.mjs"), // our own copy: never the CDN
+    // our own copy, never the CDN; boot.mjs wraps pyodide.mjs with a memory snapshot
+    version: abs("pyodide/boot.mjs"),
     config: {},
   });
   mark("pyodide");
@@ -136,6 +143,7 @@ async function start() {
   }));
   mark("worker_init");
   startup.worker = res.timings || null;
+  startup.pyodide_snapshot = res.pyodide_snapshot || null;
   defaultModel = res.default_model;
   modelList = res.models;
   promptModel = res.prompt_model;

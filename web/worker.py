@@ -74,6 +74,22 @@ def _with_packages(entry):
     return call
 
 
+def _snapshot_state():
+    """How Pyodide booted: "restored" from the memory snapshot of an earlier visit, "made"
+    (booted, and the snapshot saved for the next visit) or "plain" (pyodide_boot.mjs)."""
+    state = getattr(js, "piximiPyodideSnapshot", None)
+    if state is None:
+        return {"state": "plain", "error": None}
+    return {"state": str(state.state), "error": None if state.error is None else str(state.error)}
+
+
+def _save_snapshot():
+    """Store the snapshot this visit made (pyodide_boot.mjs), now that start-up is over."""
+    state = getattr(js, "piximiPyodideSnapshot", None)
+    if state is not None and state.save:
+        state.save()
+
+
 async def init(cfg):
     """Install packages (all from the page's origin), then load ORT + default model."""
     global _ww, _deferred_args
@@ -98,6 +114,8 @@ async def init(cfg):
         _progress("model", 0, 1)
         out = await _ww.init(cfg)
         out["timings"] = {**timings, **out.get("timings", {})}
+        out["pyodide_snapshot"] = _snapshot_state()
+        _save_snapshot()
         _progress("model", 1, 1)
     except Exception as exc:  # noqa: BLE001
         out = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)}}
