@@ -708,6 +708,16 @@ def test_teach_download_and_load_a_model(app, sample, models_dir, tmp_path):
     page.set_input_files("#model-file", str(bad))
     page.wait_for_function("!document.querySelector('#error').hidden")
     assert "not_a_model.onnx" in page.text_content("#error")
+    # a file over the size limit is refused before it is read (sparse: no disk or memory spent)
+    from piximi_py.modelfile import MAX_MODEL_BYTES
+
+    huge = tmp_path / "huge.onnx"
+    with huge.open("wb") as f:
+        f.truncate(MAX_MODEL_BYTES + 1)
+    page.evaluate("document.querySelector('#error').hidden = true")
+    page.set_input_files("#model-file", str(huge))
+    page.wait_for_function("!document.querySelector('#error').hidden")
+    assert "huge.onnx" in page.text_content("#error") and "MiB supported" in page.text_content("#error")
     page.select_option("#model", "nuclei")
     assert segment_in_page(page, right.read_bytes(), backend="wasm")["count"] > 10
 

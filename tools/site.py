@@ -485,6 +485,8 @@ def build_site(force: bool = False) -> Path:
         log(f"WARNING: {index} not found: the site has no models")
 
     # runtime config for the page
+    from piximi_py import modelfile
+
     build_info = {
         "pyodide_version": PYODIDE_VERSION,
         "ort_version": npm_version("onnxruntime-web"),
@@ -501,6 +503,8 @@ def build_site(force: bool = False) -> Path:
         "ort_wasm_paths": "ort/",
         "codec_modules": {k: dest for k, (_, dest) in CODEC_MODULES.items()},
         "models_index": "models/index.json",
+        # the page refuses a larger model file before reading it (piximi_py.modelfile's limit)
+        "max_model_bytes": modelfile.MAX_MODEL_BYTES,
         "sample": sample,
         "worker": "worker.py",
     }

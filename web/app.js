@@ -346,8 +346,15 @@ async function downloadModel(modelId = null) {
 
 async function loadModel(input, options = {}) {
   await ready;
-  const bytes = await toBytes(input);
   const filename = options.filename || (input instanceof File ? input.name : "model.onnx");
+  // Checked before the file is read: the worker refuses it too, but only after a copy of it.
+  const size = input?.size ?? input?.byteLength ?? 0;
+  const limit = siteBuild?.max_model_bytes;
+  if (limit && size > limit) {
+    throw new Error(`model file '${filename}' is ${Math.round(size / 2 ** 20)} MiB, more than the ` +
+                    `${Math.round(limit / 2 ** 20)} MiB supported`);
+  }
+  const bytes = await toBytes(input);
   return inWorker(async () => {
     const res = unwrap(await worker.sync.load_model(bytes, { filename }));
     addModel(res.model);
