@@ -86,3 +86,20 @@ def test_hematoxylin_route_segments_stained_nuclei(models_dir):
     grey = piximi_py.segment(str(path), model="nuclei_unet", models_dir=models_dir)  # same file, intensity
     assert labels.shape == image.shape[:2]
     assert average_precision(truth, labels) > average_precision(truth, grey) + 0.2
+
+
+def test_stain_leakage_augmentation(slide):
+    """Training's "mixed" H&E input: channel 0 of the stain densities is exactly what a stain model
+    reads; mixing nothing in gives it back, and a mix adds the other stains' densities linearly."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from training.data import mix_stains, stain_densities
+
+    densities = stain_densities(slide)
+    np.testing.assert_allclose(densities[..., 0], P.normalize_percentile(P.hematoxylin_density(slide)),
+                               atol=1e-5)
+    crop = np.moveaxis(densities[:64, :64], -1, 0)
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(mix_stains(crop, rng, 0.0), crop[:1])
+    a, b = np.random.default_rng(1).uniform(-0.25, 0.25, 2)
+    np.testing.assert_allclose(mix_stains(crop, np.random.default_rng(1), 0.25),
+                               crop[:1] + a * crop[1:2] + b * crop[2:3], atol=1e-6)

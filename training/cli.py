@@ -439,7 +439,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
                                         "sets: python -m training.datasets he_...)")
     p.add_argument("--no-folds", action="store_true", help="only the model on every source")
     p.add_argument("--folds-only", action="store_true", help="only the leave-one-source-out folds")
-    p.add_argument("--inputs", choices=("hematoxylin", "rgb"), default="hematoxylin",
+    p.add_argument("--inputs", choices=("hematoxylin", "rgb", "mixed"), default="hematoxylin",
                    help="what the model reads (rgb: the parent's first convolution widened to three channels)")
     p.add_argument("--iterations", type=int, default=None, help="default: training.he.ITERATIONS")
     p.add_argument("--fold-iterations", type=int, default=None, help="default: training.he.FOLD_ITERATIONS")

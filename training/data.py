@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 from piximi_py.channels import stack_channels
 from piximi_py.diameter import median_diameter
 from piximi_py.io import read_image
-from piximi_py.preprocess import hematoxylin_density, normalize_percentile
+from piximi_py.preprocess import RGB_FROM_HED, hematoxylin_density, normalize_percentile, separate_stains
 from piximi_py.rescale import resize
 from piximi_py.teach import class_targets, resize_labels, touching_mask  # noqa: F401 - also used from here
 
@@ -59,9 +59,10 @@ def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
 
     ``channel_mode``: "gray", "rgb", "cells" (the set's two channels,
     cytoplasm and nuclei, each normalized on its own as the pipeline does,
-    :func:`piximi_py.channels.stack_channels`) or "hematoxylin" (the
+    :func:`piximi_py.channels.stack_channels`), "hematoxylin" (the
     hematoxylin density of a stained RGB image, as a ``stain`` model reads
-    it, :func:`piximi_py.preprocess.hematoxylin_density`).
+    it, :func:`piximi_py.preprocess.hematoxylin_density`) or "stains" (the
+    three stain densities, :func:`stain_densities`, for :func:`mix_stains`).
     """
     root = Path(root)
     samples = []
@@ -76,6 +77,8 @@ def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
             image = np.moveaxis(stack_channels(planes, mapping, CELL_ROLES), 0, -1)
         elif channel_mode == "hematoxylin":
             image = normalize_percentile(hematoxylin_density(read_image(path, color=True)))
+        elif channel_mode == "stains":
+            image = stain_densities(read_image(path, color=True))
         else:
             image = normalize_percentile(read_image(path, color=(channel_mode == "rgb")))
         samples.append(Sample(f"{root.name}/{path.stem}", image, labels,
@@ -195,6 +198,25 @@ def drop_nuclei(img: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarr
         img = img.copy()
         img[1] = 0
     return img
+
+
+def stain_densities(rgb: np.ndarray) -> np.ndarray:
+    """Hematoxylin, eosin and residual (DAB) densities of a stained RGB image, ``(H, W, 3)``
+    (Ruifrok-Johnston vectors), all scaled as :func:`piximi_py.preprocess.normalize_percentile`
+    scales the hematoxylin density, so that channel 0 is what a ``stain`` model reads."""
+    hed = separate_stains(rgb, RGB_FROM_HED).astype(np.float32)
+    lo, hi = np.percentile(hed[..., 0], [1.0, 99.8])
+    out = hed / max(float(hi - lo), 1e-6)
+    out[..., 0] -= lo / max(float(hi - lo), 1e-6)
+    return out
+
+
+def mix_stains(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """The hematoxylin density ``(1, H, W)`` of a crop of :func:`stain_densities`, with a random
+    share (up to ``strength`` either way) of the eosin and residual densities mixed in: what fixed
+    stain vectors read from a slide whose stains differ from them."""
+    a, b = rng.uniform(-strength, strength, 2)
+    return (img[:1] + a * img[1:2] + b * img[2:3]).astype(np.float32)
 
 
 def intensity_augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

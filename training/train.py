@@ -67,8 +67,10 @@ class CropStream(torch.utils.data.IterableDataset):
 
     def __init__(self, samples, *, batch: int, crop: int, seed: int, boundary_width: int = 2,
                  synthetic_fraction: float = 0.0, channels: int = 1, pool: int = 48,
-                 diameter: float | None = None, scale_range=(0.6, 1.6), drop_nuclei: float = 0.3):
+                 diameter: float | None = None, scale_range=(0.6, 1.6), drop_nuclei: float = 0.3,
+                 stain_mix: float = 0.0):
         self.samples, self.batch, self.crop, self.seed = samples, batch, crop, seed
+        self.stain_mix = stain_mix
         self.drop_nuclei = drop_nuclei
         self.boundary_width, self.synthetic_fraction = boundary_width, synthetic_fraction
         self.channels, self.pool = channels, pool
@@ -104,6 +106,9 @@ class CropStream(torch.utils.data.IterableDataset):
             chosen += [self.samples[i] for i in rng.choice(len(self.samples), self.batch - n_syn, p=self.weights)]
             crops = [D.random_crop(s, self.crop, rng, self.scale_range, self.boundary_width, self.diameter)
                      for s in chosen]
+            if self.channels == 1:  # stain densities (load mode "stains") read as the hematoxylin one
+                crops = [(D.mix_stains(c[0], rng, self.stain_mix), *c[1:]) if c[0].shape[0] == 3 else c
+                         for c in crops]
             if self.channels == 3:  # grayscale and synthetic crops for a colour model
                 crops = [(D.gray_to_rgb(c[0], rng), *c[1:]) if c[0].shape[0] == 1 else c for c in crops]
             if self.channels == 2:  # whole cells: often no nuclear stain, so learn without it too
@@ -119,10 +124,11 @@ def lr_factor(it: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (it - warmup) / max(1, total - warmup))))
 
 
-def load_samples(sets, data_root: Path, channels: int, stain: str = "") -> list:
+def load_samples(sets, data_root: Path, channels: int, stain: str = "", stain_mix: float = 0.0) -> list:
     """Samples of every set; a set is a name under ``data_root`` or a path. ``stain``
-    ("hematoxylin"): one-channel samples of that stain's density in colour images."""
-    mode = stain or {3: "rgb", 2: "cells"}.get(channels, "gray")
+    ("hematoxylin"): one-channel samples of that stain's density in colour images, or with
+    ``stain_mix`` all three stain densities (:func:`training.data.mix_stains` mixes them per crop)."""
+    mode = ("stains" if stain_mix else stain) or {3: "rgb", 2: "cells"}.get(channels, "gray")
     roots = [Path(s) if Path(s).is_absolute() or Path(s).is_dir() else Path(data_root) / s for s in sets]
     missing = [str(r) for r in roots if not r.is_dir()]
     if missing:
@@ -139,7 +145,8 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
           boundary_width: int = 2, synthetic_fraction: float = 0.0, device: str = "cpu",
           workers: int = 0, time_budget_s: float = 0, teacher: Path | None = None,
           distill_weight: float = 1.0, save_half: bool = False, save_every: int = 500,
-          diameter: float | None = None, scale_range=(0.6, 1.6), exclude_sources=(), stain: str = "") -> Path:
+          diameter: float | None = None, scale_range=(0.6, 1.6), exclude_sources=(), stain: str = "",
+          stain_mix: float = 0.0) -> Path:
     """Train and save ``out/model.pt`` plus ``out/log.jsonl``; returns the .pt path.
 
     Parameters
@@ -177,11 +184,15 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     stain : str, optional
         "hematoxylin": the model reads the hematoxylin density of stained
         colour images (``ModelSpec.stain``), ``channels`` 1.
+    stain_mix : float
+        With ``stain``: mix up to this share of the eosin and residual densities into
+        the hematoxylin density of each crop, either way (:func:`training.data.mix_stains`).
     """
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = device.startswith("cuda")  # fixed crop size: let cuDNN pick kernels
-    samples = [s for s in load_samples(sets, data_root, channels, stain) if s.source not in set(exclude_sources)]
+    samples = [s for s in load_samples(sets, data_root, channels, stain, stain_mix)
+               if s.source not in set(exclude_sources)]
     train_set, val_set = D.split(samples)
     if diameter:  # validation at the images' own scale says nothing of a model trained at one size
         val_set = []
@@ -197,7 +208,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     class_weight = torch.tensor([1.0, 1.0, 2.0], device=device)
     stream = CropStream(train_set, batch=batch, crop=crop, seed=seed, boundary_width=boundary_width,
                         synthetic_fraction=synthetic_fraction, channels=channels, diameter=diameter,
-                        scale_range=scale_range)
+                        scale_range=scale_range, stain_mix=stain_mix)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
                                          pin_memory=device != "cpu", prefetch_factor=4 if workers else None,
                                          persistent_workers=False)
@@ -253,7 +264,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
                          "touching_weight": touching_weight, "boundary_width": boundary_width,
                          "teacher": str(teacher) if teacher else None, "device": device,
                          "diameter": diameter, "scale_range": list(scale_range),
-                         "exclude_sources": list(exclude_sources), "stain": stain,
+                         "exclude_sources": list(exclude_sources), "stain": stain, "stain_mix": stain_mix,
                          "seconds": round(time.time() - t0, 1)})
     return out / "model.pt"
 
