@@ -205,10 +205,12 @@ def stain_densities(rgb: np.ndarray) -> np.ndarray:
     (Ruifrok-Johnston vectors), all scaled as :func:`piximi_py.preprocess.normalize_percentile`
     scales the hematoxylin density, so that channel 0 is what a ``stain`` model reads."""
     hed = separate_stains(rgb, RGB_FROM_HED).astype(np.float32)
-    lo, hi = np.percentile(hed[..., 0], [1.0, 99.8])
-    out = hed / max(float(hi - lo), 1e-6)
-    out[..., 0] -= lo / max(float(hi - lo), 1e-6)
-    return out
+    lo, hi = np.percentile(hed[..., 0], [1.0, 99.8])  # normalize_percentile's defaults
+    span = float(hi - lo)
+    if span < 1e-6:  # flat, as normalize_percentile gives it: nothing to read
+        return np.zeros_like(hed)
+    hed[..., 0] -= lo
+    return hed / span
 
 
 def mix_stains(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:

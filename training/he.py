@@ -78,6 +78,11 @@ INPUTS = ("hematoxylin", "rgb", "mixed")
 STAIN_MIX = 0.25
 
 
+def _fold_key(inputs: str) -> str:
+    """The report's key for the folds reading ``inputs``."""
+    return "fold" if inputs == "hematoxylin" else f"fold_{inputs}"
+
+
 def fold_dir(source: str, inputs: str = "hematoxylin") -> Path:
     return RUNS / f"{'' if inputs == 'hematoxylin' else inputs + '_'}without_{source}"
 
@@ -237,7 +242,7 @@ def evaluate_by_source(*, routes=ROUTES, folds=INPUTS, shipped_variant: bool = T
             # the fold's thresholds are tuned as the shipped model's are, on the sources it trained on
             spec = fold_spec(inputs)
             post = tune_thresholds(onnx_path, spec, exclude_sources=(source,))
-            key = "fold" if inputs == "hematoxylin" else f"fold_{inputs}"
+            key = _fold_key(inputs)
             entry[key] = _summary(score(dataclasses.replace(spec, postprocess=post), onnx_path, paths))
             entry[f"{key}_thresholds"] = {k: post[k] for k in ("foreground_threshold", "seed_threshold",
                                                                 "min_seed_size", "min_size")}
@@ -249,7 +254,7 @@ def evaluate_by_source(*, routes=ROUTES, folds=INPUTS, shipped_variant: bool = T
                                    **_summary(score(spec, models_dir / spec.file, held_out))}
         report["sources"][source] = entry
         print(source, json.dumps(entry), flush=True)
-    for key in (*routes, *(f"fold_{i}" if i != "hematoxylin" else "fold" for i in INPUTS)):
+    for key in (*routes, *map(_fold_key, INPUTS)):
         rows = [e[key] for e in report["sources"].values() if key in e]
         if rows:
             report.setdefault("mean", {})[key] = {k: round(float(np.mean([r[k] for r in rows])), 4)
