@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -134,6 +135,25 @@ def format_table(runs: dict, window_s: float) -> str:
     return "\n".join(lines)
 
 
+def cold_visits(playwright, sites: dict, image_b64: str, repeats: int) -> dict:
+    """``repeats`` fresh-profile visits of each site, the order of the sites reversed every round
+    (the first visit of a run is often the slowest): {site name: [ms to ready]}."""
+    from tools import site as site_mod
+
+    servers = {name: site_mod.serve_background(directory=dist) for name, dist in sites.items()}
+    ready = {name: [] for name in sites}
+    try:
+        for i in range(repeats):
+            for name in (list(sites) if i % 2 == 0 else list(sites)[::-1]):
+                server, origin = servers[name]
+                with tempfile.TemporaryDirectory(prefix="piximi-profile-") as profile:
+                    ready[name].append(visit(playwright, origin, Path(profile), server, image_b64, 0)["ready_ms"])
+    finally:
+        for server, _ in servers.values():
+            server.shutdown()
+    return ready
+
+
 def main(argv=None) -> int:
     import base64
 
@@ -143,6 +163,9 @@ def main(argv=None) -> int:
     ap.add_argument("--site", action="append", default=[], metavar="DIST",
                     help="also visit this built site (e.g. an older commit's dist/), in the same run, "
                          "for a comparison; repeatable")
+    ap.add_argument("--cold-repeats", type=int, default=0, metavar="N",
+                    help="then N more fresh-profile visits of each site, the sites alternated, and their "
+                         "median time to ready (with --site: a fairer cold comparison than one visit each)")
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -162,9 +185,15 @@ def main(argv=None) -> int:
                 runs[name] = {kind: visit(pw, origin, Path(profile), server, image_b64, args.window)
                               for kind in ("cold", "warm")}
             server.shutdown()
+        cold = cold_visits(pw, sites, image_b64, args.cold_repeats) if args.cold_repeats else {}
     print(format_table(runs, args.window))
+    if cold:
+        print(f"\nmedian time to ready of {args.cold_repeats} fresh-profile visits per site, sites alternated:")
+        for name, times in cold.items():
+            print(f"  {name}: {statistics.median(times) / 1000:.2f} s  ({', '.join(f'{t / 1000:.2f}' for t in times)})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": runs, "window_s": args.window}, indent=1))
+        Path(args.json).write_text(json.dumps({"runs": runs, "window_s": args.window, "cold_ready_ms": cold},
+                                              indent=1))
     return 0
 
 
