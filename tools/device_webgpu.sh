@@ -1,8 +1,14 @@
 #!/bin/sh
 # The one device check of issue 20: WebGPU against WASM for every shipped model on the lent GPU.
-# Prepare here (once): python -m bench.webgpu --pack .device/webgpu   (34 MB: Node, Dawn, onnxruntime-web)
+# Prepare here (once): python -m bench.webgpu --pack .device/webgpu   (32 MB: Node, Dawn, onnxruntime-web)
 # Run there: the device tool's `run` with carry [".device"] and the command `sh tools/device_webgpu.sh`.
+# The models travel with the repo; where they do not fit the device's 64 MiB beside the pack, leave
+# models/*.onnx out of what travels and carry some as .device/models*.tar.xz or .gpu/models*.tar.xz
+# (tar -C models -cJf .device/models.tar.xz FILE...): rows of files not there say so.
 set -e
+for f in .device/models*.tar.xz .gpu/models*.tar.xz; do
+  if [ -f "$f" ]; then tar -C models -xJf "$f"; fi
+done
 for f in .device/webgpu/debs/*.deb; do dpkg -x "$f" /; done
 ldconfig
 if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
@@ -10,5 +16,6 @@ if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
   export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
+ls models/*.onnx
 python3 -m bench.webgpu --unpack .device/webgpu --sizes 512 2048 --runs 5 --threads "$(nproc)" \
   --json "${OUT:-.}/webgpu.json" | tee "${OUT:-.}/webgpu.md"

@@ -203,15 +203,42 @@ def unpack(bundle: Path, run_dir: Path) -> list[str]:
     return names
 
 
+def pack_data(data_root: Path, out: Path, sets=GRAY_ALL) -> list[Path]:
+    """The sets ``sets`` (found as :func:`training.evaluate.set_root` finds them), one ``.tar.xz``
+    each in ``out``: what the GPU machine, which has none of them, trains on."""
+    import tarfile
+
+    from .evaluate import set_root
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name in sets:
+        root = set_root(name, data_root)
+        if not root.is_dir():
+            print(f"{name}: not found, left out (python -m training.datasets NAME fetches it)", flush=True)
+            continue
+        with tarfile.open(out / f"{name}.tar.xz", "w:xz") as tf:
+            tf.add(root, name)
+        files.append(out / f"{name}.tar.xz")
+    return files
+
+
 def gpu_run(data_root: Path, out: Path, *, run_dir: Path = ROOT / "runs" / "zoo", phase1: float = 270,
             phase2: float = 150, sam_checkpoint: Path | None = None, sam_decoder: float = 150,
-            sam_joint: float = 200, workers: int = 3, device: str = "cuda", variants=None) -> dict:
-    """Train the zoo (and SAM) on one accelerator within fixed time budgets; results into ``out``."""
+            sam_joint: float = 200, workers: int = 3, device: str = "cuda", variants=None,
+            folds=()) -> dict:
+    """Train the zoo (and SAM) on one accelerator within fixed time budgets; results into ``out``.
+
+    ``folds``: sources (:data:`training.loso.FOLD_SOURCES`) whose leave-one-source-out fold model
+    (:data:`training.loso.FOLD_VARIANT` without that source, run ``without_SOURCE``) trains in
+    phase 1 beside the variants, with the same budget.
+    """
+    from .loso import FOLD_VARIANT
     run_dir, out = Path(run_dir), Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    names = variants or list(VARIANTS)
+    names = list(VARIANTS) if variants is None else variants
     common = ["--data-root", str(data_root), "--out", str(run_dir), "--device", device, "--workers", str(workers)]
     t0 = time.time()
     procs = {}
@@ -221,6 +248,10 @@ def gpu_run(data_root: Path, out: Path, *, run_dir: Path = ROOT / "runs" / "zoo"
                                 "--joint-seconds", str(sam_joint)], run_dir / "sam.log", env)
     first = {n: _launch(["one", n, "--budget", str(phase1), *common], run_dir / f"{n}.log", env)
              for n in names if VARIANTS[n].get("phase", 1) == 1}
+    for source in folds:
+        run = f"without_{source}"
+        first[run] = _launch(["one", FOLD_VARIANT, "--budget", str(phase1), "--exclude-source", source,
+                              "--run-name", run, *common], run_dir / f"{run}.log", env)
     codes = _wait(first, t0 + phase1 + 120)
     t1 = time.time()
     second = {n: _launch(["one", n, "--budget", str(phase2), *common], run_dir / f"{n}.log", env)
@@ -249,6 +280,9 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=float, default=0, help="seconds of training (default: fixed iterations)")
     p.add_argument("--iterations", type=int)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--exclude-source", action="append", default=[],
+                   help="leave out this source's images (a leave-one-source-out fold)")
+    p.add_argument("--run-name", help="run folder under --out (default: the variant's name)")
     p = sub.add_parser("sam", help="fine-tune SAM (decoder, then jointly) within time budgets")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data-root", required=True)
@@ -267,11 +301,32 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--variants", nargs="*")
+    p.add_argument("--run-dir", default=str(ROOT / "runs" / "zoo"), help="where the runs train")
+    p.add_argument("--folds", action="store_true",
+                   help="also train the leave-one-source-out folds (training.loso) in phase 1")
+    p = sub.add_parser("pack-data", help="the real sets a GPU run trains on, as .tar.xz files in DIR")
+    p.add_argument("dir")
+    p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    p = sub.add_parser("unpack", help="checkpoints a GPU run returned (unets_*.pt) -> runs/loso, runs/zoo")
+    p.add_argument("bundles", nargs="+")
     args = parser.parse_args(argv)
-    if args.cmd == "one":
+    if args.cmd == "pack-data":
+        print("\n".join(str(f) for f in pack_data(Path(args.data_root), Path(args.dir))))
+    elif args.cmd == "unpack":
+        from .loso import RUNS
+
+        for bundle in args.bundles:
+            for name in unpack(Path(bundle), ROOT / "runs" / "zoo"):
+                if name.startswith("without_"):  # a fold: where training.loso looks for it
+                    (RUNS / name).mkdir(parents=True, exist_ok=True)
+                    (ROOT / "runs" / "zoo" / name / "model.pt").replace(RUNS / name / "model.pt")
+                    (ROOT / "runs" / "zoo" / name).rmdir()
+                print(name)
+    elif args.cmd == "one":
         train_variant(args.name, Path(args.out), data_root=Path(args.data_root), device=args.device,
                       workers=args.workers, time_budget_s=args.budget, iterations=args.iterations,
-                      threads=args.threads)
+                      threads=args.threads, run_name=args.run_name,
+                      **({"exclude_sources": args.exclude_source} if args.exclude_source else {}))
     elif args.cmd == "sam":
         from .sam_finetune import finetune_sam
 
@@ -281,10 +336,13 @@ def main(argv=None) -> int:
                               joint_seconds=args.joint_seconds)
         print(json.dumps({k: v for k, v in report.items() if k not in ("decoder", "joint")}))
     else:
+        from .loso import FOLD_SOURCES
+
         gpu_run(Path(args.data_root), Path(args.out), phase1=args.phase1, phase2=args.phase2,
                 sam_checkpoint=Path(args.sam_checkpoint) if args.sam_checkpoint else None,
                 sam_decoder=args.sam_decoder, sam_joint=args.sam_joint, workers=args.workers,
-                device=args.device, variants=args.variants)
+                device=args.device, variants=args.variants, folds=FOLD_SOURCES if args.folds else (),
+                run_dir=Path(args.run_dir))
     return 0
 
 
