@@ -42,3 +42,21 @@ def test_webgpu_in_node_matches_native_onnxruntime(setup):
     assert cpu["max_abs_diff"] < 1e-4 and cpu["labels_equal"], cpu
     table = webgpu.format_table([row], gpu["adapter"])
     assert "nuclei 64²" in table and "equal" in table
+
+
+def test_files_left_behind_and_failures_say_so(tmp_path, monkeypatch):
+    """On a GPU machine only some model files fit the transfer beside the runtime: the others get
+    rows that say so; and a run that fails reports what Node printed, not only Node's version."""
+    import piximi_py
+
+    for f in piximi_py.default_models_dir().glob("*"):
+        if f.suffix != ".onnx" or f.name == "nuclei_unet_s2d4_w24.onnx":
+            (tmp_path / f.name).symlink_to(f)
+    monkeypatch.setenv("PIXIMI_MODELS", str(tmp_path))
+    specs = piximi_py.load_models(tmp_path)
+    found = webgpu.cases(specs, webgpu._sample(None), [64], models=["nuclei", "nuclei_unet", "sam_fast"])
+    assert [(c["label"], bool(c.get("missing"))) for c in found] == [
+        ("nuclei 64²", False), ("nuclei_unet", True), ("sam_fast encoder (page: wasm, webgpu)", True),
+        ("sam_fast decoder (page: wasm)", True), ("sam_fast decoder (page: webgpu)", True)]
+    res = webgpu.Setup().run(tmp_path / "absent.onnx", "wasm", found[0]["inputs"], tmp_path / "out", 0, 1)
+    assert "absent.onnx" in res["error"] and not res["error"].startswith("Node.js"), res

@@ -154,6 +154,33 @@ def test_training_loop_on_synthetic_data(tmp_path):
     assert unpack(bundles[0], tmp_path / "again") == ["tiny"]
 
 
+def test_gpu_run_files_travel_and_come_back(tmp_path):
+    """What a GPU run carries (pack_data: the real sets as .tar.xz) and what it returns (pack):
+    unpack_runs puts the leave-one-source-out folds where training.loso reads them."""
+    torch = pytest.importorskip("torch")
+    import tarfile
+
+    import tifffile
+
+    from training.zoo import pack, pack_data, unpack_runs
+
+    for name in ("set_a", "set_b"):
+        (tmp_path / "data" / name / "images").mkdir(parents=True)
+        tifffile.imwrite(tmp_path / "data" / name / "images" / "x.tif", np.arange(16, dtype=np.uint8).reshape(4, 4))
+    files = pack_data(tmp_path / "data", tmp_path / "carry", sets=["set_a", "set_b", "set_absent"])
+    assert [f.name for f in files] == ["set_a.tar.xz", "set_b.tar.xz"]
+    with tarfile.open(files[1]) as tf:
+        assert "set_b/images/x.tif" in tf.getnames()
+    for run in ("unet_x", "without_src"):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        torch.save({"state_dict": {"w": torch.ones(2)}, "run": {"name": run}}, tmp_path / "runs" / run / "model.pt")
+    (bundle,) = pack(tmp_path / "runs", tmp_path)
+    names = unpack_runs(bundle, tmp_path / "zoo", tmp_path / "loso")
+    assert sorted(names) == ["unet_x", "without_src"]
+    assert (tmp_path / "zoo" / "unet_x" / "model.pt").exists() and not (tmp_path / "zoo" / "without_src").exists()
+    assert torch.load(tmp_path / "loso" / "without_src" / "model.pt")["run"] == {"name": "without_src"}
+
+
 def test_variant_files_for_the_page_benchmark(tmp_path, models_dir):
     """bench.zoo_page times every zoo row: the shipped file where there is one, else the
     variant's architecture with seeded random weights (same operators and shapes)."""

@@ -203,6 +203,22 @@ def unpack(bundle: Path, run_dir: Path) -> list[str]:
     return names
 
 
+def unpack_runs(bundle: Path, zoo_dir: Path = ROOT / "runs" / "zoo", loso_dir: Path | None = None) -> list[str]:
+    """:func:`unpack` a GPU run's bundle: variants into ``zoo_dir``, the leave-one-source-out folds
+    (runs ``without_SOURCE``) into ``loso_dir`` (default :data:`training.loso.RUNS`), where
+    :mod:`training.loso` looks for them. Returns the run names."""
+    from .loso import RUNS
+
+    loso_dir = Path(loso_dir or RUNS)
+    names = unpack(bundle, zoo_dir)
+    for name in names:
+        if name.startswith("without_"):
+            (loso_dir / name).mkdir(parents=True, exist_ok=True)
+            (Path(zoo_dir) / name / "model.pt").replace(loso_dir / name / "model.pt")
+            (Path(zoo_dir) / name).rmdir()
+    return names
+
+
 def pack_data(data_root: Path, out: Path, sets=GRAY_ALL) -> list[Path]:
     """The sets ``sets`` (found as :func:`training.evaluate.set_root` finds them), one ``.tar.xz``
     each in ``out``: what the GPU machine, which has none of them, trains on."""
@@ -313,15 +329,8 @@ def main(argv=None) -> int:
     if args.cmd == "pack-data":
         print("\n".join(str(f) for f in pack_data(Path(args.data_root), Path(args.dir))))
     elif args.cmd == "unpack":
-        from .loso import RUNS
-
         for bundle in args.bundles:
-            for name in unpack(Path(bundle), ROOT / "runs" / "zoo"):
-                if name.startswith("without_"):  # a fold: where training.loso looks for it
-                    (RUNS / name).mkdir(parents=True, exist_ok=True)
-                    (ROOT / "runs" / "zoo" / name / "model.pt").replace(RUNS / name / "model.pt")
-                    (ROOT / "runs" / "zoo" / name).rmdir()
-                print(name)
+            print("\n".join(unpack_runs(Path(bundle))))
     elif args.cmd == "one":
         train_variant(args.name, Path(args.out), data_root=Path(args.data_root), device=args.device,
                       workers=args.workers, time_budget_s=args.budget, iterations=args.iterations,
