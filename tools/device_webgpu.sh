@@ -11,11 +11,13 @@ for f in .device/models*.tar.xz .gpu/models*.tar.xz; do
 done
 for f in .device/webgpu/debs/*.deb; do dpkg -x "$f" /; done
 ldconfig
-if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
-  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+ICD=$(ls /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json 2>/dev/null | head -1)
+echo "Vulkan ICD: ${ICD:-none found}"; ldconfig -p | grep -E "libvulkan|libGLdispatch|libGLX_nvidia" || true
+if [ -n "$ICD" ]; then
+  export VK_DRIVER_FILES="$ICD" VK_ICD_FILENAMES="$ICD"
   export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
 ls models/*.onnx
-python3 -m bench.webgpu --unpack .device/webgpu --sizes 512 2048 --runs 5 --threads "$(nproc)" \
+python3 -m bench.webgpu --unpack .device/webgpu --sizes 512 2048 --runs "${RUNS:-5}" --threads "$(nproc)" \
   --json "${OUT:-.}/webgpu.json" | tee "${OUT:-.}/webgpu.md"

@@ -86,6 +86,21 @@ def train_folds(sources=FOLD_SOURCES, *, data_root: Path = D.SHARED_DATA, iterat
     return files
 
 
+def fold_schedule(sources=FOLD_SOURCES) -> str:
+    """How the fold models present were trained, from their checkpoints: iterations, device, time."""
+    import torch
+
+    runs = [torch.load(fold_dir(s) / "model.pt", map_location="cpu", weights_only=True).get("run", {})
+            for s in sources if (fold_dir(s) / "model.pt").exists()]
+    if not runs:
+        return f"{FOLD_ITERATIONS} iterations"
+    its = sorted(r.get("iterations", 0) for r in runs)
+    text = f"{its[0]}" + (f" to {its[-1]}" if its[-1] != its[0] else "") + f" iterations of batch {runs[0].get('batch')}"
+    if runs[0].get("device", "cpu") != "cpu":
+        text += f", {max(r.get('seconds', 0) for r in runs):.0f} s each side by side on one GPU"
+    return text
+
+
 def score(spec, onnx_path: Path, pairs) -> list[dict]:
     """Per-image AP@0.5, mAP and F1 of one model file run as ``spec`` says, diameter estimated."""
     import piximi_py
@@ -116,7 +131,8 @@ def evaluate_by_source(models=("nuclei",), sources=FOLD_SOURCES, *, data_root: P
     models_dir = Path(models_dir or piximi_py.default_models_dir())
     specs = piximi_py.load_models(models_dir)
     default = piximi_py.find_model(specs, None)
-    report = {"sources": {}, "fold_variant": FOLD_VARIANT, "fold_iterations": FOLD_ITERATIONS}
+    report = {"sources": {}, "fold_variant": FOLD_VARIANT, "fold_iterations": FOLD_ITERATIONS,
+              "fold_schedule": fold_schedule(sources)}
     for source in sources:
         pairs = source_pairs(source, data_root)
         entry = {"images": len(pairs)}

@@ -469,7 +469,8 @@ def size_sections(report: dict) -> str:
     text = ""
     if report.get("by_source"):
         by = report["by_source"]
-        text += (BY_SOURCE_NOTE.format(iterations=by.get("fold_iterations"), variant=by.get("fold_variant"))
+        schedule = by.get("fold_schedule") or f"{by.get('fold_iterations')} iterations"
+        text += (BY_SOURCE_NOTE.format(schedule=schedule, variant=by.get("fold_variant"))
                  + "\n\n" + format_by_source(by, by.get("models", ["nuclei"])) + "\n\n")
     for model_id, scales in (report.get("scales") or {}).items():
         text += (f"### `{model_id}` at other magnifications (nucleus diameter {scales['model_diameter']:g} px)\n\n"
@@ -482,11 +483,12 @@ BY_SOURCE_NOTE = """## Accuracy on sources never trained on (the headline)
 A user's images come from a microscope we never trained on. `python build.py evaluate --by-source`
 (`training.loso`) scores, for each source (one lab or acquisition set: mnfinder, and DSB2018 split by
 its image sizes, `training.data.source_of`), a fold model trained on every *other* source (variant
-`{variant}`, {iterations} iterations: a shorter schedule than the shipped models) on up to 40 images of
-the left-out source, through the page's pipeline with the diameter estimated. The shipped models are
-scored on the same images beside it: "unseen" where their training never saw that source, else only
-their held-out images, a random split of sources they trained on (`python build.py loso-train` trains
-the folds)."""
+`{variant}`, {schedule})
+on up to 40 images of the left-out source, through the page's pipeline with the diameter
+estimated. The shipped models are scored on the same images beside it: "unseen" where their
+training never saw that source, else only their held-out images, a random split of sources they
+trained on. `python build.py loso-train` trains the folds on a CPU (1000 iterations),
+`tools/device_train.sh` on a lent GPU."""
 
 SCALES_NOTE = """`python build.py evaluate --scales`: the held-out images rescaled so that their median nucleus
 is 8 to 150 px across (image bilinear with anti-aliasing, labels nearest), segmented as they are
