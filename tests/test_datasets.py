@@ -105,3 +105,38 @@ def test_converted_dsb2018_train():
         labels = tifffile.imread(root / "masks" / f"{row['name']}.tif")
         assert image.ndim == 2 and image.shape == labels.shape and labels.dtype == np.uint16
         assert labels.max() == int(row["nuclei"]) == len(np.unique(labels)) - 1
+
+
+def test_aits_u2os_conversion_from_a_mirror(tmp_path):
+    """The evaluation-only U2OS set: the repository's PNG (three equal channels) and HoVer-Net
+    .mat (inst_map) become a gray uint8 image and uint16 labels numbered 1..n, slivers dropped;
+    run on a git repository laid out as the mirror is."""
+    import subprocess
+
+    import tifffile
+    from PIL import Image
+    from scipy.io import savemat
+
+    from training.datasets import AITS_DIR, convert_aits_u2os
+
+    work = tmp_path / "work"
+    (work / AITS_DIR / "normalized_nuclei").mkdir(parents=True)
+    (work / AITS_DIR / "annotation_nuclei").mkdir(parents=True)
+    gray = (np.arange(32 * 32).reshape(32, 32) % 251).astype(np.uint8)
+    Image.fromarray(np.repeat(gray[..., None], 3, axis=2)).save(work / AITS_DIR / "normalized_nuclei" / "img1.png")
+    inst = np.zeros((32, 32), np.uint8)
+    inst[2:8, 2:8], inst[20:30, 20:30], inst[0, 31] = 7, 3, 9  # ids with gaps; id 9 is a 1-px sliver
+    savemat(work / AITS_DIR / "annotation_nuclei" / "img1.mat", {"inst_map": inst, "inst_centroid": np.zeros((3, 2))})
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "data"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    records = convert_aits_u2os(work / ".git", tmp_path / "set", commit)
+    assert [r["name"] for r in records] == ["aits_img1"] and records[0]["nuclei"] == 2
+    image = tifffile.imread(tmp_path / "set" / "images" / "aits_img1.tif")
+    labels = tifffile.imread(tmp_path / "set" / "masks" / "aits_img1.tif")
+    assert image.dtype == np.uint8 and np.array_equal(image, gray)
+    assert labels.dtype == np.uint16 and sorted(np.unique(labels)) == [0, 1, 2]
+    assert labels[0, 31] == 0 and labels[3, 3] != labels[25, 25] != 0
+    assert "evaluation only" in (tmp_path / "set" / "README.md").read_text()

@@ -989,10 +989,63 @@ def fetch_he_dsb2018(dest: Path = DATA_CACHE / "he_dsb2018", mirrors: Path | Non
     return _fetch_from_mirror(dest, DSB_REPO, DSB_COMMIT, convert_he_dsb2018, mirrors)
 
 
+AITS_REPO = "Aitslab/imageanalysis"
+AITS_COMMIT = "166479185baec4a72cb4f0eff286ef31ab6e90c5"
+AITS_DIR = "marisa_leo_dir/project_code/hover_net_versions/hover_net_pytorch/dataset"
+AITS_LICENCE = ("None stated for the data: the repository has no licence file of its own, and its "
+                "`Malou_dir/LICENCES/README.md` covers only code borrowed from others. The set is the Aits "
+                "lab's own (Arvidsson, Kazemi Rashed and Aits, Data in Brief 46:108769, 2022, open access; "
+                "the licence of its Zenodo record could not be checked offline). Used here for evaluation "
+                "only: never trained on, never redistributed.")
+
+
+def convert_aits_u2os(gitdir: Path, dest: Path, commit: str = AITS_COMMIT) -> list[dict]:
+    """Aitslab-bioimaging1: 50 images (1104 x 1104) of U2OS nuclei stained with Hoechst 33342 on a
+    Thermo CX7 at 20x, from an RNAi screen, every nucleus, fragment and micronucleus outlined by
+    hand and reviewed. The repository keeps them as 8-bit PNG (three equal channels, already
+    scaled to 0-255) and HoVer-Net ``.mat`` files (``inst_map``)."""
+    from scipy.io import loadmat
+    from skimage.segmentation import relabel_sequential
+
+    for sub in ("images", "masks"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    records = []
+    for path in _git_paths(gitdir, commit, rf"{AITS_DIR}/normalized_nuclei/\w+\.png"):
+        stem = PurePosixPath(path).stem
+        mat = f"{AITS_DIR}/annotation_nuclei/{stem}.mat"
+        if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mat)):
+            continue
+        image = _png(_git_show(gitdir, commit, path))
+        image = image[..., 0] if image.ndim == 3 else image
+        inst = loadmat(io.BytesIO(_git_show(gitdir, commit, mat)))["inst_map"].astype(np.int64)
+        inst[np.bincount(inst.ravel())[inst] < MIN_SIZE] = 0
+        labels = relabel_sequential(inst)[0].astype(np.uint16)
+        name = f"aits_{stem}"
+        _write_pair(dest, name, np.ascontiguousarray(image), labels)
+        records.append(_stained_record(name, image, labels))
+    _write_index(dest, records)
+    (dest / "README.md").write_text(
+        "# Aitslab-bioimaging1: U2OS nuclei, Hoechst 33342, 20x (evaluation only)\n\n"
+        "Converted by `python -m training.datasets aits_u2os` (training/datasets.py) from a git mirror of "
+        f"the GitHub repository `{AITS_REPO}` at commit `{commit}`.\n\n"
+        f"- Paths: `{AITS_DIR}/{{normalized_nuclei/NAME.png,annotation_nuclei/NAME.mat}}`\n"
+        f"- Licence as stated: {AITS_LICENCE}\n"
+        "- Conversion: the first channel of the PNG (the three are equal), uint8; `inst_map` of the .mat "
+        f"renumbered 1..n, objects under {MIN_SIZE} px dropped.\n"
+        f"- {len(records)} images, {sum(r['nuclei'] for r in records)} nuclei; `index.csv` gives per image its "
+        "size, nuclei and median equivalent diameter (px).\n")
+    return records
+
+
+def fetch_aits_u2os(dest: Path = DATA_CACHE / "aits_u2os", mirrors: Path | None = None) -> Path:
+    """The Aitslab U2OS nuclei (evaluation only) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, AITS_REPO, AITS_COMMIT, convert_aits_u2os, mirrors)
+
+
 FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train,
             "cells_bbbc018": fetch_cells_bbbc018, "cells_usiigaci": fetch_cells_usiigaci,
             "cells_bbbc030": fetch_cells_bbbc030, "he_monuseg": fetch_he_monuseg,
-            "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018}
+            "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018, "aits_u2os": fetch_aits_u2os}
 #: The whole-cell sets, one acquisition source each (``training.cells``).
 CELL_SETS = ("cells_bbbc018", "cells_usiigaci", "cells_bbbc030")
 #: The stained-slide (H&E) nuclei sets, one source each (``training.he``).

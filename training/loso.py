@@ -30,6 +30,10 @@ FOLD_VARIANT = "unet_s2d4_w24_sized"
 FOLD_ITERATIONS = 1000
 #: Sources with a fold of their own; the images of the others only ever train.
 FOLD_SOURCES = ("mnfinder", "dsb_256x256", "dsb_360x360", "dsb_520x696")
+#: Sets never trained on by anything (``python -m training.datasets NAME`` fetches them): each is a
+#: source that every model trained on the others never saw, so the fold recipe trained on all the
+#: training sources (``runs/zoo/FOLD_VARIANT``) is its fold.
+EVAL_ONLY_SETS = ("aits_u2os",)
 #: Images scored per source at most (chosen by a hash of the name, stable as sets grow).
 MAX_IMAGES = 40
 
@@ -38,7 +42,7 @@ def gray_sets(data_root: Path) -> list[Path]:
     from .evaluate import set_root
     from .zoo import GRAY_ALL
 
-    return [r for r in (set_root(s, data_root) for s in GRAY_ALL) if r.is_dir()]
+    return [r for r in (set_root(s, data_root) for s in (*GRAY_ALL, *EVAL_ONLY_SETS)) if r.is_dir()]
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,6 +71,22 @@ def source_pairs(source: str, data_root: Path = D.SHARED_DATA, max_images: int =
 
 def fold_dir(source: str) -> Path:
     return RUNS / f"without_{source}"
+
+
+def fold_model(source: str, data_root: Path = D.SHARED_DATA) -> Path | None:
+    """The ONNX file of a model of the fold recipe that never saw ``source``: its fold, or for a
+    source of :data:`EVAL_ONLY_SETS` the recipe trained on every training source; None if absent."""
+    if (fold_dir(source) / "model.onnx").exists():
+        return fold_dir(source) / "model.onnx"
+    everything = ROOT / "runs" / "zoo" / FOLD_VARIANT / "model.onnx"
+    if source in sources_in_sets(EVAL_ONLY_SETS, data_root) and everything.exists():
+        return everything
+    return None
+
+
+def evaluated_sources(data_root: Path = D.SHARED_DATA) -> tuple:
+    """:data:`FOLD_SOURCES` and the sources of the :data:`EVAL_ONLY_SETS` that are here."""
+    return FOLD_SOURCES + tuple(sorted(sources_in_sets(EVAL_ONLY_SETS, data_root)))
 
 
 def train_folds(sources=FOLD_SOURCES, *, data_root: Path = D.SHARED_DATA, iterations: int = FOLD_ITERATIONS,
@@ -123,11 +143,13 @@ def _mean(rows, key):
     return round(float(np.mean([r[key] for r in rows])), 4) if rows else float("nan")
 
 
-def evaluate_by_source(models=("nuclei",), sources=FOLD_SOURCES, *, data_root: Path = D.SHARED_DATA,
+def evaluate_by_source(models=("nuclei",), sources=None, *, data_root: Path = D.SHARED_DATA,
                        models_dir=None, folds: bool = True) -> dict:
-    """Fold models on their left-out source, and the shipped ``models`` on every source."""
+    """Fold models on their left-out source, and the shipped ``models`` on every source
+    (default :func:`evaluated_sources`)."""
     import piximi_py
 
+    sources = evaluated_sources(data_root) if sources is None else sources
     models_dir = Path(models_dir or piximi_py.default_models_dir())
     specs = piximi_py.load_models(models_dir)
     default = piximi_py.find_model(specs, None)
@@ -136,10 +158,13 @@ def evaluate_by_source(models=("nuclei",), sources=FOLD_SOURCES, *, data_root: P
     for source in sources:
         pairs = source_pairs(source, data_root)
         entry = {"images": len(pairs)}
-        if folds and (fold_dir(source) / "model.onnx").exists():
+        fold = fold_model(source, data_root) if folds else None
+        if fold is not None:
             spec = dataclasses.replace(default, id=f"without_{source}")
-            rows = score(spec, fold_dir(source) / "model.onnx", pairs)
+            rows = score(spec, fold, pairs)
             entry["fold"] = {k: _mean(rows, k) for k in ("ap50", "map", "f1")}
+            entry["fold"]["trained_on"] = "every other source" if fold.parent.parent == RUNS else \
+                "every training source (this set is for evaluation only)"
         for model_id in models:
             spec = piximi_py.find_model(specs, model_id)
             rows = score(spec, models_dir / spec.file, pairs)
@@ -151,6 +176,7 @@ def evaluate_by_source(models=("nuclei",), sources=FOLD_SOURCES, *, data_root: P
         report["sources"][source] = entry
         print(source, json.dumps(entry), flush=True)
     with_fold = [e["fold"] for e in report["sources"].values() if "fold" in e]
+    report["eval_only_sets"] = [s for s in EVAL_ONLY_SETS if s in sources]  # a set's source is its name
     if with_fold:
         report["unseen_mean"] = {k: round(float(np.mean([f[k] for f in with_fold])), 4)
                                  for k in ("ap50", "map", "f1")}
@@ -182,6 +208,8 @@ def format_by_source(report: dict, models=("nuclei",)) -> str:
     for source, e in report["sources"].items():
         fold = e.get("fold")
         cells = [f"{fold['ap50']:.3f} / {fold['map']:.3f} / {fold['f1']:.3f}" if fold else "—"]
+        if fold and fold.get("trained_on", "").startswith("every training source"):
+            cells[0] += " (trained on every training source; this set is never trained on)"
         for m in models:
             r = e[m]
             cells.append(f"{r['ap50']:.3f} / {r['map']:.3f}" + (" (seen: random split)" if r["seen_in_training"]

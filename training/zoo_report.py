@@ -470,7 +470,10 @@ def size_sections(report: dict) -> str:
     if report.get("by_source"):
         by = report["by_source"]
         schedule = by.get("fold_schedule") or f"{by.get('fold_iterations')} iterations"
-        text += (BY_SOURCE_NOTE.format(schedule=schedule, variant=by.get("fold_variant"))
+        note = BY_SOURCE_NOTE.format(schedule=schedule, variant=by.get("fold_variant"))
+        if by.get("eval_only_sets"):
+            note += EVAL_ONLY_NOTE.format(sets=", ".join(f"`{s}`" for s in by["eval_only_sets"]))
+        text += (note
                  + "\n\n" + format_by_source(by, by.get("models", ["nuclei"])) + "\n\n")
     for model_id, scales in (report.get("scales") or {}).items():
         text += (f"### `{model_id}` at other magnifications (nucleus diameter {scales['model_diameter']:g} px)\n\n"
@@ -489,6 +492,9 @@ estimated. The shipped models are scored on the same images beside it: "unseen" 
 training never saw that source, else only their held-out images, a random split of sources they
 trained on. `python build.py loso-train` trains the folds on a CPU (1000 iterations),
 `tools/device_train.sh` on a lent GPU."""
+
+EVAL_ONLY_NOTE = """ {sets}: a set nothing is trained on (`training.loso.EVAL_ONLY_SETS`, another lab's
+microscope; README of the set), so its fold is the same recipe trained on every training source."""
 
 SCALES_NOTE = """`python build.py evaluate --scales`: the held-out images rescaled so that their median nucleus
 is 8 to 150 px across (image bilinear with anti-aliasing, labels nearest), segmented as they are
