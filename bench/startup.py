@@ -45,6 +45,7 @@ WORKER_STEPS = [
     ("packages", "  packages: numpy + piximi_py"),
     ("import", "  import piximi_py"),
     ("onnxruntime", "  onnxruntime-web import + init"),
+    ("onnxruntime_start", "  (onnxruntime-web's WASM start, beside the import)"),
     ("model_index", "  model index"),
     ("model_session", "  default model: download + session"),
 ]

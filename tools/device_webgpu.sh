@@ -2,9 +2,12 @@
 # The one device check of issue 20: WebGPU against WASM for every shipped model on the lent GPU.
 # Prepare here (once): python -m bench.webgpu --pack .device/webgpu   (32 MB: Node, Dawn, onnxruntime-web)
 # Run there: the device tool's `run` with carry [".device"] and the command `sh tools/device_webgpu.sh`.
-# The models travel with the repo; where they do not fit the device's 64 MiB beside the pack, leave
-# models/*.onnx out of what travels and carry some as .device/models*.tar.xz or .gpu/models*.tar.xz
-# (tar -C models -cJf .device/models.tar.xz FILE...): rows of files not there say so.
+# The shipped models (114 MB) do not fit the device's 64 MiB per call beside the pack (33 MB): leave
+# them out of what travels for the call (git rm --cached -q models/*.onnx; echo '/models/*.onnx'
+# >> .git/info/exclude; afterwards git reset -q -- models and drop that line) and carry up to 31 MB
+# of them per call as .device/models*.tar.xz (cd models && tar -cf - FILE... | xz -9e >
+# ../.device/models.tar.xz): rows of files not there say so. Two or three calls cover them all.
+# RUNS (default 5) sets the timed runs per row; each row's first run took ~30 s on the H200.
 set -e
 for f in .device/models*.tar.xz .gpu/models*.tar.xz; do
   if [ -f "$f" ]; then tar -C models -xJf "$f"; fi

@@ -97,12 +97,21 @@ async def ort_module(provider: str):
         js = _js()
         importer = js.Function.new("u", "return import(u)")
         ort = await importer(url)
+        # the page's worker may have started this build already, before piximi_py was imported
+        # (web/worker.py); its settings then are the runtime's and must be these
+        def settings():
+            return str(getattr(ort.env.wasm, "wasmPaths", None)), getattr(ort.env.wasm, "numThreads", None)
+
+        before = settings() if getattr(ort.env, "piximiStarted", False) else None
         ort.env.wasm.wasmPaths = _ort_config["wasm_paths"]
         ort.env.wasm.proxy = False  # we already are in a worker
         if _ort_config["num_threads"]:
             ort.env.wasm.numThreads = int(_ort_config["num_threads"])
         elif not getattr(js, "crossOriginIsolated", False):
             ort.env.wasm.numThreads = 1  # no SharedArrayBuffer: no threads
+        if before is not None and before != settings():
+            raise RuntimeError(f"onnxruntime-web was started with (wasmPaths, numThreads) {before}, "
+                               f"not {settings()}")
         _ort_modules[url] = ort
     return _ort_modules[url]
 
