@@ -46,6 +46,7 @@ WORKER_STEPS = [
     ("import", "  import piximi_py"),
     ("onnxruntime", "  onnxruntime-web import + init"),
     ("onnxruntime_start", "  (onnxruntime-web's WASM start, beside the import)"),
+    ("onnxruntime_start_import", "  (of which the build's module import)"),
     ("model_index", "  model index"),
     ("model_session", "  default model: download + session"),
 ]

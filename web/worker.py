@@ -96,9 +96,11 @@ _START_MODEL = "CAg6OgoQCgF4EgF5IghJZGVudGl0eRIEd2FybVoPCgF4EgoKCAgBEgQKAggBYg8K
 
 
 async def _start_onnxruntime(cfg):
-    """Start onnxruntime-web's WASM build while piximi_py is imported (its compilation runs off
-    this thread). The same module piximi_py imports next (ES modules are cached by URL), set up as
-    piximi_py.backends.ortweb.ort_module sets it up, which checks that it was (``piximiStarted``)."""
+    """Start onnxruntime-web's WASM build before piximi_py is imported: import the build (the
+    same module piximi_py imports next: ES modules are cached by URL), set it up as
+    piximi_py.backends.ortweb.ort_module does (which checks that it was: ``piximiStarted``) and
+    begin a session, whose WebAssembly compilation then runs off this thread during the import.
+    Returns the time the import took and the session's promise."""
     t = js.performance.now()
     importer = js.Function.new("u", "return import(u)")
     ort = await importer(cfg["base"] + cfg["ort_modules"]["wasm"])
@@ -110,7 +112,11 @@ async def _start_onnxruntime(cfg):
         ort.env.wasm.numThreads = 1
     ort.env.piximiStarted = True
     data = js.Uint8Array.new(js.Array.from_(js.atob(_START_MODEL), js.Function.new("c", "return c.charCodeAt(0)")))
-    session = await ort.InferenceSession.create(data)
+    return js.performance.now() - t, ort.InferenceSession.create(data)
+
+
+async def _finish_onnxruntime(creating, t):
+    session = await creating
     await session.release()
     return js.performance.now() - t
 
@@ -133,15 +139,19 @@ async def init(cfg):
             _progress("packages", 1, 1)
             # after the packages, not beside them: two WebAssembly compilations at once slowed
             # numpy's loading by more than it saved (bench.startup)
-            started = asyncio.ensure_future(_start_onnxruntime(cfg))
-            await asyncio.sleep(0)
+            t_start = js.performance.now()
+            try:
+                timings["onnxruntime_start_import"], creating = await _start_onnxruntime(cfg)
+            except Exception as exc:  # noqa: BLE001 - the model step below says what fails
+                timings["onnxruntime_start_error"], creating = str(exc), None
             t = js.performance.now()
             from piximi_py import webworker
 
             timings["import"] = js.performance.now() - t
             try:
-                timings["onnxruntime_start"] = await started
-            except Exception as exc:  # noqa: BLE001 - the model step below says what fails
+                if creating is not None:
+                    timings["onnxruntime_start"] = await _finish_onnxruntime(creating, t_start)
+            except Exception as exc:  # noqa: BLE001
                 timings["onnxruntime_start_error"] = str(exc)
             _ww = webworker
         _progress("model", 0, 1)
