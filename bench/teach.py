@@ -2,8 +2,9 @@
 
     python -m bench.teach [--corrected 2] [--images 16] [--sources S ...] [--json]
 
-For each source with a leave-one-source-out fold model (``runs/loso/without_SOURCE``,
-``python build.py loso-train``: a model that never saw that source), one run in
+For each source with a leave-one-source-out fold model (``training.loso.fold_model``:
+``runs/loso/without_SOURCE`` from ``python build.py loso-train``, a model that never saw that
+source; for a set nothing trains on, the fold recipe trained on every source), one run in
 headless Chromium (WASM, 2 threads at most): the fold model is loaded as a user's
 model file ("Load model…"), the first ``--corrected`` images of the source (by a
 hash of the name, ``training.loso.source_pairs``) are segmented and marked as
@@ -11,9 +12,10 @@ corrected with their ground truth as the corrected objects (what a user's
 corrections would give at best), "Teach" adapts the model, and the next
 ``--images`` images are segmented with the fold model and with the taught one.
 Rows: AP@0.5 and mAP of both, the gain, Teach's time in the page and what it
-kept. A last row does the same with the shipped ``nuclei_unet`` on the StarDist
-sample (two corrected quarters, scored on the other half), which needs no data
-from ``../shared``.
+kept. A set nothing trains on also gets a row for the shipped default. A last
+row does the same with the shipped ``nuclei_unet`` on the StarDist sample (two
+corrected quarters, scored on the other half), which needs no data from
+``../shared``.
 """
 from __future__ import annotations
 
@@ -90,14 +92,15 @@ def main(argv=None) -> int:
     from tools import samples
     from training import loso
 
-    sources = args.sources or [s for s in loso.FOLD_SOURCES if (loso.fold_dir(s) / "model.onnx").exists()]
+    sources = args.sources or [s for s in loso.evaluated_sources() if loso.fold_model(s) is not None]
+    eval_only = loso.sources_in_sets(loso.EVAL_ONLY_SETS)
     results = []
     with app_page("?backend=wasm&threads=2", timeout_ms=600_000) as (page, _):
         for source in sources:
-            fold = loso.fold_dir(source) / "model.onnx"
+            fold = loso.fold_model(source)
             pairs = loso.source_pairs(source, max_images=args.corrected + args.images)
-            if not fold.exists() or len(pairs) <= args.corrected:
-                print(f"{source}: skipped (fold model {fold} or the source's images missing: "
+            if fold is None or len(pairs) <= args.corrected:
+                print(f"{source}: skipped (its fold model or its images missing: "
                       "python build.py loso-train, ../shared/data)", file=sys.stderr)
                 continue
             data = [(Path(ip).name, read_image(ip), read_image(mp).astype(np.int32)) for _, _, ip, mp in pairs]
@@ -106,6 +109,9 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             results.append(run_case(page, f"{source} (fold model, never saw it)", model_id,
                                     data[:args.corrected], data[args.corrected:]))
+            if source in eval_only:  # no shipped model saw it either: the default, as a user would start
+                results.append(run_case(page, f"{source} (shipped nuclei, never saw it)", "nuclei",
+                                        data[:args.corrected], data[args.corrected:]))
             print(f"{source}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
         image_path, mask_path = samples.stardist_sample()
         image, truth = read_image(image_path), read_image(mask_path).astype(np.int32)
