@@ -4,7 +4,8 @@
 # Prepare here (once): python -m training.zoo pack-data .gpu   (the real sets, xz-compressed: about 48 MB;
 # the tracked models/*.onnx must stay behind for the call, as tools/device_webgpu.sh says)
 # Run there: the device tool's `run` with carry [".gpu"] and the command `sh tools/device_train.sh`;
-# here afterwards: python -m training.zoo unpack unets_*.pt (folds -> runs/loso, the rest -> runs/zoo).
+# here afterwards: python -m training.zoo unpack unets_*.pt (folds -> runs/loso, the rest -> runs/zoo,
+# each also as model.onnx), then python build.py evaluate --by-source.
 # BUDGET (seconds of training per model, default 330), DEVICE (cuda), WORKERS (3), PYTHON override.
 set -e
 mkdir -p .gpu/data

@@ -9,7 +9,7 @@
 # ../.device/models.tar.xz): rows of files not there say so. Two or three calls cover them all.
 # RUNS (default 5) sets the timed runs per row; each row's first run took ~30 s on the H200.
 set -e
-for f in .device/models*.tar.xz .gpu/models*.tar.xz; do
+for f in .device/models*.tar.xz; do
   if [ -f "$f" ]; then tar -C models -xJf "$f"; fi
 done
 for f in .device/webgpu/debs/*.deb; do dpkg -x "$f" /; done

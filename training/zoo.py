@@ -203,19 +203,26 @@ def unpack(bundle: Path, run_dir: Path) -> list[str]:
     return names
 
 
-def unpack_runs(bundle: Path, zoo_dir: Path = ROOT / "runs" / "zoo", loso_dir: Path | None = None) -> list[str]:
+def unpack_runs(bundle: Path, zoo_dir: Path = ROOT / "runs" / "zoo", loso_dir: Path | None = None, *,
+                export: bool = False) -> list[str]:
     """:func:`unpack` a GPU run's bundle: variants into ``zoo_dir``, the leave-one-source-out folds
     (runs ``without_SOURCE``) into ``loso_dir`` (default :data:`training.loso.RUNS`), where
-    :mod:`training.loso` looks for them. Returns the run names."""
+    :mod:`training.loso` looks for them; with ``export``, each as ``model.onnx`` beside its
+    ``model.pt`` too (what :mod:`training.loso` scores). Returns the run names."""
+    from .export import export_onnx
     from .loso import RUNS
 
     loso_dir = Path(loso_dir or RUNS)
     names = unpack(bundle, zoo_dir)
     for name in names:
+        run = Path(zoo_dir) / name
         if name.startswith("without_"):
             (loso_dir / name).mkdir(parents=True, exist_ok=True)
-            (Path(zoo_dir) / name / "model.pt").replace(loso_dir / name / "model.pt")
-            (Path(zoo_dir) / name).rmdir()
+            (run / "model.pt").replace(loso_dir / name / "model.pt")
+            run.rmdir()
+            run = loso_dir / name
+        if export:
+            export_onnx(run / "model.pt", run / "model.onnx")
     return names
 
 
@@ -250,6 +257,7 @@ def gpu_run(data_root: Path, out: Path, *, run_dir: Path = ROOT / "runs" / "zoo"
     phase 1 beside the variants, with the same budget.
     """
     from .loso import FOLD_VARIANT
+
     run_dir, out = Path(run_dir), Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -323,14 +331,15 @@ def main(argv=None) -> int:
     p = sub.add_parser("pack-data", help="the real sets a GPU run trains on, as .tar.xz files in DIR")
     p.add_argument("dir")
     p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
-    p = sub.add_parser("unpack", help="checkpoints a GPU run returned (unets_*.pt) -> runs/loso, runs/zoo")
+    p = sub.add_parser("unpack", help="checkpoints a GPU run returned (unets_*.pt) -> runs/loso, runs/zoo, "
+                                      "each also as model.onnx")
     p.add_argument("bundles", nargs="+")
     args = parser.parse_args(argv)
     if args.cmd == "pack-data":
         print("\n".join(str(f) for f in pack_data(Path(args.data_root), Path(args.dir))))
     elif args.cmd == "unpack":
         for bundle in args.bundles:
-            print("\n".join(unpack_runs(Path(bundle))))
+            print("\n".join(unpack_runs(Path(bundle), export=True)))
     elif args.cmd == "one":
         train_variant(args.name, Path(args.out), data_root=Path(args.data_root), device=args.device,
                       workers=args.workers, time_budget_s=args.budget, iterations=args.iterations,
