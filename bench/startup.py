@@ -15,7 +15,10 @@ goes, from the page's start-up marks (``window.piximi.startup()``).
 
 One run prints one table; quote ratios from the same run. ``--site DIR`` adds
 the visits of another built site (e.g. an older commit's ``dist/``) to the
-same run and table, for a fair comparison on a noisy machine.
+same run and table, for a fair comparison on a noisy machine, and
+``--cold-repeats N`` / ``--warm-repeats N`` add N more fresh-profile /
+returning visits of each site, the sites alternated, and their median time
+to ready (single warm visits move by ±0.3 s here).
 """
 from __future__ import annotations
 
@@ -137,22 +140,34 @@ def format_table(runs: dict, window_s: float) -> str:
     return "\n".join(lines)
 
 
-def cold_visits(playwright, sites: dict, image_b64: str, repeats: int) -> dict:
-    """``repeats`` fresh-profile visits of each site, the order of the sites reversed every round
-    (the first visit of a run is often the slowest): {site name: [ms to ready]}."""
+def repeated_visits(playwright, sites: dict, image_b64: str, repeats: int, warm: bool = False) -> dict:
+    """``repeats`` visits of each site, the order of the sites reversed every round (the first
+    visit of a run is often the slowest): fresh profiles, or with ``warm`` one profile per site,
+    visited once first (not counted) and then again and again as a returning user's.
+    Returns {site name: [ms to ready]}."""
     from tools import site as site_mod
 
     servers = {name: site_mod.serve_background(directory=dist) for name, dist in sites.items()}
+    profiles = {name: tempfile.TemporaryDirectory(prefix="piximi-profile-") for name in sites}
     ready = {name: [] for name in sites}
     try:
+        if warm:
+            for name, (server, origin) in servers.items():
+                visit(playwright, origin, Path(profiles[name].name), server, image_b64, 0)
         for i in range(repeats):
             for name in (list(sites) if i % 2 == 0 else list(sites)[::-1]):
                 server, origin = servers[name]
+                if warm:
+                    ready[name].append(visit(playwright, origin, Path(profiles[name].name), server, image_b64,
+                                             0)["ready_ms"])
+                    continue
                 with tempfile.TemporaryDirectory(prefix="piximi-profile-") as profile:
                     ready[name].append(visit(playwright, origin, Path(profile), server, image_b64, 0)["ready_ms"])
     finally:
         for server, _ in servers.values():
             server.shutdown()
+        for profile in profiles.values():
+            profile.cleanup()
     return ready
 
 
@@ -168,6 +183,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cold-repeats", type=int, default=0, metavar="N",
                     help="then N more fresh-profile visits of each site, the sites alternated, and their "
                          "median time to ready (with --site: a fairer cold comparison than one visit each)")
+    ap.add_argument("--warm-repeats", type=int, default=0, metavar="N",
+                    help="then N more returning visits of each site (one profile each, visited once first), "
+                         "sites alternated: the median time to ready")
     args = ap.parse_args(argv)
 
     from playwright.sync_api import sync_playwright
@@ -187,15 +205,19 @@ def main(argv=None) -> int:
                 runs[name] = {kind: visit(pw, origin, Path(profile), server, image_b64, args.window)
                               for kind in ("cold", "warm")}
             server.shutdown()
-        cold = cold_visits(pw, sites, image_b64, args.cold_repeats) if args.cold_repeats else {}
+        cold = repeated_visits(pw, sites, image_b64, args.cold_repeats) if args.cold_repeats else {}
+        warm = repeated_visits(pw, sites, image_b64, args.warm_repeats, warm=True) if args.warm_repeats else {}
     print(format_table(runs, args.window))
-    if cold:
-        print(f"\nmedian time to ready of {args.cold_repeats} fresh-profile visits per site, sites alternated:")
-        for name, times in cold.items():
-            print(f"  {name}: {statistics.median(times) / 1000:.2f} s  ({', '.join(f'{t / 1000:.2f}' for t in times)})")
+    for times_by_site, what in ((cold, "fresh-profile"), (warm, "returning (warm)")):
+        if times_by_site:
+            print(f"\nmedian time to ready of {len(next(iter(times_by_site.values())))} {what} visits per site, "
+                  "sites alternated:")
+            for name, times in times_by_site.items():
+                print(f"  {name}: {statistics.median(times) / 1000:.2f} s  "
+                      f"({', '.join(f'{t / 1000:.2f}' for t in times)})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": runs, "window_s": args.window, "cold_ready_ms": cold},
-                                              indent=1))
+        Path(args.json).write_text(json.dumps({"runs": runs, "window_s": args.window, "cold_ready_ms": cold,
+                                               "warm_ready_ms": warm}, indent=1))
     return 0
 
 
