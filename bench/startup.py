@@ -23,6 +23,7 @@ to ready (single warm visits move by ±0.3 s here).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -147,21 +148,20 @@ def repeated_visits(playwright, sites: dict, image_b64: str, repeats: int, warm:
     Returns {site name: [ms to ready]}."""
     from tools import site as site_mod
 
+    def fresh_profile():
+        return tempfile.TemporaryDirectory(prefix="piximi-profile-")
+
     servers = {name: site_mod.serve_background(directory=dist) for name, dist in sites.items()}
-    profiles = {name: tempfile.TemporaryDirectory(prefix="piximi-profile-") for name in sites}
+    profiles = {name: fresh_profile() for name in sites} if warm else {}
     ready = {name: [] for name in sites}
     try:
-        if warm:
-            for name, (server, origin) in servers.items():
-                visit(playwright, origin, Path(profiles[name].name), server, image_b64, 0)
+        for name, profile in profiles.items():
+            server, origin = servers[name]
+            visit(playwright, origin, Path(profile.name), server, image_b64, 0)
         for i in range(repeats):
             for name in (list(sites) if i % 2 == 0 else list(sites)[::-1]):
                 server, origin = servers[name]
-                if warm:
-                    ready[name].append(visit(playwright, origin, Path(profiles[name].name), server, image_b64,
-                                             0)["ready_ms"])
-                    continue
-                with tempfile.TemporaryDirectory(prefix="piximi-profile-") as profile:
+                with (contextlib.nullcontext(profiles[name].name) if warm else fresh_profile()) as profile:
                     ready[name].append(visit(playwright, origin, Path(profile), server, image_b64, 0)["ready_ms"])
     finally:
         for server, _ in servers.values():
