@@ -162,16 +162,20 @@ def cases(specs, sample: np.ndarray, sizes, models=None) -> list[dict]:
     def here(file):
         return (default_models_dir() / file).exists()
 
+    def missing(label, model_id, file, webgpu_in_page):
+        """A case for a file that cannot run here (e.g. left behind for a GPU machine's transfer
+        limit), once per file."""
+        if file not in seen:
+            seen.add(file)
+            found.append({"label": label, "id": model_id, "file": file, "missing": True,
+                          "webgpu_in_page": webgpu_in_page})
+
     for spec in specs:
         if models and spec.id not in models:
             continue
-        if can_segment(spec) and not here(spec.file):
-            if spec.file not in seen:
-                seen.add(spec.file)
-                found.append({"label": spec.id, "id": spec.id, "file": spec.file, "missing": True,
-                              "webgpu_in_page": spec.webgpu})
-            continue
         if can_segment(spec):
+            if not here(spec.file):
+                missing(spec.id, spec.id, spec.file, spec.webgpu)
             if spec.file in seen:
                 continue
             seen.add(spec.file)
@@ -196,11 +200,8 @@ def cases(specs, sample: np.ndarray, sizes, models=None) -> list[dict]:
                 users.setdefault(file, (role, []))[1].append(runtime)
         encoders = {}
         for file, (role, runtimes) in users.items():
-            if not here(file) or (role == "decoder" and not encoders):
-                if file not in seen:
-                    seen.add(file)
-                    found.append({"label": f"{entry['id']} {role} (page: {', '.join(runtimes)})", "id": entry["id"],
-                                  "file": file, "missing": True, "webgpu_in_page": "webgpu" in runtimes})
+            if not here(file) or (role == "decoder" and not encoders):  # a decoder needs an encoder's output
+                missing(f"{entry['id']} {role} (page: {', '.join(runtimes)})", entry["id"], file, "webgpu" in runtimes)
                 continue
             if role == "encoder":
                 session = ort.InferenceSession(str(default_models_dir() / file), providers=["CPUExecutionProvider"])
