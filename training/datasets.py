@@ -888,23 +888,28 @@ def _monuseg_polygons(xml: bytes) -> list[np.ndarray]:
             for region in root.iter("Region")]
 
 
-def _stained_record(name: str, image: np.ndarray, labels: np.ndarray, **extra) -> dict:
+def _nuclei_record(name: str, labels: np.ndarray, **extra) -> dict:
     d = equivalent_diameters(labels)
     return {"name": name, "height": labels.shape[0], "width": labels.shape[1], "nuclei": int(len(d)),
             "median_diameter": round(float(np.median(d)), 2) if len(d) else 0, **extra}
 
 
-def _convert_stained(dest: Path, images, title: str, repo: str, commit: str, paths: str, licence: str,
-                     conversion: str) -> list[dict]:
-    """Write the ``(name, rgb, labels, extra fields)`` of ``images`` into an H&E set at ``dest``."""
+def _convert_nuclei_set(dest: Path, images, title: str, repo: str, commit: str, paths: str, licence: str,
+                        conversion: str) -> list[dict]:
+    """Write the ``(name, image, labels, extra fields)`` of ``images`` (gray 2-D, or RGB: stained
+    slides) into a nuclei set at ``dest``, with its index and a README naming its source."""
     for sub in ("images", "masks"):
         (dest / sub).mkdir(parents=True, exist_ok=True)
     records = []
-    for name, rgb, labels, extra in images:
+    for name, image, labels, extra in images:
         labels = np.asarray(labels).astype(np.uint16)
-        tifffile.imwrite(dest / "images" / f"{name}.tif", np.ascontiguousarray(rgb[..., :3]), photometric="rgb")
+        if image.ndim == 2:
+            tifffile.imwrite(dest / "images" / f"{name}.tif", np.ascontiguousarray(image))
+        else:
+            tifffile.imwrite(dest / "images" / f"{name}.tif", np.ascontiguousarray(image[..., :3]),
+                             photometric="rgb")
         tifffile.imwrite(dest / "masks" / f"{name}.tif", labels, compression="zlib")
-        records.append(_stained_record(name, rgb, labels, **extra))
+        records.append(_nuclei_record(name, labels, **extra))
     _write_index(dest, records)
     nuclei = sum(r["nuclei"] for r in records)
     (dest / "README.md").write_text(
@@ -930,7 +935,7 @@ def convert_he_monuseg(gitdir: Path, dest: Path, commit: str = MONUSEG_COMMIT) -
             labels = labels_from_polygons(_monuseg_polygons(_git_show(gitdir, commit, path)), rgb.shape[:2])
             yield f"monuseg_{stem[:23]}", rgb, labels, {"split": "test" if "Test" in folder else "train"}
 
-    return _convert_stained(dest, images(), "MoNuSeg: H&E nuclei, TCGA, 40x", MONUSEG_REPO, commit,
+    return _convert_nuclei_set(dest, images(), "MoNuSeg: H&E nuclei, TCGA, 40x", MONUSEG_REPO, commit,
                             "`datasets/MoNuSeg{Training,Test}Data/**/TCGA-*.{tif,xml}`", MONUSEG_LICENCE,
                             "the TIFF's RGB as it is; each XML Region's vertices filled as one nucleus "
                             "(labels_from_polygons). Tiles whose XML or TIFF the mirror lacks are left out.")
@@ -954,7 +959,7 @@ def convert_he_consep(gitdir: Path, dest: Path, commit: str = CONSEP_COMMIT) -> 
             yield (f"consep_{stem}", rgb, relabel_sequential(inst)[0],
                    {"split": split, "slide": f"{split}_{stem.split('_')[1]}"})
 
-    return _convert_stained(dest, images(), "CoNSeP: H&E nuclei, colorectal adenocarcinoma, 40x", CONSEP_REPO,
+    return _convert_nuclei_set(dest, images(), "CoNSeP: H&E nuclei, colorectal adenocarcinoma, 40x", CONSEP_REPO,
                             commit, "`tests/resources/consep/{images,inst}/{train,test}/SPLIT_N_PPP.{jpg,npy}`",
                             CONSEP_LICENCE, "the JPEG as it is (RGB); the instance map renumbered 1..n. Patches whose "
                             "files the mirror lacks are left out.")
@@ -968,7 +973,7 @@ def convert_he_dsb2018(gitdir: Path, dest: Path, commit: str = DSB_COMMIT) -> li
             if rgba is not None and fluorescence_plane(rgba, labels)[1] == "colour":
                 yield f"dsbhe_{image_id[:16]}", rgba[..., :3], labels, {"image_id": image_id}
 
-    return _convert_stained(dest, images(), "DSB 2018 stage1_train, stained colour (H&E-like) images",
+    return _convert_nuclei_set(dest, images(), "DSB 2018 stage1_train, stained colour (H&E-like) images",
                             DSB_REPO, commit, "`stage1_train/IMAGEID/{images/IMAGEID.png,masks/*.png}`",
                             DSB_STAINED_LICENCE, "the images whose R, G and B differ (training.datasets."
                             "fluorescence_plane says 'colour'), RGB of the RGBA PNG; one label per mask PNG.")
@@ -1007,34 +1012,22 @@ def convert_aits_u2os(gitdir: Path, dest: Path, commit: str = AITS_COMMIT) -> li
     from scipy.io import loadmat
     from skimage.segmentation import relabel_sequential
 
-    for sub in ("images", "masks"):
-        (dest / sub).mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in _git_paths(gitdir, commit, rf"{AITS_DIR}/normalized_nuclei/\w+\.png"):
-        stem = PurePosixPath(path).stem
-        mat = f"{AITS_DIR}/annotation_nuclei/{stem}.mat"
-        if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mat)):
-            continue
-        image = _png(_git_show(gitdir, commit, path))
-        image = image[..., 0] if image.ndim == 3 else image
-        inst = loadmat(io.BytesIO(_git_show(gitdir, commit, mat)))["inst_map"].astype(np.int64)
-        inst[np.bincount(inst.ravel())[inst] < MIN_SIZE] = 0
-        labels = relabel_sequential(inst)[0].astype(np.uint16)
-        name = f"aits_{stem}"
-        _write_pair(dest, name, np.ascontiguousarray(image), labels)
-        records.append(_stained_record(name, image, labels))
-    _write_index(dest, records)
-    (dest / "README.md").write_text(
-        "# Aitslab-bioimaging1: U2OS nuclei, Hoechst 33342, 20x (evaluation only)\n\n"
-        "Converted by `python -m training.datasets aits_u2os` (training/datasets.py) from a git mirror of "
-        f"the GitHub repository `{AITS_REPO}` at commit `{commit}`.\n\n"
-        f"- Paths: `{AITS_DIR}/{{normalized_nuclei/NAME.png,annotation_nuclei/NAME.mat}}`\n"
-        f"- Licence as stated: {AITS_LICENCE}\n"
-        "- Conversion: the first channel of the PNG (the three are equal), uint8; `inst_map` of the .mat "
-        f"renumbered 1..n, objects under {MIN_SIZE} px dropped.\n"
-        f"- {len(records)} images, {sum(r['nuclei'] for r in records)} nuclei; `index.csv` gives per image its "
-        "size, nuclei and median equivalent diameter (px).\n")
-    return records
+    def images():
+        for path in _git_paths(gitdir, commit, rf"{AITS_DIR}/normalized_nuclei/\w+\.png"):
+            stem = PurePosixPath(path).stem
+            mat = f"{AITS_DIR}/annotation_nuclei/{stem}.mat"
+            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mat)):
+                continue
+            image = _png(_git_show(gitdir, commit, path))
+            inst = loadmat(io.BytesIO(_git_show(gitdir, commit, mat)))["inst_map"].astype(np.int64)
+            inst[np.bincount(inst.ravel())[inst] < MIN_SIZE] = 0
+            yield f"aits_{stem}", image[..., 0] if image.ndim == 3 else image, relabel_sequential(inst)[0], {}
+
+    return _convert_nuclei_set(dest, images(), "Aitslab-bioimaging1: U2OS nuclei, Hoechst 33342, 20x "
+                               "(evaluation only)", AITS_REPO, commit,
+                               f"`{AITS_DIR}/{{normalized_nuclei/NAME.png,annotation_nuclei/NAME.mat}}`",
+                               AITS_LICENCE, "the first channel of the PNG (the three are equal), uint8; "
+                               f"`inst_map` of the .mat renumbered 1..n, objects under {MIN_SIZE} px dropped.")
 
 
 def fetch_aits_u2os(dest: Path = DATA_CACHE / "aits_u2os", mirrors: Path | None = None) -> Path:
