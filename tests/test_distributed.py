@@ -144,8 +144,14 @@ def test_killed_worker_tasks_are_retried(screen, reference, client, tmp_path):
     def kill_once(i, summary):
         if killed:
             return
-        busy = {addr: keys for addr, keys in client.processing().items() if keys}
-        addr, keys = sorted(busy.items())[0]   # a worker with an image in hand
+        # the scheduler hands the next image to a worker a moment after a result comes back
+        # (a failed decode comes back at once), so wait for a worker with an image in hand
+        deadline = time.monotonic() + 10
+        while not (busy := {a: k for a, k in client.processing().items() if k}):
+            if time.monotonic() > deadline:
+                return                          # try again at the next result
+            time.sleep(0.05)
+        addr, keys = sorted(busy.items())[0]
         os.kill(pids[addr], signal.SIGKILL)
         killed.update(pid=pids[addr], images={int(str(k).rsplit("-", 1)[1]) for k in keys})
 
