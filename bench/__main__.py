@@ -1,13 +1,18 @@
 """Benchmark: native onnxruntime vs the page (onnxruntime-web WASM), one run, one machine.
 
     python -m bench [--repeats 5] [--warmup 5] [--threads 2] [--image PATH] [--models ID ...] [--zoo [--webgpu]]
+                    [--nuclei ID]
 
 Prints a table for the default model (or each of ``--models``) on a 512x512 image (the StarDist sample
 unless ``--image`` is given): model-only and end-to-end latency (and the end to end split by
 pipeline stage: decode, preprocess, diameter, inference, postprocess) with the diameter estimated,
 the end to end with the diameter given (no estimate: what the estimate costs), natively and
 in headless Chromium (WASM backend, same thread count), their ratios, and the
-page's cold start to ``window.piximi.ready``. Absolute times on a shared
+page's cold start to ``window.piximi.ready``. A whole-cell model (``--models
+cells``) reads a two-channel image: without ``--image``, the StarDist sample
+written as cytoplasm and nuclear channels (:func:`tools.samples.two_channel_sample`);
+``--nuclei ID`` also segments its nuclear channel with that model and links each
+cell to its nucleus, timed as the ``nuclei`` stage and counted in the end to end. Absolute times on a shared
 2-core machine are noisy; compare the ratios. Both runtimes first run each
 model ``--warmup`` times unmeasured: the page's first runs are slower (about
 250, then 125-195 ms against a steady 60-80 ms for the default model's
@@ -34,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 #: The stages of ``piximi_py.pipeline.segment_async``'s timings, both runtimes ("diameter": the
 #: estimate, with no diameter given).
-STAGES = ("decode", "preprocess", "diameter", "inference", "postprocess")
+STAGES = ("decode", "preprocess", "diameter", "inference", "postprocess", "nuclei")
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -46,17 +51,29 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = None, warmup: int = 1) -> dict:
+def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = None, warmup: int = 1,
+           nuclei: str | None = None) -> dict:
+    """Native timings of one model; ``nuclei``: a nuclei model id that also segments and links
+    the nuclear channel of a whole-cell model's image (:func:`piximi_py.pipeline.add_nuclei`)."""
     import piximi_py
     from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
     from piximi_py.io import read_image_bytes
-    from piximi_py.models import default_models_dir, find_model
+    from piximi_py.models import default_models_dir, find_model, reads_channels, reads_color
     from piximi_py import run_sync
-    from piximi_py.pipeline import prepare_input, segment_async
+    from piximi_py.pipeline import add_nuclei, prepare_input, segment_async
 
-    spec = find_model(piximi_py.load_models(), model)
+    models = piximi_py.load_models()
+    spec = find_model(models, model)
     backend = OnnxRuntimeBackend(default_models_dir() / spec.file, threads=threads)
-    x = prepare_input(read_image_bytes(image_bytes), spec)[None]
+    nuclei_spec = find_model(models, nuclei) if nuclei and reads_channels(spec) else None
+    nuclei_backend = nuclei_spec and OnnxRuntimeBackend(default_models_dir() / nuclei_spec.file, threads=threads)
+
+    async def segment(diameter):
+        seg = await segment_async(image_bytes, spec, backend, diameter=diameter)
+        return await add_nuclei(seg, nuclei_spec, nuclei_backend) if nuclei_spec else seg
+
+    x = prepare_input(read_image_bytes(image_bytes, color=reads_color(spec), keep_channels=reads_channels(spec)),
+                      spec)[None]
     for _ in range(warmup):
         backend.run_sync(x)
     model_ms = median_ms(lambda: backend.run_sync(x), repeats)
@@ -65,19 +82,21 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
     # was before the size step); "auto": estimated, as the page and API run by default
     for mode, diameter in (("fixed", spec.diameter or None), ("auto", None)):
         for _ in range(warmup):
-            run_sync(segment_async(image_bytes, spec, backend, diameter=diameter))
+            run_sync(segment(diameter))
         runs = []
-        out[f"{mode}_ms"] = median_ms(lambda: runs.append(run_sync(segment_async(  # noqa: B023
-            image_bytes, spec, backend, diameter=diameter)).timings), repeats)
+        out[f"{mode}_ms"] = median_ms(lambda: runs.append(run_sync(segment(diameter)).timings),  # noqa: B023
+                                      repeats)
         out[f"{mode}_stages_ms"] = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in STAGES}
     out["e2e_ms"], out["stages_ms"] = out["auto_ms"], out["auto_stages_ms"]
     return out
 
 
 def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,), warmup: int = 1,
-            diameters: dict | None = None) -> dict:
+            diameters: dict | None = None, images: dict | None = None, nuclei: dict | None = None) -> dict:
     """Per model id: page timings (WASM) from one page session, with the diameter estimated
-    ("auto") and given as the model's own (``diameters[model]``, "fixed"); plus the cold start."""
+    ("auto") and given as the model's own (``diameters[model]``, "fixed"); plus the cold start.
+    ``images[model]`` replaces ``image_bytes`` for that model; ``nuclei[model]``: a nuclei model
+    id whose nuclei are segmented and linked too (whole-cell models)."""
     from bench import app_page
 
     results = {}
@@ -86,16 +105,18 @@ def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,), warm
             entry = {"cold_ms": cold_ms}
             for mode, diameter in (("fixed", (diameters or {}).get(model)), ("auto", None)):
                 runs = page.evaluate(
-                    """async ([b64, n, model, warmup, diameter]) => {
+                    """async ([b64, n, model, warmup, diameter, nuclei]) => {
                         const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
                         const out = [];
                         for (let i = 0; i < n + warmup; i++) {
                           const r = await window.piximi.segment(bytes.slice(), {backend: "wasm", diameter,
-                                                                                model: model || undefined});
+                                                                                model: model || undefined,
+                                                                                nuclei: nuclei || undefined});
                           out.push({...r.timings, backend: r.backend, count: r.count});
                         }
                         return out.slice(warmup);
-                    }""", [base64.b64encode(image_bytes).decode(), repeats, model, warmup, diameter])
+                    }""", [base64.b64encode((images or {}).get(model, image_bytes)).decode(), repeats, model,
+                           warmup, diameter, (nuclei or {}).get(model)])
                 med = lambda k: statistics.median(r.get(k, 0.0) for r in runs)  # noqa: E731,B023
                 entry.update({"backend": runs[0]["backend"], f"{mode}_ms": med("total"),
                               f"{mode}_roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
@@ -151,6 +172,21 @@ def shipped_variants() -> dict:
     return out
 
 
+def reads_channels(model: str | None) -> bool:
+    """Does this model id read several image channels (a whole-cell model)?"""
+    import piximi_py
+    from piximi_py.models import find_model, reads_channels as multi
+
+    return multi(find_model(piximi_py.load_models(), model))
+
+
+def default_image(model: str | None) -> Path:
+    """The StarDist sample; for a whole-cell model, written as its two channels."""
+    from tools.samples import stardist_sample, two_channel_sample
+
+    return two_channel_sample() if reads_channels(model) else stardist_sample()[0]
+
+
 def write_index_latency(latency: dict, index_path: Path = ROOT / "models" / "index.json") -> None:
     """The model picker's speeds: ``latency_ms_512`` of each model id, natively and in the page, one run."""
     import json
@@ -176,20 +212,22 @@ def main(argv=None) -> int:
     ap.add_argument("--picker", nargs="*", metavar="ID",
                     help="write the end-to-end times measured of these models (none named: all) into "
                          "models/index.json, the model picker's speeds; --zoo does it for every shipped model")
+    ap.add_argument("--nuclei", metavar="ID",
+                    help="whole-cell models: also segment the nuclear channel with this nuclei model and link "
+                         "each cell to its nucleus (timed as the nuclei stage)")
     args = ap.parse_args(argv)
-    if args.image is None:
-        from tools.samples import stardist_sample
-
-        args.image = stardist_sample()[0]
-    data = args.image.read_bytes()
     models = args.models or (list(shipped_variants()) if args.zoo else [None])
-    nat = {m: native(data, args.threads, args.repeats, m, args.warmup) for m in models}
-    webs = browser(data, args.threads, args.repeats, models, args.warmup,
-                   diameters={m: nat[m]["diameter"] or None for m in models})
+    images = {m: args.image or default_image(m) for m in models}
+    data = {m: p.read_bytes() for m, p in images.items()}
+    nuclei = {m: args.nuclei for m in models if args.nuclei and reads_channels(m)}
+    nat = {m: native(data[m], args.threads, args.repeats, m, args.warmup, nuclei.get(m)) for m in models}
+    webs = browser(data[models[0]], args.threads, args.repeats, models, args.warmup,
+                   diameters={m: nat[m]["diameter"] or None for m in models}, images=data, nuclei=nuclei)
     for m in models:
         n, web = nat[m], webs[m]
         h, w = n["shape"]
-        print(f"\nmodel {n['model']!r}, image {args.image.name} ({w}x{h}), {args.threads} threads, "
+        linked = f", nuclei by {nuclei[m]!r} linked" if m in nuclei else ""
+        print(f"\nmodel {n['model']!r}{linked}, image {images[m].name} ({w}x{h}), {args.threads} threads, "
               f"median of {args.repeats} after {args.warmup} unmeasured")
         print("| measure | native onnxruntime | browser " + web["backend"] + " | browser / native |")
         print("|---|---|---|---|")
@@ -199,6 +237,8 @@ def main(argv=None) -> int:
         print(f"| end to end, from JS incl. transfer (ms) | | {web['roundtrip_ms']:.0f} | {web['roundtrip_ms'] / n['e2e_ms']:.2f} |")
         for stage in STAGES:   # the end-to-end time split by pipeline stage (piximi_py.pipeline timings)
             a, b = n["stages_ms"][stage], web["stages_ms"][stage]
+            if stage == "nuclei" and m not in nuclei:
+                continue
             print(f"| stage {stage}, in Python (ms) | {a:.1f} | {b:.1f} | {b / a if a else float('nan'):.2f} |")
         mp = h * w / 1e6
         print(f"| end to end, diameter given (no estimate) (ms) | {n['fixed_ms']:.0f} | {web['fixed_ms']:.0f} | "
@@ -210,7 +250,7 @@ def main(argv=None) -> int:
     if args.webgpu:
         from piximi_py.io import read_image_bytes
 
-        gpu = webgpu_parity(read_image_bytes(data)[:128, :128].copy(), models)
+        gpu = webgpu_parity(read_image_bytes(data[models[0]])[:128, :128].copy(), models)
         print("\n| model | WebGPU labels = CPython | AP@0.5 WebGPU vs CPython | worst object IoU | objects |\n"
               "|---|---|---|---|---|")
         for m, g in gpu.items():

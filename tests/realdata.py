@@ -27,6 +27,13 @@ def stardist_sample() -> tuple[Path, Path]:
         pytest.skip(str(exc))
 
 
+def two_channel_sample() -> Path:
+    """The StarDist example as a two-channel OME-TIFF (:func:`tools.samples.two_channel_sample`),
+    or skip the test."""
+    stardist_sample()
+    return samples.two_channel_sample()
+
+
 def shared_set(name: str) -> Path:
     """A set of ``../shared/data``, or skip the test when this machine has none."""
     path = SHARED_DATA / name

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from realdata import stardist_sample
+from realdata import stardist_sample, two_channel_sample
 
 import piximi_py
 from piximi_py.io import read_image
@@ -23,15 +23,10 @@ CACHE = ROOT / ".cache" / "data"
 
 
 @pytest.fixture(scope="module")
-def two_channel(tmp_path_factory):
+def two_channel():
     """The StarDist sample (real nuclei) written as a 2-channel OME-TIFF: its DNA stain twice,
     as a cytoplasm stand-in and as the nuclear channel, with the channel names a microscope writes."""
-    image_path, _ = stardist_sample()
-    plane = read_image(image_path)
-    path = tmp_path_factory.mktemp("cells") / "two_channel.ome.tif"
-    tifffile.imwrite(path, np.stack([plane, plane]), ome=True,
-                     metadata={"axes": "CYX", "Channel": {"Name": ["Phalloidin", "DAPI"]}})
-    return path, plane
+    return two_channel_sample(), read_image(stardist_sample()[0])
 
 
 def test_cells_model_is_shipped(models_dir):
@@ -50,6 +45,9 @@ def test_channels_from_names_and_nuclei_linked(two_channel):
     # the nuclei are the nuclei model's own labels of the nuclear channel
     np.testing.assert_array_equal(result.nuclei.labels, piximi_py.segment(plane, model="nuclei"))
     np.testing.assert_array_equal(result.nucleus_of, link_nuclei(result.labels, result.nuclei.labels)[0])
+    timings = result.timings   # the nuclei and their links are part of the result's time
+    assert timings["nuclei"] >= result.nuclei.timings["total"] > 0
+    assert timings["total"] >= timings["nuclei"] + timings["preprocess"]
     # given explicitly, the same; without a nuclear channel the model reads zeros there
     same = piximi_py.segment_image(path, model="cells", channels={"cyto": 0, "nuclei": 1})
     np.testing.assert_array_equal(same.labels, result.labels)

@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from realdata import shared_set, stardist_sample  # noqa: E402
+from realdata import shared_set, stardist_sample, two_channel_sample  # noqa: E402
 from browserpage import BrowserPage, cpython_labels, require_browser  # noqa: E402
 from tools.browser import segment_in_page  # noqa: E402
 
@@ -218,19 +218,14 @@ def test_diameter_option_in_the_page(web, models_dir):
 def test_whole_cells_with_their_nuclei_in_the_page(web, models_dir):
     """The whole-cell model in the page: channels chosen from the file's channel names (or
     given), nuclei segmented and linked, the same labels as CPython; bad channels refused."""
-    import tifffile
-
     import piximi_py
     from piximi_py.measure import link_nuclei
 
-    img, _ = stardist_sample()
-    plane = tifffile.imread(img)
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, np.stack([plane, plane]), ome=True,
-                     metadata={"axes": "CYX", "Channel": {"Name": ["Phalloidin", "DAPI"]}})
+    buf = io.BytesIO(two_channel_sample().read_bytes())
     res = segment(web, buf.getvalue(), backend="wasm", model="cells", nuclei="nuclei")
     assert res["ok"], res
     assert res["channels"] == {"cyto": 0, "nuclei": 1}
+    assert 0 < res["timings"]["nuclei"] < res["timings"]["total"]   # the nuclei are part of the time
     ref = piximi_py.segment_image(buf.getvalue(), model="cells", nuclei="nuclei", models_dir=models_dir)
     assert_same_instances(ref.labels, res["labels"], "cells, page vs CPython")
     assert_same_instances(ref.nuclei.labels, res["nuclei_labels"], "nuclei of the cells, page vs CPython")

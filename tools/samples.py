@@ -2,7 +2,8 @@
 
 ``img2d.tif`` + ``mask2d.tif`` (512x512 uint16 fluorescence nuclei from
 DSB2018, and its instance labels) ship inside the ``stardist`` wheel, which
-pip downloads once into ``.cache/stardist``.
+pip downloads once into ``.cache/stardist``. :func:`two_channel_sample` writes
+it as the two-channel file a whole-cell model reads.
 """
 from __future__ import annotations
 
@@ -37,3 +38,22 @@ def stardist_sample() -> tuple[Path, Path]:
         for target in (image, mask):
             target.write_bytes(zf.read(f"stardist/data/images/{target.name}"))
     return image, mask
+
+
+def two_channel_sample() -> Path:
+    """The StarDist example as a 2-channel OME-TIFF: its DNA stain twice, as a cytoplasm
+    stand-in and as the nuclear channel, named as a microscope names them (``Phalloidin``,
+    ``DAPI``). This project ships no permissively licensed two-channel cell image."""
+    import numpy as np
+    import tifffile
+
+    from piximi_py.io import read_image
+
+    path = CACHE / "two_channel.ome.tif"
+    if not path.exists():
+        plane = read_image(stardist_sample()[0])
+        part = path.with_suffix(".part")
+        tifffile.imwrite(part, np.stack([plane, plane]), ome=True,
+                         metadata={"axes": "CYX", "Channel": {"Name": ["Phalloidin", "DAPI"]}})
+        part.replace(path)
+    return path
