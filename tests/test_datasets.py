@@ -107,12 +107,21 @@ def test_converted_dsb2018_train():
         assert labels.max() == int(row["nuclei"]) == len(np.unique(labels)) - 1
 
 
+def committed(work: Path) -> str:
+    """Make ``work`` a git repository with its files committed, as a mirror; the commit."""
+    import subprocess
+
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "data"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
 def test_aits_u2os_conversion_from_a_mirror(tmp_path):
     """The evaluation-only U2OS set: the repository's PNG (three equal channels) and HoVer-Net
     .mat (inst_map) become a gray uint8 image and uint16 labels numbered 1..n, slivers dropped;
     run on a git repository laid out as the mirror is."""
-    import subprocess
-
     import tifffile
     from PIL import Image
     from scipy.io import savemat
@@ -127,12 +136,7 @@ def test_aits_u2os_conversion_from_a_mirror(tmp_path):
     inst = np.zeros((32, 32), np.uint8)
     inst[2:8, 2:8], inst[20:30, 20:30], inst[0, 31] = 7, 3, 9  # ids with gaps; id 9 is a 1-px sliver
     savemat(work / AITS_DIR / "annotation_nuclei" / "img1.mat", {"inst_map": inst, "inst_centroid": np.zeros((3, 2))})
-    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q", str(work)], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "data"], check=True)
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
-    records = convert_aits_u2os(work / ".git", tmp_path / "set", commit)
+    records = convert_aits_u2os(work / ".git", tmp_path / "set", committed(work))
     assert [r["name"] for r in records] == ["aits_img1"] and records[0]["nuclei"] == 2
     image = tifffile.imread(tmp_path / "set" / "images" / "aits_img1.tif")
     labels = tifffile.imread(tmp_path / "set" / "masks" / "aits_img1.tif")
@@ -140,3 +144,41 @@ def test_aits_u2os_conversion_from_a_mirror(tmp_path):
     assert labels.dtype == np.uint16 and sorted(np.unique(labels)) == [0, 1, 2]
     assert labels[0, 31] == 0 and labels[3, 3] != labels[25, 25] != 0
     assert "evaluation only" in (tmp_path / "set" / "README.md").read_text()
+
+
+def test_he_tnbc_and_cryonuseg_conversion_from_mirrors(tmp_path):
+    """TNBC's binary masks become their 8-connected components (slivers dropped); CryoNuSeg's
+    RGB-coded instance map one nucleus per colour; both keep the RGB of the tile."""
+    import tifffile
+    from PIL import Image
+
+    from training.datasets import CRYONUSEG_DIR, convert_he_cryonuseg, convert_he_tnbc
+
+    rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    work = tmp_path / "tnbc"
+    for sub in ("Slide_03", "GT_03"):
+        (work / "dataset" / "TNBC" / sub).mkdir(parents=True)
+    Image.fromarray(np.dstack([rgb, np.full((32, 32), 255, np.uint8)])).save(work / "dataset/TNBC/Slide_03/03_2.png")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[2:8, 2:8], mask[8:12, 8:12], mask[20:30, 20:30], mask[0, 31] = 255, 255, 255, 255  # diagonal touch
+    Image.fromarray(mask).save(work / "dataset/TNBC/GT_03/03_2.png")
+    records = convert_he_tnbc(work / ".git", tmp_path / "tnbc_set", committed(work))
+    assert [(r["name"], r["nuclei"], r["slide"]) for r in records] == [("tnbc_03_2", 2, "03")]
+    assert np.array_equal(tifffile.imread(tmp_path / "tnbc_set/images/tnbc_03_2.tif"), rgb)
+    labels = tifffile.imread(tmp_path / "tnbc_set/masks/tnbc_03_2.tif")
+    assert labels[3, 3] == labels[9, 9] != labels[25, 25] != 0 and labels[0, 31] == 0
+
+    work = tmp_path / "cop"
+    for sub in ("image", "mask_instance"):
+        (work / CRYONUSEG_DIR / sub).mkdir(parents=True)
+    tifffile.imwrite(work / CRYONUSEG_DIR / "image/Human_Skin_03.tif", rgb, photometric="rgb")
+    ids = np.zeros((32, 32, 3), np.uint8)
+    ids[2:8, 2:8] = (0, 1, 0)        # one colour per nucleus (id = B * 256 + G)
+    ids[6:12, 6:12] = (0, 0, 1)      # a second one, touching the first
+    ids[0, 31] = (0, 2, 0)           # a sliver
+    Image.fromarray(ids).save(work / CRYONUSEG_DIR / "mask_instance/Human_Skin_03.png")
+    records = convert_he_cryonuseg(work / ".git", tmp_path / "cryo_set", committed(work))
+    assert [(r["name"], r["nuclei"]) for r in records] == [("cryonuseg_Human_Skin_03", 2)]
+    labels = tifffile.imread(tmp_path / "cryo_set/masks/cryonuseg_Human_Skin_03.tif")
+    assert labels[3, 3] != labels[10, 10] != 0 and labels[0, 31] == 0 and labels.max() == 2
+    assert "non-commercial" in (tmp_path / "cryo_set/README.md").read_text()

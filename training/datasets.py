@@ -979,6 +979,77 @@ def convert_he_dsb2018(gitdir: Path, dest: Path, commit: str = DSB_COMMIT) -> li
                             "fluorescence_plane says 'colour'), RGB of the RGBA PNG; one label per mask PNG.")
 
 
+TNBC_REPO = "antifen/Nuclei-Segmentation"
+TNBC_COMMIT = "fae0405c724ca4621fbfb5d88d324b48eb58d640"
+TNBC_LICENCE = ("The repository states no licence (its README cites only its own paper). TNBC (Naylor et al., "
+                "IEEE TMI 2019; Institut Curie) is released on Zenodo (record 2579118) under CC BY 4.0, as "
+                "shjo-april/Chain-of-Prompts' DATASETS.md states; not verifiable offline here")
+COP_REPO = "shjo-april/Chain-of-Prompts"
+COP_COMMIT = "6ffc687e8b6d878b909e32d8baf4fd89ed54d8e9"
+CRYONUSEG_DIR = "data_H@E_untyped/CryoNuSeg/test"
+CRYONUSEG_LICENCE = ("CC BY-NC-SA 4.0 for CryoNuSeg (Mahbod et al., Comput. Biol. Med. 2021), as the repository's "
+                     "DATASETS.md states; the repository's own LICENSE is CC BY-NC 4.0: non-commercial")
+
+
+def labels_from_binary_mask(mask: np.ndarray, min_size: int = MIN_SIZE) -> np.ndarray:
+    """Instance labels from a binary nucleus mask: its 8-connected components, those under
+    ``min_size`` pixels dropped (nuclei that touch stay one object)."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import relabel_sequential
+
+    labels, _ = ndi.label(np.asarray(mask) > 0, structure=np.ones((3, 3), bool))
+    labels[np.bincount(labels.ravel())[labels] < min_size] = 0
+    return relabel_sequential(labels)[0].astype(np.uint16)
+
+
+def labels_from_color_ids(rgb: np.ndarray, min_size: int = MIN_SIZE) -> np.ndarray:
+    """Instance labels from an RGB-encoded instance map (one colour per object, black
+    background), renumbered 1..n in the order of the colours' codes."""
+    from skimage.segmentation import relabel_sequential
+
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    labels = np.unique(code, return_inverse=True)[1].reshape(code.shape)  # black (0) is label 0
+    labels[np.bincount(labels.ravel())[labels] < min_size] = 0
+    return relabel_sequential(labels)[0].astype(np.uint16)
+
+
+def convert_he_tnbc(gitdir: Path, dest: Path, commit: str = TNBC_COMMIT) -> list[dict]:
+    """TNBC: 50 H&E tiles (512 x 512, 40x) of triple-negative breast cancer from 11 patients of
+    the Institut Curie, every nucleus annotated (as a binary mask per tile)."""
+    def images():
+        for path in _git_paths(gitdir, commit, r"dataset/TNBC/Slide_\d+/\d+_\d+\.png"):
+            slide, stem = PurePosixPath(path).parent.name.split("_")[1], PurePosixPath(path).stem
+            mask = f"dataset/TNBC/GT_{slide}/{stem}.png"
+            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mask)):
+                continue
+            rgb, gt = _png(_git_show(gitdir, commit, path)), _png(_git_show(gitdir, commit, mask))
+            yield f"tnbc_{stem}", rgb[..., :3], labels_from_binary_mask(gt if gt.ndim == 2 else gt[..., 0]), \
+                {"slide": slide}
+
+    return _convert_nuclei_set(dest, images(), "TNBC: H&E nuclei, triple-negative breast cancer, 40x", TNBC_REPO,
+                               commit, "`dataset/TNBC/{Slide_NN,GT_NN}/NN_K.png`", TNBC_LICENCE,
+                               "the PNG's RGB; the binary mask's 8-connected components as nuclei (touching "
+                               f"nuclei stay one object), components under {MIN_SIZE} px dropped.")
+
+
+def convert_he_cryonuseg(gitdir: Path, dest: Path, commit: str = COP_COMMIT) -> list[dict]:
+    """CryoNuSeg's test split: 10 H&E tiles (512 x 512, 40x) of frozen sections from 10 human
+    organs (TCGA), every nucleus outlined; kept in that repository with an RGB-coded instance map."""
+    def images():
+        for path in _git_paths(gitdir, commit, rf"{re.escape(CRYONUSEG_DIR)}/image/\w+\.tif"):
+            stem = PurePosixPath(path).stem
+            mask = f"{CRYONUSEG_DIR}/mask_instance/{stem}.png"
+            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mask)):
+                continue
+            rgb = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, path)))
+            yield f"cryonuseg_{stem}", rgb[..., :3], labels_from_color_ids(_png(_git_show(gitdir, commit, mask))), {}
+
+    return _convert_nuclei_set(dest, images(), "CryoNuSeg (test split): H&E nuclei of frozen sections, 10 organs, "
+                               "40x", COP_REPO, commit, f"`{CRYONUSEG_DIR}/{{image/NAME.tif,mask_instance/NAME.png}}`",
+                               CRYONUSEG_LICENCE, "the TIFF's RGB; one nucleus per colour of the instance map "
+                               f"(black: background), objects under {MIN_SIZE} px dropped.")
+
+
 def fetch_he_monuseg(dest: Path = DATA_CACHE / "he_monuseg", mirrors: Path | None = None) -> Path:
     """MoNuSeg H&E nuclei (the TCGA tiles the mirror holds) in the standard layout, from a mirror."""
     return _fetch_from_mirror(dest, MONUSEG_REPO, MONUSEG_COMMIT, convert_he_monuseg, mirrors)
@@ -992,6 +1063,16 @@ def fetch_he_consep(dest: Path = DATA_CACHE / "he_consep", mirrors: Path | None 
 def fetch_he_dsb2018(dest: Path = DATA_CACHE / "he_dsb2018", mirrors: Path | None = None) -> Path:
     """The stained colour images of DSB 2018 stage1_train in the standard layout, from a mirror."""
     return _fetch_from_mirror(dest, DSB_REPO, DSB_COMMIT, convert_he_dsb2018, mirrors)
+
+
+def fetch_he_tnbc(dest: Path = DATA_CACHE / "he_tnbc", mirrors: Path | None = None) -> Path:
+    """TNBC H&E nuclei (50 tiles) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, TNBC_REPO, TNBC_COMMIT, convert_he_tnbc, mirrors)
+
+
+def fetch_he_cryonuseg(dest: Path = DATA_CACHE / "he_cryonuseg", mirrors: Path | None = None) -> Path:
+    """CryoNuSeg's test split (10 H&E tiles of frozen sections) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, COP_REPO, COP_COMMIT, convert_he_cryonuseg, mirrors)
 
 
 AITS_REPO = "Aitslab/imageanalysis"
@@ -1038,11 +1119,12 @@ def fetch_aits_u2os(dest: Path = DATA_CACHE / "aits_u2os", mirrors: Path | None 
 FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train,
             "cells_bbbc018": fetch_cells_bbbc018, "cells_usiigaci": fetch_cells_usiigaci,
             "cells_bbbc030": fetch_cells_bbbc030, "he_monuseg": fetch_he_monuseg,
-            "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018, "aits_u2os": fetch_aits_u2os}
+            "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018, "he_tnbc": fetch_he_tnbc,
+            "he_cryonuseg": fetch_he_cryonuseg, "aits_u2os": fetch_aits_u2os}
 #: The whole-cell sets, one acquisition source each (``training.cells``).
 CELL_SETS = ("cells_bbbc018", "cells_usiigaci", "cells_bbbc030")
 #: The stained-slide (H&E) nuclei sets, one source each (``training.he``).
-HE_SETS = ("he_monuseg", "he_consep", "he_dsb2018")
+HE_SETS = ("he_monuseg", "he_consep", "he_dsb2018", "he_tnbc", "he_cryonuseg")
 
 
 def summarize(root: Path) -> str:
