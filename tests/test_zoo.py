@@ -110,6 +110,21 @@ def test_rgb_variant_starts_from_the_default_model(models_dir):
         assert wide.encoder(torch.nn.functional.pixel_unshuffle(x.repeat(1, 3, 1, 1), 4))[0].shape[1] == 48
 
 
+def test_he_report_names_the_sources_only_scored():
+    """A source nothing trains on is scored by the shipped model in the fold column, and the
+    table says so; the mean over left-out sources counts it."""
+    from training import he
+
+    row = {"ap50": 0.5, "map": 0.25, "f1": 0.6}
+    report = {"sources": {"he_a": {"images": 12, "fold": row},
+                          "he_b": {"images": 10, "fold": row, "fold_model": "nuclei_hematoxylin"}},
+              "mean": {"fold": row}}
+    table = he.format_report(report, routes=())
+    assert "| he_a | 12 | 0.500 / 0.250 / 0.600 |" in table
+    assert "| he_b (scored only; fold column: shipped `nuclei_hematoxylin`) | 10 | 0.500 / 0.250 / 0.600 |" in table
+    assert "**0.500 / 0.250 / 0.600**" in table.splitlines()[-1]
+
+
 def test_zoo_page_lists_every_variant():
     from training.zoo import VARIANTS
 

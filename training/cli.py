@@ -124,7 +124,9 @@ def cmd_he_train(args) -> int:
 
     files = he.train_all(threads=args.threads, folds=not args.no_folds, final=not args.folds_only,
                          iterations=args.iterations or he.ITERATIONS,
-                         fold_iterations=args.fold_iterations or he.FOLD_ITERATIONS, inputs=args.inputs)
+                         fold_iterations=args.fold_iterations or he.FOLD_ITERATIONS, inputs=args.inputs,
+                         sources=args.source or None, budget=args.budget, fold_budget=args.fold_budget,
+                         device=args.device, workers=args.workers)
     print("\n".join(str(f) for f in files))
     return 0
 
@@ -443,6 +445,13 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
                    help="what the model reads (rgb: the parent's first convolution widened to three channels)")
     p.add_argument("--iterations", type=int, default=None, help="default: training.he.ITERATIONS")
     p.add_argument("--fold-iterations", type=int, default=None, help="default: training.he.FOLD_ITERATIONS")
+    p.add_argument("--source", action="append", default=[],
+                   help="only the fold that leaves this H&E set out (repeatable; default: every fold)")
+    p.add_argument("--budget", type=float, default=0, help="seconds of training for the model on every source "
+                                                           "instead of --iterations (a GPU run)")
+    p.add_argument("--fold-budget", type=float, default=0, help="the same for each fold")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_he_train)
     p = sub.add_parser("he-evaluate", help="H&E nuclei by source: the shipped routes (hematoxylin density into "

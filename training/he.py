@@ -13,6 +13,9 @@ the issue asks:
 - the same fine-tuned on the RGB image itself (``inputs="rgb"``, its first
   convolution widened to three channels), folds only unless it wins.
 
+The sources only ever scored (``training.datasets.HE_EVAL_ONLY_SETS``) are scored by the
+shipped model in the fold column: it never saw them either.
+
 Commands: ``python build.py he-train [--inputs rgb --folds-only]``, ``he-export``
 (the model on every source into ``models/`` as ``nuclei_hematoxylin``), then
 ``python build.py he-evaluate [--record]``.
@@ -65,8 +68,14 @@ ENTRY = {
 
 
 def he_sets() -> list[Path]:
-    """The H&E sets in the data cache, converted on first use (needs the git mirrors)."""
+    """The H&E sets the models train on, in the data cache, converted on first use (needs the
+    git mirrors)."""
     return [DS.FETCHERS[name]() for name in DS.HE_SETS]
+
+
+def eval_only_sets() -> list[Path]:
+    """The H&E sets only ever scored (``training.datasets.HE_EVAL_ONLY_SETS``), as :func:`he_sets`."""
+    return [DS.FETCHERS[name]() for name in DS.HE_EVAL_ONLY_SETS]
 
 
 #: What the fine-tuned model reads: the hematoxylin density (one channel, as the parent), the
@@ -135,9 +144,10 @@ def initial_checkpoint(sets, out: Path, *, seed: int = 0, inputs: str = "hematox
 
 
 def train_one(out: Path, sets, *, iterations: int, exclude_sources=(), threads: int = 2,
-              inputs: str = "hematoxylin") -> Path:
+              inputs: str = "hematoxylin", device: str = "cpu", workers: int = 0, budget: float = 0) -> Path:
     """Fine-tune :data:`PARENT` on ``sets`` (less ``exclude_sources``) into ``out/model.pt`` and
-    export ``out/model.onnx``."""
+    export ``out/model.onnx``; on ``device`` with ``workers`` data loaders, for ``budget``
+    seconds of training instead of ``iterations`` when given."""
     from .export import export_onnx
     from .train import train
 
@@ -145,7 +155,8 @@ def train_one(out: Path, sets, *, iterations: int, exclude_sources=(), threads: 
     start = initial_checkpoint(kept, out / "init.pt", inputs=inputs)
     settings = {**SETTINGS, **_encoder_settings(), **_channels(inputs)}
     ckpt = train(out, sets=[str(s) for s in kept], iterations=iterations, init_from=start, threads=threads,
-                 exclude_sources=exclude_sources, **settings)
+                 exclude_sources=exclude_sources, device=device, workers=workers, time_budget_s=budget,
+                 **settings)
     export_onnx(ckpt, out / "model.onnx")
     return out / "model.onnx"
 
@@ -160,16 +171,25 @@ def _encoder_settings() -> dict:
 
 def train_all(*, folds: bool = True, threads: int = 2, iterations: int = ITERATIONS,
               fold_iterations: int = FOLD_ITERATIONS, inputs: str = "hematoxylin",
-              final: bool = True) -> list[Path]:
-    """The leave-one-source-out folds, then (``final``) the model on every source."""
+              final: bool = True, sources=None, budget: float = 0, fold_budget: float = 0,
+              **where) -> list[Path]:
+    """The leave-one-source-out folds (of ``sources`` only, when given), then (``final``) the
+    model on every source. ``budget`` / ``fold_budget``: seconds of training each instead of
+    iterations; ``where``: ``device`` and ``workers`` (:func:`train_one`)."""
     sets = he_sets()
+    unknown = set(sources or ()) - {s.name for s in sets}
+    if unknown:
+        raise SystemExit(f"unknown H&E source(s) {sorted(unknown)}: one of {[s.name for s in sets]}")
     done = []
     for root in sets if folds else ():
-        done.append(train_one(fold_dir(root.name, inputs), sets, iterations=fold_iterations,
-                              exclude_sources=(root.name,), threads=threads, inputs=inputs))
+        if sources is None or root.name in sources:
+            done.append(train_one(fold_dir(root.name, inputs), sets, iterations=fold_iterations,
+                                  exclude_sources=(root.name,), threads=threads, inputs=inputs,
+                                  budget=fold_budget, **where))
     if final:
         name = VARIANT if inputs == "hematoxylin" else f"{VARIANT}_{inputs}"
-        done.append(train_one(RUNS / name, sets, iterations=iterations, threads=threads, inputs=inputs))
+        done.append(train_one(RUNS / name, sets, iterations=iterations, threads=threads, inputs=inputs,
+                              budget=budget, **where))
     return done
 
 
@@ -221,20 +241,31 @@ def _summary(rows) -> dict:
 def evaluate_by_source(*, routes=ROUTES, folds=INPUTS, shipped_variant: bool = True,
                        max_images: int = MAX_IMAGES) -> dict:
     """Every route on every H&E source, the fold models (of the inputs ``folds`` names) on the
-    source each never saw, and the model trained on all sources on each source's held-out split."""
+    source each never saw, and the model trained on all sources on each source's held-out split.
+
+    On a source nothing trains on (:func:`eval_only_sets`) the shipped model is its "fold": it
+    never saw that source either."""
     import piximi_py
 
     models_dir = piximi_py.default_models_dir()
     report = {"variant": VARIANT, "fold_iterations": FOLD_ITERATIONS, "iterations": ITERATIONS,
-              "max_images": max_images, "sources": {}}
+              "max_images": max_images, "sources": {}, "eval_only": list(DS.HE_EVAL_ONLY_SETS)}
     specs = {s.id: s for s in piximi_py.load_models(models_dir)}
-    for root in he_sets():
+    shipped = specs.get(ENTRY["id"])
+    for root in [*he_sets(), *eval_only_sets()]:
         source = root.name
         paths = D.source_images(root, max_images, annotated_only=True)
         entry = {"images": len(paths)}
         for route in routes:
             spec = route_spec(route)
             entry[route] = _summary(score(spec, models_dir / spec.file, paths))
+        if source in DS.HE_EVAL_ONLY_SETS:
+            if shipped is not None and shipped.file == FILE and "hematoxylin" in folds:
+                entry["fold"] = _summary(score(shipped, models_dir / shipped.file, paths))
+                entry["fold_model"] = ENTRY["id"]
+            report["sources"][source] = entry
+            print(source, json.dumps(entry), flush=True)
+            continue
         for inputs in folds:
             onnx_path = fold_dir(source, inputs) / "model.onnx"
             if not onnx_path.exists():
@@ -280,6 +311,8 @@ def format_report(report: dict, routes=ROUTES) -> str:
              + " | ".join(f"shipped `{m}` (held-out split, seen source)" for m in SHIPPED_IDS) + " |",
              "|---" * (len(keys) + 2 + len(SHIPPED_IDS)) + "|"]
     for source, e in report["sources"].items():
+        if e.get("fold_model"):  # a source nothing trains on: the shipped model never saw it
+            source = f"{source} (scored only; fold column: shipped `{e['fold_model']}`)"
         lines.append(f"| {source} | {e['images']} | " + " | ".join(cell(e.get(k)) for k in keys) + " | "
                      + " | ".join(f"{cell(e[m])} ({e[m]['images']} images)" if m in e else "—"
                                   for m in SHIPPED_IDS) + " |")
@@ -352,10 +385,12 @@ def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None
             f"iterations at lr {SETTINGS['lr']:g}, batch {SETTINGS['batch']} of {SETTINGS['crop']}² crops "
             f"rescaled to nuclei of {DIAMETER:g} px (× {SETTINGS['scale_range'][0]}–{SETTINGS['scale_range'][1]}), "
             "on 2 CPU cores (`python build.py he-train`); each set's validation split held out.\n"
-            f"- Data: {', '.join(DS.HE_SETS)} (`python -m training.datasets NAME`; each set's README.md gives "
-            "the repository, commit, paths and licence).\n"
+            f"- Data: {', '.join(DS.HE_SETS)}; scored only, never trained on: {', '.join(DS.HE_EVAL_ONLY_SETS)} "
+            "(`python -m training.datasets NAME`; each set's README.md gives the repository, commit, paths and "
+            "licence).\n"
             "- Licence of the training data: MoNuSeg CC BY-NC-SA 4.0 (non-commercial), CoNSeP research use "
             "(terms not stated where it was fetched), DSB2018 CC0.\n\n"
             f"Leave-one-source-out, `python build.py he-evaluate` (folds: {FOLD_ITERATIONS} iterations on the "
-            "other two sources; diameter estimated; AP@0.5 / mAP / F1):\n\n" + format_report(report) + "\n\n")
+            "other two sources; on a source nothing trains on, the shipped model; diameter estimated; "
+            "AP@0.5 / mAP / F1):\n\n" + format_report(report) + "\n\n")
     replace_card(page, "nuclei_hematoxylin", card)
