@@ -1,6 +1,6 @@
 """Benchmarks: ``python -m bench`` (segmentation), ``bench.prompt`` (SAM), ``bench.large``,
 ``bench.large_page``, ``bench.batch_memory``, ``bench.distributed``, ``bench.zoo_page``,
-``bench.conv_peak``, ``bench.ortweb_builds``, ``bench.zoom``."""
+``bench.conv_peak``, ``bench.ortweb_builds``, ``bench.zoom``, ``bench.decode``."""
 from __future__ import annotations
 
 import time
