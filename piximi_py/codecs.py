@@ -5,7 +5,7 @@ it falls back to its ``_imagecodecs`` module, which has zlib (Deflate),
 PackBits and LZMA but not LZW, JPEG or Zstandard, so the most common
 compressed microscopy TIFFs (ImageJ's LZW, Zstd from newer writers) could
 not be opened in Pyodide, where no imagecodecs build exists. This module
-supplies those decoders from what the page has (pure Python, Pillow's
+supplies those decoders from what the page has (numpy and Python, Pillow's
 libjpeg, a JavaScript Zstandard decoder the worker imports on first use) and
 lends them to tifffile's fallback (:func:`register_tiff_codecs`). CPython installs ``imagecodecs``, which
 tifffile prefers; the tests check these decoders against it.
@@ -22,8 +22,18 @@ __all__ = ["lzw_decode", "jpeg_decode", "zstd_decode", "register_tiff_codecs", "
 _CLEAR, _EOI = 256, 257
 
 
+#: Bits of the k-th code after a clear code (k from 0), TIFF's "early change": 9 up to
+#: k = 253, 10 up to 765, 11 up to 1789, then 12. Each code but the first adds a table entry,
+#: so the widths of a run of codes are known before it is read.
+_RUN_WIDTHS = 9 + np.searchsorted(np.array([253, 765, 1789]), np.arange(4096), side="left")
+_RUN_WIDTHS_FULL = np.full(4096, 12)   # a table past 4096 entries without a clear (tolerated)
+
+
 def lzw_decode(encoded: bytes, /, *, out=None) -> bytes:
     """Decode TIFF LZW (MSB-first codes of 9-12 bits, with early change).
+
+    The codes between two clear codes are read at once with numpy (their widths follow from
+    their count, :data:`_RUN_WIDTHS`); only the table is built code by code, in Python.
 
     Parameters
     ----------
@@ -47,43 +57,52 @@ def lzw_decode(encoded: bytes, /, *, out=None) -> bytes:
     if data[:2] == b"\x00\x01":
         raise ValueError("old-style (LSB-first) LZW is not supported; re-save the TIFF")
     total_bits = 8 * len(data)
-    data += b"\x00\x00\x00"  # codes are read 3 bytes at a time
-    from_bytes = int.from_bytes
+    padded = np.frombuffer(data + b"\x00\x00", np.uint8).astype(np.int64)
+    windows = (padded[:-2] << 16) | (padded[1:-1] << 8) | padded[2:]  # 3 bytes from each byte on
     result = bytearray()
     table = [bytes((i,)) for i in range(256)] + [b"", b""]
     append = table.append
-    width, mask, next_width_at = 9, 511, 511
     prev = None
-    bitpos = 0
-    while bitpos + width <= total_bits:
-        p = bitpos >> 3
-        code = (from_bytes(data[p:p + 3], "big") >> (24 - (bitpos & 7) - width)) & mask
-        bitpos += width
-        if code == _EOI:
+    bitpos, widths = 0, _RUN_WIDTHS
+    while True:
+        ends = bitpos + np.cumsum(widths)
+        n = int(np.searchsorted(ends, total_bits, side="right"))  # codes wholly within the data
+        if n == 0:
             break
-        if code == _CLEAR:
-            del table[258:]
-            width, mask, next_width_at = 9, 511, 511
-            prev = None
+        starts = ends[:n] - widths[:n]
+        codes = (windows[starts >> 3] >> (24 - (starts & 7) - widths[:n])) & ((1 << widths[:n]) - 1)
+        special = np.flatnonzero((codes == _CLEAR) | (codes == _EOI))
+        run = int(special[0]) if special.size else n
+        todo = codes[:run].tolist()
+        if todo and prev is None:  # the first code after a clear is a literal
+            if todo[0] > 255:
+                raise ValueError(f"corrupt LZW stream: code {todo[0]} after a clear code")
+            prev = table[todo[0]]
+            result += prev
+            todo = todo[1:]
+        size = len(table)
+        for code in todo:
+            if code < size:
+                entry = table[code]
+                append(prev + entry[:1])
+            elif code == size:
+                entry = prev + prev[:1]
+                append(entry)
+            else:
+                raise ValueError(f"corrupt LZW stream: code {code} beyond the table ({size})")
+            size += 1
+            result += entry
+            prev = entry
+        if run == n:
+            if n < len(widths):
+                break                        # the data ends (without an end code)
+            bitpos, widths = int(ends[-1]), _RUN_WIDTHS_FULL
             continue
-        if prev is None:  # the first code after a clear is a literal
-            if code > 255:
-                raise ValueError(f"corrupt LZW stream: code {code} after a clear code")
-            entry = table[code]
-        elif code < len(table):
-            entry = table[code]
-            append(prev + entry[:1])
-        elif code == len(table):
-            entry = prev + prev[:1]
-            append(entry)
-        else:
-            raise ValueError(f"corrupt LZW stream: code {code} beyond the table ({len(table)})")
-        result += entry
-        prev = entry
-        if len(table) >= next_width_at and width < 12:  # early change: one code before the table fills
-            width += 1
-            mask = (1 << width) - 1
-            next_width_at = mask
+        if codes[run] == _EOI:
+            break
+        del table[258:]                      # a clear code: a new run of 9-bit codes
+        prev = None
+        bitpos, widths = int(ends[run]), _RUN_WIDTHS
     return bytes(result)
 
 
