@@ -88,6 +88,17 @@ MNFINDER_SPLITS = {"training-data": "train", "validation-data": "val", "test-dat
 MIN_SIZE = 4
 
 
+def without_small_objects(labels: np.ndarray, min_size: int = MIN_SIZE) -> np.ndarray:
+    """Instance labels with the objects under ``min_size`` pixels dropped (slivers), the rest
+    renumbered 1..n in the order of their labels, as uint16."""
+    labels = np.asarray(labels).astype(np.int64)
+    sizes = np.bincount(labels.ravel())
+    keep = np.flatnonzero(sizes[1:] >= min_size) + 1
+    relabel = np.zeros(sizes.size, np.int64)
+    relabel[keep] = np.arange(1, keep.size + 1)
+    return relabel[labels].astype(np.uint16)
+
+
 def labels_from_color_mask(rgba: np.ndarray, min_size: int = MIN_SIZE) -> np.ndarray:
     """Instance labels from a colour-coded mask, one colour per object.
 
@@ -873,11 +884,7 @@ def labels_from_polygons(polygons, shape: tuple[int, int], min_size: int = MIN_S
         xy = np.asarray(xy, float)
         if len(xy) >= 3:
             labels[polygon(xy[:, 1], xy[:, 0], shape)] = index
-    sizes = np.bincount(labels.ravel())
-    keep = np.flatnonzero(sizes[1:] >= min_size) + 1
-    relabel = np.zeros(sizes.size, np.int64)
-    relabel[keep] = np.arange(1, keep.size + 1)
-    return relabel[labels].astype(np.uint16)
+    return without_small_objects(labels, min_size)
 
 
 def _monuseg_polygons(xml: bytes) -> list[np.ndarray]:
@@ -944,8 +951,6 @@ def convert_he_monuseg(gitdir: Path, dest: Path, commit: str = MONUSEG_COMMIT) -
 def convert_he_consep(gitdir: Path, dest: Path, commit: str = CONSEP_COMMIT) -> list[dict]:
     """CoNSeP as 656 JPEG patches of 256 x 256 (16 per 1000 x 1000 image of the 27 training and
     14 test images) with their instance maps (``.npy``), as that repository's tests keep them."""
-    from skimage.segmentation import relabel_sequential
-
     def images():
         for path in _git_paths(gitdir, commit, r"tests/resources/consep/images/(train|test)/\w+\.jpg"):
             split, stem = PurePosixPath(path).parts[-2], PurePosixPath(path).stem
@@ -954,9 +959,7 @@ def convert_he_consep(gitdir: Path, dest: Path, commit: str = CONSEP_COMMIT) -> 
                 continue  # the mirror lacks this patch's content
             rgb = _png(_git_show(gitdir, commit, path))
             inst = np.load(io.BytesIO(_git_show(gitdir, commit, inst_path)))
-            inst = inst.astype(np.int64)
-            inst[np.bincount(inst.ravel())[inst] < MIN_SIZE] = 0  # slivers cut by the patch border
-            yield (f"consep_{stem}", rgb, relabel_sequential(inst)[0],
+            yield (f"consep_{stem}", rgb, without_small_objects(inst),  # slivers cut by the patch border
                    {"split": split, "slide": f"{split}_{stem.split('_')[1]}"})
 
     return _convert_nuclei_set(dest, images(), "CoNSeP: H&E nuclei, colorectal adenocarcinoma, 40x", CONSEP_REPO,
@@ -995,22 +998,16 @@ def labels_from_binary_mask(mask: np.ndarray, min_size: int = MIN_SIZE) -> np.nd
     """Instance labels from a binary nucleus mask: its 8-connected components, those under
     ``min_size`` pixels dropped (nuclei that touch stay one object)."""
     from scipy import ndimage as ndi
-    from skimage.segmentation import relabel_sequential
 
-    labels, _ = ndi.label(np.asarray(mask) > 0, structure=np.ones((3, 3), bool))
-    labels[np.bincount(labels.ravel())[labels] < min_size] = 0
-    return relabel_sequential(labels)[0].astype(np.uint16)
+    return without_small_objects(ndi.label(np.asarray(mask) > 0, structure=np.ones((3, 3), bool))[0], min_size)
 
 
 def labels_from_color_ids(rgb: np.ndarray, min_size: int = MIN_SIZE) -> np.ndarray:
     """Instance labels from an RGB-encoded instance map (one colour per object, black
     background), renumbered 1..n in the order of the colours' codes."""
-    from skimage.segmentation import relabel_sequential
-
     code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
     labels = np.unique(code, return_inverse=True)[1].reshape(code.shape)  # black (0) is label 0
-    labels[np.bincount(labels.ravel())[labels] < min_size] = 0
-    return relabel_sequential(labels)[0].astype(np.uint16)
+    return without_small_objects(labels, min_size)
 
 
 def convert_he_tnbc(gitdir: Path, dest: Path, commit: str = TNBC_COMMIT) -> list[dict]:
@@ -1091,7 +1088,6 @@ def convert_aits_u2os(gitdir: Path, dest: Path, commit: str = AITS_COMMIT) -> li
     hand and reviewed. The repository keeps them as 8-bit PNG (three equal channels, already
     scaled to 0-255) and HoVer-Net ``.mat`` files (``inst_map``)."""
     from scipy.io import loadmat
-    from skimage.segmentation import relabel_sequential
 
     def images():
         for path in _git_paths(gitdir, commit, rf"{AITS_DIR}/normalized_nuclei/\w+\.png"):
@@ -1100,9 +1096,8 @@ def convert_aits_u2os(gitdir: Path, dest: Path, commit: str = AITS_COMMIT) -> li
             if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mat)):
                 continue
             image = _png(_git_show(gitdir, commit, path))
-            inst = loadmat(io.BytesIO(_git_show(gitdir, commit, mat)))["inst_map"].astype(np.int64)
-            inst[np.bincount(inst.ravel())[inst] < MIN_SIZE] = 0
-            yield f"aits_{stem}", image[..., 0] if image.ndim == 3 else image, relabel_sequential(inst)[0], {}
+            inst = loadmat(io.BytesIO(_git_show(gitdir, commit, mat)))["inst_map"]
+            yield f"aits_{stem}", image[..., 0] if image.ndim == 3 else image, without_small_objects(inst), {}
 
     return _convert_nuclei_set(dest, images(), "Aitslab-bioimaging1: U2OS nuclei, Hoechst 33342, 20x "
                                "(evaluation only)", AITS_REPO, commit,
