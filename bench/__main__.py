@@ -91,12 +91,12 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
     return out
 
 
-def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,), warmup: int = 1,
-            diameters: dict | None = None, images: dict | None = None, nuclei: dict | None = None) -> dict:
-    """Per model id: page timings (WASM) from one page session, with the diameter estimated
-    ("auto") and given as the model's own (``diameters[model]``, "fixed"); plus the cold start.
-    ``images[model]`` replaces ``image_bytes`` for that model; ``nuclei[model]``: a nuclei model
-    id whose nuclei are segmented and linked too (whole-cell models)."""
+def browser(images: dict, threads: int, repeats: int, models=(None,), warmup: int = 1,
+            diameters: dict | None = None, nuclei: dict | None = None) -> dict:
+    """Per model id: page timings (WASM) of its image file's bytes (``images[model]``) from one
+    page session, with the diameter estimated ("auto") and given as the model's own
+    (``diameters[model]``, "fixed"); plus the cold start. ``nuclei[model]``: a nuclei model id
+    whose nuclei are segmented and linked too (whole-cell models)."""
     from bench import app_page
 
     results = {}
@@ -115,8 +115,8 @@ def browser(image_bytes: bytes, threads: int, repeats: int, models=(None,), warm
                           out.push({...r.timings, backend: r.backend, count: r.count});
                         }
                         return out.slice(warmup);
-                    }""", [base64.b64encode((images or {}).get(model, image_bytes)).decode(), repeats, model,
-                           warmup, diameter, (nuclei or {}).get(model)])
+                    }""", [base64.b64encode(images[model]).decode(), repeats, model, warmup, diameter,
+                           (nuclei or {}).get(model)])
                 med = lambda k: statistics.median(r.get(k, 0.0) for r in runs)  # noqa: E731,B023
                 entry.update({"backend": runs[0]["backend"], f"{mode}_ms": med("total"),
                               f"{mode}_roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
@@ -221,8 +221,8 @@ def main(argv=None) -> int:
     data = {m: p.read_bytes() for m, p in images.items()}
     nuclei = {m: args.nuclei for m in models if args.nuclei and reads_channels(m)}
     nat = {m: native(data[m], args.threads, args.repeats, m, args.warmup, nuclei.get(m)) for m in models}
-    webs = browser(data[models[0]], args.threads, args.repeats, models, args.warmup,
-                   diameters={m: nat[m]["diameter"] or None for m in models}, images=data, nuclei=nuclei)
+    webs = browser(data, args.threads, args.repeats, models, args.warmup,
+                   diameters={m: nat[m]["diameter"] or None for m in models}, nuclei=nuclei)
     for m in models:
         n, web = nat[m], webs[m]
         h, w = n["shape"]

@@ -18,7 +18,6 @@ import argparse
 import io
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -55,15 +54,11 @@ def tiff_bytes(image: np.ndarray, compression, predictor, eight_bit: bool) -> by
 
 
 def native_ms(data: bytes, repeats: int) -> float:
+    from bench.__main__ import median_ms
     from piximi_py.io import read_image_bytes
 
     read_image_bytes(data)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        read_image_bytes(data)
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+    return median_ms(lambda: read_image_bytes(data), repeats)
 
 
 def page_ms(page, data: bytes, repeats: int, diameter: float) -> tuple[float, int]:

@@ -221,24 +221,24 @@ def test_whole_cells_with_their_nuclei_in_the_page(web, models_dir):
     import piximi_py
     from piximi_py.measure import link_nuclei
 
-    buf = io.BytesIO(two_channel_sample().read_bytes())
-    res = segment(web, buf.getvalue(), backend="wasm", model="cells", nuclei="nuclei")
+    data = two_channel_sample().read_bytes()
+    res = segment(web, data, backend="wasm", model="cells", nuclei="nuclei")
     assert res["ok"], res
     assert res["channels"] == {"cyto": 0, "nuclei": 1}
     assert 0 < res["timings"]["nuclei"] < res["timings"]["total"]   # the nuclei are part of the time
-    ref = piximi_py.segment_image(buf.getvalue(), model="cells", nuclei="nuclei", models_dir=models_dir)
+    ref = piximi_py.segment_image(data, model="cells", nuclei="nuclei", models_dir=models_dir)
     assert_same_instances(ref.labels, res["labels"], "cells, page vs CPython")
     assert_same_instances(ref.nuclei.labels, res["nuclei_labels"], "nuclei of the cells, page vs CPython")
     assert res["nuclei_count"] == ref.nuclei.count
     assert {"nucleus_label", "nuclei", "intensity_mean-0", "intensity_mean-1"} <= set(res["columns"])
     assert link_nuclei(res["labels"], res["nuclei_labels"])[0].any()
-    given = segment(web, buf.getvalue(), backend="wasm", model="cells", channels={"cyto": 0, "nuclei": None})
+    given = segment(web, data, backend="wasm", model="cells", channels={"cyto": 0, "nuclei": None})
     assert given["ok"] and given["channels"] == {"cyto": 0, "nuclei": None}
-    assert_same_instances(piximi_py.segment_image(buf.getvalue(), model="cells", channels={"cyto": 0},
+    assert_same_instances(piximi_py.segment_image(data, model="cells", channels={"cyto": 0},
                                                   models_dir=models_dir).labels, given["labels"],
                           "cells without nuclei, page vs CPython")
     for bad, words in (({"cyto": 3}, "not in the image"), ({"nuclei": 1}, "'cyto' channel is needed")):
-        out = segment(web, buf.getvalue(), backend="wasm", model="cells", channels=bad)
+        out = segment(web, data, backend="wasm", model="cells", channels=bad)
         assert not out["ok"] and words in out["message"] and "Traceback" not in out["message"], out
 
 
