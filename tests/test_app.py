@@ -825,6 +825,14 @@ def test_offline_after_first_visit(app, files, models_dir):
         for name in ("index.html", "app.js", "worker.py"):
             got = offline.evaluate(f"fetch('{name}').then((r) => r.headers.get('content-security-policy'))")
             assert got == csp, (name, got)
+        # files are cached with those headers and handed over as cached (Chromium keeps the
+        # compiled WebAssembly beside a cached file only when it is not re-wrapped)
+        stored = offline.evaluate("""async () => {
+          const name = (await caches.keys()).find((k) => k.startsWith('piximi-'));
+          const r = await (await caches.open(name)).match('pyodide/pyodide.asm.wasm');
+          return r && {type: r.headers.get('content-type'), coep: r.headers.get('cross-origin-embedder-policy')};
+        }""")
+        assert stored == {"type": "application/wasm", "coep": "require-corp"}, stored
         # and nothing reached the network: a fetch outside the cache fails
         assert offline.evaluate("fetch('not-cached-' + Math.random()).then(() => 'online', () => 'offline')") == "offline"
     finally:
