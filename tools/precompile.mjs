@@ -1,4 +1,4 @@
-// Compile the pure-Python wheels the page installs to bytecode for the page's own
+// Compile the Python modules of the wheels the page installs to bytecode for the page's own
 // Python (Pyodide's, run here in Node.js): python -m tools.site calls it at build time.
 //   node tools/precompile.mjs IN.whl OUT.whl [IN.whl OUT.whl ...]
 // The Python side is tools/precompile.py; this file only boots Pyodide and moves files.

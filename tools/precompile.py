@@ -1,11 +1,12 @@
-"""Bytecode for a pure-Python wheel, made by the Python that will run it (run in Pyodide
-by ``tools/precompile.mjs``).
+"""Bytecode for a wheel's Python modules, made by the Python that will run it (run in
+Pyodide by ``tools/precompile.mjs``).
 
 Pyodide keeps its file system in memory, so the bytecode Python writes on import
-is lost with the page and every visit compiled tifffile and piximi_py again.
-Each module's ``__pycache__`` entry is added
+is lost with the page and every visit compiled numpy, tifffile and piximi_py again.
+Each module's ``__pycache__`` entry is added (compressed, as the wheel's files are)
 as an *unchecked* hash-based pyc (PEP 552): Python loads it without reading the
-source, and the source stays beside it for tracebacks.
+source, and the source stays beside it for tracebacks. Compiled extensions are
+copied as they are.
 """
 import base64
 import hashlib
@@ -36,7 +37,7 @@ def precompile_wheel(wheel) -> bytes:
                 code = compile(data, info.filename, "exec", dont_inherit=True)
                 pyc = bytes(_code_to_hash_pyc(code, importlib.util.source_hash(data), checked=False))
                 name = importlib.util.cache_from_source(info.filename)
-                dst.writestr(zipfile.ZipInfo(name, date_time=info.date_time), pyc)
+                dst.writestr(zipfile.ZipInfo(name, date_time=info.date_time), pyc, zipfile.ZIP_DEFLATED)
                 added.append(_record_line(name, pyc))
         if record_name is not None:
             lines = [line for line in record.splitlines() if line]

@@ -7,7 +7,8 @@ leaves the page's origin:
 * ``node_modules/pyodide``  -> ``pyodide/`` (only the runtime files Pyodide loads)
 * Pyodide package wheels    -> ``pyodide/`` (closure of REQUIRED_PYODIDE_PACKAGES in
   the npm ``pyodide-lock.json``; each file verified against the lock's sha256;
-  scipy goes to ``wheels/`` without the subpackages the page never imports)
+  numpy and scipy go to ``wheels/`` with bytecode, scipy without the subpackages the
+  page never imports)
 * pure-Python wheels (PyPI) -> ``wheels/`` (pinned in PURE_WHEELS)
 * the ``piximi_py`` wheel   -> ``wheels/``
 * onnxruntime-web           -> ``ort/`` (the ESM bundle + the one wasm build it loads)
@@ -60,6 +61,11 @@ PYODIDE_RUNTIME = [
 REQUIRED_PYODIDE_PACKAGES = ["numpy", "scipy", "pillow", "micropip", "packaging"]
 # What the worker loads before the page is ready; the other packages load right after.
 STARTUP_PACKAGES = ("numpy", "piximi_py")
+# Pyodide packages shipped from wheels/ with bytecode, as the pure-Python wheels are: Python
+# compiled numpy's modules from source at every visit (Pyodide's file system is in memory),
+# and Python starts slow on a restored snapshot (python -m bench.startup); scipy and Pillow
+# load while the first file is picked.
+PRECOMPILED_PYODIDE_PACKAGES = ("numpy", "scipy", "pillow")
 # Pure-Python wheels from PyPI, pinned exactly.
 PURE_WHEELS = {"tifffile": "2026.3.3", "roifile": "2026.2.10"}
 
@@ -317,8 +323,8 @@ SCIPY_UNUSED = ("cluster", "constants", "datasets", "fft", "fftpack", "integrate
 
 def precompile_wheels(pairs: dict) -> None:
     """Write each wheel ``src -> dest`` with bytecode compiled by Pyodide's own Python
-    (``tools/precompile.mjs`` in Node.js): the page then skips compiling tifffile and
-    piximi_py at every visit (Pyodide keeps no bytecode between visits)."""
+    (``tools/precompile.mjs`` in Node.js): the page then skips compiling numpy, scipy, Pillow,
+    tifffile and piximi_py at every visit (Pyodide keeps no bytecode between visits)."""
     for dest in pairs.values():
         dest.parent.mkdir(parents=True, exist_ok=True)
     args = [str(p) for src, dest in pairs.items() for p in (src, dest)]
@@ -429,23 +435,30 @@ def build_site(force: bool = False) -> Path:
     if lock["info"]["version"] != PYODIDE_VERSION:
         raise RuntimeError(f"pyodide-lock.json is for {lock['info']['version']}")
     pyodide_pkgs = package_closure(lock, REQUIRED_PYODIDE_PACKAGES)
-    wheel_urls = []
+    compiled = {}  # wheel -> its copy in wheels/ with bytecode (precompile_wheels)
+    trimmed_dir = tempfile.TemporaryDirectory(prefix="piximi-wheels-")
     for key in pyodide_pkgs:
         entry = lock["packages"][key]
         src = fetch_pyodide_file(entry["file_name"], entry["sha256"])
         if key == "scipy":  # shipped without the subpackages the page never imports
-            trimmed = trim_scipy_wheel(src, staging / "wheels")
-            wheel_urls.append(f"wheels/{trimmed.name}")
+            trimmed = trim_scipy_wheel(src, Path(trimmed_dir.name))
+            compiled[trimmed] = staging / "wheels" / trimmed.name
             log(f"pyodide package scipy {entry['version']} ok (sha256 verified), shipped without "
                 f"{', '.join(SCIPY_UNUSED)}: {src.stat().st_size / 1e6:.1f} -> {trimmed.stat().st_size / 1e6:.1f} MB")
-            continue
-        _copy(src, staging / "pyodide" / entry["file_name"])
-        log(f"pyodide package {key} {entry['version']} ok (sha256 verified)")
+        elif key in PRECOMPILED_PYODIDE_PACKAGES:
+            compiled[src] = staging / "wheels" / src.name
+            log(f"pyodide package {key} {entry['version']} ok (sha256 verified), shipped with bytecode")
+        else:
+            _copy(src, staging / "pyodide" / entry["file_name"])
+            log(f"pyodide package {key} {entry['version']} ok (sha256 verified)")
 
-    # pure-Python wheels + piximi_py wheel, with bytecode for the page's Python
+    # pure-Python wheels + piximi_py wheel, and the Pyodide wheels above, with bytecode for
+    # the page's Python
     pure = [fetch_pure_wheel(name, version) for name, version in PURE_WHEELS.items()] + [build_piximi_wheel()]
-    precompile_wheels({w: staging / "wheels" / w.name for w in pure})
-    wheel_urls += [f"wheels/{w.name}" for w in pure]
+    compiled.update({w: staging / "wheels" / w.name for w in pure})
+    with trimmed_dir:
+        precompile_wheels(compiled)
+    wheel_urls = [f"wheels/{dest.name}" for dest in compiled.values()]
 
     # onnxruntime-web
     for name in ORT_FILES:
@@ -493,11 +506,12 @@ def build_site(force: bool = False) -> Path:
         "pyscript_version": npm_version("@pyscript/core"),
         # Start-up loads what onnxruntime-web and the model need (numpy, piximi_py); the
         # worker loads the rest right after the page is ready (scipy, the decoders).
-        "pyodide_packages": [k for k in pyodide_pkgs if k in STARTUP_PACKAGES],
+        "pyodide_packages": [k for k in pyodide_pkgs if k in STARTUP_PACKAGES
+                             and k not in PRECOMPILED_PYODIDE_PACKAGES],
         "wheels": [w for w in wheel_urls if w.split("/")[-1].split("-")[0] in STARTUP_PACKAGES],
         # Pyodide's first: the scipy wheel needs their openblas library
         "deferred_pyodide_packages": [k for k in pyodide_pkgs if k not in STARTUP_PACKAGES
-                                      and k not in ("micropip", "packaging", "scipy")],
+                                      and k not in ("micropip", "packaging", *PRECOMPILED_PYODIDE_PACKAGES)],
         "deferred_wheels": [w for w in wheel_urls if w.split("/")[-1].split("-")[0] not in STARTUP_PACKAGES],
         "ort_modules": {k: f"ort/{name}" for k, name in ORT_MODULES.items()},
         "ort_wasm_paths": "ort/",
