@@ -106,7 +106,7 @@ function isolate(res, url) {
 // WebAssembly (Pyodide's, onnxruntime-web's) beside the cached file and reuses it on
 // the next visit, optimized code included. Without it a returning visit, whose
 // interpreter comes from the memory snapshot, ran Python in baseline code for its
-// first second: 2.9 s to ready against 2.1 s (python -m bench.startup --warm-repeats).
+// first second (python -m bench.startup --warm-repeats; README, "Start-up").
 self.addEventListener("fetch", (event) => {
   const req = event.request;
   if (req.method !== "GET" || !req.url.startsWith(SCOPE)) return;
