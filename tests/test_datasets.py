@@ -146,6 +146,42 @@ def test_aits_u2os_conversion_from_a_mirror(tmp_path):
     assert "evaluation only" in (tmp_path / "set" / "README.md").read_text()
 
 
+def test_kromp_and_bitdepth_conversion_from_mirrors(tmp_path):
+    """The evaluation-only DAPI sets: Kromp's uint8 images (an RGB one of three equal channels
+    becomes gray) and BitDepth's 16-bit images with the authors' corrected label masks ("label
+    masks modify", not "label masks") become gray images and uint16 labels numbered 1..n, slivers
+    dropped; run on git repositories laid out as the mirrors are."""
+    import tifffile
+
+    from training.datasets import KROMP_DIR, convert_bitdepth_dapi, convert_kromp_dapi
+
+    gray = (np.arange(32 * 32).reshape(32, 32) % 251).astype(np.uint8)
+    inst = np.zeros((32, 32), np.uint16)
+    inst[2:8, 2:8], inst[20:30, 20:30], inst[0, 31] = 7, 3, 9  # ids with gaps; id 9 is a 1-px sliver
+    kromp = tmp_path / "kromp"
+    for sub in ("rawimages", "groundtruth"):
+        (kromp / KROMP_DIR / sub).mkdir(parents=True)
+    tifffile.imwrite(kromp / KROMP_DIR / "rawimages" / "Neuroblastoma_1.tif", np.repeat(gray[..., None], 3, axis=2))
+    tifffile.imwrite(kromp / KROMP_DIR / "groundtruth" / "Neuroblastoma_1.tif", inst)
+    bitdepth = tmp_path / "bitdepth"
+    for sub in ("images_16bit", "label masks", "label masks modify"):
+        (bitdepth / "data" / "40x oil" / sub).mkdir(parents=True)
+    tifffile.imwrite(bitdepth / "data" / "40x oil" / "images_16bit" / "liver_40x_1.tif", gray.astype(np.uint16) * 100)
+    tifffile.imwrite(bitdepth / "data" / "40x oil" / "label masks" / "liver_40x_1.tif", np.zeros_like(inst))
+    tifffile.imwrite(bitdepth / "data" / "40x oil" / "label masks modify" / "liver_40x_1.tif", inst)
+    for convert, work, name, dtype in ((convert_kromp_dapi, kromp, "kromp_Neuroblastoma_1", np.uint8),
+                                       (convert_bitdepth_dapi, bitdepth, "bitdepth_liver_40x_1", np.uint16)):
+        dest = tmp_path / f"set-{work.name}"
+        records = convert(work / ".git", dest, committed(work))
+        assert [r["name"] for r in records] == [name] and records[0]["nuclei"] == 2
+        image = tifffile.imread(dest / "images" / f"{name}.tif")
+        labels = tifffile.imread(dest / "masks" / f"{name}.tif")
+        assert image.dtype == dtype and np.array_equal(image, gray.astype(dtype) * (1 if dtype == np.uint8 else 100))
+        assert labels.dtype == np.uint16 and sorted(np.unique(labels)) == [0, 1, 2]
+        assert labels[0, 31] == 0 and labels[3, 3] != labels[25, 25] != 0
+        assert "evaluation only" in (dest / "README.md").read_text()
+
+
 def test_he_tnbc_and_cryonuseg_conversion_from_mirrors(tmp_path):
     """TNBC's binary masks become their 8-connected components (slivers dropped); CryoNuSeg's
     RGB-coded instance map one nucleus per colour; both keep the RGB of the tile."""

@@ -1111,11 +1111,83 @@ def fetch_aits_u2os(dest: Path = DATA_CACHE / "aits_u2os", mirrors: Path | None 
     return _fetch_from_mirror(dest, AITS_REPO, AITS_COMMIT, convert_aits_u2os, mirrors)
 
 
+KROMP_REPO = "madziejm/cell-nuclei-segmentation"
+KROMP_COMMIT = "afec7dfd03376cac113d1b3234bebe968b96207a"
+KROMP_DIR = "cell_nuclei_segmentation/dataset"
+KROMP_LICENCE = ("CC0: the set's own `readme.txt` (\"The dataset is assigned with an open data license "
+                 "(CC0)\", Florian Kromp, 15.04.2020) and `cc0.html` beside it; the repository's MIT "
+                 "licence covers its code. Used here for evaluation only: never trained on.")
+
+
+def convert_kromp_dapi(gitdir: Path, dest: Path, commit: str = KROMP_COMMIT) -> list[dict]:
+    """Kromp et al. 2020 (BioStudies S-BSST265): 79 DAPI images of neuroblastoma and
+    ganglioneuroblastoma tissue sections, bone-marrow cytospins, touch imprints, cell lines, a Wilms
+    tumour and HaCaT cells (Children's Cancer Research Institute, Vienna), on a Zeiss Axioplan II
+    widefield microscope (Metafer) at 10x-63x and two confocal microscopes, every nucleus annotated
+    (label images)."""
+    def images():
+        for path in _git_paths(gitdir, commit, rf"{KROMP_DIR}/rawimages/[^/]+\.tif"):
+            name = PurePosixPath(path).name
+            mask = f"{KROMP_DIR}/groundtruth/{name}"
+            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mask)):
+                continue
+            image = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, path)))
+            labels = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, mask)))
+            yield (f"kromp_{safe_name(PurePosixPath(name).stem)}", image[..., 0] if image.ndim == 3 else image,
+                   without_small_objects(labels), {})
+
+    return _convert_nuclei_set(dest, images(), "Kromp et al. 2020 (S-BSST265): DAPI nuclei of tumour and "
+                               "normal cells, 10x-63x (evaluation only)", KROMP_REPO, commit,
+                               f"`{KROMP_DIR}/{{rawimages,groundtruth}}/NAME.tif`", KROMP_LICENCE,
+                               "uint8 as it is, the first channel of the 7 RGB images (their three are equal); "
+                               f"the label image renumbered 1..n, objects under {MIN_SIZE} px dropped.")
+
+
+def fetch_kromp_dapi(dest: Path = DATA_CACHE / "kromp_dapi", mirrors: Path | None = None) -> Path:
+    """Kromp et al.'s DAPI nuclei (evaluation only) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, KROMP_REPO, KROMP_COMMIT, convert_kromp_dapi, mirrors)
+
+
+#: The commit that holds the images as files (later ones keep only data/data.zip).
+BITDEPTH_REPO = "masih4/BitDepth_NucSeg"
+BITDEPTH_COMMIT = "a2636522daae6cefd4884cf7648126f0a555e12b"
+BITDEPTH_LICENCE = ("Apache-2.0, the repository's `LICENSE` (its README states no other licence for "
+                    "the data). Used here for evaluation only: never trained on.")
+
+
+def convert_bitdepth_dapi(gitdir: Path, dest: Path, commit: str = BITDEPTH_COMMIT) -> list[dict]:
+    """BitDepth_NucSeg (Mahbod et al., Diagnostics 2021, Medical University of Vienna): 70 DAPI images
+    (512 x 512, 16-bit) of tissue sections of five organs at 20x, 40x (air and oil) and 63x (oil),
+    every nucleus annotated; the authors' corrected label masks ("label masks modify")."""
+    def images():
+        for path in _git_paths(gitdir, commit, r"data/[^/]+/images_16bit/[^/]+\.tif"):
+            folder, name = path.split("/")[1], PurePosixPath(path).name
+            mask = f"data/{folder}/label masks modify/{name}"
+            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mask)):
+                continue
+            image = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, path)))
+            labels = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, mask)))
+            yield (f"bitdepth_{safe_name(PurePosixPath(name).stem)}", image, without_small_objects(labels),
+                   {"objective": folder})
+
+    return _convert_nuclei_set(dest, images(), "BitDepth_NucSeg: DAPI nuclei of tissue sections, 20x-63x "
+                               "(evaluation only)", BITDEPTH_REPO, commit,
+                               "`data/MAGNIFICATION/{images_16bit,label masks modify}/NAME.tif`", BITDEPTH_LICENCE,
+                               "the 16-bit image as it is; the label image renumbered 1..n, objects under "
+                               f"{MIN_SIZE} px dropped.")
+
+
+def fetch_bitdepth_dapi(dest: Path = DATA_CACHE / "bitdepth_dapi", mirrors: Path | None = None) -> Path:
+    """BitDepth_NucSeg's DAPI nuclei (evaluation only) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, BITDEPTH_REPO, BITDEPTH_COMMIT, convert_bitdepth_dapi, mirrors)
+
+
 FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train,
             "cells_bbbc018": fetch_cells_bbbc018, "cells_usiigaci": fetch_cells_usiigaci,
             "cells_bbbc030": fetch_cells_bbbc030, "he_monuseg": fetch_he_monuseg,
             "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018, "he_tnbc": fetch_he_tnbc,
-            "he_cryonuseg": fetch_he_cryonuseg, "aits_u2os": fetch_aits_u2os}
+            "he_cryonuseg": fetch_he_cryonuseg, "aits_u2os": fetch_aits_u2os,
+            "kromp_dapi": fetch_kromp_dapi, "bitdepth_dapi": fetch_bitdepth_dapi}
 #: The whole-cell sets, one acquisition source each (``training.cells``).
 CELL_SETS = ("cells_bbbc018", "cells_usiigaci", "cells_bbbc030")
 #: The stained-slide (H&E) nuclei sets the H&E models train on, one source each (``training.he``).
