@@ -8,6 +8,7 @@ The page runs the same pipeline in Pyodide with onnxruntime-web; see
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,8 +53,15 @@ def run_sync(coroutine):
     raise RuntimeError("the backend suspended; await piximi_py.pipeline.segment_async instead")
 
 
-@lru_cache(maxsize=8)
 def _native_backend(path: str, threads):
+    """The onnxruntime session of the model file at ``path``, kept for the next call while the file
+    stays as it is (a model taught again into the same file is loaded again)."""
+    st = os.stat(path)
+    return _cached_backend(path, st.st_mtime_ns, st.st_size, threads)
+
+
+@lru_cache(maxsize=8)
+def _cached_backend(path: str, mtime_ns: int, size: int, threads):
     from .backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(path, threads=threads)

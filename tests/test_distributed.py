@@ -115,7 +115,7 @@ def test_dask_run_matches_single_process_cli(screen, reference, client, tmp_path
     assert report["cluster"]["workers"] == 2 and report["cluster"]["workers_used"] == 2
     assert report["options"]["threads_per_session"] == 1
     # one onnxruntime session per worker process, created once and reused for every image
-    sessions = client.run(lambda: piximi_py._native_backend.cache_info().misses)
+    sessions = client.run(lambda: piximi_py._cached_backend.cache_info().misses)
     assert list(sessions.values()) == [1, 1], sessions
 
     # the run's tables and report

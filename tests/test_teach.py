@@ -91,11 +91,21 @@ def test_teach_model_writes_a_file_cpython_runs(models_dir, tmp_path):
     image, truth = read_image(image_path), read_image(mask_path).astype(np.int32)
     h, w = image.shape[0] // 2, image.shape[1] // 2
     path = tmp_path / "taught.onnx"
+    # the file first holds the model as shipped and is run once: teaching into the same file must
+    # replace the model that the next call runs (not a session kept from the first)
+    from piximi_py.modelfile import resolve_model
+
+    path.write_bytes(resolve_model("nuclei_unet", models_dir)[1].read_bytes())
+    untaught = piximi_py.segment(image[:, w:], model=str(path), models_dir=models_dir)
     adaptation = T.teach_model([(image[:h, :w], truth[:h, :w]), ("bottom-left", image[h:, :w], truth[h:, :w])],
                                path, "nuclei_unet", models_dir=models_dir)
     assert adaptation.images == ["image 1", "bottom-left"]
     labels = piximi_py.segment(image[:, w:], model=str(path), models_dir=models_dir)
     assert average_precision(truth[:, w:], labels) > 0.9
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(path.read_bytes())
+    assert np.array_equal(labels, piximi_py.segment(image[:, w:], model=str(copy), models_dir=models_dir))
+    assert not np.array_equal(labels, untaught)
 
 
 def test_a_taught_models_description_and_card(models_dir):
