@@ -46,6 +46,9 @@ class ModelSpec:
     #: (``piximi_py.teach``): replaces the estimate of an image whose objects measure about
     #: that (``piximi_py.pipeline.TAUGHT_DIAMETER_RANGE``); 0 = none
     image_diameter: float = 0.0
+    #: postprocess options the diameter estimate runs with instead of ``postprocess``; a taught
+    #: model keeps its starting model's here (``piximi_py.teach.spec_from_metadata``); {} = none
+    estimate_postprocess: dict = field(default_factory=dict)
     #: the model reads one stain of a colour image ("hematoxylin": nuclei of brightfield H&E
     #: slides, ``piximi_py.preprocess.hematoxylin_density``), not its intensity; "" = none
     stain: str = ""

@@ -387,8 +387,10 @@ def spec_from_metadata(spec: ModelSpec, metadata: dict) -> ModelSpec:
     note = (f" Adapted from {source} on {len(images)} corrected image(s) ({', '.join(images[:5])}"
             f"{', ...' if len(images) > 5 else ''}); "
             + (f"objects about {diameter:.1f} px across." if diameter else "object size estimated per image."))
+    # the diameter estimate keeps the starting model's thresholds (pipeline._estimating)
+    estimate = {k: spec.postprocess[k] for k in post if k in spec.postprocess}
     return dataclasses.replace(spec, postprocess={**spec.postprocess, **post}, image_diameter=diameter,
-                               description=spec.description + note)
+                               estimate_postprocess=estimate, description=spec.description + note)
 
 
 def teach_model(corrected, path, model=None, *, models_dir=None, budget_s: float = 45.0) -> Adaptation:

@@ -55,6 +55,12 @@ def test_corrected_quarters_teach_the_model_and_the_file_reloads(models_dir, tmp
     before = piximi_py.run_sync(segment_async(right, spec, OnnxRuntimeBackend(data)))
     taught_spec = T.spec_from_metadata(spec, onnxfile.read_metadata(new))
     assert taught_spec.image_diameter == pytest.approx(adaptation.diameter)
+    # the diameter estimate runs with the starting model's thresholds, the instances with the taught
+    from piximi_py.pipeline import _estimating
+
+    keys = ("foreground_threshold", "seed_threshold")
+    assert {k: taught_spec.postprocess[k] for k in keys} == {k: adaptation.postprocess[k] for k in keys}
+    assert {k: _estimating(taught_spec).postprocess[k] for k in keys} == {k: spec.postprocess[k] for k in keys}
     after = piximi_py.run_sync(segment_async(right, taught_spec, OnnxRuntimeBackend(new)))
     assert after.diameter == pytest.approx(adaptation.diameter) and not after.diameter_estimated
     ap_before, ap_after = average_precision(right_truth, before.labels), average_precision(right_truth, after.labels)
