@@ -11,7 +11,6 @@ callers use :func:`piximi_py.segment`, which drives it with :func:`piximi_py.run
 """
 from __future__ import annotations
 
-
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional

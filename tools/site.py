@@ -7,8 +7,8 @@ leaves the page's origin:
 * ``node_modules/pyodide``  -> ``pyodide/`` (only the runtime files Pyodide loads)
 * Pyodide package wheels    -> ``pyodide/`` (closure of REQUIRED_PYODIDE_PACKAGES in
   the npm ``pyodide-lock.json``; each file verified against the lock's sha256;
-  numpy and scipy go to ``wheels/`` with bytecode, scipy without the subpackages the
-  page never imports)
+  numpy, scipy and Pillow go to ``wheels/`` with bytecode, scipy without the subpackages
+  the page never imports)
 * pure-Python wheels (PyPI) -> ``wheels/`` (pinned in PURE_WHEELS)
 * the ``piximi_py`` wheel   -> ``wheels/``
 * onnxruntime-web           -> ``ort/`` (the ESM bundle + the one wasm build it loads)
