@@ -703,6 +703,16 @@ def _git_paths(gitdir: Path, commit: str, pattern: str) -> list[str]:
     return sorted(n for n in names if re.fullmatch(pattern, n))
 
 
+def _git_pairs(gitdir: Path, commit: str, pattern: str, partner):
+    """``(path, its bytes, its partner's bytes)`` of each file matching ``pattern``, its partner being
+    the file ``partner(path)`` names (its mask, its annotation); pairs whose content the mirror
+    lacks are left out (a snapshot may list a large file it does not hold)."""
+    for path in _git_paths(gitdir, commit, pattern):
+        other = partner(path)
+        if _git_has(gitdir, commit, path) and _git_has(gitdir, commit, other):
+            yield path, _git_show(gitdir, commit, path), _git_show(gitdir, commit, other)
+
+
 def _png(data: bytes) -> np.ndarray:
     from PIL import Image
 
@@ -932,14 +942,14 @@ def convert_he_monuseg(gitdir: Path, dest: Path, commit: str = MONUSEG_COMMIT) -
     """MoNuSeg: 44 H&E tiles (1000 x 1000, 40x, 0.25 um/px) of TCGA slides from 7+ organs and
     many hospitals, every nucleus outlined (the 30 training and 14 test tiles together)."""
     def images():
-        for path in _git_paths(gitdir, commit, r"datasets/MoNuSeg\w+Data/.*\.xml"):
-            stem = PurePosixPath(path).stem
-            folder = path.split("/")[1]
-            tif = next(iter(_git_paths(gitdir, commit, rf"datasets/{folder}/(.*/)?{re.escape(stem)}\.tif")))
-            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, tif)):
-                continue  # the mirror lacks this tile's content
-            rgb = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, tif)))
-            labels = labels_from_polygons(_monuseg_polygons(_git_show(gitdir, commit, path)), rgb.shape[:2])
+        def tiff_of(xml):
+            folder, stem = xml.split("/")[1], PurePosixPath(xml).stem
+            return next(iter(_git_paths(gitdir, commit, rf"datasets/{folder}/(.*/)?{re.escape(stem)}\.tif")))
+
+        for path, xml, tif in _git_pairs(gitdir, commit, r"datasets/MoNuSeg\w+Data/.*\.xml", tiff_of):
+            stem, folder = PurePosixPath(path).stem, path.split("/")[1]
+            rgb = tifffile.imread(io.BytesIO(tif))
+            labels = labels_from_polygons(_monuseg_polygons(xml), rgb.shape[:2])
             yield f"monuseg_{stem[:23]}", rgb, labels, {"split": "test" if "Test" in folder else "train"}
 
     return _convert_nuclei_set(dest, images(), "MoNuSeg: H&E nuclei, TCGA, 40x", MONUSEG_REPO, commit,
@@ -952,13 +962,13 @@ def convert_he_consep(gitdir: Path, dest: Path, commit: str = CONSEP_COMMIT) -> 
     """CoNSeP as 656 JPEG patches of 256 x 256 (16 per 1000 x 1000 image of the 27 training and
     14 test images) with their instance maps (``.npy``), as that repository's tests keep them."""
     def images():
-        for path in _git_paths(gitdir, commit, r"tests/resources/consep/images/(train|test)/\w+\.jpg"):
+        def inst_of(jpg):
+            return f"tests/resources/consep/inst/{PurePosixPath(jpg).parts[-2]}/{PurePosixPath(jpg).stem}.npy"
+
+        for path, jpg, npy in _git_pairs(gitdir, commit, r"tests/resources/consep/images/(train|test)/\w+\.jpg",
+                                            inst_of):
             split, stem = PurePosixPath(path).parts[-2], PurePosixPath(path).stem
-            inst_path = f"tests/resources/consep/inst/{split}/{stem}.npy"
-            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, inst_path)):
-                continue  # the mirror lacks this patch's content
-            rgb = _png(_git_show(gitdir, commit, path))
-            inst = np.load(io.BytesIO(_git_show(gitdir, commit, inst_path)))
+            rgb, inst = _png(jpg), np.load(io.BytesIO(npy))
             yield (f"consep_{stem}", rgb, without_small_objects(inst),  # slivers cut by the patch border
                    {"split": split, "slide": f"{split}_{stem.split('_')[1]}"})
 
@@ -1014,12 +1024,12 @@ def convert_he_tnbc(gitdir: Path, dest: Path, commit: str = TNBC_COMMIT) -> list
     """TNBC: 50 H&E tiles (512 x 512, 40x) of triple-negative breast cancer from 11 patients of
     the Institut Curie, every nucleus annotated (as a binary mask per tile)."""
     def images():
-        for path in _git_paths(gitdir, commit, r"dataset/TNBC/Slide_\d+/\d+_\d+\.png"):
+        def mask_of(png):
+            return f"dataset/TNBC/GT_{PurePosixPath(png).parent.name.split('_')[1]}/{PurePosixPath(png).name}"
+
+        for path, png, mask in _git_pairs(gitdir, commit, r"dataset/TNBC/Slide_\d+/\d+_\d+\.png", mask_of):
             slide, stem = PurePosixPath(path).parent.name.split("_")[1], PurePosixPath(path).stem
-            mask = f"dataset/TNBC/GT_{slide}/{stem}.png"
-            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mask)):
-                continue
-            rgb, gt = _png(_git_show(gitdir, commit, path)), _png(_git_show(gitdir, commit, mask))
+            rgb, gt = _png(png), _png(mask)
             yield f"tnbc_{stem}", rgb[..., :3], labels_from_binary_mask(gt if gt.ndim == 2 else gt[..., 0]), \
                 {"slide": slide}
 
@@ -1033,13 +1043,10 @@ def convert_he_cryonuseg(gitdir: Path, dest: Path, commit: str = COP_COMMIT) -> 
     """CryoNuSeg's test split: 10 H&E tiles (512 x 512, 40x) of frozen sections from 10 human
     organs (TCGA), every nucleus outlined; kept in that repository with an RGB-coded instance map."""
     def images():
-        for path in _git_paths(gitdir, commit, rf"{re.escape(CRYONUSEG_DIR)}/image/\w+\.tif"):
-            stem = PurePosixPath(path).stem
-            mask = f"{CRYONUSEG_DIR}/mask_instance/{stem}.png"
-            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mask)):
-                continue
-            rgb = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, path)))
-            yield f"cryonuseg_{stem}", rgb[..., :3], labels_from_color_ids(_png(_git_show(gitdir, commit, mask))), {}
+        for path, tif, mask in _git_pairs(gitdir, commit, rf"{re.escape(CRYONUSEG_DIR)}/image/\w+\.tif",
+                                             lambda p: f"{CRYONUSEG_DIR}/mask_instance/{PurePosixPath(p).stem}.png"):
+            rgb = tifffile.imread(io.BytesIO(tif))
+            yield f"cryonuseg_{PurePosixPath(path).stem}", rgb[..., :3], labels_from_color_ids(_png(mask)), {}
 
     return _convert_nuclei_set(dest, images(), "CryoNuSeg (test split): H&E nuclei of frozen sections, 10 organs, "
                                "40x", COP_REPO, commit, f"`{CRYONUSEG_DIR}/{{image/NAME.tif,mask_instance/NAME.png}}`",
@@ -1090,14 +1097,11 @@ def convert_aits_u2os(gitdir: Path, dest: Path, commit: str = AITS_COMMIT) -> li
     from scipy.io import loadmat
 
     def images():
-        for path in _git_paths(gitdir, commit, rf"{AITS_DIR}/normalized_nuclei/\w+\.png"):
-            stem = PurePosixPath(path).stem
-            mat = f"{AITS_DIR}/annotation_nuclei/{stem}.mat"
-            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mat)):
-                continue
-            image = _png(_git_show(gitdir, commit, path))
-            inst = loadmat(io.BytesIO(_git_show(gitdir, commit, mat)))["inst_map"]
-            yield f"aits_{stem}", image[..., 0] if image.ndim == 3 else image, without_small_objects(inst), {}
+        for path, png, mat in _git_pairs(gitdir, commit, rf"{AITS_DIR}/normalized_nuclei/\w+\.png",
+                                            lambda p: f"{AITS_DIR}/annotation_nuclei/{PurePosixPath(p).stem}.mat"):
+            image, inst = _png(png), loadmat(io.BytesIO(mat))["inst_map"]
+            yield (f"aits_{PurePosixPath(path).stem}", image[..., 0] if image.ndim == 3 else image,
+                   without_small_objects(inst), {})
 
     return _convert_nuclei_set(dest, images(), "Aitslab-bioimaging1: U2OS nuclei, Hoechst 33342, 20x "
                                "(evaluation only)", AITS_REPO, commit,
@@ -1126,14 +1130,10 @@ def convert_kromp_dapi(gitdir: Path, dest: Path, commit: str = KROMP_COMMIT) -> 
     widefield microscope (Metafer) at 10x-63x and two confocal microscopes, every nucleus annotated
     (label images)."""
     def images():
-        for path in _git_paths(gitdir, commit, rf"{KROMP_DIR}/rawimages/[^/]+\.tif"):
-            name = PurePosixPath(path).name
-            mask = f"{KROMP_DIR}/groundtruth/{name}"
-            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mask)):
-                continue
-            image = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, path)))
-            labels = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, mask)))
-            yield (f"kromp_{safe_name(PurePosixPath(name).stem)}", image[..., 0] if image.ndim == 3 else image,
+        for path, tif, mask in _git_pairs(gitdir, commit, rf"{KROMP_DIR}/rawimages/[^/]+\.tif",
+                                             lambda p: f"{KROMP_DIR}/groundtruth/{PurePosixPath(p).name}"):
+            image, labels = tifffile.imread(io.BytesIO(tif)), tifffile.imread(io.BytesIO(mask))
+            yield (f"kromp_{safe_name(PurePosixPath(path).stem)}", image[..., 0] if image.ndim == 3 else image,
                    without_small_objects(labels), {})
 
     return _convert_nuclei_set(dest, images(), "Kromp et al. 2020 (S-BSST265): DAPI nuclei of tumour and "
@@ -1160,15 +1160,13 @@ def convert_bitdepth_dapi(gitdir: Path, dest: Path, commit: str = BITDEPTH_COMMI
     (512 x 512, 16-bit) of tissue sections of five organs at 20x, 40x (air and oil) and 63x (oil),
     every nucleus annotated; the authors' corrected label masks ("label masks modify")."""
     def images():
-        for path in _git_paths(gitdir, commit, r"data/[^/]+/images_16bit/[^/]+\.tif"):
-            folder, name = path.split("/")[1], PurePosixPath(path).name
-            mask = f"data/{folder}/label masks modify/{name}"
-            if not (_git_has(gitdir, commit, path) and _git_has(gitdir, commit, mask)):
-                continue
-            image = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, path)))
-            labels = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, mask)))
-            yield (f"bitdepth_{safe_name(PurePosixPath(name).stem)}", image, without_small_objects(labels),
-                   {"objective": folder})
+        def mask_of(tif):
+            return f"data/{tif.split('/')[1]}/label masks modify/{PurePosixPath(tif).name}"
+
+        for path, tif, mask in _git_pairs(gitdir, commit, r"data/[^/]+/images_16bit/[^/]+\.tif", mask_of):
+            image, labels = tifffile.imread(io.BytesIO(tif)), tifffile.imread(io.BytesIO(mask))
+            yield (f"bitdepth_{safe_name(PurePosixPath(path).stem)}", image, without_small_objects(labels),
+                   {"objective": path.split("/")[1]})
 
     return _convert_nuclei_set(dest, images(), "BitDepth_NucSeg: DAPI nuclei of tissue sections, 20x-63x "
                                "(evaluation only)", BITDEPTH_REPO, commit,
