@@ -173,6 +173,7 @@ def test_gpu_run_files_travel_and_come_back(tmp_path):
     """What a GPU run carries (pack_data: the real sets as .tar.xz) and what it returns (pack):
     unpack_runs puts the leave-one-source-out folds where training.loso reads them."""
     torch = pytest.importorskip("torch")
+    import io
     import tarfile
 
     import tifffile
@@ -182,10 +183,30 @@ def test_gpu_run_files_travel_and_come_back(tmp_path):
     for name in ("set_a", "set_b"):
         (tmp_path / "data" / name / "images").mkdir(parents=True)
         tifffile.imwrite(tmp_path / "data" / name / "images" / "x.tif", np.arange(16, dtype=np.uint8).reshape(4, 4))
-    files = pack_data(tmp_path / "data", tmp_path / "carry", sets=["set_a", "set_b", "set_absent"])
-    assert [f.name for f in files] == ["set_a.tar.xz", "set_b.tar.xz"]
+    def read(tf, name):
+        return tifffile.imread(io.BytesIO(tf.extractfile(name).read()))
+
+    # big nuclei travel shrunk to PACK_MAX_DIAMETER, in the image's dtype; small ones as they are
+    yy, xx = np.mgrid[0:320, 0:320]
+    big = sum((i + 1) * (((yy - cy) ** 2 + (xx - cx) ** 2) < 40 ** 2)
+              for i, (cy, cx) in enumerate([(60, 60), (60, 250), (250, 60), (250, 250), (160, 160)]))
+    for name, labels in (("set_b", big[::4, ::4]), ("set_c", big)):
+        (tmp_path / "data" / name / "masks").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / name / "images").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(tmp_path / "data" / name / "masks" / "y.tif", labels.astype(np.uint16))
+        tifffile.imwrite(tmp_path / "data" / name / "images" / "y.tif", (labels > 0).astype(np.uint16) * 4000)
+    files = pack_data(tmp_path / "data", tmp_path / "carry", sets=["set_a", "set_b", "set_c", "set_absent"])
+    assert [f.name for f in files] == ["set_a.tar.xz", "set_b.tar.xz", "set_c.tar.xz"]
     with tarfile.open(files[1]) as tf:
-        assert "set_b/images/x.tif" in tf.getnames()
+        assert {"set_b/images/x.tif", "set_b/images/y.tif", "set_b/masks/y.tif"} <= set(tf.getnames())
+        assert read(tf, "set_b/masks/y.tif").shape == (80, 80)
+    from piximi_py.diameter import median_diameter
+    from training.zoo import PACK_MAX_DIAMETER
+
+    with tarfile.open(files[2]) as tf:
+        labels, image = read(tf, "set_c/masks/y.tif"), read(tf, "set_c/images/y.tif")
+    assert labels.shape == image.shape == (160, 160) and image.dtype == np.uint16 and image.max() == 4000
+    assert abs(median_diameter(labels)[0] - PACK_MAX_DIAMETER) < 2 and set(np.unique(labels)) == set(range(6))
     for run in ("unet_x", "without_src"):
         (tmp_path / "runs" / run).mkdir(parents=True)
         torch.save({"state_dict": {"w": torch.ones(2)}, "run": {"name": run}}, tmp_path / "runs" / run / "model.pt")
@@ -234,3 +255,46 @@ def test_instance_formulations_on_touching_nuclei():
     assert counts == {"interior seeds": 2, "foreground components": 1, "foreground + distance watershed": 2}
     with pytest.raises(ValueError, match="unknown method"):
         instances(prob, "magic", post)
+
+
+def test_a_fold_continues_only_from_runs_that_never_saw_its_source(tmp_path, monkeypatch):
+    """loso-train --start: each fold continues from the earlier run that left its source out (or the
+    run on every set, for a source no earlier fold left out), never from one that trained on it,
+    following the chain of runs each started from; the schedule names both stages."""
+    torch = pytest.importorskip("torch")
+    import tifffile
+
+    from training import loso
+
+    data = tmp_path / "data"
+    for name in ("set_a", "set_b", "set_c"):
+        (data / name / "images").mkdir(parents=True)
+        tifffile.imwrite(data / name / "images" / "x.tif", np.zeros((4, 4), np.uint8))
+    start = tmp_path / "start"
+
+    def run(folder, **record):
+        (start / folder).mkdir(parents=True)
+        record = {"iterations": 5000, "batch": 16, "device": "cuda", "seconds": 300.0, "exclude_sources": [],
+                  **record}
+        torch.save({"state_dict": {}, "run": record}, start / folder / "model.pt")
+
+    run("without_set_a", sets=["/gpu/data/set_a", "/gpu/data/set_b"], exclude_sources=["set_a"])
+    run("everything", sets=["/gpu/data/set_a", "/gpu/data/set_b"])
+    assert loso.start_checkpoint(start, "set_a", data) == start / "without_set_a" / "model.pt"
+    assert loso.start_checkpoint(start, "set_c", data) == start / "everything" / "model.pt"
+    with pytest.raises(ValueError, match="trained on images of set_b"):
+        loso.start_checkpoint(start, "set_b", data)
+    with pytest.raises(FileNotFoundError):
+        loso.start_checkpoint(tmp_path / "none", "set_a", data)
+
+    second = {"sets": ["set_b", "set_c"], "exclude_sources": [], "iterations": 1000, "batch": 16, "lr": 1e-3,
+              "device": "cpu"}
+    assert loso.never_saw(second, "set_a", data)
+    assert not loso.never_saw({**second, "start": {"sets": ["set_a"], "exclude_sources": []}}, "set_a", data)
+    monkeypatch.setattr(loso, "RUNS", tmp_path / "loso")
+    (tmp_path / "loso" / "without_set_a").mkdir(parents=True)
+    torch.save({"run": {**second, "start": torch.load(start / "without_set_a" / "model.pt")["run"]}},
+               tmp_path / "loso" / "without_set_a" / "model.pt")
+    assert loso.fold_schedule(["set_a"]) == (
+        "1000 iterations of batch 16 on the CPU at learning rate 0.001, continuing folds of 5000 iterations of "
+        "batch 16, 300 s each side by side on one GPU on fewer sets (set_a, set_b; each fold without its source)")

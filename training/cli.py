@@ -76,10 +76,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_loso_train(args) -> int:
-    from .loso import FOLD_ITERATIONS, FOLD_SOURCES, train_folds
+    from .loso import FOLD_ITERATIONS, train_folds
 
-    files = train_folds(args.sources or FOLD_SOURCES, data_root=Path(args.data_root),
-                        iterations=args.iterations or FOLD_ITERATIONS, threads=args.threads)
+    files = train_folds(args.sources or None, data_root=Path(args.data_root),
+                        iterations=args.iterations or FOLD_ITERATIONS, threads=args.threads, start=args.start,
+                        lr=args.lr)
     print("\n".join(str(f) for f in files))
     return 0
 
@@ -418,8 +419,13 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
                                           "(training.loso; a shorter schedule than the shipped models)")
     p.add_argument("--data-root", default=data_root)
     p.add_argument("--iterations", type=int, default=None, help="default: training.loso.FOLD_ITERATIONS")
-    p.add_argument("--sources", nargs="*", help="default: training.loso.FOLD_SOURCES")
+    p.add_argument("--sources", nargs="*",
+                   help="default: training.loso.FOLD_SOURCES and the sources of EVAL_ONLY_SETS present")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--start", type=Path,
+                   help="continue each fold from a run in this folder that never saw its source: without_SOURCE/, "
+                        "else everything/ (e.g. longer GPU folds on fewer sets; training.loso.start_checkpoint)")
+    p.add_argument("--lr", type=float, default=None, help="default: the fold variant's")
     p.set_defaults(func=cmd_loso_train)
     p = sub.add_parser("cells-train", help="train the whole-cell model and its leave-one-source-out folds into "
                                            "runs/cells (training.cells; sets: python -m training.datasets cells_...)")

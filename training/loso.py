@@ -29,11 +29,11 @@ RUNS = ROOT / "runs" / "loso"
 FOLD_VARIANT = "unet_s2d4_w24_sized"
 FOLD_ITERATIONS = 1000
 #: Sources with a fold of their own; the images of the others only ever train.
-FOLD_SOURCES = ("mnfinder", "dsb_256x256", "dsb_360x360", "dsb_520x696")
+FOLD_SOURCES = ("mnfinder", "dsb_256x256", "dsb_360x360", "dsb_520x696", "kromp_dapi", "bitdepth_dapi")
 #: Sets never trained on by anything (``python -m training.datasets NAME`` fetches them): each is a
 #: source that every model trained on the others never saw, so the fold recipe trained on all the
-#: training sources (``runs/zoo/FOLD_VARIANT``) is its fold.
-EVAL_ONLY_SETS = ("aits_u2os", "kromp_dapi", "bitdepth_dapi")
+#: training sources (its fold ``without_SET``, or else ``runs/zoo/FOLD_VARIANT``) is its fold.
+EVAL_ONLY_SETS = ("aits_u2os",)
 #: Images scored per source at most (chosen by a hash of the name, stable as sets grow).
 MAX_IMAGES = 40
 
@@ -89,35 +89,75 @@ def evaluated_sources(data_root: Path = D.SHARED_DATA) -> tuple:
     return FOLD_SOURCES + tuple(sorted(sources_in_sets(EVAL_ONLY_SETS, data_root)))
 
 
-def train_folds(sources=FOLD_SOURCES, *, data_root: Path = D.SHARED_DATA, iterations: int = FOLD_ITERATIONS,
-                threads: int = 2) -> list[Path]:
-    """Train (or keep) one fold model per source, without that source; returns their ONNX files."""
+def train_folds(sources=None, *, data_root: Path = D.SHARED_DATA, iterations: int = FOLD_ITERATIONS,
+                threads: int = 2, start: Path | None = None, lr: float | None = None) -> list[Path]:
+    """Train (or keep) one fold model per source (default :func:`evaluated_sources`), without that
+    source; returns their ONNX files.
+
+    With ``start``, a folder of earlier fold runs (e.g. longer ones from a GPU, on fewer sets), each
+    fold continues from the checkpoint there that never saw its source (:func:`start_checkpoint`).
+    """
     from .export import export_onnx
     from .zoo import train_variant
 
     files = []
-    for source in sources:
+    for source in evaluated_sources(data_root) if sources is None else sources:
         onnx_path = fold_dir(source) / "model.onnx"
         if not onnx_path.exists():
+            extra = {"lr": lr} if lr else {}
+            if start is not None:
+                extra["init_from"] = start_checkpoint(Path(start), source, data_root)
             ckpt = train_variant(FOLD_VARIANT, RUNS, data_root=data_root, iterations=iterations, threads=threads,
-                                 run_name=fold_dir(source).name, exclude_sources=[source])
+                                 run_name=fold_dir(source).name, exclude_sources=[source], **extra)
             export_onnx(ckpt, onnx_path)
         files.append(onnx_path)
     return files
 
 
+def never_saw(run: dict, source: str, data_root: Path = D.SHARED_DATA) -> bool:
+    """Whether a training run (a checkpoint's ``run`` record) and the runs it started from never
+    trained on an image of ``source``."""
+    sets = [Path(s).name for s in run.get("sets", [])]
+    seen = source in sources_in_sets(sets, data_root) and source not in run.get("exclude_sources", [])
+    return bool(sets) and not seen and (not run.get("start") or never_saw(run["start"], source, data_root))
+
+
+def start_checkpoint(start: Path, source: str, data_root: Path = D.SHARED_DATA) -> Path:
+    """The checkpoint a fold of ``source`` continues from: ``start/without_SOURCE/model.pt``, else
+    ``start/everything/model.pt`` (for sources no earlier fold left out); refused if it saw ``source``."""
+    import torch
+
+    for path in (start / fold_dir(source).name / "model.pt", start / "everything" / "model.pt"):
+        if path.exists():
+            if not never_saw(torch.load(path, map_location="cpu", weights_only=True).get("run", {}), source,
+                             data_root):
+                raise ValueError(f"{path} was trained on images of {source}: it cannot start its fold")
+            return path
+    raise FileNotFoundError(f"no checkpoint to start the fold of {source} from in {start}")
+
+
 def fold_schedule(sources=FOLD_SOURCES) -> str:
-    """How the fold models present were trained, from their checkpoints: iterations, device, time."""
+    """How the fold models present were trained, from their checkpoints: iterations, device, time,
+    and the runs they started from."""
     import torch
 
     runs = [torch.load(fold_dir(s) / "model.pt", map_location="cpu", weights_only=True).get("run", {})
             for s in sources if (fold_dir(s) / "model.pt").exists()]
-    if not runs:
-        return f"{FOLD_ITERATIONS} iterations"
+    return _schedule(runs) if runs else f"{FOLD_ITERATIONS} iterations"
+
+
+def _schedule(runs: list[dict]) -> str:
     its = sorted(r.get("iterations", 0) for r in runs)
     text = f"{its[0]}" + (f" to {its[-1]}" if its[-1] != its[0] else "") + f" iterations of batch {runs[0].get('batch')}"
     if runs[0].get("device", "cpu") != "cpu":
         text += f", {max(r.get('seconds', 0) for r in runs):.0f} s each side by side on one GPU"
+    else:
+        text += " on the CPU"
+    starts = [r["start"] for r in runs if r.get("start")]
+    if starts:
+        sets = sorted({Path(s).name for r in starts for s in r.get("sets", [])})
+        text += (f" at learning rate {runs[0].get('lr')}, continuing folds of {_schedule(starts)} on fewer sets "
+                 f"({', '.join(sets)}; each fold without its source)")
     return text
 
 

@@ -200,8 +200,11 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     if encoder_kwargs is None:
         encoder_kwargs = {"base_width": base_width} if encoder == "vanilla" else {}
     model = Unet(encoder, in_channels=channels, classes=3, depth=depth, **encoder_kwargs)
+    start_run = None  # what the starting weights were trained on, kept in the checkpoint
     if init_from is not None:
-        model.load_state_dict(torch.load(init_from, map_location="cpu", weights_only=True)["state_dict"])
+        start = torch.load(init_from, map_location="cpu", weights_only=True)
+        model.load_state_dict(start["state_dict"])
+        start_run = {"path": str(init_from), **start.get("run", {})}
     model.to(device)
     teacher_model = load_teacher(teacher).to(device) if teacher else None
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -265,7 +268,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
                          "teacher": str(teacher) if teacher else None, "device": device,
                          "diameter": diameter, "scale_range": list(scale_range),
                          "exclude_sources": list(exclude_sources), "stain": stain, "stain_mix": stain_mix,
-                         "seconds": round(time.time() - t0, 1)})
+                         "seconds": round(time.time() - t0, 1), "start": start_run})
     return out / "model.pt"
 
 

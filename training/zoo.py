@@ -24,10 +24,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 GRAY = ["dsb2018_stage1test_gray", "mnfinder"]
-#: every real fluorescence set, for the size-aware models (training.datasets fetches the last two)
-GRAY_ALL = ["dsb2018_stage1test_gray", "stardist_wheel", "mnfinder", "dsb2018_train"]
+#: every real fluorescence set with a licence to train on, for the size-aware models
+#: (``python -m training.datasets NAME`` fetches the last four)
+GRAY_ALL = ["dsb2018_stage1test_gray", "stardist_wheel", "mnfinder", "dsb2018_train", "kromp_dapi", "bitdepth_dapi"]
 #: the size-aware models' nucleus diameter (px) and the random rescaling around it: wide enough for
 #: the diameter estimate's error and the spread of sizes within one image
 SIZED = {"diameter": 20.0, "scale_range": (0.55, 1.8)}
@@ -124,9 +127,10 @@ def train_variant(name: str, out: Path, *, data_root: Path, device: str = "cpu",
     from .evaluate import set_root
 
     roots = [set_root(s, data_root) for s in cfg.pop("sets")]
-    missing = [r.name for r in roots if not r.is_dir() and r.name in ("mnfinder", "dsb2018_train")]
+    missing = [r.name for r in roots if not r.is_dir()]
     if missing:
-        print(f"{name}: without {', '.join(missing)} (python -m training.datasets NAME fetches them)", flush=True)
+        print(f"{name}: without {', '.join(missing)} (../shared/data holds the first two sets of "
+              "zoo.GRAY_ALL; python -m training.datasets NAME fetches the others)", flush=True)
     cfg["sets"] = [str(r) for r in roots if r.name not in missing]
     if cfg.get("prune_from"):
         from .prune import calibration_crops, prune_checkpoint, prune_shipped
@@ -226,10 +230,21 @@ def unpack_runs(bundle: Path, zoo_dir: Path = ROOT / "runs" / "zoo", loso_dir: P
     return names
 
 
-def pack_data(data_root: Path, out: Path, sets=GRAY_ALL) -> list[Path]:
+#: Largest median nucleus diameter (px) an image travels at to a GPU run (:func:`pack_data`): the
+#: size-aware crops never see nuclei wider than the diameter times the top of its random rescaling.
+PACK_MAX_DIAMETER = 40.0
+
+
+def pack_data(data_root: Path, out: Path, sets=GRAY_ALL, max_diameter: float = PACK_MAX_DIAMETER) -> list[Path]:
     """The sets ``sets`` (found as :func:`training.evaluate.set_root` finds them), one ``.tar.xz``
-    each in ``out``: what the GPU machine, which has none of them, trains on."""
+    each in ``out``: what the GPU machine, which has none of them, trains on.
+
+    Images whose median nucleus is wider than ``max_diameter`` travel shrunk to it
+    (:func:`shrink_pair`): the size-aware models shrink them further anyway, and the
+    sets then fit the 64 MiB one device call carries.
+    """
     import tarfile
+    import tempfile
 
     from .evaluate import set_root
 
@@ -240,10 +255,51 @@ def pack_data(data_root: Path, out: Path, sets=GRAY_ALL) -> list[Path]:
         if not root.is_dir():
             print(f"{name}: not found, left out (python -m training.datasets NAME fetches it)", flush=True)
             continue
-        with tarfile.open(out / f"{name}.tar.xz", "w:xz") as tf:
-            tf.add(root, name)
+        with tempfile.TemporaryDirectory() as tmp, tarfile.open(out / f"{name}.tar.xz", "w:xz") as tf:
+            for path in sorted(root.rglob("*")):
+                if not path.is_file() or path.parent.name == "masks":
+                    continue
+                mask = root / "masks" / path.name
+                if path.parent.name == "images" and mask.exists():
+                    image, labels = shrink_pair(path, mask, name, max_diameter, Path(tmp))
+                    tf.add(image, f"{name}/images/{path.name}")
+                    tf.add(labels, f"{name}/masks/{path.name}")
+                else:
+                    tf.add(path, f"{name}/{path.relative_to(root)}")
         files.append(out / f"{name}.tar.xz")
     return files
+
+
+def shrink_pair(image_path: Path, mask_path: Path, set_name: str, max_diameter: float, tmp: Path):
+    """The image and mask files as they travel: the files themselves, or copies shrunk so that the
+    median nucleus is ``max_diameter`` px across (image anti-aliased, labels nearest; the image's
+    dtype kept), unless that would change the image's source (:func:`training.data.source_of`)."""
+    import tifffile
+
+    from piximi_py.diameter import median_diameter
+    from piximi_py.rescale import rescaled_shape, resize
+
+    from .data import resize_labels, source_of
+
+    labels = tifffile.imread(mask_path)
+    diameter = median_diameter(labels)[0]
+    if not diameter > max_diameter:
+        return image_path, mask_path
+    shape = rescaled_shape(labels.shape, max_diameter / diameter)
+    if source_of(set_name, shape) != source_of(set_name, labels.shape):
+        return image_path, mask_path
+    image = tifffile.imread(image_path)
+    planes = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+    small = resize(planes.astype(np.float32), shape)
+    small = small[0] if image.ndim == 2 else np.moveaxis(small, 0, -1)
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        small = np.clip(np.rint(small), info.min, info.max)
+    (tmp / "images").mkdir(exist_ok=True)
+    (tmp / "masks").mkdir(exist_ok=True)
+    tifffile.imwrite(tmp / "images" / image_path.name, small.astype(image.dtype))
+    tifffile.imwrite(tmp / "masks" / image_path.name, resize_labels(labels, shape).astype(labels.dtype))
+    return tmp / "images" / image_path.name, tmp / "masks" / image_path.name
 
 
 def gpu_run(data_root: Path, out: Path, *, run_dir: Path = ROOT / "runs" / "zoo", phase1: float = 270,
