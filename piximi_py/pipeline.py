@@ -254,7 +254,7 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
     if not measured:
         return None, passes
     seen_at_size = [p for p in measured if _at_size(p, model)] or measured
-    return float(np.median([p.diameter for p in seen_at_size])), passes
+    return max(D.MIN_DIAMETER, float(np.median([p.diameter for p in seen_at_size]))), passes
 
 
 async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
@@ -337,6 +337,8 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
             diameter, estimated = D.check_diameter(taught, image.shape), False
         lap("diameter")
     scale = rescale.scale_factor(diameter, model.diameter) if diameter else 1.0
+    if estimated:  # a given diameter too large to hold is refused; an estimate is only capped
+        scale = min(scale, rescale.largest_factor(x.shape))
     # a pass of the estimate over the whole image at (nearly) this scale is this scale's work
     reuse = [p for p in passes if p.whole and _near(p.scale, scale, rescale.NO_RESCALE)]
     reuse = min(reuse, key=lambda p: abs(np.log(p.scale / scale)), default=None)

@@ -19,8 +19,8 @@ from scipy import ndimage as ndi
 
 from .io import MAX_PIXELS
 
-__all__ = ["scale_factor", "rescaled_shape", "resize", "resample_masks", "check_rescaled_size", "area_scale",
-           "MAX_RESCALED_SIDE"]
+__all__ = ["scale_factor", "rescaled_shape", "resize", "resample_masks", "check_rescaled_size", "largest_factor",
+           "area_scale", "MAX_RESCALED_SIDE"]
 
 #: Largest side of a rescaled image: that of the largest square image the decoder accepts.
 MAX_RESCALED_SIDE = math.isqrt(MAX_PIXELS)
@@ -114,6 +114,11 @@ def check_rescaled_size(shape, factor: float) -> None:
         raise ValueError(f"the diameter asks to enlarge the image {factor:.3g}x, to {w}x{h} pixels, "
                          f"above the {MAX_RESCALED_SIDE}-pixel limit; give a larger diameter "
                          "or a smaller image")
+
+
+def largest_factor(shape) -> float:
+    """The largest factor :func:`check_rescaled_size` accepts for ``shape``."""
+    return (MAX_RESCALED_SIDE - 0.5) / max(shape[-2:])
 
 
 def area_scale(factor: float) -> float:

@@ -136,6 +136,26 @@ def test_given_diameter_rescales_and_maps_back(sample):
     assert edges >= 0.8 * np.count_nonzero(np.diff(big_truth.astype(np.int64), axis=1))
 
 
+def test_an_estimate_too_small_to_hold_is_capped_not_refused(sample, monkeypatch):
+    """A given diameter that would enlarge the image past the size limit is refused; an estimate
+    that would (a first pass that saw only specks) enlarges it as far as the limit allows."""
+    from piximi_py import pipeline
+
+    image, _ = sample
+    image = image[:200, :160]
+    monkeypatch.setattr(rescale, "MAX_RESCALED_SIDE", 300)  # the limit, lowered to keep the test short
+
+    async def specks(x, model, backend, progress=None):
+        return 4.0, []
+
+    with pytest.raises(ValueError, match="enlarge the image"):
+        piximi_py.segment_image(image, diameter=4.0)
+    monkeypatch.setattr(pipeline, "estimate_diameter", specks)
+    result = piximi_py.segment_image(image)
+    assert result.diameter_estimated and result.scale == pytest.approx(rescale.largest_factor(image.shape))
+    assert max(rescale.rescaled_shape(image.shape, result.scale)) <= rescale.MAX_RESCALED_SIDE
+
+
 def test_diameter_in_um_uses_the_pixel_size(sample):
     image, truth = sample
     a = piximi_py.segment_image(image, diameter=30)
