@@ -298,3 +298,18 @@ def test_a_fold_continues_only_from_runs_that_never_saw_its_source(tmp_path, mon
     assert loso.fold_schedule(["set_a"]) == (
         "1000 iterations of batch 16 on the CPU at learning rate 0.001, continuing folds of 5000 iterations of "
         "batch 16, 300 s each side by side on one GPU on fewer sets (set_a, set_b; each fold without its source)")
+
+
+def test_registering_a_model_again_keeps_its_place(tmp_path):
+    """index.json's order is the picker's, and the first default of a task is the page's: a
+    re-exported model replaces its entry where it is."""
+    from training.export import register_model
+
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.onnx").write_bytes(name.encode())
+    for name in ("a", "b", "c"):
+        register_model(tmp_path / "index.json", {"id": name, "file": f"{name}.onnx", "default": name != "b"})
+    (tmp_path / "a.onnx").write_bytes(b"new")
+    register_model(tmp_path / "index.json", {"id": "a", "file": "a.onnx", "default": True})
+    models = json.loads((tmp_path / "index.json").read_text())["models"]
+    assert [m["id"] for m in models] == ["a", "b", "c"] and models[0]["bytes"] == 3

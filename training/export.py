@@ -108,7 +108,11 @@ def register_model(index_path: Path, entry: dict) -> dict:
         entry["files"] = {role: {**f, "sha256": sha256_file(index_path.parent / f["file"]),
                                  "bytes": (index_path.parent / f["file"]).stat().st_size}
                           for role, f in entry["files"].items()}
-    index["models"] = [m for m in index["models"] if m["id"] != entry["id"]] + [entry]
+    ids = [m["id"] for m in index["models"]]
+    if entry["id"] in ids:  # in place: the order is the picker's, and the first default is the page's
+        index["models"][ids.index(entry["id"])] = entry
+    else:
+        index["models"].append(entry)
     if entry.get("default"):
         for m in index["models"]:
             if m["id"] != entry["id"] and m.get("task") == entry.get("task"):

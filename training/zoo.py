@@ -95,6 +95,12 @@ VARIANTS = {
     # size-aware (issue: any microscope): all real sets, crops at the pipeline's nucleus diameter
     "unet_s2d4_w24_sized": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 24, "space_to_depth": 4},
                             "depth": 3, "sets": GRAY_ALL, "synthetic_fraction": 0.15, "lr": 2e-3, **SIZED},
+    # the same, continued on every set of GRAY_ALL from a run of it on fewer sets (the leave-one-source-out
+    # folds' second stage, training.loso.train_folds(start=...), on every training source): a candidate
+    # for the default, not shipped (README, "Sources never trained on")
+    "unet_s2d4_w24_sized_all": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 24, "space_to_depth": 4},
+                                "depth": 3, "sets": GRAY_ALL, "synthetic_fraction": 0.15, "lr": 1e-3, **SIZED,
+                                "start_from": "unet_s2d4_w24_sized"},
     "unet_mnv2": {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
                   "sets": GRAY, "synthetic_fraction": 0.3, "lr": 1e-3},
     # EfficientNet-Lite0 (ImageNet) instead of MobileNetV2, same decoder and schedule as unet_mnv2
@@ -143,6 +149,11 @@ def train_variant(name: str, out: Path, *, data_root: Path, device: str = "cpu",
             cfg["init_from"] = prune_shipped(ROOT / "models" / parent, start, ratio, crops)
         else:
             cfg["init_from"] = prune_checkpoint(Path(out) / parent / "model.pt", start, ratio)
+    if cfg.get("start_from"):
+        cfg["init_from"] = Path(out) / cfg.pop("start_from") / "model.pt"
+        if not cfg["init_from"].exists():
+            raise FileNotFoundError(f"{name} continues {cfg['init_from']}: train that variant first "
+                                    "(python build.py zoo-train --variant NAME, or tools/device_train.sh)")
     if cfg.get("teacher", "").endswith(".onnx"):
         cfg["teacher"] = ROOT / "models" / cfg["teacher"]
     elif cfg.get("teacher"):

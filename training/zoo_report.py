@@ -55,6 +55,8 @@ def export_variant(name: str, models_dir: Path, run_dir: Path = RUN_DIR) -> dict
     entry = {**TEMPLATE, "id": name, "name": name, "file": file, "channels": cfg["in_channels"],
              "task": "nuclei-fluorescence" if cfg["in_channels"] == 1 else "nuclei-brightfield",
              "input_multiple": input_multiple(cfg), "description": f"zoo variant {name}",
+             # a size-aware variant runs, and is measured, as the pipeline runs it: at its diameter
+             **({"diameter": float(ckpt["run"]["diameter"])} if (ckpt.get("run") or {}).get("diameter") else {}),
              "training": {"iterations": ckpt.get("iteration"), **ckpt.get("run", {}),
                           # the run record is written only when the schedule completes; else the
                           # accelerator run's log says what its time budget had fixed
@@ -291,9 +293,13 @@ def tune_on_images(onnx_path: Path, spec, paths, model_input, min_seed_sizes=(No
 
 
 def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0,
-                      data_root: Path = D.SHARED_DATA, sets=None, stain: str = "") -> list[np.ndarray]:
+                      data_root: Path = D.SHARED_DATA, sets=None, stain: str = "",
+                      diameter: float | None = None) -> list[np.ndarray]:
     """Normalized crops of training-split real images (of ``sets``; default: the nuclei sets of
-    that many channels), as the model sees them."""
+    that many channels), as the model sees them: for a size-aware model (``diameter``), each image
+    first rescaled so that its median nucleus is ``diameter`` px across, as the pipeline does."""
+    from piximi_py import rescale
+
     from .evaluate import set_root
     from .train import load_samples
 
@@ -305,6 +311,10 @@ def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0
     tiles = []
     for i in rng.choice(len(train), n):
         img = train[i].image
+        if diameter and np.isfinite(train[i].diameter):
+            planes = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
+            planes = rescale.resize(planes, rescale.rescaled_shape(planes.shape, diameter / train[i].diameter))
+            img = planes[0] if img.ndim == 2 else np.moveaxis(planes, 0, -1)
         h, w = img.shape[:2]
         y, x = rng.integers(0, max(1, h - size + 1)), rng.integers(0, max(1, w - size + 1))
         crop = img[y:y + size, x:x + size]
@@ -340,7 +350,7 @@ def build_report(run_dir: Path = RUN_DIR, *, bundles=(), names=None, data_root: 
                                {**entry, "postprocess": tune_postprocess(name, models_dir, data_root=data_root)})
         variants = [(name, entry)]
         if name in compress:
-            tiles = calibration_tiles(entry["channels"], data_root=data_root)
+            tiles = calibration_tiles(entry["channels"], data_root=data_root, diameter=entry.get("diameter"))
             for suffix, make in (("int8", lambda s, d: quantize_int8(s, d, tiles)), ("fp16", convert_fp16)):
                 file = f"{name}_{suffix}.onnx"
                 make(models_dir / entry["file"], models_dir / file)
@@ -718,7 +728,8 @@ def ship(model_id: str, cfg: dict, run_dir: Path = RUN_DIR, models_dir: Path = R
              "metrics": {k: measured["summary"]["all"][k] for k in ("ap50", "map", "f1")} if measured else {}}
     entry = register_model(models_dir / "index.json", entry)
     if cfg.get("int8"):
-        quantize_int8(models_dir / cfg["file"], models_dir / cfg["int8"], calibration_tiles(entry["channels"]))
+        quantize_int8(models_dir / cfg["file"], models_dir / cfg["int8"],
+                      calibration_tiles(entry["channels"], diameter=entry.get("diameter")))
         q = zoo.get(f"{variant}_int8", {})
         register_model(models_dir / "index.json", {
             **entry, "id": f"{model_id}_int8", "file": cfg["int8"], "default": False, "webgpu": False,
