@@ -494,14 +494,14 @@ def size_sections(report: dict) -> str:
 BY_SOURCE_NOTE = """## Accuracy on sources never trained on (the headline)
 
 A user's images come from a microscope we never trained on. `python build.py evaluate --by-source`
-(`training.loso`) scores, for each source (one lab or acquisition set: mnfinder, and DSB2018 split by
-its image sizes, `training.data.source_of`), a fold model trained on every *other* source (variant
-`{variant}`, {schedule})
+(`training.loso`) scores, for each source (one lab or acquisition set: mnfinder, Kromp et al.'s DAPI
+set, BitDepth_NucSeg, and DSB2018 split by its image sizes, `training.data.source_of`), a fold model
+trained on every *other* source (variant `{variant}`, {schedule})
 on up to 40 images of the left-out source, through the page's pipeline with the diameter
 estimated. The shipped models are scored on the same images beside it: "unseen" where their
 training never saw that source, else only their held-out images, a random split of sources they
-trained on. `python build.py loso-train` trains the folds on a CPU (1000 iterations),
-`tools/device_train.sh` on a lent GPU."""
+trained on. `python build.py loso-train` trains the folds on a CPU (1000 iterations; with `--start`,
+continuing earlier folds that never saw their source), `tools/device_train.sh` on a lent GPU."""
 
 EVAL_ONLY_NOTE = """ {sets}: a set nothing is trained on (`training.loso.EVAL_ONLY_SETS`, another lab's
 microscope; README of the set), so its fold is the same recipe trained on every training source."""
