@@ -398,12 +398,15 @@ def main(argv=None) -> int:
     p = sub.add_parser("pack-data", help="the real sets a GPU run trains on, as .tar.xz files in DIR")
     p.add_argument("dir")
     p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--sets", nargs="*", default=GRAY_ALL, help="default: training.zoo.GRAY_ALL")
     p = sub.add_parser("unpack", help="checkpoints a GPU run returned (unets_*.pt) -> runs/loso, runs/zoo, "
                                       "each also as model.onnx")
     p.add_argument("bundles", nargs="+")
     args = parser.parse_args(argv)
     if args.cmd == "pack-data":
-        print("\n".join(str(f) for f in pack_data(Path(args.data_root), Path(args.dir))))
+        files = pack_data(Path(args.data_root), Path(args.dir), sets=args.sets)
+        print("\n".join(f"{f} ({f.stat().st_size / 2 ** 20:.1f} MiB)" for f in files))
+        print(f"{sum(f.stat().st_size for f in files) / 2 ** 20:.1f} MiB in all (a device call carries 64 MiB)")
     elif args.cmd == "unpack":
         for bundle in args.bundles:
             print("\n".join(unpack_runs(Path(bundle), export=True)))
