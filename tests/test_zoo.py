@@ -291,6 +291,8 @@ def test_a_fold_continues_only_from_runs_that_never_saw_its_source(tmp_path, mon
               "device": "cpu"}
     assert loso.never_saw(second, "set_a", data)
     assert not loso.never_saw({**second, "start": {"sets": ["set_a"], "exclude_sources": []}}, "set_a", data)
+    with pytest.raises(FileNotFoundError, match="set_absent not here"):
+        loso.never_saw({**second, "sets": ["set_b", "set_absent"]}, "set_a", data)
     monkeypatch.setattr(loso, "RUNS", tmp_path / "loso")
     (tmp_path / "loso" / "without_set_a").mkdir(parents=True)
     torch.save({"run": {**second, "start": torch.load(start / "without_set_a" / "model.pt")["run"]}},

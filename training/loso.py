@@ -116,8 +116,14 @@ def train_folds(sources=None, *, data_root: Path = D.SHARED_DATA, iterations: in
 
 def never_saw(run: dict, source: str, data_root: Path = D.SHARED_DATA) -> bool:
     """Whether a training run (a checkpoint's ``run`` record) and the runs it started from never
-    trained on an image of ``source``."""
+    trained on an image of ``source``; ``FileNotFoundError`` when a set it names is not here to tell."""
+    from .evaluate import set_root
+
     sets = [Path(s).name for s in run.get("sets", [])]
+    missing = [s for s in sets if not set_root(s, data_root).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"cannot tell whether a run saw {source}: {', '.join(missing)} not here "
+                                "(../shared/data, python -m training.datasets NAME)")
     seen = source in sources_in_sets(sets, data_root) and source not in run.get("exclude_sources", [])
     return bool(sets) and not seen and (not run.get("start") or never_saw(run["start"], source, data_root))
 
