@@ -251,8 +251,8 @@ def pack_data(data_root: Path, out: Path, sets=GRAY_ALL, max_diameter: float = P
     each in ``out``: what the GPU machine, which has none of them, trains on.
 
     Images whose median nucleus is wider than ``max_diameter`` travel shrunk to it
-    (:func:`shrink_pair`): the size-aware models shrink them further anyway, and the
-    sets then fit the 64 MiB one device call carries.
+    (:func:`shrink_pair`): the size-aware models shrink them further anyway, and more
+    sets fit the 64 MiB one device call carries (``pack-data`` prints the total).
     """
     import tarfile
     import tempfile
