@@ -157,12 +157,16 @@ def test_killed_worker_tasks_are_retried(screen, reference, client, tmp_path):
 
     report = run_batch(items, tmp_path, scheduler=client, log=None, on_result=kill_once)
     assert killed["images"]
-    assert (report["segmented"], report["existing"], report["failed"]) == (N_IMAGES, 0, 1)
+    # an image the victim had finished writing (outputs land whole, by rename) when it was killed
+    # is found complete when its task is retried: "existing"; every other image is segmented
+    assert report["failed"] == 1 and report["existing"] <= len(killed["images"])
+    assert report["segmented"] + report["existing"] == N_IMAGES
     assert_same_outputs(tmp_path, reference, names)
     rows = {int(r["index"]): r for r in read_rows(tmp_path / RUN_IMAGES_CSV)}
     assert len(rows) == N_IMAGES + 1
-    for i in killed["images"]:  # the killed worker's images were redone elsewhere
-        assert rows[i]["status"] == "segmented" and rows[i]["worker"].split(":")[1] != str(killed["pid"])
+    for i in killed["images"]:  # the killed worker's images were redone elsewhere, or found done
+        assert rows[i]["status"] == "existing" or (
+            rows[i]["status"] == "segmented" and rows[i]["worker"].split(":")[1] != str(killed["pid"]))
     assert not list(tmp_path.rglob("*.part"))            # no half-written file is left
     client.wait_for_workers(2, timeout=120)              # the nanny restarted the victim
     assert killed["pid"] not in client.run(os.getpid).values()
