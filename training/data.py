@@ -118,6 +118,14 @@ def split(samples: list[Sample], fraction: float = 0.25):
     return train, val
 
 
+def resize_image(image: np.ndarray, shape) -> np.ndarray:
+    """``image`` ``(H, W)`` or ``(H, W, C)`` resized to ``shape`` as the pipeline resizes
+    (:func:`piximi_py.rescale.resize`, float32), channels kept last."""
+    planes = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+    out = resize(planes, shape)
+    return out[0] if image.ndim == 2 else np.moveaxis(out, 0, -1)
+
+
 def random_crop(sample: Sample, size: int, rng: np.random.Generator,
                 scale_range=(0.6, 1.6), boundary_width: int = 2, diameter: float | None = None):
     """A ``size`` x ``size`` crop, rescaled by a random factor, flipped and rotated.
@@ -147,10 +155,7 @@ def random_crop(sample: Sample, size: int, rng: np.random.Generator,
     lab = labels[y:y + src, x:x + src]
     if src != size:
         if diameter:
-            planes = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
-            img = resize(planes, (size, size))
-            img = img[0] if image.ndim == 2 else np.moveaxis(img, 0, -1)
-            lab = resize_labels(lab, (size, size))
+            img, lab = resize_image(img, (size, size)), resize_labels(lab, (size, size))
         else:
             zoom = size / src
             zoom_img = (zoom, zoom) + (1,) * (img.ndim - 2)

@@ -288,9 +288,9 @@ def shrink_pair(image_path: Path, mask_path: Path, set_name: str, max_diameter: 
     import tifffile
 
     from piximi_py.diameter import median_diameter
-    from piximi_py.rescale import rescaled_shape, resize
+    from piximi_py.rescale import rescaled_shape
 
-    from .data import resize_labels, source_of
+    from .data import resize_image, resize_labels, source_of
 
     labels = tifffile.imread(mask_path)
     diameter = median_diameter(labels)[0]
@@ -300,9 +300,7 @@ def shrink_pair(image_path: Path, mask_path: Path, set_name: str, max_diameter: 
     if source_of(set_name, shape) != source_of(set_name, labels.shape):
         return image_path, mask_path
     image = tifffile.imread(image_path)
-    planes = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
-    small = resize(planes.astype(np.float32), shape)
-    small = small[0] if image.ndim == 2 else np.moveaxis(small, 0, -1)
+    small = resize_image(image.astype(np.float32), shape)
     if np.issubdtype(image.dtype, np.integer):
         info = np.iinfo(image.dtype)
         small = np.clip(np.rint(small), info.min, info.max)

@@ -312,9 +312,7 @@ def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0
     for i in rng.choice(len(train), n):
         img = train[i].image
         if diameter and np.isfinite(train[i].diameter):
-            planes = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
-            planes = rescale.resize(planes, rescale.rescaled_shape(planes.shape, diameter / train[i].diameter))
-            img = planes[0] if img.ndim == 2 else np.moveaxis(planes, 0, -1)
+            img = D.resize_image(img, rescale.rescaled_shape(img.shape[:2], diameter / train[i].diameter))
         h, w = img.shape[:2]
         y, x = rng.integers(0, max(1, h - size + 1)), rng.integers(0, max(1, w - size + 1))
         crop = img[y:y + size, x:x + size]
