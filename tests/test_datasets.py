@@ -147,7 +147,7 @@ def test_aits_u2os_conversion_from_a_mirror(tmp_path):
 
 
 def test_kromp_and_bitdepth_conversion_from_mirrors(tmp_path):
-    """The evaluation-only DAPI sets: Kromp's uint8 images (an RGB one of three equal channels
+    """The two DAPI sets from other labs: Kromp's uint8 images (an RGB one of three equal channels
     becomes gray) and BitDepth's 16-bit images with the authors' corrected label masks ("label
     masks modify", not "label masks") become gray images and uint16 labels numbered 1..n, slivers
     dropped; run on git repositories laid out as the mirrors are."""
@@ -179,7 +179,7 @@ def test_kromp_and_bitdepth_conversion_from_mirrors(tmp_path):
         assert image.dtype == dtype and np.array_equal(image, gray.astype(dtype) * (1 if dtype == np.uint8 else 100))
         assert labels.dtype == np.uint16 and sorted(np.unique(labels)) == [0, 1, 2]
         assert labels[0, 31] == 0 and labels[3, 3] != labels[25, 25] != 0
-        assert "evaluation only" in (dest / "README.md").read_text()
+        assert "left out by its own fold" in (dest / "README.md").read_text()
 
 
 def test_he_tnbc_and_cryonuseg_conversion_from_mirrors(tmp_path):

@@ -1115,12 +1115,15 @@ def fetch_aits_u2os(dest: Path = DATA_CACHE / "aits_u2os", mirrors: Path | None 
     return _fetch_from_mirror(dest, AITS_REPO, AITS_COMMIT, convert_aits_u2os, mirrors)
 
 
+#: The role of a fluorescence set that only the leave-one-source-out folds train on.
+TRAINS_FOLDS_ONLY = ("Trains the fluorescence folds (training.loso), each left out by its own fold; "
+                     "no shipped model trained on it.")
 KROMP_REPO = "madziejm/cell-nuclei-segmentation"
 KROMP_COMMIT = "afec7dfd03376cac113d1b3234bebe968b96207a"
 KROMP_DIR = "cell_nuclei_segmentation/dataset"
 KROMP_LICENCE = ("CC0: the set's own `readme.txt` (\"The dataset is assigned with an open data license "
                  "(CC0)\", Florian Kromp, 15.04.2020) and `cc0.html` beside it; the repository's MIT "
-                 "licence covers its code. Used here for evaluation only: never trained on.")
+                 "licence covers its code. " + TRAINS_FOLDS_ONLY)
 
 
 def convert_kromp_dapi(gitdir: Path, dest: Path, commit: str = KROMP_COMMIT) -> list[dict]:
@@ -1137,14 +1140,14 @@ def convert_kromp_dapi(gitdir: Path, dest: Path, commit: str = KROMP_COMMIT) -> 
                    without_small_objects(labels), {})
 
     return _convert_nuclei_set(dest, images(), "Kromp et al. 2020 (S-BSST265): DAPI nuclei of tumour and "
-                               "normal cells, 10x-63x (evaluation only)", KROMP_REPO, commit,
+                               "normal cells, 10x-63x", KROMP_REPO, commit,
                                f"`{KROMP_DIR}/{{rawimages,groundtruth}}/NAME.tif`", KROMP_LICENCE,
                                "uint8 as it is, the first channel of the 7 RGB images (their three are equal); "
                                f"the label image renumbered 1..n, objects under {MIN_SIZE} px dropped.")
 
 
 def fetch_kromp_dapi(dest: Path = DATA_CACHE / "kromp_dapi", mirrors: Path | None = None) -> Path:
-    """Kromp et al.'s DAPI nuclei (evaluation only) in the standard layout, from a mirror."""
+    """Kromp et al.'s DAPI nuclei in the standard layout, from a mirror."""
     return _fetch_from_mirror(dest, KROMP_REPO, KROMP_COMMIT, convert_kromp_dapi, mirrors)
 
 
@@ -1152,7 +1155,7 @@ def fetch_kromp_dapi(dest: Path = DATA_CACHE / "kromp_dapi", mirrors: Path | Non
 BITDEPTH_REPO = "masih4/BitDepth_NucSeg"
 BITDEPTH_COMMIT = "a2636522daae6cefd4884cf7648126f0a555e12b"
 BITDEPTH_LICENCE = ("Apache-2.0, the repository's `LICENSE` (its README states no other licence for "
-                    "the data). Used here for evaluation only: never trained on.")
+                    "the data). " + TRAINS_FOLDS_ONLY)
 
 
 def convert_bitdepth_dapi(gitdir: Path, dest: Path, commit: str = BITDEPTH_COMMIT) -> list[dict]:
@@ -1168,15 +1171,15 @@ def convert_bitdepth_dapi(gitdir: Path, dest: Path, commit: str = BITDEPTH_COMMI
             yield (f"bitdepth_{safe_name(PurePosixPath(path).stem)}", image, without_small_objects(labels),
                    {"objective": path.split("/")[1]})
 
-    return _convert_nuclei_set(dest, images(), "BitDepth_NucSeg: DAPI nuclei of tissue sections, 20x-63x "
-                               "(evaluation only)", BITDEPTH_REPO, commit,
+    return _convert_nuclei_set(dest, images(), "BitDepth_NucSeg: DAPI nuclei of tissue sections, 20x-63x",
+                               BITDEPTH_REPO, commit,
                                "`data/MAGNIFICATION/{images_16bit,label masks modify}/NAME.tif`", BITDEPTH_LICENCE,
                                "the 16-bit image as it is; the label image renumbered 1..n, objects under "
                                f"{MIN_SIZE} px dropped.")
 
 
 def fetch_bitdepth_dapi(dest: Path = DATA_CACHE / "bitdepth_dapi", mirrors: Path | None = None) -> Path:
-    """BitDepth_NucSeg's DAPI nuclei (evaluation only) in the standard layout, from a mirror."""
+    """BitDepth_NucSeg's DAPI nuclei in the standard layout, from a mirror."""
     return _fetch_from_mirror(dest, BITDEPTH_REPO, BITDEPTH_COMMIT, convert_bitdepth_dapi, mirrors)
 
 

@@ -214,10 +214,10 @@ def evaluate_by_source(models=("nuclei",), sources=None, *, data_root: Path = D.
         for model_id in models:
             spec = piximi_py.find_model(specs, model_id)
             rows = score(spec, models_dir / spec.file, pairs)
-            trained_on = _trained_on(model_id, source, data_root)
-            if trained_on:  # only its held-out images count, and they are a random split
+            seen = trained_on(model_id, source, data_root)
+            if seen:  # only its held-out images count, and they are a random split
                 rows = [r for r in rows if D.is_validation(r["image"])]
-            entry[model_id] = {"seen_in_training": trained_on, "images": len(rows),
+            entry[model_id] = {"seen_in_training": seen, "images": len(rows),
                                **{k: _mean(rows, k) for k in ("ap50", "map", "f1")}}
         report["sources"][source] = entry
         print(source, json.dumps(entry), flush=True)
@@ -237,7 +237,7 @@ def sources_in_sets(sets, data_root: Path = D.SHARED_DATA) -> set[str]:
     return {source for name in sets for _, source in image_sources(set_root(name, data_root))}
 
 
-def _trained_on(model_id: str, source: str, data_root: Path = D.SHARED_DATA) -> bool:
+def trained_on(model_id: str, source: str, data_root: Path = D.SHARED_DATA) -> bool:
     """Whether the shipped ``model_id`` saw images of ``source`` (in its training split)."""
     from .cli import SHIPPED
     from .zoo import VARIANTS
