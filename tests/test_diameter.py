@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage as ndi
 
 import piximi_py
 from piximi_py import rescale
@@ -186,3 +187,28 @@ def test_cli_diameter(tmp_path):
     bad = subprocess.run(run + [str(tmp_path / "b"), "--diameter", "-4"], capture_output=True, text=True,
                          cwd=ROOT)
     assert bad.returncode == 2 and "diameter must be positive" in bad.stderr
+
+
+@pytest.mark.parametrize("any_size", [None, (8.0, 120.0)])
+def test_training_crops_show_nuclei_at_the_sizes_asked(sample, any_size):
+    """Size-aware training crops show the StarDist image's nuclei at the model's diameter (times the
+    random factor); crops "at any size" spread over the whole range the diameter estimate's first
+    passes can show the model."""
+    from training.data import Sample, random_crop
+
+    image, labels = sample
+    d0, _ = median_diameter(labels)
+    real = Sample("stardist", image.astype(np.float32), labels, "stardist", d0)
+    rng = np.random.default_rng(0)
+    sizes = []
+    for _ in range(24):
+        _, target, _ = random_crop(real, 192, rng, (0.55, 1.8), diameter=20.0, diameters=any_size)
+        # the target's classes: a nucleus is its interior plus a 2-px rim all round
+        found, count = median_diameter(ndi.label(target == 1)[0], min_objects=1)
+        if count:
+            sizes.append(found + 4)
+    low, high = any_size or (20.0 * 0.55, 20.0 * 1.8)
+    # objects cut by the crop's edge and merged touching nuclei blur each crop's median: 25 % either way
+    assert low * 0.75 <= min(sizes) and max(sizes) <= high * 1.25, sizes
+    if any_size:
+        assert min(sizes) < 15 and max(sizes) > 60, sizes  # both ends of the range, not the model's size only

@@ -127,21 +127,28 @@ def resize_image(image: np.ndarray, shape) -> np.ndarray:
 
 
 def random_crop(sample: Sample, size: int, rng: np.random.Generator,
-                scale_range=(0.6, 1.6), boundary_width: int = 2, diameter: float | None = None):
+                scale_range=(0.6, 1.6), boundary_width: int = 2, diameter: float | None = None,
+                diameters: tuple[float, float] | None = None):
     """A ``size`` x ``size`` crop, rescaled by a random factor, flipped and rotated.
 
     The factor is drawn log-uniformly from ``scale_range``; with
     ``diameter`` it multiplies the factor that brings the sample's median
     nucleus diameter to ``diameter`` px, the size the pipeline rescales
-    every image to (``piximi_py.rescale``), resized the same way.
+    every image to (``piximi_py.rescale``), resized the same way. With
+    ``diameters`` ``(low, high)`` instead, the crop's median nucleus
+    diameter is drawn log-uniformly from that range (px).
 
     Returns image (C, size, size) float32, class target (size, size) and the
     mask of pixels where two objects touch (weighted up in the loss).
     """
     image, labels = sample.image, sample.labels
-    scale = float(np.exp(rng.uniform(*np.log(scale_range))))
-    if diameter and np.isfinite(sample.diameter):
-        scale *= diameter / sample.diameter
+    known = np.isfinite(sample.diameter)
+    if diameters and known:
+        scale = float(np.exp(rng.uniform(*np.log(diameters)))) / sample.diameter
+    else:
+        scale = float(np.exp(rng.uniform(*np.log(scale_range))))
+        if diameter and known:
+            scale *= diameter / sample.diameter
     src = max(8, int(round(size / scale)))
     h, w = labels.shape
     if h < src or w < src:  # pad small images by reflection
@@ -154,7 +161,7 @@ def random_crop(sample: Sample, size: int, rng: np.random.Generator,
     img = image[y:y + src, x:x + src]
     lab = labels[y:y + src, x:x + src]
     if src != size:
-        if diameter:
+        if diameter or diameters:
             img, lab = resize_image(img, (size, size)), resize_labels(lab, (size, size))
         else:
             zoom = size / src

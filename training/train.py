@@ -68,13 +68,14 @@ class CropStream(torch.utils.data.IterableDataset):
     def __init__(self, samples, *, batch: int, crop: int, seed: int, boundary_width: int = 2,
                  synthetic_fraction: float = 0.0, channels: int = 1, pool: int = 48,
                  diameter: float | None = None, scale_range=(0.6, 1.6), drop_nuclei: float = 0.3,
-                 stain_mix: float = 0.0):
+                 stain_mix: float = 0.0, any_size_fraction: float = 0.0, any_size=(8.0, 120.0)):
         self.samples, self.batch, self.crop, self.seed = samples, batch, crop, seed
         self.stain_mix = stain_mix
         self.drop_nuclei = drop_nuclei
         self.boundary_width, self.synthetic_fraction = boundary_width, synthetic_fraction
         self.channels, self.pool = channels, pool
         self.diameter, self.scale_range = diameter, tuple(scale_range)
+        self.any_size_fraction, self.any_size = any_size_fraction, tuple(any_size)
         # sqrt of the area per image, and sources with many images weigh less per image (sqrt of
         # their count), so one large source does not drown the others
         per_source = {}
@@ -104,8 +105,12 @@ class CropStream(torch.utils.data.IterableDataset):
                     pool[rng.integers(len(pool))] = self._synthetic(rng)
             chosen = [pool[i] for i in rng.integers(len(pool), size=n_syn)] if n_syn else []
             chosen += [self.samples[i] for i in rng.choice(len(self.samples), self.batch - n_syn, p=self.weights)]
-            crops = [D.random_crop(s, self.crop, rng, self.scale_range, self.boundary_width, self.diameter)
-                     for s in chosen]
+            # drawn only when asked for, so that runs without it keep their random stream
+            any_size = (rng.random(len(chosen)) < self.any_size_fraction if self.any_size_fraction
+                        else np.zeros(len(chosen), bool))
+            crops = [D.random_crop(s, self.crop, rng, self.scale_range, self.boundary_width, self.diameter,
+                                   self.any_size if wide else None)
+                     for s, wide in zip(chosen, any_size)]
             if self.channels == 1:  # stain densities (load mode "stains") read as the hematoxylin one
                 crops = [(D.mix_stains(c[0], rng, self.stain_mix), *c[1:]) if c[0].shape[0] == 3 else c
                          for c in crops]
@@ -146,7 +151,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
           workers: int = 0, time_budget_s: float = 0, teacher: Path | None = None,
           distill_weight: float = 1.0, save_half: bool = False, save_every: int = 500,
           diameter: float | None = None, scale_range=(0.6, 1.6), exclude_sources=(), stain: str = "",
-          stain_mix: float = 0.0) -> Path:
+          stain_mix: float = 0.0, any_size_fraction: float = 0.0, any_size=(8.0, 120.0)) -> Path:
     """Train and save ``out/model.pt`` plus ``out/log.jsonl``; returns the .pt path.
 
     Parameters
@@ -178,6 +183,11 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
         random factor from ``scale_range``), as the pipeline rescales
         images for the model (``ModelSpec.diameter``). Without it crops keep
         their own scale (times the random factor).
+    any_size_fraction, any_size : float, (float, float)
+        With ``diameter``: this share of the crops shows nuclei of any
+        diameter in the ``any_size`` range (px) instead, as the diameter
+        estimate's first passes show the model an image before it knows its
+        size (:func:`piximi_py.pipeline.estimate_diameter`).
     exclude_sources : sequence of str
         Leave out every image of these sources (:func:`training.data.source_of`):
         the folds of the leave-one-source-out evaluation.
@@ -211,7 +221,8 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     class_weight = torch.tensor([1.0, 1.0, 2.0], device=device)
     stream = CropStream(train_set, batch=batch, crop=crop, seed=seed, boundary_width=boundary_width,
                         synthetic_fraction=synthetic_fraction, channels=channels, diameter=diameter,
-                        scale_range=scale_range, stain_mix=stain_mix)
+                        scale_range=scale_range, stain_mix=stain_mix,
+                        any_size_fraction=any_size_fraction if diameter else 0.0, any_size=any_size)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
                                          pin_memory=device != "cpu", prefetch_factor=4 if workers else None,
                                          persistent_workers=False)
@@ -267,6 +278,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
                          "touching_weight": touching_weight, "boundary_width": boundary_width,
                          "teacher": str(teacher) if teacher else None, "device": device,
                          "diameter": diameter, "scale_range": list(scale_range),
+                         "any_size_fraction": any_size_fraction if diameter else 0.0, "any_size": list(any_size),
                          "exclude_sources": list(exclude_sources), "stain": stain, "stain_mix": stain_mix,
                          "seconds": round(time.time() - t0, 1), "start": start_run})
     return out / "model.pt"
