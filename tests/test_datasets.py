@@ -182,6 +182,40 @@ def test_kromp_and_bitdepth_conversion_from_mirrors(tmp_path):
         assert "left out by its own fold" in (dest / "README.md").read_text()
 
 
+def test_koyuncu_hoechst_conversion_from_a_mirror(tmp_path):
+    """The evaluation-only HepG2/Huh7 set: a pseudocoloured JPEG becomes the uint16 sum of its
+    channels, a text label image uint16 labels numbered 1..n (slivers dropped), and the README
+    and index say what it is; run on a git repository laid out as the mirror is."""
+    import csv
+
+    import tifffile
+    from PIL import Image
+
+    from training.datasets import convert_koyuncu_hoechst
+
+    work = tmp_path / "work"
+    (work / "dataset" / "images").mkdir(parents=True)
+    (work / "dataset" / "annotations").mkdir(parents=True)
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[4:12, 4:12] = (10, 90, 200)  # a blue-cyan nucleus, as the set renders Hoechst
+    Image.fromarray(rgb).save(work / "dataset" / "images" / "26.jpg", quality=95)
+    inst = np.zeros((32, 48), int)
+    inst[4:12, 4:12], inst[20:30, 30:40], inst[0, 47] = 5, 2, 9  # ids with gaps; id 9 is a 1-px sliver
+    np.savetxt(work / "dataset" / "annotations" / "26", inst, fmt="%d", delimiter="  ")
+    dest = tmp_path / "set"
+    records = convert_koyuncu_hoechst(work / ".git", dest, committed(work))
+    assert [r["name"] for r in records] == ["koyuncu_26"] and records[0]["nuclei"] == 2
+    image = tifffile.imread(dest / "images" / "koyuncu_26.tif")
+    labels = tifffile.imread(dest / "masks" / "koyuncu_26.tif")
+    decoded = np.asarray(Image.open(work / "dataset" / "images" / "26.jpg").convert("RGB"))
+    assert image.dtype == np.uint16 and np.array_equal(image, decoded.astype(np.uint16).sum(axis=2))
+    assert image[8, 8] > 250 and image[25, 35] < 20  # the nucleus keeps its whole signal
+    assert labels.dtype == np.uint16 and labels.shape == (32, 48) and sorted(np.unique(labels)) == [0, 1, 2]
+    assert labels[0, 47] == 0 and labels[8, 8] != labels[25, 35] != 0
+    assert next(csv.DictReader(open(dest / "index.csv")))["cell_line"] == "Huh7"
+    assert "evaluation only" in (dest / "README.md").read_text()
+
+
 def test_he_tnbc_and_cryonuseg_conversion_from_mirrors(tmp_path):
     """TNBC's binary masks become their 8-connected components (slivers dropped); CryoNuSeg's
     RGB-coded instance map one nucleus per colour; both keep the RGB of the tile."""

@@ -1115,6 +1115,49 @@ def fetch_aits_u2os(dest: Path = DATA_CACHE / "aits_u2os", mirrors: Path | None 
     return _fetch_from_mirror(dest, AITS_REPO, AITS_COMMIT, convert_aits_u2os, mirrors)
 
 
+KOYUNCU_REPO = "canfkoyuncu/fluorescence_dataset"
+KOYUNCU_COMMIT = "81cec1a72062178c67f211dc0d535cd735816af1"
+KOYUNCU_LICENCE = ("None stated: the repository has no licence file, and its README says only that the set "
+                   "\"is made publicly available in the hope of accelerating microscopic image analysis "
+                   "research\" and asks users to cite its articles (Koyuncu et al., Cytometry A 2016; Arslan "
+                   "et al., IEEE TMI 2013). Used here for evaluation only: never trained on, never redistributed.")
+
+
+def koyuncu_labels(text: bytes) -> np.ndarray:
+    """The label image of an annotation file of the Koyuncu set: whitespace-separated integers,
+    one text row per image row."""
+    return np.loadtxt(io.BytesIO(text), dtype=np.int64, ndmin=2)
+
+
+def convert_koyuncu_hoechst(gitdir: Path, dest: Path, commit: str = KOYUNCU_COMMIT) -> list[dict]:
+    """Koyuncu, Gunduz-Demir et al. (Bilkent University): HepG2 and Huh7 liver cancer cells stained with
+    Hoechst 33258, 20x, 768 x 1024, every nucleus annotated (41 images in the repository; its
+    README counts 37). The images are pseudocoloured JPEG, the annotations text label images."""
+    from PIL import Image
+
+    def images():
+        for path, jpg, text in _git_pairs(gitdir, commit, r"dataset/images/\d+\.jpg",
+                                          lambda p: f"dataset/annotations/{PurePosixPath(p).stem}"):
+            rgb = np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
+            number = int(PurePosixPath(path).stem)
+            # the Hoechst signal is rendered blue-cyan and JPEG's chroma subsampling spreads it over
+            # the channels: their sum keeps all of it
+            yield (f"koyuncu_{number:02d}", rgb.sum(axis=2, dtype=np.uint16),
+                   without_small_objects(koyuncu_labels(text)), {"cell_line": "HepG2" if number <= 25 else "Huh7"})
+
+    return _convert_nuclei_set(dest, images(), "Koyuncu et al.: HepG2 and Huh7 nuclei, Hoechst 33258, 20x "
+                               "(evaluation only)", KOYUNCU_REPO, commit,
+                               "`dataset/images/N.jpg`, `dataset/annotations/N` (text label image)", KOYUNCU_LICENCE,
+                               "the JPEG's three channels summed into a uint16 gray image (the stain is "
+                               "pseudocoloured); the text label image renumbered 1..n, objects under "
+                               f"{MIN_SIZE} px dropped. Images 1-25 are HepG2, the rest Huh7 (the README).")
+
+
+def fetch_koyuncu_hoechst(dest: Path = DATA_CACHE / "koyuncu_hoechst", mirrors: Path | None = None) -> Path:
+    """The Koyuncu HepG2/Huh7 nuclei (evaluation only) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, KOYUNCU_REPO, KOYUNCU_COMMIT, convert_koyuncu_hoechst, mirrors)
+
+
 #: The role of a fluorescence set that only the leave-one-source-out folds train on.
 TRAINS_FOLDS_ONLY = ("Trains the fluorescence folds (training.loso), each left out by its own fold; "
                      "no shipped model trained on it.")
@@ -1188,7 +1231,8 @@ FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train,
             "cells_bbbc030": fetch_cells_bbbc030, "he_monuseg": fetch_he_monuseg,
             "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018, "he_tnbc": fetch_he_tnbc,
             "he_cryonuseg": fetch_he_cryonuseg, "aits_u2os": fetch_aits_u2os,
-            "kromp_dapi": fetch_kromp_dapi, "bitdepth_dapi": fetch_bitdepth_dapi}
+            "kromp_dapi": fetch_kromp_dapi, "bitdepth_dapi": fetch_bitdepth_dapi,
+            "koyuncu_hoechst": fetch_koyuncu_hoechst}
 #: The whole-cell sets, one acquisition source each (``training.cells``).
 CELL_SETS = ("cells_bbbc018", "cells_usiigaci", "cells_bbbc030")
 #: The stained-slide (H&E) nuclei sets the H&E models train on, one source each (``training.he``).

@@ -33,7 +33,7 @@ FOLD_SOURCES = ("mnfinder", "dsb_256x256", "dsb_360x360", "dsb_520x696", "kromp_
 #: Sets never trained on by anything (``python -m training.datasets NAME`` fetches them): each is a
 #: source that every model trained on the others never saw, so the fold recipe trained on all the
 #: training sources (its fold ``without_SET``, or else ``runs/zoo/FOLD_VARIANT``) is its fold.
-EVAL_ONLY_SETS = ("aits_u2os",)
+EVAL_ONLY_SETS = ("aits_u2os", "koyuncu_hoechst")
 #: Images scored per source at most (chosen by a hash of the name, stable as sets grow).
 MAX_IMAGES = 40
 

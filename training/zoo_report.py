@@ -501,8 +501,8 @@ training never saw that source, else only their held-out images, a random split 
 trained on. `python build.py loso-train` trains the folds on a CPU (1000 iterations; with `--start`,
 continuing earlier folds that never saw their source), `tools/device_train.sh` on a lent GPU."""
 
-EVAL_ONLY_NOTE = """ {sets}: a set nothing is trained on (`training.loso.EVAL_ONLY_SETS`, another lab's
-microscope; README of the set), so its fold is the same recipe trained on every training source."""
+EVAL_ONLY_NOTE = """ {sets}: sets nothing is trained on (`training.loso.EVAL_ONLY_SETS`, each another lab's
+microscope; README of the set), so the fold of each is the same recipe trained on every training source."""
 
 SCALES_NOTE = """`python build.py evaluate --scales`: the held-out images rescaled so that their median nucleus
 is 8 to 150 px across (image bilinear with anti-aliasing, labels nearest), segmented as they are
