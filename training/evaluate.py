@@ -143,6 +143,12 @@ def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
                 f"a depth-to-space head restores full-resolution probabilities)")
     start = (f", starting from `{variant['prune_from']}` with {cfg['inner_ratio']:.1%} of each conv block's inner "
              "channels kept (`training.prune`)" if variant.get("prune_from") else "")
+    earlier = run.get("start") or {}
+    if earlier.get("iterations"):  # a run continued from another (training.train's init_from)
+        start += (f", continuing a run of {earlier['iterations']} iterations of batch {earlier.get('batch')} on "
+                  f"{earlier.get('device', 'cpu')} on " + ", ".join(f"`{Path(s).name}`" for s in earlier.get("sets", ())))
+    chosen = ("thresholds of the default before it, `training.cli.SHIPPED` says why" if shipped.get("postprocess")
+              else "thresholds chosen on training images")
     teacher = (f", plus the KL divergence to the probabilities of `{Path(variant['teacher']).name}` (distillation)"
                if variant.get("teacher") else "")
     return f"""## `{spec.id}` — {spec.name}
@@ -154,7 +160,7 @@ def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
 | file | `{spec.file}` ({spec.bytes / 1e6:.1f} MB, sha256 `{spec.sha256[:16]}…`); bioimage.io description `{spec.id}.rdf.yaml` |
 | architecture | U-Net, {encoder} encoder{stem}, depth {cfg['depth']}, softmax head; {params:,} parameters; ONNX opset 17, float32, dynamic batch/height/width (multiples of {spec.input_multiple}) |
 | input | {spec.channels} channel(s), percentile-normalized (p{spec.normalize['low']:g} → 0, p{spec.normalize['high']:g} → 1); tiles of {spec.tile_size} px with {spec.tile_overlap} px overlap |
-| output | per-pixel probabilities of background / nucleus interior / nucleus boundary ({variant['boundary_width']}-pixel rim) → instances by seeded growth (`piximi_py.postprocess`, foreground ≥ {spec.postprocess.get('foreground_threshold')}, seeds ≥ {spec.postprocess.get('seed_threshold')}, thresholds chosen on training images) |
+| output | per-pixel probabilities of background / nucleus interior / nucleus boundary ({variant['boundary_width']}-pixel rim) → instances by seeded growth (`piximi_py.postprocess`, foreground ≥ {spec.postprocess.get('foreground_threshold')}, seeds ≥ {spec.postprocess.get('seed_threshold')}, {chosen}) |
 | training data | training split (75 %, by a hash of the image name: `training.data.is_validation`) of {sets}; synthetic nuclei (`training.synthetic`) as {run.get('synthetic_fraction', variant['synthetic_fraction']):.0%} of crops |
 | training | `training.zoo` variant `{shipped['variant']}`{start}: {ckpt.get('iteration')} iterations (of a {shipped['iterations']}-iteration schedule) × batches of {run.get('batch', variant['batch'])} random {run.get('crop', variant['crop'])}² crops ({_crop_scale(run, variant)}, flips, 90° rotations, gamma/contrast, blur, noise), AdamW, warm-up + cosine LR (peak {variant['lr']:g}), cross-entropy weighted 1/1/2 by class plus {variant['touching_weight']:g}× on pixels where nuclei touch{teacher}, seed {variant['seed']}; on {run.get('device', 'cuda')} |
 

@@ -33,7 +33,8 @@ from . import datasets as DS
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "he"
-#: The shipped fluorescence model the H&E variant starts from.
+#: The shipped fluorescence model the H&E variant starts from. The shipped nuclei_hematoxylin started
+#: from this file as it was on 2026-12-04; a run now starts from the current default (ENTRY says which).
 PARENT = "nuclei_unet_s2d4_w24.onnx"
 VARIANT = "he_hematoxylin_s2d4_w24"
 DIAMETER = 20.0
@@ -57,7 +58,8 @@ SHIPPED_IDS = ("nuclei_hematoxylin", "nuclei_hematoxylin_int8")
 ENTRY = {
     "id": "nuclei_hematoxylin", "task": "nuclei-brightfield", "default": True, "stain": "hematoxylin",
     "name": "Nuclei, H&E / stained brightfield via the hematoxylin stain (space-to-depth U-Net, 1.1M params)",
-    "description": "The default fluorescence model (nuclei) fine-tuned on the hematoxylin density of H&E "
+    "description": "The fluorescence default of 2026-12-04 (nuclei, before it was retrained on more "
+                   "sources) fine-tuned on the hematoxylin density of H&E "
                    "slides (colour deconvolution with Ruifrok-Johnston vectors, "
                    "piximi_py.preprocess.hematoxylin_density: nuclei bright as in fluorescence), nuclei "
                    "rescaled to 20 px across. Trained on MoNuSeg (TCGA, many organs and hospitals; CC BY-NC-SA "
