@@ -224,7 +224,7 @@ def test_variant_files_for_the_page_benchmark(tmp_path, models_dir):
 
     from training.zoo_report import variant_onnx
 
-    path, trained = variant_onnx("unet_s2d4_w24_distilled", tmp_path, models_dir=models_dir)
+    path, trained = variant_onnx("unet_s2d4_w24_sized_all", tmp_path, models_dir=models_dir)
     assert trained and path == models_dir / "nuclei_unet_s2d4_w24.onnx"
     path, trained = variant_onnx("unet_s2d_w8_distilled", tmp_path, run_dir=tmp_path, models_dir=models_dir)
     assert not trained and path.parent == tmp_path
