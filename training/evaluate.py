@@ -147,7 +147,7 @@ def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
     if earlier.get("iterations"):  # a run continued from another (training.train's init_from)
         start += (f", continuing a run of {earlier['iterations']} iterations of batch {earlier.get('batch')} on "
                   f"{earlier.get('device', 'cpu')} on " + ", ".join(f"`{Path(s).name}`" for s in earlier.get("sets", ())))
-    chosen = ("thresholds of the default before it, `training.cli.SHIPPED` says why" if shipped.get("postprocess")
+    chosen = ("thresholds set in `training.cli.SHIPPED`, which says why" if shipped.get("postprocess")
               else "thresholds chosen on training images")
     teacher = (f", plus the KL divergence to the probabilities of `{Path(variant['teacher']).name}` (distillation)"
                if variant.get("teacher") else "")

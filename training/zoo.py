@@ -75,11 +75,17 @@ VARIANTS = {
                                "lr": 5e-4, "teacher": "nuclei_unet_w16.onnx",
                                "prune_from": "unet_s2d4_w24_distilled", "phase": 2},
     # the same from the shipped default file (its checkpoint is not kept): 5/8 of the inner channels,
-    # chosen by activation (training.prune), fine-tuned with the unpruned default as teacher
+    # chosen by activation (training.prune), fine-tuned with the unpruned default as teacher; its row
+    # pruned the distilled default, which the file held until 2026-12-05
     "unet_s2d4_w24_inner62": {"encoder": "vanilla", "depth": 3, "sets": GRAY, "synthetic_fraction": 0.3,
                               "encoder_kwargs": {"base_width": 24, "space_to_depth": 4, "inner_ratio": 0.625},
                               "lr": 5e-4, "teacher": "nuclei_unet_s2d4_w24.onnx",
                               "prune_from": "nuclei_unet_s2d4_w24.onnx"},
+    # the same pruning of the default since 2026-12-05 (size-aware, every training source), as it was trained
+    "unet_s2d4_w24_sized_all_inner62": {"encoder": "vanilla", "depth": 3, "sets": GRAY_ALL, "synthetic_fraction": 0.15,
+                                        "encoder_kwargs": {"base_width": 24, "space_to_depth": 4, "inner_ratio": 0.625},
+                                        "lr": 5e-4, "teacher": "nuclei_unet_s2d4_w24.onnx",
+                                        "prune_from": "nuclei_unet_s2d4_w24.onnx", **SIZED},
     # the same at 3/4 of the inner channels: one more point of the accuracy / size curve
     "unet_s2d4_w24_inner75": {"encoder": "vanilla", "depth": 3, "sets": GRAY, "synthetic_fraction": 0.3,
                               "encoder_kwargs": {"base_width": 24, "space_to_depth": 4, "inner_ratio": 0.75},
@@ -144,8 +150,9 @@ def train_variant(name: str, out: Path, *, data_root: Path, device: str = "cpu",
         ratio, parent = cfg["encoder_kwargs"]["inner_ratio"], cfg.pop("prune_from")
         start = Path(out) / name / "pruned_init.pt"
         if parent.endswith(".onnx"):
+            # batch norms see crops as the model will: at its nucleus diameter when it has one
             crops = calibration_crops(cfg["sets"], data_root, channels=cfg.get("channels", 1), batch=cfg["batch"],
-                                      crop=cfg["crop"], seed=cfg["seed"])
+                                      crop=cfg["crop"], seed=cfg["seed"], diameter=cfg.get("diameter"))
             cfg["init_from"] = prune_shipped(ROOT / "models" / parent, start, ratio, crops)
         else:
             cfg["init_from"] = prune_checkpoint(Path(out) / parent / "model.pt", start, ratio)
