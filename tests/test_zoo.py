@@ -257,6 +257,16 @@ def test_instance_formulations_on_touching_nuclei():
         instances(prob, "magic", post)
 
 
+def test_the_sets_nothing_trains_on_share_one_fold():
+    """Every set of EVAL_ONLY_SETS is left out by the same run, the recipe on every training source
+    (a run each would train the same model again); a training source has a fold of its own."""
+    from training import loso
+
+    folds = {loso.fold_dir(s) for s in loso.EVAL_ONLY_SETS}
+    assert len(folds) == 1 and len(loso.EVAL_ONLY_SETS) > 1
+    assert loso.fold_dir("mnfinder") not in folds and loso.fold_dir("mnfinder") != loso.fold_dir("kromp_dapi")
+
+
 def test_a_fold_continues_only_from_runs_that_never_saw_its_source(tmp_path, monkeypatch):
     """loso-train --start: each fold continues from the earlier run that left its source out (or the
     run on every set, for a source no earlier fold left out), never from one that trained on it,

@@ -15,16 +15,18 @@ ROOT = Path(__file__).resolve().parents[1]
 #: four to seven minutes per variant, several at once); ``python build.py train
 #: --model ID --device cpu`` runs the same schedule on a CPU (hours). The
 #: ``_distilled`` variants learn from ``nuclei_unet``'s shipped ONNX file.
+#: The thresholds the default and its pruned copy keep (those of the default before 2026-12-05): the
+#: ones tuned on its training images at the true diameter (foreground 0.5) break its diameter estimate
+#: on large nuclei (65 % within 15 % at 150 px against 88 %, python build.py evaluate --scales).
+SIZE_SAFE_THRESHOLDS = {"foreground_threshold": 0.6, "seed_threshold": 0.3, "min_seed_size": 4, "min_size": 12}
 SHIPPED = {
     "nuclei": {
         # the size-aware recipe on every licensed fluorescence source (README, "Sources never trained
         # on"); until 2026-12-05 the default was unet_s2d4_w24_distilled (11121 iterations, DSB2018 +
-        # mnfinder only). It keeps that default's thresholds: the ones tuned on its training images at
-        # the true diameter (foreground 0.5) break its diameter estimate on large nuclei (65 % within
-        # 15 % at 150 px against 88 %, python build.py evaluate --scales).
+        # mnfinder only). It keeps that default's thresholds (SIZE_SAFE_THRESHOLDS says why).
         "variant": "unet_s2d4_w24_sized_all", "iterations": 1000, "file": "nuclei_unet_s2d4_w24.onnx",
         "int8": "nuclei_unet_s2d4_w24_int8.onnx",
-        "postprocess": {"foreground_threshold": 0.6, "seed_threshold": 0.3, "min_seed_size": 4, "min_size": 12},
+        "postprocess": SIZE_SAFE_THRESHOLDS,
         "entry": {"id": "nuclei", "name": "Nuclei, fluorescence (space-to-depth U-Net, 1.1M params)",
                   "task": "nuclei-fluorescence", "default": True,
                   "description": "3-class U-Net (background / interior / boundary) for fluorescent nuclei that "
@@ -50,8 +52,7 @@ SHIPPED = {
     "nuclei_fast": {
         "variant": "unet_s2d4_w24_sized_all_inner62", "iterations": 6000, "file": "nuclei_unet_s2d4_w24_inner62.onnx",
         "int8": "nuclei_unet_s2d4_w24_inner62_int8.onnx",
-        # the thresholds of the model it is pruned from (nuclei, above)
-        "postprocess": {"foreground_threshold": 0.6, "seed_threshold": 0.3, "min_seed_size": 4, "min_size": 12},
+        "postprocess": SIZE_SAFE_THRESHOLDS,
         "entry": {"id": "nuclei_fast", "name": "Nuclei, fluorescence, fast (pruned space-to-depth U-Net, 0.7M params)",
                   "task": "nuclei-fluorescence", "default": False,
                   "description": "The default model with 3/8 of the channels inside each conv block pruned away "

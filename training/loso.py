@@ -32,7 +32,8 @@ FOLD_ITERATIONS = 1000
 FOLD_SOURCES = ("mnfinder", "dsb_256x256", "dsb_360x360", "dsb_520x696", "kromp_dapi", "bitdepth_dapi")
 #: Sets never trained on by anything (``python -m training.datasets NAME`` fetches them): each is a
 #: source that every model trained on the others never saw, so the fold recipe trained on all the
-#: training sources (its fold ``without_SET``, or else ``runs/zoo/FOLD_VARIANT``) is its fold.
+#: training sources is the fold of every one of them: one run (:func:`fold_dir`), or else
+#: ``runs/zoo/FOLD_VARIANT``.
 EVAL_ONLY_SETS = ("aits_u2os", "koyuncu_hoechst")
 #: Images scored per source at most (chosen by a hash of the name, stable as sets grow).
 MAX_IMAGES = 40
@@ -70,7 +71,9 @@ def source_pairs(source: str, data_root: Path = D.SHARED_DATA, max_images: int =
 
 
 def fold_dir(source: str) -> Path:
-    return RUNS / f"without_{source}"
+    """The run of the fold that leaves ``source`` out; the sets nothing trains on share one (the
+    recipe on every training source: a run per set would train the same model again)."""
+    return RUNS / ("without_eval_only_sets" if source in EVAL_ONLY_SETS else f"without_{source}")
 
 
 def fold_model(source: str, data_root: Path = D.SHARED_DATA) -> Path | None:
@@ -108,7 +111,9 @@ def train_folds(sources=None, *, data_root: Path = D.SHARED_DATA, iterations: in
             if start is not None:
                 extra["init_from"] = start_checkpoint(Path(start), source, data_root)
             ckpt = train_variant(FOLD_VARIANT, RUNS, data_root=data_root, iterations=iterations, threads=threads,
-                                 run_name=fold_dir(source).name, exclude_sources=[source], **extra)
+                                 run_name=fold_dir(source).name,
+                                 exclude_sources=list(EVAL_ONLY_SETS) if source in EVAL_ONLY_SETS else [source],
+                                 **extra)
             export_onnx(ckpt, onnx_path)
         files.append(onnx_path)
     return files

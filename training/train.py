@@ -201,6 +201,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = device.startswith("cuda")  # fixed crop size: let cuDNN pick kernels
+    any_size_fraction = any_size_fraction if diameter else 0.0  # a size to vary around, or none
     samples = [s for s in load_samples(sets, data_root, channels, stain, stain_mix)
                if s.source not in set(exclude_sources)]
     train_set, val_set = D.split(samples)
@@ -222,7 +223,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     stream = CropStream(train_set, batch=batch, crop=crop, seed=seed, boundary_width=boundary_width,
                         synthetic_fraction=synthetic_fraction, channels=channels, diameter=diameter,
                         scale_range=scale_range, stain_mix=stain_mix,
-                        any_size_fraction=any_size_fraction if diameter else 0.0, any_size=any_size)
+                        any_size_fraction=any_size_fraction, any_size=any_size)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
                                          pin_memory=device != "cpu", prefetch_factor=4 if workers else None,
                                          persistent_workers=False)
@@ -278,7 +279,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
                          "touching_weight": touching_weight, "boundary_width": boundary_width,
                          "teacher": str(teacher) if teacher else None, "device": device,
                          "diameter": diameter, "scale_range": list(scale_range),
-                         "any_size_fraction": any_size_fraction if diameter else 0.0, "any_size": list(any_size),
+                         "any_size_fraction": any_size_fraction, "any_size": list(any_size),
                          "exclude_sources": list(exclude_sources), "stain": stain, "stain_mix": stain_mix,
                          "seconds": round(time.time() - t0, 1), "start": start_run})
     return out / "model.pt"

@@ -720,7 +720,7 @@ def ship(model_id: str, cfg: dict, run_dir: Path = RUN_DIR, models_dir: Path = R
     entry = {**TEMPLATE, **cfg["entry"], "file": cfg["file"], "channels": ckpt["config"]["in_channels"],
              "input_multiple": input_multiple(ckpt["config"]),
              # a shipped model's own thresholds (cli.SHIPPED says why) over those tuned for its variant
-             "postprocess": cfg.get("postprocess") or measured.get("postprocess", TEMPLATE["postprocess"]),
+             "postprocess": dict(cfg.get("postprocess") or measured.get("postprocess", TEMPLATE["postprocess"])),
              # the nucleus size the model works at (training.train's diameter): the pipeline rescales to it
              "diameter": float(ckpt.get("run", {}).get("diameter") or cfg.get("diameter", 0.0)),
              "latency_ms_512": {"native": measured["e2e_ms"]} if measured.get("e2e_ms") else 0.0,
