@@ -157,6 +157,33 @@ def test_an_estimate_too_small_to_hold_is_capped_not_refused(sample, monkeypatch
     assert max(rescale.rescaled_shape(image.shape, result.scale)) <= rescale.MAX_RESCALED_SIDE
 
 
+def test_passes_that_never_agree_give_the_finest_seen_at_the_models_size(monkeypatch):
+    """When no two passes agree, the estimate is the finest pass that saw objects at the model's
+    size, not the median of such passes: on a frozen H&E section (CryoNuSeg, nuclei 18 px) each
+    coarser pass merged more small nuclei into blobs that again looked of the model's size, and
+    the median of the passes came out at 53 px."""
+    from piximi_py import diameter, pipeline
+
+    spec = piximi_py.find_model(piximi_py.load_models(), None)
+    side = 512
+    found = {1.0: 21.6, 0.5: 29.9, 0.25: 76.2, 0.125: 136.3}  # px of the image, as that slide's passes
+
+    async def blank(x, model, backend, progress=None):
+        return np.zeros((3, *x.shape[-2:]), np.float32)
+
+    def measured(labels, min_objects=5):
+        scale = min(found, key=lambda s: abs(s * side - labels.shape[1]))
+        return (found[scale] * scale, 50) if abs(scale * side - labels.shape[1]) <= 1 else (float("nan"), 0)
+
+    monkeypatch.setattr(pipeline, "predict_probabilities", blank)
+    monkeypatch.setattr(diameter, "median_diameter", measured)
+    x = np.zeros((1, side, side), np.float32)
+    estimate, passes = piximi_py.run_sync(pipeline.estimate_diameter(x, spec, None))
+    assert [p.scale for p in passes][:4] == [1.0, 0.5, 0.25, 0.125]
+    assert all(pipeline._at_size(p, spec) for p in passes[:4])  # each looked of the model's size
+    assert estimate == pytest.approx(21.6)
+
+
 def test_diameter_in_um_uses_the_pixel_size(sample):
     image, truth = sample
     a = piximi_py.segment_image(image, diameter=30)
