@@ -258,9 +258,9 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
     if not measured:
         return None, passes
     seen_at_size = [p for p in measured if _at_size(p, model)]
-    if seen_at_size:
-        return max(D.MIN_DIAMETER, max(seen_at_size, key=lambda p: p.scale).diameter), passes
-    return max(D.MIN_DIAMETER, float(np.median([p.diameter for p in measured]))), passes
+    found = (max(seen_at_size, key=lambda p: p.scale).diameter if seen_at_size
+             else float(np.median([p.diameter for p in measured])))
+    return max(D.MIN_DIAMETER, found), passes
 
 
 async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
