@@ -155,6 +155,10 @@ ESTIMATE_PASSES = 7
 ESTIMATE_AGREE = 1.25
 #: A pass sees nuclei at the model's size when they are within this factor of ``model.diameter``.
 ESTIMATE_AT_SIZE = 1.4
+#: Objects a pass must find to confirm another: the median of one or two is no measurement. At
+#: coarse scales a model sees one or two clumps of small nuclei (or of cells) as objects of its
+#: size, and two such passes agreed on 60-270 px for 13-22 px nuclei on H&E slides and for cells.
+ESTIMATE_MIN_OBJECTS = 3
 
 
 def _central_window(x: np.ndarray, side: int) -> np.ndarray:
@@ -194,7 +198,8 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
     texture) does not. So the next pass rescales to bring the found
     diameter to the model's own (``model.diameter``), or, once a pass is
     at that size, checks it at half the scale; the estimate is a diameter
-    that two passes at different scales agree on (within
+    that two passes at different scales, each finding at least
+    :data:`ESTIMATE_MIN_OBJECTS` objects, agree on (within
     :data:`ESTIMATE_AGREE`), from the pass closest to the model's size;
     when no two agree, the finest pass that saw objects at the model's size.
     Each pass segments at most a central ``ESTIMATE_WINDOW``² window of
@@ -229,7 +234,8 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
         passes.append(done)
         tried = [p.scale for p in passes]
         at_size = count and _at_size(done, model)
-        agreeing = [p for p in passes[:-1] if count and p.objects and (at_size or _at_size(p, model))
+        agreeing = [p for p in passes[:-1] if min(count, p.objects) >= ESTIMATE_MIN_OBJECTS
+                    and (at_size or _at_size(p, model))
                     and not _near(p.scale, scale, ESTIMATE_AT_SIZE)
                     and _near(p.diameter, done.diameter, ESTIMATE_AGREE)]
         if agreeing:  # seen at the model's size and confirmed at another scale

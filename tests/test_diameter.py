@@ -184,6 +184,34 @@ def test_passes_that_never_agree_give_the_finest_seen_at_the_models_size(monkeyp
     assert estimate == pytest.approx(21.6)
 
 
+def test_two_passes_of_one_or_two_clumps_confirm_nothing(monkeypatch):
+    """Two coarse passes that each find one or two objects of the model's size do not confirm a
+    diameter: as the passes of a CoNSeP slide (nuclei 20 px) that agreed on 126 px."""
+    from piximi_py import diameter, pipeline
+
+    spec = piximi_py.find_model(piximi_py.load_models(), None)
+    side = 512
+    found = {1.0: (19.6, 37), 0.5: (32.3, 10), 0.25: (102.6, 2), 0.125: (126.1, 1)}  # px, objects
+
+    async def blank(x, model, backend, progress=None):
+        return np.zeros((3, *x.shape[-2:]), np.float32)
+
+    def measured(labels, min_objects=5):
+        scale = min(found, key=lambda s: abs(s * side - labels.shape[1]))
+        if abs(scale * side - labels.shape[1]) > 1:
+            return float("nan"), 0
+        return found[scale][0] * scale, found[scale][1]
+
+    monkeypatch.setattr(pipeline, "predict_probabilities", blank)
+    monkeypatch.setattr(diameter, "median_diameter", measured)
+    x = np.zeros((1, side, side), np.float32)
+    estimate, passes = piximi_py.run_sync(pipeline.estimate_diameter(x, spec, None))
+    assert [p.scale for p in passes][:4] == [1.0, 0.5, 0.25, 0.125]
+    assert estimate == pytest.approx(19.6)
+    monkeypatch.setattr(pipeline, "ESTIMATE_MIN_OBJECTS", 1)  # the old rule: confirmed at 126 px
+    assert piximi_py.run_sync(pipeline.estimate_diameter(x, spec, None))[0] == pytest.approx(126.1)
+
+
 def test_diameter_in_um_uses_the_pixel_size(sample):
     image, truth = sample
     a = piximi_py.segment_image(image, diameter=30)
