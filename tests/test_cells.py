@@ -1,5 +1,5 @@
 """Whole cells: the shipped two-channel model, channel choice, cells linked to their nuclei,
-their exports, and accuracy against the classical baseline where the cell sets are cached."""
+and their exports."""
 from __future__ import annotations
 
 import io
@@ -19,7 +19,6 @@ from piximi_py.io import read_image
 from piximi_py.measure import link_nuclei
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / ".cache" / "data"
 
 
 @pytest.fixture(scope="module")

@@ -252,3 +252,49 @@ def test_he_tnbc_and_cryonuseg_conversion_from_mirrors(tmp_path):
     labels = tifffile.imread(tmp_path / "cryo_set/masks/cryonuseg_Human_Skin_03.tif")
     assert labels[3, 3] != labels[10, 10] != 0 and labels[0, 31] == 0 and labels.max() == 2
     assert "non-commercial" in (tmp_path / "cryo_set/README.md").read_text()
+
+
+def test_deepcell_conversion_from_a_mirror(tmp_path, monkeypatch):
+    """DeepCell's scored-only whole cells: phase and nuclear planes become a CYX image; each cell
+    interior (PNG in one folder, TIFF in another) a label that takes the drawn edge around it;
+    interiors under 100 px or a tenth of the median are slivers; the mirror may come as a
+    repository with its git directory inside."""
+    import tifffile
+    from PIL import Image
+
+    import training.datasets as DS
+
+    work = tmp_path / "DeepCell"
+    phase = (np.arange(128 * 128).reshape(128, 128) % 4001).astype(np.uint16)
+    nuclear = phase[::-1].copy()
+    interiors = np.zeros((128, 128), np.uint8)
+    interiors[10:55, 10:55] = interiors[70:115, 70:115] = 255   # two cells of 2025 px
+    interiors[10:20, 100:115] = 255                              # 150 px: under a tenth of the median
+    edges = np.zeros((128, 128), np.uint8)
+    edges[8:57, 8:57] = 255
+    edges[10:55, 10:55] = 0                                      # a 2-px edge drawn around the first
+    for folder, ext in (("HeLa_joint/set1", "png"), ("3T3/set1", "tif")):
+        field = work / "training_data" / folder
+        field.mkdir(parents=True)
+        Image.fromarray(phase).save(field / "phase.png")
+        Image.fromarray(nuclear).save(field / "nuclear.png")
+        for name, plane in (("feature_0", edges), ("feature_1", interiors)):
+            if ext == "png":
+                Image.fromarray(plane).save(field / f"{name}.png")
+            else:
+                tifffile.imwrite(field / f"{name}.tif", plane)
+    monkeypatch.setattr(DS, "DEEPCELL_FIELDS", ("HeLa_joint/set1", "3T3/set1"))
+    mirrors = tmp_path / "mirrors"
+    (mirrors / "CovertLab+DeepCell").mkdir(parents=True)
+    commit = committed(work)
+    work.rename(mirrors / "CovertLab+DeepCell" / "repo")
+    root = DS._fetch_from_mirror(tmp_path / "set", DS.DEEPCELL_REPO, commit, DS.convert_cells_deepcell, mirrors)
+    assert sorted(p.name for p in (root / "images").iterdir()) == ["deepcell_3t3_set1.tif", "deepcell_hela_set1.tif"]
+    for name in ("deepcell_3t3_set1", "deepcell_hela_set1"):
+        image = tifffile.imread(root / "images" / f"{name}.tif")
+        labels = tifffile.imread(root / "masks" / f"{name}.tif")
+        assert image.shape == (2, 128, 128) and np.array_equal(image[0], phase) and np.array_equal(image[1], nuclear)
+        assert labels.dtype == np.uint16 and sorted(np.unique(labels)) == [0, 1, 2]
+        assert labels[9, 30] == labels[30, 30] != 0 and labels[90, 90] not in (0, labels[30, 30])
+        assert labels[15, 105] == 0                              # the sliver
+    assert "evaluation only" in (root / "README.md").read_text()

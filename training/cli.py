@@ -103,7 +103,7 @@ def cmd_loso_train(args) -> int:
 def cmd_cells_train(args) -> int:
     from . import cells
 
-    files = cells.train_all(threads=args.threads, folds=not args.no_folds)
+    files = cells.train_all(threads=args.threads, folds=not args.no_folds, final=not args.folds_only)
     print("\n".join(str(f) for f in files))
     return 0
 
@@ -445,6 +445,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cells-train", help="train the whole-cell model and its leave-one-source-out folds into "
                                            "runs/cells (training.cells; sets: python -m training.datasets cells_...)")
     p.add_argument("--no-folds", action="store_true", help="only the shipped model")
+    p.add_argument("--folds-only", action="store_true", help="only the leave-one-source-out folds")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_cells_train)
     p = sub.add_parser("cells-export", help="export runs/cells' model to models/ (thresholds tuned on training "

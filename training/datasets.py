@@ -38,6 +38,12 @@ cells_bbbc018, cells_usiigaci, cells_bbbc030
     :func:`labels_from_outlines`. Each set's README gives the commit, the
     paths and the licence as stated.
 
+cells_deepcell
+    Ten phase-contrast fields with a nuclear marker (HeLa-S3, NIH-3T3,
+    MCF10A, macrophages; Van Valen et al. 2016) from ``CovertLab/DeepCell``,
+    cells drawn by hand as interior and edge maps. No licence is stated, so
+    it is only scored, never trained on.
+
 Run ``python -m training.datasets NAME`` to fetch and convert. Each set
 also gets ``index.csv``, one row per image; in sets read from mirrors its
 ``source`` column is meant for the acquisition source (lab, microscope,
@@ -405,6 +411,8 @@ def mirror_gitdir(repo: str, commit: str, mirrors: Path | None = None) -> Path:
            f"github:{repo} brings in); set {MIRRORS_ENV} to the folder holding OWNER+NAME/repo")
     if not gitdir.is_dir():
         raise FileNotFoundError(how)
+    if (gitdir / ".git").is_dir():  # some snapshots come as a repository with its git directory inside
+        gitdir = gitdir / ".git"
     probe = subprocess.run(["git", "--git-dir", str(gitdir), "cat-file", "-e", f"{commit}^{{commit}}"],
                            capture_output=True)
     if probe.returncode != 0:
@@ -845,6 +853,52 @@ def convert_cells_bbbc030(gitdir: Path, dest: Path, commit: str = BBBC030_COMMIT
         BBBC030_LICENCE, labels_from_outlines.__doc__.split("\n")[0] + " Regions under 100 px are gaps."))
 
 
+DEEPCELL_REPO = "CovertLab/DeepCell"
+DEEPCELL_COMMIT = "b72ee72e972192ceba43b1997b4543dfeb24b568"
+DEEPCELL_LICENCE = ("None stated: the repository has no licence file at this commit or in its history, and "
+                    "its README is one line. The images and hand-drawn masks are the Covert lab's (Van Valen "
+                    "et al., PLoS Comput Biol 12:e1005177, 2016). Used here for evaluation only: never "
+                    "trained on, never redistributed.")
+#: DeepCell's whole-cell fields: phase contrast with a nuclear marker, one per folder (RAW40X is left
+#: out: its sets re-annotate the same fields and which channel is nuclear is not documented).
+DEEPCELL_FIELDS = ("HeLa_joint/set1", "HeLa_joint/set2", "HeLa_joint/set3", "HeLa_joint/set4", "HeLa_joint/set5",
+                   "3T3/set1", "3T3/set2", "3T3/set3", "MCF10A", "BMDM")
+
+
+def convert_cells_deepcell(gitdir: Path, dest: Path, commit: str = DEEPCELL_COMMIT) -> list[dict]:
+    """DeepCell's (Van Valen et al. 2016) hand-drawn whole cells of HeLa-S3, NIH-3T3, MCF10A and
+    bone-marrow macrophages: phase contrast and a nuclear marker, 1080 x 1280, 16-bit. The masks
+    are two maps, cell interiors (``feature_1``) and cell edges (``feature_0``): each interior
+    (4-connected) of at least 100 px and a tenth of the image's median such interior is a cell
+    (smaller ones are slivers: some 45 in each of two 3T3 fields), which then takes the edge
+    pixels within 3 px of it."""
+    from skimage.segmentation import expand_labels
+
+    def read(folder, stem):
+        for ext in ("png", "tif"):
+            if _git_has(gitdir, commit, f"training_data/{folder}/{stem}.{ext}"):
+                data = _git_show(gitdir, commit, f"training_data/{folder}/{stem}.{ext}")
+                return _png(data) if ext == "png" else tifffile.imread(io.BytesIO(data))
+        raise FileNotFoundError(f"training_data/{folder}/{stem}.png or .tif not in the mirror")
+
+    def images():
+        for folder in DEEPCELL_FIELDS:
+            interiors, _ = ndi.label(read(folder, "feature_1") > 0)
+            areas = np.bincount(interiors.ravel())[1:]
+            labels = without_small_objects(interiors, max(100, int(0.1 * np.median(areas[areas >= 100]))))
+            edges = read(folder, "feature_0") > 0
+            labels[edges] = expand_labels(labels, 3)[edges]
+            name = safe_name(folder.lower().replace("hela_joint", "hela").replace("/", "_"))
+            yield f"deepcell_{name}", read(folder, "phase"), read(folder, "nuclear"), labels
+
+    return _convert_cells(dest, images(), (
+        "DeepCell: HeLa-S3, NIH-3T3, MCF10A and macrophages, phase contrast + nuclear marker", DEEPCELL_REPO,
+        commit, "`training_data/{" + ",".join(DEEPCELL_FIELDS) + "}/{phase,nuclear,feature_0,feature_1}.{png,tif}`",
+        DEEPCELL_LICENCE, "each 4-connected cell interior (`feature_1`) of at least 100 px and a tenth of the image's "
+        "median such interior is a cell, which "
+        "takes the cell-edge pixels (`feature_0`) within 3 px. Channels: phase, nuclear."))
+
+
 def fetch_cells_bbbc018(dest: Path = DATA_CACHE / "cells_bbbc018", mirrors: Path | None = None) -> Path:
     """BBBC018 whole cells (fluorescence, cytoplasm + nuclei) in the standard layout, from a mirror."""
     return _fetch_from_mirror(dest, BBBC018_REPO, BBBC018_COMMIT, convert_cells_bbbc018, mirrors)
@@ -853,6 +907,11 @@ def fetch_cells_bbbc018(dest: Path = DATA_CACHE / "cells_bbbc018", mirrors: Path
 def fetch_cells_usiigaci(dest: Path = DATA_CACHE / "cells_usiigaci", mirrors: Path | None = None) -> Path:
     """Usiigaci whole cells (phase contrast) in the standard layout, from a mirror."""
     return _fetch_from_mirror(dest, USIIGACI_REPO, USIIGACI_COMMIT, convert_cells_usiigaci, mirrors)
+
+
+def fetch_cells_deepcell(dest: Path = DATA_CACHE / "cells_deepcell", mirrors: Path | None = None) -> Path:
+    """DeepCell's whole cells (phase contrast + nuclear marker; scored only) in the standard layout."""
+    return _fetch_from_mirror(dest, DEEPCELL_REPO, DEEPCELL_COMMIT, convert_cells_deepcell, mirrors)
 
 
 def fetch_cells_bbbc030(dest: Path = DATA_CACHE / "cells_bbbc030", mirrors: Path | None = None) -> Path:
@@ -1228,13 +1287,15 @@ def fetch_bitdepth_dapi(dest: Path = DATA_CACHE / "bitdepth_dapi", mirrors: Path
 
 FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train,
             "cells_bbbc018": fetch_cells_bbbc018, "cells_usiigaci": fetch_cells_usiigaci,
-            "cells_bbbc030": fetch_cells_bbbc030, "he_monuseg": fetch_he_monuseg,
-            "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018, "he_tnbc": fetch_he_tnbc,
+            "cells_bbbc030": fetch_cells_bbbc030, "cells_deepcell": fetch_cells_deepcell,
+            "he_monuseg": fetch_he_monuseg, "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018, "he_tnbc": fetch_he_tnbc,
             "he_cryonuseg": fetch_he_cryonuseg, "aits_u2os": fetch_aits_u2os,
             "kromp_dapi": fetch_kromp_dapi, "bitdepth_dapi": fetch_bitdepth_dapi,
             "koyuncu_hoechst": fetch_koyuncu_hoechst}
 #: The whole-cell sets, one acquisition source each (``training.cells``).
 CELL_SETS = ("cells_bbbc018", "cells_usiigaci", "cells_bbbc030")
+#: Whole-cell sets only ever scored (no licence stated): a source the shipped model never saw.
+CELL_EVAL_ONLY_SETS = ("cells_deepcell",)
 #: The stained-slide (H&E) nuclei sets the H&E models train on, one source each (``training.he``).
 HE_SETS = ("he_monuseg", "he_consep", "he_dsb2018")
 #: H&E sets only ever scored: sources the shipped model never saw. Training on them as well
