@@ -157,7 +157,8 @@ ESTIMATE_AGREE = 1.25
 ESTIMATE_AT_SIZE = 1.4
 #: Objects a pass must find to confirm another: the median of one or two is no measurement. At
 #: coarse scales a model sees one or two clumps of small nuclei (or of cells) as objects of its
-#: size, and two such passes agreed on 60-270 px for 13-22 px nuclei on H&E slides and for cells.
+#: size, and two such passes agreed on 60-196 px for 13-20 px nuclei on H&E slides (and on
+#: 260-270 px for cells of 22-45 px).
 ESTIMATE_MIN_OBJECTS = 3
 
 

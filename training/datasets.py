@@ -894,9 +894,9 @@ def convert_cells_deepcell(gitdir: Path, dest: Path, commit: str = DEEPCELL_COMM
     return _convert_cells(dest, images(), (
         "DeepCell: HeLa-S3, NIH-3T3, MCF10A and macrophages, phase contrast + nuclear marker", DEEPCELL_REPO,
         commit, "`training_data/{" + ",".join(DEEPCELL_FIELDS) + "}/{phase,nuclear,feature_0,feature_1}.{png,tif}`",
-        DEEPCELL_LICENCE, "each 4-connected cell interior (`feature_1`) of at least 100 px and a tenth of the image's "
-        "median such interior is a cell, which "
-        "takes the cell-edge pixels (`feature_0`) within 3 px. Channels: phase, nuclear."))
+        DEEPCELL_LICENCE, "each 4-connected cell interior (`feature_1`) of at least 100 px and a tenth of "
+        "the image's median such interior is a cell, which takes the cell-edge pixels (`feature_0`) "
+        "within 3 px. Channels: phase, nuclear."))
 
 
 def fetch_cells_bbbc018(dest: Path = DATA_CACHE / "cells_bbbc018", mirrors: Path | None = None) -> Path:
@@ -1288,8 +1288,8 @@ def fetch_bitdepth_dapi(dest: Path = DATA_CACHE / "bitdepth_dapi", mirrors: Path
 FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train,
             "cells_bbbc018": fetch_cells_bbbc018, "cells_usiigaci": fetch_cells_usiigaci,
             "cells_bbbc030": fetch_cells_bbbc030, "cells_deepcell": fetch_cells_deepcell,
-            "he_monuseg": fetch_he_monuseg, "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018, "he_tnbc": fetch_he_tnbc,
-            "he_cryonuseg": fetch_he_cryonuseg, "aits_u2os": fetch_aits_u2os,
+            "he_monuseg": fetch_he_monuseg, "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018,
+            "he_tnbc": fetch_he_tnbc, "he_cryonuseg": fetch_he_cryonuseg, "aits_u2os": fetch_aits_u2os,
             "kromp_dapi": fetch_kromp_dapi, "bitdepth_dapi": fetch_bitdepth_dapi,
             "koyuncu_hoechst": fetch_koyuncu_hoechst}
 #: The whole-cell sets, one acquisition source each (``training.cells``).
