@@ -157,41 +157,11 @@ def test_an_estimate_too_small_to_hold_is_capped_not_refused(sample, monkeypatch
     assert max(rescale.rescaled_shape(image.shape, result.scale)) <= rescale.MAX_RESCALED_SIDE
 
 
-def test_passes_that_never_agree_give_the_finest_seen_at_the_models_size(monkeypatch):
-    """When no two passes agree, the estimate is the finest pass that saw objects at the model's
-    size, not the median of such passes: on a frozen H&E section (CryoNuSeg, nuclei 18 px) each
-    coarser pass merged more small nuclei into blobs that again looked of the model's size, and
-    the median of the passes came out at 53 px."""
+def replay_passes(monkeypatch, spec, found, side=512):
+    """Run the diameter estimate on a blank ``side``² image whose pass at each scale of ``found``
+    measures ``found[scale] = (diameter in px of the image, objects)``, as a real slide's passes
+    did; a pass at any other scale finds nothing. Returns the estimate and its passes."""
     from piximi_py import diameter, pipeline
-
-    spec = piximi_py.find_model(piximi_py.load_models(), None)
-    side = 512
-    found = {1.0: 21.6, 0.5: 29.9, 0.25: 76.2, 0.125: 136.3}  # px of the image, as that slide's passes
-
-    async def blank(x, model, backend, progress=None):
-        return np.zeros((3, *x.shape[-2:]), np.float32)
-
-    def measured(labels, min_objects=5):
-        scale = min(found, key=lambda s: abs(s * side - labels.shape[1]))
-        return (found[scale] * scale, 50) if abs(scale * side - labels.shape[1]) <= 1 else (float("nan"), 0)
-
-    monkeypatch.setattr(pipeline, "predict_probabilities", blank)
-    monkeypatch.setattr(diameter, "median_diameter", measured)
-    x = np.zeros((1, side, side), np.float32)
-    estimate, passes = piximi_py.run_sync(pipeline.estimate_diameter(x, spec, None))
-    assert [p.scale for p in passes][:4] == [1.0, 0.5, 0.25, 0.125]
-    assert all(pipeline._at_size(p, spec) for p in passes[:4])  # each looked of the model's size
-    assert estimate == pytest.approx(21.6)
-
-
-def test_two_passes_of_one_or_two_clumps_confirm_nothing(monkeypatch):
-    """Two coarse passes that each find one or two objects of the model's size do not confirm a
-    diameter: as the passes of a CoNSeP slide (nuclei 20 px) that agreed on 126 px."""
-    from piximi_py import diameter, pipeline
-
-    spec = piximi_py.find_model(piximi_py.load_models(), None)
-    side = 512
-    found = {1.0: (19.6, 37), 0.5: (32.3, 10), 0.25: (102.6, 2), 0.125: (126.1, 1)}  # px, objects
 
     async def blank(x, model, backend, progress=None):
         return np.zeros((3, *x.shape[-2:]), np.float32)
@@ -205,11 +175,37 @@ def test_two_passes_of_one_or_two_clumps_confirm_nothing(monkeypatch):
     monkeypatch.setattr(pipeline, "predict_probabilities", blank)
     monkeypatch.setattr(diameter, "median_diameter", measured)
     x = np.zeros((1, side, side), np.float32)
-    estimate, passes = piximi_py.run_sync(pipeline.estimate_diameter(x, spec, None))
+    return piximi_py.run_sync(pipeline.estimate_diameter(x, spec, None))
+
+
+def test_passes_that_never_agree_give_the_finest_seen_at_the_models_size(monkeypatch):
+    """When no two passes agree, the estimate is the finest pass that saw objects at the model's
+    size, not the median of such passes: on a frozen H&E section (CryoNuSeg, nuclei 18 px) each
+    coarser pass merged more small nuclei into blobs that again looked of the model's size, and
+    the median of the passes came out at 53 px."""
+    from piximi_py import pipeline
+
+    spec = piximi_py.find_model(piximi_py.load_models(), None)
+    # px of the image and objects found, as that slide's passes
+    estimate, passes = replay_passes(monkeypatch, spec, {1.0: (21.6, 50), 0.5: (29.9, 50), 0.25: (76.2, 50),
+                                                         0.125: (136.3, 50)})
+    assert [p.scale for p in passes][:4] == [1.0, 0.5, 0.25, 0.125]
+    assert all(pipeline._at_size(p, spec) for p in passes[:4])  # each looked of the model's size
+    assert estimate == pytest.approx(21.6)
+
+
+def test_two_passes_of_one_or_two_clumps_confirm_nothing(monkeypatch):
+    """Two coarse passes that each find one or two objects of the model's size do not confirm a
+    diameter: as the passes of a CoNSeP slide (nuclei 20 px) that agreed on 126 px."""
+    from piximi_py import pipeline
+
+    spec = piximi_py.find_model(piximi_py.load_models(), None)
+    found = {1.0: (19.6, 37), 0.5: (32.3, 10), 0.25: (102.6, 2), 0.125: (126.1, 1)}  # px, objects
+    estimate, passes = replay_passes(monkeypatch, spec, found)
     assert [p.scale for p in passes][:4] == [1.0, 0.5, 0.25, 0.125]
     assert estimate == pytest.approx(19.6)
     monkeypatch.setattr(pipeline, "ESTIMATE_MIN_OBJECTS", 1)  # the old rule: confirmed at 126 px
-    assert piximi_py.run_sync(pipeline.estimate_diameter(x, spec, None))[0] == pytest.approx(126.1)
+    assert replay_passes(monkeypatch, spec, found)[0] == pytest.approx(126.1)
 
 
 def test_diameter_in_um_uses_the_pixel_size(sample):

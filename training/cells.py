@@ -1,6 +1,6 @@
 """Whole-cell models: training, leave-one-source-out evaluation and the classical baseline.
 
-The whole-cell sets (:data:`training.zoo.CELLS`, fetched by
+The whole-cell sets (:data:`training.datasets.CELL_SETS`, fetched by
 ``python -m training.datasets cells_...``) are one acquisition source each:
 BBBC018 (fluorescence: actin + Hoechst), Usiigaci (phase contrast) and
 BBBC030 (DIC). ``python build.py cells-train`` trains the shipped variant on
@@ -22,12 +22,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from . import data as D
+from . import datasets as DS
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "cells"
 VARIANT = "cells_s2d4_w24"
 #: The whole-cell sets (``python -m training.datasets NAME``), one source each.
-CELLS = ("cells_bbbc018", "cells_usiigaci", "cells_bbbc030")
+CELLS = DS.CELL_SETS
 #: The variant's architecture and data (with :data:`training.zoo.COMMON`'s batch, crop and loss):
 #: the default nuclei model's space-to-depth U-Net with two input channels (cytoplasm, nuclei),
 #: at Cellpose's 30 px cell diameter.
@@ -43,16 +44,12 @@ MAX_IMAGES = 30
 
 
 def cell_sets() -> list[Path]:
-    from .datasets import DATA_CACHE
-
-    return [DATA_CACHE / name for name in CELLS]
+    return [DS.DATA_CACHE / name for name in CELLS]
 
 
 def eval_only_sets() -> list[Path]:
     """The whole-cell sets only ever scored (``training.datasets.CELL_EVAL_ONLY_SETS``), fetched
     from their mirrors when not yet converted."""
-    from . import datasets as DS
-
     return [DS.FETCHERS[name]() for name in DS.CELL_EVAL_ONLY_SETS]
 
 
@@ -205,7 +202,7 @@ def evaluate_by_source(*, folds: bool = True, shipped: bool = True, baseline: bo
         source = root.name
         paths = D.source_images(root, max_images)
         entry = {"images": len(paths)}
-        scored_only = root not in cell_sets()
+        scored_only = source in DS.CELL_EVAL_ONLY_SETS
         spec, onnx_path = ((shipped_spec, models_dir / shipped_spec.file) if scored_only and shipped_spec
                            else (cells_spec(), fold_dir(source) / "model.onnx"))
         if folds and onnx_path.exists():
