@@ -1,7 +1,7 @@
 """Benchmark: native onnxruntime vs the page (onnxruntime-web WASM), one run, one machine.
 
     python -m bench [--repeats 5] [--warmup 5] [--threads 2] [--image PATH] [--models ID ...] [--zoo [--webgpu]]
-                    [--nuclei ID]
+                    [--nuclei ID] [--augment]
 
 Prints a table for the default model (or each of ``--models``) on a 512x512 image (the StarDist sample
 unless ``--image`` is given): model-only and end-to-end latency (and the end to end split by
@@ -12,7 +12,8 @@ page's cold start to ``window.piximi.ready``. A whole-cell model (``--models
 cells``) reads a two-channel image: without ``--image``, the StarDist sample
 written as cytoplasm and nuclear channels (:func:`tools.samples.two_channel_sample`);
 ``--nuclei ID`` also segments its nuclear channel with that model and links each
-cell to its nucleus, timed as the ``nuclei`` stage and counted in the end to end. Absolute times on a shared
+cell to its nucleus, timed as the ``nuclei`` stage and counted in the end to end. ``--augment`` also
+times the end to end averaged over flips (:mod:`piximi_py.augment`), diameter estimated. Absolute times on a shared
 2-core machine are noisy; compare the ratios. Both runtimes first run each
 model ``--warmup`` times unmeasured: the page's first runs are slower (about
 250, then 125-195 ms against a steady 60-80 ms for the default model's
@@ -52,7 +53,7 @@ def median_ms(fn, repeats: int) -> float:
 
 
 def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = None, warmup: int = 1,
-           nuclei: str | None = None) -> dict:
+           nuclei: str | None = None, augment: bool = False) -> dict:
     """Native timings of one model; ``nuclei``: a nuclei model id that also segments and links
     the nuclear channel of a whole-cell model's image (:func:`piximi_py.pipeline.add_nuclei`)."""
     import piximi_py
@@ -68,8 +69,8 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
     nuclei_spec = find_model(models, nuclei) if nuclei and reads_channels(spec) else None
     nuclei_backend = nuclei_spec and OnnxRuntimeBackend(default_models_dir() / nuclei_spec.file, threads=threads)
 
-    async def segment(diameter):
-        seg = await segment_async(image_bytes, spec, backend, diameter=diameter)
+    async def segment(diameter, averaged=False):
+        seg = await segment_async(image_bytes, spec, backend, diameter=diameter, augment=averaged)
         return await add_nuclei(seg, nuclei_spec, nuclei_backend) if nuclei_spec else seg
 
     x = prepare_input(read_image_bytes(image_bytes, color=reads_color(spec), keep_channels=reads_channels(spec)),
@@ -78,21 +79,26 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
         backend.run_sync(x)
     model_ms = median_ms(lambda: backend.run_sync(x), repeats)
     out = {"model": spec.id, "shape": x.shape[-2:], "model_ms": model_ms, "diameter": spec.diameter}
-    # "fixed": the diameter given as the model's own (no estimate, no rescaling: the pipeline as it
-    # was before the size step); "auto": estimated, as the page and API run by default
-    for mode, diameter in (("fixed", spec.diameter or None), ("auto", None)):
+    for mode, diameter, averaged in _modes(spec.diameter or None, augment):
         for _ in range(warmup):
-            run_sync(segment(diameter))
+            run_sync(segment(diameter, averaged))
         runs = []
-        out[f"{mode}_ms"] = median_ms(lambda: runs.append(run_sync(segment(diameter)).timings),  # noqa: B023
+        out[f"{mode}_ms"] = median_ms(lambda: runs.append(run_sync(segment(diameter, averaged)).timings),  # noqa: B023
                                       repeats)
         out[f"{mode}_stages_ms"] = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in STAGES}
     out["e2e_ms"], out["stages_ms"] = out["auto_ms"], out["auto_stages_ms"]
     return out
 
 
+def _modes(diameter, augment: bool) -> list:
+    """(mode, diameter, averaged over flips) of each timed end to end: "fixed", the diameter given as
+    the model's own (no estimate, no rescaling: the pipeline as it was before the size step); "auto",
+    estimated, as the page and API run by default; "augment", estimated and averaged over flips."""
+    return [("fixed", diameter, False), ("auto", None, False)] + ([("augment", None, True)] if augment else [])
+
+
 def browser(images: dict, threads: int, repeats: int, models=(None,), warmup: int = 1,
-            diameters: dict | None = None, nuclei: dict | None = None) -> dict:
+            diameters: dict | None = None, nuclei: dict | None = None, augment: bool = False) -> dict:
     """Per model id: page timings (WASM) of its image file's bytes (``images[model]``) from one
     page session, with the diameter estimated ("auto") and given as the model's own
     (``diameters[model]``, "fixed"); plus the cold start. ``nuclei[model]``: a nuclei model id
@@ -103,20 +109,21 @@ def browser(images: dict, threads: int, repeats: int, models=(None,), warmup: in
     with app_page(f"?threads={threads}") as (page, cold_ms):
         for model in models:
             entry = {"cold_ms": cold_ms}
-            for mode, diameter in (("fixed", (diameters or {}).get(model)), ("auto", None)):
+            for mode, diameter, averaged in _modes((diameters or {}).get(model), augment):
                 runs = page.evaluate(
-                    """async ([b64, n, model, warmup, diameter, nuclei]) => {
+                    """async ([b64, n, model, warmup, diameter, nuclei, augment]) => {
                         const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
                         const out = [];
                         for (let i = 0; i < n + warmup; i++) {
                           const r = await window.piximi.segment(bytes.slice(), {backend: "wasm", diameter,
                                                                                 model: model || undefined,
-                                                                                nuclei: nuclei || undefined});
+                                                                                nuclei: nuclei || undefined,
+                                                                                augment});
                           out.push({...r.timings, backend: r.backend, count: r.count});
                         }
                         return out.slice(warmup);
                     }""", [base64.b64encode(images[model]).decode(), repeats, model, warmup, diameter,
-                           (nuclei or {}).get(model)])
+                           (nuclei or {}).get(model), averaged])
                 med = lambda k: statistics.median(r.get(k, 0.0) for r in runs)  # noqa: E731,B023
                 entry.update({"backend": runs[0]["backend"], f"{mode}_ms": med("total"),
                               f"{mode}_roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
@@ -212,6 +219,8 @@ def main(argv=None) -> int:
     ap.add_argument("--picker", nargs="*", metavar="ID",
                     help="write the end-to-end times measured of these models (none named: all) into "
                          "models/index.json, the model picker's speeds; --zoo does it for every shipped model")
+    ap.add_argument("--augment", action="store_true",
+                    help="also time the end to end averaged over flips (piximi_py.augment), diameter estimated")
     ap.add_argument("--nuclei", metavar="ID",
                     help="whole-cell models: also segment the nuclear channel with this nuclei model and link "
                          "each cell to its nucleus (timed as the nuclei stage)")
@@ -220,9 +229,10 @@ def main(argv=None) -> int:
     images = {m: args.image or default_image(m) for m in models}
     data = {m: p.read_bytes() for m, p in images.items()}
     nuclei = {m: args.nuclei for m in models if args.nuclei and reads_channels(m)}
-    nat = {m: native(data[m], args.threads, args.repeats, m, args.warmup, nuclei.get(m)) for m in models}
+    nat = {m: native(data[m], args.threads, args.repeats, m, args.warmup, nuclei.get(m), args.augment)
+           for m in models}
     webs = browser(data, args.threads, args.repeats, models, args.warmup,
-                   diameters={m: nat[m]["diameter"] or None for m in models}, nuclei=nuclei)
+                   diameters={m: nat[m]["diameter"] or None for m in models}, nuclei=nuclei, augment=args.augment)
     for m in models:
         n, web = nat[m], webs[m]
         h, w = n["shape"]
@@ -245,6 +255,11 @@ def main(argv=None) -> int:
               f"{web['fixed_ms'] / n['fixed_ms']:.2f} |")
         print(f"| page per megapixel: estimated diameter / given (ms/MP) | | {web['auto_ms'] / mp:.0f} / "
               f"{web['fixed_ms'] / mp:.0f} | {web['auto_ms'] / web['fixed_ms']:.2f} (cost of the estimate) |")
+        if args.augment:
+            print(f"| end to end, averaged over flips (augment) (ms) | {n['augment_ms']:.0f} | "
+                  f"{web['augment_ms']:.0f} | {web['augment_ms'] / n['augment_ms']:.2f} |")
+            print(f"| page per megapixel: averaged over flips / not (ms/MP) | | {web['augment_ms'] / mp:.0f} / "
+                  f"{web['auto_ms'] / mp:.0f} | {web['augment_ms'] / web['auto_ms']:.2f} (cost of the average) |")
     print(f"\npage cold start to ready: {next(iter(webs.values()))['cold_ms']:.0f} ms")
     gpu = {}
     if args.webgpu:

@@ -16,7 +16,8 @@ def _segment_command(args) -> int:
         report = run_batch(items, args.out, args.model, scheduler=args.scheduler,
                            workers=args.workers, threads=args.threads, overwrite=args.overwrite,
                            log=sys.stderr, diameter=args.diameter, diameter_um=args.diameter_um,
-                           channels=args.channels, nuclei=args.nuclei)
+                           channels=args.channels, nuclei=args.nuclei,
+                           augment=args.augment)
     except KeyboardInterrupt:
         print("interrupted: complete outputs are kept; run the same command again to resume",
               file=sys.stderr)
@@ -72,6 +73,9 @@ def main(argv=None) -> int:
                      help="with a whole-cell model: also segment the nuclear channel with this nuclei model "
                           "(e.g. nuclei) and link each cell to its nucleus (nucleus_label column, "
                           "NAME_nuclei_labels.tif, nuclei in the ROI set and COCO file)")
+    seg.add_argument("--augment", action="store_true",
+                     help="average the model's probabilities over each image and its flips: a little "
+                          "more accurate on images unlike the training images, four times the model's time")
     seg.add_argument("--overwrite", action="store_true",
                      help="recompute images whose outputs already exist (default: skip them)")
     sub.add_parser("models", help="list the available models")

@@ -172,7 +172,7 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
                 models_dir=None, threads: int | None = None, index: dict | None = None,
                 overwrite: bool = False, diameter: float | None = None,
                 diameter_um: float | None = None, channels: dict | None = None,
-                nuclei: str | None = None) -> dict:
+                nuclei: str | None = None, augment: bool = False) -> dict:
     """Segment and measure one image file and write its outputs.
 
     Writes ``NAME_rois.zip``, ``NAME_coco.json``, ``NAME_measurements.csv``
@@ -209,6 +209,9 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         cell is linked to its nucleus (``nucleus_label`` and ``nuclei`` columns),
         ``NAME_nuclei_labels.tif`` is written, and the ROI set and COCO file
         hold the nuclei too.
+    augment : bool
+        Average the model's probabilities over flips (:mod:`piximi_py.augment`;
+        four times the model's time).
 
     Returns
     -------
@@ -251,7 +254,8 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
             channels = resolve_channels(image, spec.input_roles, channels, info.get("channel_names"))
         decode_ms = (time.perf_counter() - t) * 1000.0
         px = resolve_diameter(diameter, diameter_um, pixel_size)
-        result = asyncio.run(segment_async(image, spec, backend, diameter=px, channels=channels))
+        result = asyncio.run(segment_async(image, spec, backend, diameter=px, channels=channels,
+                                           augment=augment))
         if nuclei is not None:
             from .pipeline import add_nuclei
 
@@ -540,7 +544,8 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
               models_dir=None, index: dict | None = None, log=sys.stderr,
               progress_bar: bool | None = None, objects_csv: bool = True, retries: int = 2,
               on_result=None, diameter: float | None = None, diameter_um: float | None = None,
-              channels: dict | None = None, nuclei: str | None = None) -> dict:
+              channels: dict | None = None, nuclei: str | None = None,
+              augment: bool = False) -> dict:
     """Segment many images and write their outputs, the run's tables and report.
 
     Parameters
@@ -575,6 +580,9 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
     nuclei : str, optional
         With a whole-cell model: a nuclei model that also segments each image's
         nuclear channel; cells are linked to their nuclei (:func:`process_one`).
+    augment : bool
+        Average the model's probabilities over flips for every image
+        (:mod:`piximi_py.augment`; four times the model's time).
     log : file or None
         Where progress and the summary go.
     progress_bar : bool, optional
@@ -600,11 +608,14 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
     models_dir = str(Path(models_dir).resolve()) if models_dir else None
     use_dask = scheduler is not None
     from . import resolve_diameter
+    from .augment import check_augment
 
     resolve_diameter(diameter, diameter_um, pixel_size=1.0)  # a bad value fails here, not per image
+    check_augment(augment)
     kw = {"model": model, "models_dir": models_dir, "index": index, "overwrite": overwrite,
           "threads": threads if threads is not None or not use_dask else 1,
-          "diameter": diameter, "diameter_um": diameter_um, "channels": channels, "nuclei": nuclei}
+          "diameter": diameter, "diameter_um": diameter_um, "channels": channels, "nuclei": nuclei,
+          "augment": augment}
 
     client = cluster = None
     cluster_info = {"scheduler": "in-process", "workers": 1, "threads": 1, "worker_checks": None}
@@ -662,7 +673,7 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
         "model": model_info,
         "options": {"overwrite": overwrite, "threads_per_session": kw["threads"], "index": index,
                     "diameter": diameter, "diameter_um": diameter_um, "channels": channels,
-                    "nuclei": nuclei},
+                    "nuclei": nuclei, "augment": augment},
         "cluster": {**cluster_info, "workers_used": len(recorder.workers)},
         "versions": _versions(use_dask),
         "outputs": {"images": RUN_IMAGES_CSV, "objects": RUN_OBJECTS_CSV if objects_csv else None,

@@ -316,7 +316,8 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     index / project (plane selection, :func:`piximi_py.io.read_image`),
     pixel_size (µm; default: from the file), measure (bool, default true),
     batch (bool: add this result's exports to the batch zip), diameter (nucleus
-    diameter in px; absent or null: estimated) or diameter_um (µm, with the pixel size);
+    diameter in px; absent or null: estimated) or diameter_um (µm, with the pixel size),
+    augment (bool: average the model's probabilities over flips, :mod:`piximi_py.augment`);
     for a whole-cell model, channels (``{"cyto": 1, "nuclei": 0}``, a role absent or null: none,
     "auto": chosen from the file, :func:`piximi_py.channels.default_channels`, as are all
     of them when channels is null) and nuclei (a nuclei model id: segment
@@ -359,7 +360,8 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
                 channels = {r: auto.get(r) if v == "auto" else v for r, v in channels.items()}
             channels = resolve_channels(image, spec.input_roles, channels, names)
         seg = await segment_async(image, spec, backend, progress=progress, filename=name,
-                                  diameter=diameter, channels=channels if multi else None)
+                                  diameter=diameter, channels=channels if multi else None,
+                                  augment=options.get("augment") or False)
         if multi and options.get("nuclei"):
             nuclei_spec = _spec(options["nuclei"])
             seg = await add_nuclei(seg, nuclei_spec, await _backend(nuclei_spec, options.get("backend") or "auto",
@@ -381,6 +383,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             "diameter_estimated": seg.diameter_estimated,
             "model_diameter": spec.diameter or None,
             "scale": seg.scale,
+            "augmented": seg.augmented,
             "suggested_model": suggested.id, "suggested_because": why,
         }
         if multi:

@@ -226,6 +226,24 @@ def test_diameter_field(app, files, models_dir):
     assert int(page.text_content("#count")) == int(ref.labels.max())
 
 
+def test_average_over_flips_box(app, files, models_dir):
+    """Ticking "average over flips" re-segments the image averaged over flips (CPython's count for
+    ``augment=True``); unticking it gives the plain result back."""
+    import piximi_py
+
+    page = app.page
+    image = files["stack_array"][0, 1]
+    set_status_pending(page)
+    page.check("#augment")
+    wait_done(page)
+    averaged = piximi_py.segment_image(image, models_dir=models_dir, augment=True)
+    assert int(page.text_content("#count")) == int(averaged.labels.max())
+    set_status_pending(page)
+    page.uncheck("#augment")
+    wait_done(page)
+    assert int(page.text_content("#count")) == int(piximi_py.segment_image(image, models_dir=models_dir).labels.max())
+
+
 def test_display_controls(app):
     page = app.page
     sample_px = "() => document.querySelector('#canvas').getContext('2d').getImageData(0, 0, 512, 512).data.reduce((a, b) => a + b, 0)"

@@ -215,6 +215,29 @@ def test_diameter_option_in_the_page(web, models_dir):
         assert "diameter" in res["message"] and "Traceback" not in res["message"], res["message"]
 
 
+def test_average_over_flips_in_the_page(web, models_dir):
+    """``augment``: the page averages over flips as CPython does (same labels), says so, and
+    refuses a value that is not a boolean."""
+    import tifffile
+
+    import piximi_py
+
+    img, _ = stardist_sample()
+    image = tifffile.imread(img)[:256, :384]
+    data = tiff_bytes(image)
+    res = segment(web, data, backend="wasm", augment=True, diameter=20)
+    assert res["ok"] and res["augmented"], res
+    ref = piximi_py.segment_image(image, models_dir=models_dir, diameter=20, augment=True)
+    assert_same_instances(ref.labels, res["labels"], "averaged over flips, page vs CPython")
+    plain = segment(web, data, backend="wasm", diameter=20)
+    assert plain["ok"] and not plain["augmented"]
+    _report["augment"] = {"inference_ms": res["timings"]["inference"],
+                          "plain_inference_ms": plain["timings"]["inference"]}
+    res = segment(web, data, backend="wasm", augment="yes")
+    assert not res["ok"] and "augment must be true or false" in res["message"], res
+    assert "Traceback" not in res["message"]
+
+
 def test_whole_cells_with_their_nuclei_in_the_page(web, models_dir):
     """The whole-cell model in the page: channels chosen from the file's channel names (or
     given), nuclei segmented and linked, the same labels as CPython; bad channels refused."""

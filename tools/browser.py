@@ -32,6 +32,7 @@ async ([b64, opts]) => {
     return { ok: true, labels: enc(r.labels), dtype: r.labels.constructor.name, width: r.width,
              height: r.height, count: r.count, backend: r.backend, model: r.model, timings: r.timings,
              diameter: r.diameter, diameter_estimated: r.diameter_estimated, scale: r.scale,
+             augmented: r.augmented,
              channels: r.channels ?? null, nuclei_count: r.nuclei_count ?? null,
              nuclei_labels: r.nuclei_labels ? enc(r.nuclei_labels) : null,
              nuclei_dtype: r.nuclei_labels ? r.nuclei_labels.constructor.name : null,

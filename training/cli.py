@@ -179,6 +179,9 @@ def record_by_source(report: dict, model_ids, unseen: dict) -> None:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_model, format_summary
 
+    if args.augment and (args.record or not args.by_source):
+        raise SystemExit("--augment goes with --by-source only, and is not recorded: the recorded "
+                         "figures are those of the default settings")
     if args.formulations:
         return compare_formulations(args.model or ["nuclei", "nuclei_unet"], args.models_dir)
     if args.scales:
@@ -203,7 +206,7 @@ def cmd_evaluate(args) -> int:
         from .loso import evaluate_by_source, format_by_source
 
         models = args.model or ["nuclei"]
-        report = evaluate_by_source(models, models_dir=args.models_dir)
+        report = evaluate_by_source(models, models_dir=args.models_dir, augment=args.augment)
         print(format_by_source(report, models))
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=1))
@@ -427,6 +430,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models-dir", type=Path,
                    help="with --formulations: models of this folder's index.json, e.g. runs/zoo/models "
                         "(the zoo variants python build.py zoo-report exported)")
+    p.add_argument("--augment", action="store_true",
+                   help="with --by-source: every model averaged over flips (piximi_py.augment); not recorded")
     p.add_argument("--record", action="store_true",
                    help="write the metrics into models/index.json, the rdf.yaml files and models/zoo.json")
     p.set_defaults(func=cmd_evaluate)

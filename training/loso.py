@@ -172,8 +172,9 @@ def _schedule(runs: list[dict]) -> str:
     return text
 
 
-def score(spec, onnx_path: Path, pairs) -> list[dict]:
-    """Per-image AP@0.5, mAP and F1 of one model file run as ``spec`` says, diameter estimated."""
+def score(spec, onnx_path: Path, pairs, augment: bool = False) -> list[dict]:
+    """Per-image AP@0.5, mAP and F1 of one model file run as ``spec`` says, diameter estimated
+    (``augment``: averaged over flips, :mod:`piximi_py.augment`)."""
     import piximi_py
     from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
     from piximi_py.io import read_image
@@ -184,7 +185,7 @@ def score(spec, onnx_path: Path, pairs) -> list[dict]:
     rows = []
     for set_name, name, image_path, mask_path in pairs:
         truth = read_image(mask_path).astype(np.int32)
-        seg = piximi_py.run_sync(segment_async(read_image(image_path), spec, backend))
+        seg = piximi_py.run_sync(segment_async(read_image(image_path), spec, backend, augment=augment))
         rows.append({"image": name, "set": set_name, "diameter": seg.diameter,
                      **evaluate_instances(truth, seg.labels)})
     return rows
@@ -195,9 +196,9 @@ def _mean(rows, key):
 
 
 def evaluate_by_source(models=("nuclei",), sources=None, *, data_root: Path = D.SHARED_DATA,
-                       models_dir=None, folds: bool = True) -> dict:
+                       models_dir=None, folds: bool = True, augment: bool = False) -> dict:
     """Fold models on their left-out source, and the shipped ``models`` on every source
-    (default :func:`evaluated_sources`)."""
+    (default :func:`evaluated_sources`); with ``augment``, every model averaged over flips."""
     import piximi_py
 
     sources = evaluated_sources(data_root) if sources is None else sources
@@ -205,20 +206,20 @@ def evaluate_by_source(models=("nuclei",), sources=None, *, data_root: Path = D.
     specs = piximi_py.load_models(models_dir)
     default = piximi_py.find_model(specs, None)
     report = {"sources": {}, "fold_variant": FOLD_VARIANT, "fold_iterations": FOLD_ITERATIONS,
-              "fold_schedule": fold_schedule(sources)}
+              "fold_schedule": fold_schedule(sources), "augment": augment}
     for source in sources:
         pairs = source_pairs(source, data_root)
         entry = {"images": len(pairs)}
         fold = fold_model(source, data_root) if folds else None
         if fold is not None:
             spec = dataclasses.replace(default, id=f"without_{source}")
-            rows = score(spec, fold, pairs)
+            rows = score(spec, fold, pairs, augment)
             entry["fold"] = {k: _mean(rows, k) for k in ("ap50", "map", "f1")}
             entry["fold"]["trained_on"] = "every other source" if fold.parent.parent == RUNS else \
                 "every training source (this set is for evaluation only)"
         for model_id in models:
             spec = piximi_py.find_model(specs, model_id)
-            rows = score(spec, models_dir / spec.file, pairs)
+            rows = score(spec, models_dir / spec.file, pairs, augment)
             seen = trained_on(model_id, source, data_root)
             if seen:  # only its held-out images count, and they are a random split
                 rows = [r for r in rows if D.is_validation(r["image"])]
@@ -270,4 +271,6 @@ def format_by_source(report: dict, models=("nuclei",)) -> str:
         u = report["unseen_mean"]
         lines.append(f"| **mean of left-out sources** | | **{u['ap50']:.3f} / {u['map']:.3f} / {u['f1']:.3f}** |"
                      + " |" * len(models))
+    if report.get("augment"):
+        lines.append("\nEvery model averaged over flips (augment).")
     return "\n".join(lines)
