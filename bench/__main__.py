@@ -13,7 +13,7 @@ cells``) reads a two-channel image: without ``--image``, the StarDist sample
 written as cytoplasm and nuclear channels (:func:`tools.samples.two_channel_sample`);
 ``--nuclei ID`` also segments its nuclear channel with that model and links each
 cell to its nucleus, timed as the ``nuclei`` stage and counted in the end to end. ``--augment`` also
-times the end to end averaged over flips (:mod:`piximi_py.augment`), diameter estimated. Absolute times on a shared
+times the end to end averaged over scales (``augment=True``), diameter estimated. Absolute times on a shared
 2-core machine are noisy; compare the ratios. Both runtimes first run each
 model ``--warmup`` times unmeasured: the page's first runs are slower (about
 250, then 125-195 ms against a steady 60-80 ms for the default model's
@@ -91,9 +91,9 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
 
 
 def _modes(diameter, augment: bool) -> list:
-    """(mode, diameter, averaged over flips) of each timed end to end: "fixed", the diameter given as
+    """(mode, diameter, averaged over scales) of each timed end to end: "fixed", the diameter given as
     the model's own (no estimate, no rescaling: the pipeline as it was before the size step); "auto",
-    estimated, as the page and API run by default; "augment", estimated and averaged over flips."""
+    estimated, as the page and API run by default; "augment", estimated and averaged over scales."""
     return [("fixed", diameter, False), ("auto", None, False)] + ([("augment", None, True)] if augment else [])
 
 
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
                     help="write the end-to-end times measured of these models (none named: all) into "
                          "models/index.json, the model picker's speeds; --zoo does it for every shipped model")
     ap.add_argument("--augment", action="store_true",
-                    help="also time the end to end averaged over flips (piximi_py.augment), diameter estimated")
+                    help="also time the end to end averaged over scales (augment=True), diameter estimated")
     ap.add_argument("--nuclei", metavar="ID",
                     help="whole-cell models: also segment the nuclear channel with this nuclei model and link "
                          "each cell to its nucleus (timed as the nuclei stage)")
@@ -256,9 +256,9 @@ def main(argv=None) -> int:
         print(f"| page per megapixel: estimated diameter / given (ms/MP) | | {web['auto_ms'] / mp:.0f} / "
               f"{web['fixed_ms'] / mp:.0f} | {web['auto_ms'] / web['fixed_ms']:.2f} (cost of the estimate) |")
         if args.augment:
-            print(f"| end to end, averaged over flips (augment) (ms) | {n['augment_ms']:.0f} | "
+            print(f"| end to end, averaged over scales (augment) (ms) | {n['augment_ms']:.0f} | "
                   f"{web['augment_ms']:.0f} | {web['augment_ms'] / n['augment_ms']:.2f} |")
-            print(f"| page per megapixel: averaged over flips / not (ms/MP) | | {web['augment_ms'] / mp:.0f} / "
+            print(f"| page per megapixel: averaged over scales / not (ms/MP) | | {web['augment_ms'] / mp:.0f} / "
                   f"{web['auto_ms'] / mp:.0f} | {web['augment_ms'] / web['auto_ms']:.2f} (cost of the average) |")
     print(f"\npage cold start to ready: {next(iter(webs.values()))['cold_ms']:.0f} ms")
     gpu = {}

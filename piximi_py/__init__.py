@@ -111,10 +111,10 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         label, its nucleus label; 0 = none; :func:`piximi_py.measure.nucleus_columns`
         adds it to the measurements).
     augment : bool, optional
-        Average the model's probabilities over the image and its flips
-        (:mod:`piximi_py.augment`; ``result.augmented``): a little more
-        accurate on images unlike the training images, four times the
-        model's time.
+        Average the model's probabilities over the image at three scales
+        around the diameter's (:func:`piximi_py.pipeline.predict_masks_averaged`;
+        ``result.augmented``): more accurate on images unlike the training
+        images, three passes of the model.
 
     Raises
     ------

@@ -74,8 +74,8 @@ def main(argv=None) -> int:
                           "(e.g. nuclei) and link each cell to its nucleus (nucleus_label column, "
                           "NAME_nuclei_labels.tif, nuclei in the ROI set and COCO file)")
     seg.add_argument("--augment", action="store_true",
-                     help="average the model's probabilities over each image and its flips: a little "
-                          "more accurate on images unlike the training images, four times the model's time")
+                     help="average the model's probabilities over each image at three scales around its diameter's: "
+                          "more accurate on images unlike the training images, three passes of the model")
     seg.add_argument("--overwrite", action="store_true",
                      help="recompute images whose outputs already exist (default: skip them)")
     sub.add_parser("models", help="list the available models")

@@ -210,8 +210,8 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         ``NAME_nuclei_labels.tif`` is written, and the ROI set and COCO file
         hold the nuclei too.
     augment : bool
-        Average the model's probabilities over flips (:mod:`piximi_py.augment`;
-        four times the model's time).
+        Average the model's probabilities over three scales
+        (:func:`piximi_py.pipeline.predict_masks_averaged`; three passes of the model).
 
     Returns
     -------
@@ -581,8 +581,8 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
         With a whole-cell model: a nuclei model that also segments each image's
         nuclear channel; cells are linked to their nuclei (:func:`process_one`).
     augment : bool
-        Average the model's probabilities over flips for every image
-        (:mod:`piximi_py.augment`; four times the model's time).
+        Average the model's probabilities over three scales for every image
+        (:func:`piximi_py.pipeline.predict_masks_averaged`; three passes of the model).
     log : file or None
         Where progress and the summary go.
     progress_bar : bool, optional
@@ -608,7 +608,7 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
     models_dir = str(Path(models_dir).resolve()) if models_dir else None
     use_dask = scheduler is not None
     from . import resolve_diameter
-    from .augment import check_augment
+    from .pipeline import check_augment
 
     resolve_diameter(diameter, diameter_um, pixel_size=1.0)  # a bad value fails here, not per image
     check_augment(augment)

@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 
 from .io import MAX_PIXELS
 
-__all__ = ["scale_factor", "rescaled_shape", "resize", "resample_masks", "check_rescaled_size", "largest_factor",
+__all__ = ["scale_factor", "rescaled_shape", "resize", "resample_probabilities", "resample_masks", "check_rescaled_size", "largest_factor",
            "area_scale", "MAX_RESCALED_SIDE"]
 
 #: Largest side of a rescaled image: that of the largest square image the decoder accepts.
@@ -86,6 +86,16 @@ def resize(x: np.ndarray, shape) -> np.ndarray:
     return out.reshape(x.shape[:-2] + shape)
 
 
+def resample_probabilities(prob: np.ndarray, shape) -> np.ndarray:
+    """Each plane of ``prob`` ``(K, h, w)`` resampled onto a ``shape`` grid, linearly and without
+    :func:`resize`'s smoothing (a model's probabilities are smooth already)."""
+    shape = tuple(int(n) for n in shape[-2:])
+    prob = np.asarray(prob, np.float32)
+    if prob.shape[-2:] == shape:
+        return prob
+    return np.stack([_resample_plane(plane, shape) for plane in prob])
+
+
 def resample_masks(prob: np.ndarray, shape, foreground_threshold: float, seed_threshold: float,
                    rows_per_chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Foreground and seed masks on the ``shape`` grid from ``(3, h, w)`` probabilities.
@@ -97,6 +107,8 @@ def resample_masks(prob: np.ndarray, shape, foreground_threshold: float, seed_th
     holds its full-size probabilities.
     """
     shape = tuple(int(n) for n in shape[-2:])
+    if prob.shape[-2:] == shape:  # on its own grid already (averaged passes at scale 1)
+        return (1.0 - np.asarray(prob[0], np.float32)) > foreground_threshold, np.asarray(prob[1]) > seed_threshold
     foreground = np.empty(shape, bool)
     seed = np.empty(shape, bool)
     background, interior = np.asarray(prob[0], np.float32), np.asarray(prob[1], np.float32)

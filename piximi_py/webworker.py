@@ -317,7 +317,8 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     pixel_size (µm; default: from the file), measure (bool, default true),
     batch (bool: add this result's exports to the batch zip), diameter (nucleus
     diameter in px; absent or null: estimated) or diameter_um (µm, with the pixel size),
-    augment (bool: average the model's probabilities over flips, :mod:`piximi_py.augment`);
+    augment (bool: average the model's probabilities over three scales,
+    :func:`piximi_py.pipeline.predict_masks_averaged`);
     for a whole-cell model, channels (``{"cyto": 1, "nuclei": 0}``, a role absent or null: none,
     "auto": chosen from the file, :func:`piximi_py.channels.default_channels`, as are all
     of them when channels is null) and nuclei (a nuclei model id: segment

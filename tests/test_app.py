@@ -226,9 +226,9 @@ def test_diameter_field(app, files, models_dir):
     assert int(page.text_content("#count")) == int(ref.labels.max())
 
 
-def test_average_over_flips_box(app, files, models_dir):
-    """Ticking "average over flips" re-segments the image averaged over flips (CPython's count for
-    ``augment=True``); unticking it gives the plain result back."""
+def test_average_over_scales_box(app, files, models_dir):
+    """Ticking "average over scales" re-segments the image averaged over scales (CPython's count
+    for ``augment=True``); unticking it gives the plain result back."""
     import piximi_py
 
     page = app.page

@@ -1,5 +1,5 @@
-"""Averaging over flips (``augment``): the shipped default model on the StarDist sample, in the
-API, the Dask/CLI batch and through the backend wrapper itself."""
+"""Averaging over scales (``augment``): the shipped default model on the StarDist sample, in the
+API, the CLI batch and the averaging step itself."""
 import json
 import subprocess
 import sys
@@ -10,11 +10,10 @@ import tifffile
 
 import piximi_py
 from piximi_py import run_sync
-from piximi_py.augment import FLIPS, FlipAveraged, check_augment
 from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
 from piximi_py.metrics import evaluate_instances
 from piximi_py.models import default_models_dir, find_model
-from piximi_py.pipeline import prepare_input
+from piximi_py.pipeline import check_augment, predict_masks, predict_masks_averaged, prepare_input
 from realdata import ROOT, stardist_sample
 
 
@@ -25,38 +24,45 @@ def sample():
 
 
 @pytest.fixture(scope="module")
-def default_backend():
+def default_model():
     spec = find_model(piximi_py.load_models(), None)
     return spec, OnnxRuntimeBackend(str(default_models_dir() / spec.file))
 
 
-def test_the_average_over_flips_is_exactly_flip_equivariant(sample, default_backend):
-    """A flipped input gives the flipped output (the network alone does not: each view's output
-    is flipped back before the mean), and the average is not the plain output."""
-    spec, backend = default_backend
-    x = prepare_input(sample[0][:128, :192], spec)[None]  # not square: the flips keep the shape
-    averaged = FlipAveraged(backend)
-    y = run_sync(averaged.run(x))
-    assert y.shape == (1, 3, 128, 192) and y.dtype == np.float32
-    for axes in FLIPS[1:]:
-        flipped = run_sync(averaged.run(np.ascontiguousarray(np.flip(x, axes))))
-        np.testing.assert_allclose(np.flip(flipped, axes), y, atol=2e-6, err_msg=str(axes))
-    plain = run_sync(backend.run(x))
-    for axes in FLIPS[1:]:  # the network is not equivariant by itself, or there is nothing to average
-        assert np.abs(np.flip(run_sync(backend.run(np.ascontiguousarray(np.flip(x, axes)))), axes)
-                      - plain).max() > 1e-3
-    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)  # still probabilities
-    assert averaged.name == backend.name
+@pytest.mark.parametrize("scale", [1.0, 0.6, 1.7])
+def test_one_scale_averaged_is_the_plain_pass(sample, default_model, scale):
+    """The averaging step over the one scale asked for gives :func:`predict_masks`' masks, so
+    what ``augment`` changes is the other scales; over three scales the masks differ."""
+    spec, backend = default_model
+    x = prepare_input(sample[0][:200, :256], spec)   # not square, not a tile multiple
+    plain = run_sync(predict_masks(x, spec, backend, scale=scale))
+    one = run_sync(predict_masks_averaged(x, spec, backend, scale=scale, factors=(1.0,)))
+    for a, b in zip(plain, one):
+        assert a.shape == b.shape == x.shape[-2:] and a.dtype == b.dtype == bool
+        np.testing.assert_array_equal(a, b)
+    three = run_sync(predict_masks_averaged(x, spec, backend, scale=scale))
+    assert three[0].shape == x.shape[-2:] and not np.array_equal(three[0], plain[0])
+
+
+def test_progress_covers_every_scale(sample, default_model):
+    spec, backend = default_model
+    x = prepare_input(sample[0][:256, :256], spec)
+    seen = []
+    run_sync(predict_masks_averaged(x, spec, backend, lambda stage, done, total: seen.append((stage, done, total))))
+    fractions = [done / total for _, done, total in seen]
+    assert {s for s, _, _ in seen} == {"inference"} and fractions == sorted(fractions)
+    assert fractions[0] == 0 and fractions[-1] == 1 and len(seen) >= 6
 
 
 def test_segment_with_augment(sample):
-    """The API's option: the result says it was averaged, scores as well as without on the
-    sample (0.699 AP@0.5 plain; the README's unseen-source figures are the real test), and the
-    labels differ from the plain ones."""
+    """The API's option: the result says it was averaged, scores at least as well as without on
+    the sample (0.699 AP@0.5 plain; the README's unseen-source figures are the real test), and
+    the labels differ from the plain ones."""
     image, truth = sample
     plain = piximi_py.segment_image(image)
     averaged = piximi_py.segment_image(image, augment=True)
     assert averaged.augmented and not plain.augmented
+    assert averaged.diameter == plain.diameter  # the estimate is not averaged
     assert not np.array_equal(averaged.labels, plain.labels)
     ap = evaluate_instances(truth, averaged.labels)["ap50"]
     assert ap >= 0.65, ap

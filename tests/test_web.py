@@ -215,8 +215,8 @@ def test_diameter_option_in_the_page(web, models_dir):
         assert "diameter" in res["message"] and "Traceback" not in res["message"], res["message"]
 
 
-def test_average_over_flips_in_the_page(web, models_dir):
-    """``augment``: the page averages over flips as CPython does (same labels), says so, and
+def test_average_over_scales_in_the_page(web, models_dir):
+    """``augment``: the page averages over scales as CPython does (same labels), says so, and
     refuses a value that is not a boolean."""
     import tifffile
 
@@ -228,7 +228,7 @@ def test_average_over_flips_in_the_page(web, models_dir):
     res = segment(web, data, backend="wasm", augment=True, diameter=20)
     assert res["ok"] and res["augmented"], res
     ref = piximi_py.segment_image(image, models_dir=models_dir, diameter=20, augment=True)
-    assert_same_instances(ref.labels, res["labels"], "averaged over flips, page vs CPython")
+    assert_same_instances(ref.labels, res["labels"], "averaged over scales, page vs CPython")
     plain = segment(web, data, backend="wasm", diameter=20)
     assert plain["ok"] and not plain["augmented"]
     _report["augment"] = {"inference_ms": res["timings"]["inference"],

@@ -431,7 +431,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
                    help="with --formulations: models of this folder's index.json, e.g. runs/zoo/models "
                         "(the zoo variants python build.py zoo-report exported)")
     p.add_argument("--augment", action="store_true",
-                   help="with --by-source: every model averaged over flips (piximi_py.augment); not recorded")
+                   help="with --by-source: every model averaged over scales (augment=True); not recorded")
     p.add_argument("--record", action="store_true",
                    help="write the metrics into models/index.json, the rdf.yaml files and models/zoo.json")
     p.set_defaults(func=cmd_evaluate)

@@ -174,7 +174,7 @@ def _schedule(runs: list[dict]) -> str:
 
 def score(spec, onnx_path: Path, pairs, augment: bool = False) -> list[dict]:
     """Per-image AP@0.5, mAP and F1 of one model file run as ``spec`` says, diameter estimated
-    (``augment``: averaged over flips, :mod:`piximi_py.augment`)."""
+    (``augment``: averaged over scales, :func:`piximi_py.pipeline.predict_masks_averaged`)."""
     import piximi_py
     from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
     from piximi_py.io import read_image
@@ -198,7 +198,7 @@ def _mean(rows, key):
 def evaluate_by_source(models=("nuclei",), sources=None, *, data_root: Path = D.SHARED_DATA,
                        models_dir=None, folds: bool = True, augment: bool = False) -> dict:
     """Fold models on their left-out source, and the shipped ``models`` on every source
-    (default :func:`evaluated_sources`); with ``augment``, every model averaged over flips."""
+    (default :func:`evaluated_sources`); with ``augment``, every model averaged over scales."""
     import piximi_py
 
     sources = evaluated_sources(data_root) if sources is None else sources
@@ -272,5 +272,5 @@ def format_by_source(report: dict, models=("nuclei",)) -> str:
         lines.append(f"| **mean of left-out sources** | | **{u['ap50']:.3f} / {u['map']:.3f} / {u['f1']:.3f}** |"
                      + " |" * len(models))
     if report.get("augment"):
-        lines.append("\nEvery model averaged over flips (augment).")
+        lines.append("\nEvery model averaged over scales (augment).")
     return "\n".join(lines)

@@ -191,7 +191,7 @@ async function segment(input, options = {}) {
     pixel_size: options.pixelSize || null, // µm per pixel [y, x]; default: from the file
     diameter: options.diameter ?? null,    // nucleus diameter in px; null: estimated per image
     diameter_um: options.diameterUm ?? null, // ... or in µm, with the pixel size
-    augment: options.augment ?? false,     // average the model's output over flips (4x the model's time)
+    augment: options.augment ?? false,     // average the model's output over three scales (~3x the model's time)
     channels: options.channels || null,    // whole cells: {cyto: 1, nuclei: 0} ("auto": from the file); null: all from the file
     nuclei: options.nuclei || null,        // whole cells: a nuclei model id to segment and link the nuclei
     measure: options.measure !== false,
