@@ -358,8 +358,8 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
     augment : bool, optional
         Average the model's probabilities over the image at three scales
         around the one the diameter asks for (:func:`predict_masks_averaged`):
-        more accurate on images unlike the training images, about three
-        times the model's time. The diameter estimate is not averaged.
+        more accurate on images unlike the training images, three passes
+        of the model. The diameter estimate is not averaged.
 
     Raises
     ------
