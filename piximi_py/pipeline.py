@@ -213,6 +213,12 @@ ESTIMATE_AT_SIZE = 1.4
 #: size, and two such passes agreed on 60-196 px for 13-20 px nuclei on H&E slides (and on
 #: 260-270 px for cells of 22-45 px).
 ESTIMATE_MIN_OBJECTS = 3
+#: The estimate's other whole-image passes within this factor of the scale of the pass the final
+#: segmentation reuses are averaged into it (:func:`_reused_masks`): the confirming pass at half
+#: the scale, usually. It costs no model run, and on 20 images of each fluorescence source the folds
+#: never saw it raised AP@0.5 from 0.726 to 0.745 and mAP from 0.515 to 0.529, no source losing
+#: (README, *Averaging over scales*).
+REUSE_AVERAGE_RANGE = 2.1
 
 
 def _central_window(x: np.ndarray, side: int) -> np.ndarray:
@@ -239,6 +245,22 @@ def _near(a: float, b: float, factor: float) -> bool:
 def _at_size(done: _Pass, model: ModelSpec) -> bool:
     """Whether a pass saw its objects at about the model's own size."""
     return _near(done.scale * done.diameter, model.diameter, ESTIMATE_AT_SIZE)
+
+
+def _passes_near(reuse: _Pass, passes: list) -> list:
+    """The estimate's other whole passes within :data:`REUSE_AVERAGE_RANGE` of ``reuse``'s scale."""
+    return [p for p in passes if p is not reuse and p.probabilities is not None
+            and _near(p.scale, reuse.scale, REUSE_AVERAGE_RANGE)]
+
+
+def _reused_masks(reuse: _Pass, others: list, model: ModelSpec, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground and seed masks on a ``shape`` grid from the estimate's pass ``reuse``, its
+    probabilities averaged with those of the passes ``others`` (each resampled onto its grid)."""
+    prob = reuse.probabilities[:2]
+    if others:
+        prob = prob + sum(rescale.resample_probabilities(p.probabilities[:2], prob.shape[-2:]) for p in others)
+        prob /= 1 + len(others)
+    return rescale.resample_masks(prob, shape, *_thresholds(model))
 
 
 async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
@@ -416,19 +438,20 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
     reuse = min(reuse, key=lambda p: abs(np.log(p.scale / scale)), default=None)
     if augment:  # the averaged passes are all this image's own
         reuse = None
-    if reuse is not None and reuse.scale == 1.0 and reuse.labels is not None:
+    others = _passes_near(reuse, passes) if reuse is not None else []
+    if reuse is not None and not others and reuse.scale == 1.0 and reuse.labels is not None:
         scale, labels = 1.0, reuse.labels
         del x
         lap("inference")
     else:
         if reuse is not None:
             scale = reuse.scale
-            masks = rescale.resample_masks(reuse.probabilities, x.shape[-2:], *_thresholds(model))
+            masks = _reused_masks(reuse, others, model, x.shape[-2:])
         else:
             rescale.check_rescaled_size(x.shape, scale)
             predict = predict_masks_averaged if augment else predict_masks
             masks = await predict(x, model, backend, progress, scale=scale)
-        del x, passes, reuse
+        del x, passes, reuse, others
         lap("inference")
         if progress:
             progress("postprocess", 0, 1)

@@ -137,6 +137,32 @@ def test_given_diameter_rescales_and_maps_back(sample):
     assert edges >= 0.8 * np.count_nonzero(np.diff(big_truth.astype(np.int64), axis=1))
 
 
+def test_the_estimates_neighbouring_pass_is_averaged_in_for_free(sample, monkeypatch):
+    """The final segmentation reuses the estimate's pass at its scale and averages in the other
+    whole passes within REUSE_AVERAGE_RANGE of it (the confirming pass): different labels from the
+    reused pass alone, and not one model run more."""
+    from piximi_py import pipeline
+    from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
+
+    image, labels = sample
+    img, truth = rescaled(image, labels, 20 / median_diameter(labels)[0])  # the model's size: reused
+    runs = []
+    plain_run = OnnxRuntimeBackend.run
+
+    async def counted(self, batch):
+        runs.append(batch.shape)
+        return await plain_run(self, batch)
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "run", counted)
+    averaged = piximi_py.segment_image(img)
+    averaged_runs, runs[:] = len(runs), []
+    monkeypatch.setattr(pipeline, "REUSE_AVERAGE_RANGE", 1.0)   # nothing is near enough: the pass alone
+    alone = piximi_py.segment_image(img)
+    assert len(runs) == averaged_runs and alone.diameter == averaged.diameter
+    assert not np.array_equal(alone.labels, averaged.labels)
+    assert evaluate_instances(truth, averaged.labels)["ap50"] >= 0.6
+
+
 def test_an_estimate_too_small_to_hold_is_capped_not_refused(sample, monkeypatch):
     """A given diameter that would enlarge the image past the size limit is refused; an estimate
     that would (a first pass that saw only specks) enlarges it as far as the limit allows."""
