@@ -231,6 +231,8 @@ def build_piximi_wheel() -> Path:
     out = CACHE / "piximi-wheel"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    # setuptools keeps a module deleted from piximi_py in build/lib and would put it in the wheel
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     log("pip wheel --no-deps .")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), "."],
                    cwd=ROOT, check=True)
