@@ -55,13 +55,42 @@ def _axis_map(n_in: int, n_out: int) -> tuple[float, float]:
     return step, 0.5 * step - 0.5
 
 
-def _resample_plane(plane: np.ndarray, out_shape, rows=None, order: int = 1) -> np.ndarray:
+#: Output rows :func:`_resample_plane` computes at once.
+_ROWS_AT_ONCE = 256
+
+
+def _linear_weights(n_in: int, n_out: int, start: int = 0, stop: int | None = None):
+    """Input indices ``(i0, i1)`` and weight ``w`` of output pixels ``start:stop``: the value
+    at an output pixel is ``(1 - w) * v[i0] + w * v[i1]``, coordinates clamped to the edges."""
+    step, offset = _axis_map(n_in, n_out)
+    c = np.arange(start, n_out if stop is None else stop, dtype=np.float64) * step + offset
+    np.clip(c, 0.0, n_in - 1, out=c)
+    i0 = np.floor(c).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (c - i0).astype(np.float32)
+
+
+def _resample_plane(plane: np.ndarray, out_shape, rows=None) -> np.ndarray:
     """Linear resampling of one 2-D plane onto ``out_shape`` pixel centres
-    (output rows ``rows`` only, a ``slice``), edges held constant."""
-    (sy, oy), (sx, ox) = _axis_map(plane.shape[0], out_shape[0]), _axis_map(plane.shape[1], out_shape[1])
+    (output rows ``rows`` only, a ``slice``), edges held constant.
+
+    Separable, rows then columns, in float32: what
+    ``scipy.ndimage.affine_transform(order=1, mode="nearest")`` computes, to
+    float32 rounding, in less than half its time (it was a quarter of the
+    diameter estimate's work beyond the model's).
+    """
+    plane = np.asarray(plane, np.float32)
     r0, r1 = (0, out_shape[0]) if rows is None else (rows.start, rows.stop)
-    return ndi.affine_transform(plane, (sy, sx), offset=(oy + r0 * sy, ox), output_shape=(r1 - r0, out_shape[1]),
-                                order=order, mode="nearest", prefilter=False)
+    x0, x1, wx = _linear_weights(plane.shape[1], out_shape[1])
+    out = np.empty((r1 - r0, out_shape[1]), np.float32)
+    for c0 in range(r0, r1, _ROWS_AT_ONCE):  # bounds the temporaries of a large image
+        c1 = min(r1, c0 + _ROWS_AT_ONCE)
+        y0, y1, wy = _linear_weights(plane.shape[0], out_shape[0], c0, c1)
+        top = plane[y0]
+        across = top + wy[:, None] * (plane[y1] - top)
+        left = across[:, x0]
+        out[c0 - r0:c1 - r0] = left + wx * (across[:, x1] - left)
+    return out
 
 
 def resize(x: np.ndarray, shape) -> np.ndarray:
