@@ -38,7 +38,7 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
 
 
 def remove_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Set objects with fewer than ``min_size`` pixels to background."""
+    """Set objects with fewer than ``min_size`` pixels to background (``labels`` itself when none are)."""
     if min_size <= 1 or labels.max() == 0:
         return labels
     area = np.bincount(labels.ravel())
