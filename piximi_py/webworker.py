@@ -362,7 +362,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             channels = resolve_channels(image, spec.input_roles, channels, names)
         seg = await segment_async(image, spec, backend, progress=progress, filename=name,
                                   diameter=diameter, channels=channels if multi else None,
-                                  augment=options.get("augment") or False)
+                                  augment=options.get("augment", False))
         if multi and options.get("nuclei"):
             nuclei_spec = _spec(options["nuclei"])
             seg = await add_nuclei(seg, nuclei_spec, await _backend(nuclei_spec, options.get("backend") or "auto",
