@@ -71,7 +71,7 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
                   progress=None, index: dict | None = None, diameter: float | None = None,
                   diameter_um: float | None = None, pixel_size=None,
                   channels: dict | None = None, nuclei: str | None = None,
-                  augment: bool = False) -> Segmentation:
+                  augment: bool = False, split_by_nuclei: bool = True) -> Segmentation:
     """Segment one image with native onnxruntime; returns labels and timings.
 
     Parameters
@@ -110,6 +110,10 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         ``result.nuclei`` (a Segmentation) and ``result.nucleus_of`` (per cell
         label, its nucleus label; 0 = none; :func:`piximi_py.measure.nucleus_columns`
         adds it to the measurements).
+    split_by_nuclei : bool, optional
+        With ``nuclei``: grow each cell from one nucleus (default), which did
+        far better on sources the cell model never saw; False keeps the cell
+        model's own cells (:func:`piximi_py.pipeline.add_nuclei`).
     augment : bool, optional
         Average the model's probabilities over the image at three scales
         around the diameter's (:func:`piximi_py.pipeline.predict_masks_averaged`;
@@ -124,11 +128,12 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         A bad option: unknown model, a diameter that is 0, negative, NaN or
         larger than the image, ``diameter_um`` without a pixel size,
         ``channels`` that the model or the image does not have, ``augment``
-        that is not a boolean.
+        or ``split_by_nuclei`` that is not a boolean.
     """
     from .modelfile import resolve_model
-    from .pipeline import segment_async
+    from .pipeline import check_flag, segment_async
 
+    check_flag(split_by_nuclei, "split_by_nuclei")
     spec, model_path = resolve_model(model, models_dir)
     filename = None
     if isinstance(image, (str, Path)):
@@ -147,7 +152,7 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
 
         nuclei_spec, nuclei_path = resolve_model(nuclei, models_dir)
         result = run_sync(add_nuclei(result, nuclei_spec, _native_backend(str(nuclei_path), threads),
-                                     progress=progress))
+                                     progress=progress, split_by_nuclei=split_by_nuclei))
     return result
 
 

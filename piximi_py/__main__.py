@@ -17,7 +17,7 @@ def _segment_command(args) -> int:
                            workers=args.workers, threads=args.threads, overwrite=args.overwrite,
                            log=sys.stderr, diameter=args.diameter, diameter_um=args.diameter_um,
                            channels=args.channels, nuclei=args.nuclei,
-                           augment=args.augment)
+                           augment=args.augment, split_by_nuclei=not args.keep_model_cells)
     except KeyboardInterrupt:
         print("interrupted: complete outputs are kept; run the same command again to resume",
               file=sys.stderr)
@@ -73,6 +73,9 @@ def main(argv=None) -> int:
                      help="with a whole-cell model: also segment the nuclear channel with this nuclei model "
                           "(e.g. nuclei) and link each cell to its nucleus (nucleus_label column, "
                           "NAME_nuclei_labels.tif, nuclei in the ROI set and COCO file)")
+    seg.add_argument("--keep-model-cells", action="store_true",
+                     help="with --nuclei: keep the cell model's own cells instead of growing each cell from one "
+                          "nucleus (the default, far better on images unlike the training images)")
     seg.add_argument("--augment", action="store_true",
                      help="average the model's probabilities over each image at three scales around its diameter's: "
                           "more accurate on images unlike the training images, three passes of the model")

@@ -172,7 +172,7 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
                 models_dir=None, threads: int | None = None, index: dict | None = None,
                 overwrite: bool = False, diameter: float | None = None,
                 diameter_um: float | None = None, channels: dict | None = None,
-                nuclei: str | None = None, augment: bool = False) -> dict:
+                nuclei: str | None = None, augment: bool = False, split_by_nuclei: bool = True) -> dict:
     """Segment and measure one image file and write its outputs.
 
     Writes ``NAME_rois.zip``, ``NAME_coco.json``, ``NAME_measurements.csv``
@@ -209,6 +209,9 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         cell is linked to its nucleus (``nucleus_label`` and ``nuclei`` columns),
         ``NAME_nuclei_labels.tif`` is written, and the ROI set and COCO file
         hold the nuclei too.
+    split_by_nuclei : bool
+        With ``nuclei``: grow each cell from one nucleus (default); False keeps
+        the cell model's own cells (:func:`piximi_py.pipeline.add_nuclei`).
     augment : bool
         Average the model's probabilities over three scales
         (:func:`piximi_py.pipeline.predict_masks_averaged`; three passes of the model).
@@ -259,7 +262,8 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         if nuclei is not None:
             from .pipeline import add_nuclei
 
-            result = asyncio.run(add_nuclei(result, *_load_model(nuclei, models_dir, threads)))
+            result = asyncio.run(add_nuclei(result, *_load_model(nuclei, models_dir, threads),
+                                            split_by_nuclei=split_by_nuclei))
     except (ImageReadError, ValueError) as exc:
         summary.update(status="failed", error=str(exc))
         summary["ms"]["total"] = (time.perf_counter() - t0) * 1000.0
@@ -545,7 +549,7 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
               progress_bar: bool | None = None, objects_csv: bool = True, retries: int = 2,
               on_result=None, diameter: float | None = None, diameter_um: float | None = None,
               channels: dict | None = None, nuclei: str | None = None,
-              augment: bool = False) -> dict:
+              augment: bool = False, split_by_nuclei: bool = True) -> dict:
     """Segment many images and write their outputs, the run's tables and report.
 
     Parameters
@@ -580,6 +584,9 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
     nuclei : str, optional
         With a whole-cell model: a nuclei model that also segments each image's
         nuclear channel; cells are linked to their nuclei (:func:`process_one`).
+    split_by_nuclei : bool
+        With ``nuclei``: grow each cell from one nucleus (default), else keep
+        the cell model's own cells.
     augment : bool
         Average the model's probabilities over three scales for every image
         (:func:`piximi_py.pipeline.predict_masks_averaged`; three passes of the model).
@@ -608,14 +615,15 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
     models_dir = str(Path(models_dir).resolve()) if models_dir else None
     use_dask = scheduler is not None
     from . import resolve_diameter
-    from .pipeline import check_augment
+    from .pipeline import check_augment, check_flag
 
     resolve_diameter(diameter, diameter_um, pixel_size=1.0)  # a bad value fails here, not per image
     check_augment(augment)
+    check_flag(split_by_nuclei, "split_by_nuclei")
     kw = {"model": model, "models_dir": models_dir, "index": index, "overwrite": overwrite,
           "threads": threads if threads is not None or not use_dask else 1,
           "diameter": diameter, "diameter_um": diameter_um, "channels": channels, "nuclei": nuclei,
-          "augment": augment}
+          "augment": augment, "split_by_nuclei": split_by_nuclei}
 
     client = cluster = None
     cluster_info = {"scheduler": "in-process", "workers": 1, "threads": 1, "worker_checks": None}
@@ -673,7 +681,7 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
         "model": model_info,
         "options": {"overwrite": overwrite, "threads_per_session": kw["threads"], "index": index,
                     "diameter": diameter, "diameter_um": diameter_um, "channels": channels,
-                    "nuclei": nuclei, "augment": augment},
+                    "nuclei": nuclei, "augment": augment, "split_by_nuclei": split_by_nuclei},
         "cluster": {**cluster_info, "workers_used": len(recorder.workers)},
         "versions": _versions(use_dask),
         "outputs": {"images": RUN_IMAGES_CSV, "objects": RUN_OBJECTS_CSV if objects_csv else None,

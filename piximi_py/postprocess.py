@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["probabilities_to_labels", "threshold_probabilities", "masks_to_labels",
+__all__ = ["probabilities_to_labels", "threshold_probabilities", "masks_to_labels", "separated_seeds",
            "remove_small_objects", "fill_holes", "finish_labels",
            "relabel_sequential", "label_dtype"]
 
@@ -183,6 +183,24 @@ def masks_to_labels(foreground: np.ndarray, seed_mask: np.ndarray, *, min_seed_s
             labels[box][inside] = _nearest_label(np.where(inside, seeds[box], 0), inside)[inside]
         del seeds, components
     return finish_labels(labels, min_size)
+
+
+def separated_seeds(labels: np.ndarray) -> np.ndarray:
+    """The objects of a label image as a seed mask for :func:`masks_to_labels`, each without its
+    outermost pixels, so that touching objects (e.g. nuclei, seeding the cells around them) stay
+    separate seeds.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+
+    Returns
+    -------
+    seeds : ndarray of bool, shape (H, W)
+        Pixels whose 3 x 3 neighbourhood lies within one object.
+    """
+    labels = np.asarray(labels)
+    return (labels > 0) & (ndi.maximum_filter(labels, 3) == ndi.minimum_filter(labels, 3))
 
 
 def finish_labels(labels: np.ndarray, min_size: int = 12) -> np.ndarray:

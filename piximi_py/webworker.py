@@ -366,7 +366,8 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         if multi and options.get("nuclei"):
             nuclei_spec = _spec(options["nuclei"])
             seg = await add_nuclei(seg, nuclei_spec, await _backend(nuclei_spec, options.get("backend") or "auto",
-                                                                    progress), progress=progress)
+                                                                    progress), progress=progress,
+                                  split_by_nuclei=options.get("split_by_nuclei", True))
         labels = seg.labels
         timings = {k: float(v) for k, v in seg.timings.items()}
         timings["decode"] = decode_ms

@@ -48,12 +48,30 @@ def test_channels_from_names_and_nuclei_linked(two_channel):
     assert timings["nuclei"] >= result.nuclei.timings["total"] > 0
     assert timings["total"] >= timings["nuclei"] + timings["preprocess"]
     # given explicitly, the same; without a nuclear channel the model reads zeros there
-    same = piximi_py.segment_image(path, model="cells", channels={"cyto": 0, "nuclei": 1})
+    same = piximi_py.segment_image(path, model="cells", channels={"cyto": 0, "nuclei": 1}, nuclei="nuclei")
     np.testing.assert_array_equal(same.labels, result.labels)
     alone = piximi_py.segment_image(path, model="cells", channels={"cyto": 0})
     assert alone.channels == {"cyto": 0, "nuclei": None} and alone.count > 0
     with pytest.raises(ValueError, match="no nuclear channel"):
         piximi_py.segment_image(path, model="cells", channels={"cyto": 0}, nuclei="nuclei")
+
+
+def test_cells_grow_from_their_nuclei(two_channel):
+    path, _ = two_channel
+    grown = piximi_py.segment_image(path, model="cells", nuclei="nuclei")
+    own = piximi_py.segment_image(path, model="cells", nuclei="nuclei", split_by_nuclei=False)
+    alone = piximi_py.segment_image(path, model="cells", channels={"cyto": 0, "nuclei": 1})
+    # off: the cell model's own cells, linked as they are
+    np.testing.assert_array_equal(own.labels, alone.labels)
+    np.testing.assert_array_equal(own.nuclei.labels, grown.nuclei.labels)
+    # on: the nuclei split the cells the model's own seeds merged (15 of 102 cells held two or more
+    # nuclei on this image; grown from the nuclei, 2 of 115, where a nucleus too small to seed lies)
+    several = {name: int((link_nuclei(r.labels, r.nuclei.labels)[1] >= 2).sum()) for name, r in
+               (("grown", grown), ("own", own))}
+    assert several["grown"] * 4 < several["own"] and grown.count > own.count
+    np.testing.assert_array_equal(grown.nucleus_of, link_nuclei(grown.labels, grown.nuclei.labels)[0])
+    with pytest.raises(ValueError, match="split_by_nuclei must be true or false"):
+        piximi_py.segment_image(path, model="cells", nuclei="nuclei", split_by_nuclei="no")
 
 
 @pytest.mark.parametrize("channels, message", [({"cyto": 2}, "not in the image"),
@@ -74,7 +92,8 @@ def test_cli_writes_cells_with_their_nuclei(two_channel, tmp_path):
     stem = "two_channel"
     cells = tifffile.imread(out / f"{stem}_labels.tif")
     nuclei = tifffile.imread(out / f"{stem}_nuclei_labels.tif")
-    np.testing.assert_array_equal(cells, piximi_py.segment(path, model="cells", channels={"cyto": 0, "nuclei": 1}))
+    np.testing.assert_array_equal(cells, piximi_py.segment(path, model="cells", channels={"cyto": 0, "nuclei": 1},
+                                                           nuclei="nuclei"))
     header, *rows = (out / f"{stem}_measurements.csv").read_text().splitlines()
     columns = header.split(",")
     assert "nucleus_label" in columns and "nuclei" in columns and len(rows) == cells.max()
@@ -89,3 +108,8 @@ def test_cli_writes_cells_with_their_nuclei(two_channel, tmp_path):
     bad = subprocess.run(run + ["--out", str(tmp_path / "b"), "--channels", "cyto:0"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "ROLE=CHANNEL" in bad.stderr
+    own = subprocess.run(run + ["--out", str(tmp_path / "c"), "--channels", "cyto=0,nuclei=1", "--nuclei", "nuclei",
+                                "--keep-model-cells"], capture_output=True, text=True, cwd=ROOT)
+    assert own.returncode == 0, own.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "c" / f"{stem}_labels.tif"),
+                                  piximi_py.segment(path, model="cells", channels={"cyto": 0, "nuclei": 1}))

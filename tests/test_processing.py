@@ -195,6 +195,26 @@ def test_nested_components_share_one_transform():
     assert labels.max() == 2 * 17 and (labels[foreground] > 0).all()
 
 
+def test_separated_seeds_keep_touching_objects_apart():
+    """Each object's pixels whose 3 x 3 neighbourhood is all that object (scikit-image's erosion of
+    each object alone by a square), so that objects touching side by side or corner to corner
+    are separate seeds: one cell grows from each."""
+    labels = np.zeros((30, 40), np.int32)
+    labels[5:15, 3:13] = 1
+    labels[5:15, 13:23] = 2            # touches 1 along a side
+    labels[15:25, 23:33] = 3           # touches 2 at a corner
+    labels[20:22, 3:5] = 4             # too thin to keep a core
+    seeds = postprocess.separated_seeds(labels)
+    expected = np.zeros_like(seeds)
+    for k in range(1, 5):
+        expected |= morphology.binary_erosion(labels == k, np.ones((3, 3), bool))
+    np.testing.assert_array_equal(seeds, expected)
+    assert ndi.label(seeds)[1] == 3
+    cells = postprocess.masks_to_labels(labels > 0, seeds, min_seed_size=1, min_size=1)
+    # the thin object apart from the others has no seed and stays an object of its own
+    assert cells.max() == 4 and all(len(np.unique(cells[seeds & (labels == k)])) == 1 for k in (1, 2, 3))
+
+
 def test_uint32_above_65535():
     assert postprocess.label_dtype(70000) == np.uint32
     assert postprocess.label_dtype(100) == np.uint16

@@ -194,6 +194,7 @@ async function segment(input, options = {}) {
     augment: options.augment ?? false,     // average the model's output over three scales (~3x the model's time)
     channels: options.channels || null,    // whole cells: {cyto: 1, nuclei: 0} ("auto": from the file); null: all from the file
     nuclei: options.nuclei || null,        // whole cells: a nuclei model id to segment and link the nuclei
+    split_by_nuclei: options.splitByNuclei ?? true, // with nuclei: each cell grows from one nucleus; false: the cell model's own cells
     measure: options.measure !== false,
     batch: !!options.batch,
   };
@@ -1055,6 +1056,7 @@ function channelChoice() {
   return {
     channels: { cyto: pick(cyto), nuclei: pick(nuclei) },
     nuclei: $("link-nuclei").checked ? nucleiModel : null,
+    splitByNuclei: $("split-by-nuclei").checked,
   };
 }
 
@@ -1198,7 +1200,7 @@ $("folder").addEventListener("change", (e) => handleFiles(e.target.files));
 $("mode").addEventListener("change", applyOverlayStyle);
 for (const id of ["diameter", "augment"]) $(id).addEventListener("change", () => current && segmentCurrent());
 $("model").addEventListener("change", () => (current ? showPlanes(current.info) : showChannels(null)));
-for (const id of ["channel-cyto", "channel-nuclei", "link-nuclei"]) $(id).addEventListener("change", () => current && segmentCurrent());
+for (const id of ["channel-cyto", "channel-nuclei", "link-nuclei", "split-by-nuclei"]) $(id).addEventListener("change", () => current && segmentCurrent());
 $("opacity").addEventListener("input", applyOverlayStyle);
 for (const id of ["contrast-min", "contrast-max"]) $(id).addEventListener("input", () => view && paintImage());
 $("contrast-auto").addEventListener("click", () => { $("contrast-min").value = 0; $("contrast-max").value = 255; view && paintImage(); });
