@@ -264,6 +264,14 @@ def test_whole_cells_with_their_nuclei_in_the_page(web, models_dir):
     for bad, words in (({"cyto": 3}, "not in the image"), ({"nuclei": 1}, "'cyto' channel is needed")):
         out = segment(web, data, backend="wasm", model="cells", channels=bad)
         assert not out["ok"] and words in out["message"] and "Traceback" not in out["message"], out
+    # the cell model's own cells instead of cells grown from the nuclei, as in CPython; a bad flag refused
+    own = segment(web, data, backend="wasm", model="cells", nuclei="nuclei", splitByNuclei=False)
+    assert own["ok"], own
+    assert_same_instances(piximi_py.segment_image(data, model="cells", nuclei="nuclei", split_by_nuclei=False,
+                                                  models_dir=models_dir).labels, own["labels"],
+                          "cells with nuclei, not grown from them, page vs CPython")
+    out = segment(web, data, backend="wasm", model="cells", nuclei="nuclei", splitByNuclei="no")
+    assert not out["ok"] and "split_by_nuclei must be true or false" in out["message"], out
 
 
 def test_held_out_accuracy_in_the_page(web):
