@@ -332,12 +332,14 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     from . import io as pio
     from .channels import default_channels, image_channels, resolve_channels
     from .measure import nucleus_columns, regionprops_table, summarize
-    from .pipeline import add_nuclei, segment_async
+    from .pipeline import add_nuclei, check_flag, segment_async
 
     options = options or {}
     try:
         t_start = _now()
         spec = _spec(options.get("model"))
+        # checked before the model runs, as the API does: a bad flag is refused at once
+        split_by_nuclei = check_flag(options.get("split_by_nuclei", True), "split_by_nuclei")
         backend = await _backend(spec, options.get("backend") or "auto", progress)
         data = bytes(data)
         name = options.get("filename")
@@ -367,7 +369,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             nuclei_spec = _spec(options["nuclei"])
             seg = await add_nuclei(seg, nuclei_spec, await _backend(nuclei_spec, options.get("backend") or "auto",
                                                                     progress), progress=progress,
-                                  split_by_nuclei=options.get("split_by_nuclei", True))
+                                  split_by_nuclei=split_by_nuclei)
         labels = seg.labels
         timings = {k: float(v) for k, v in seg.timings.items()}
         timings["decode"] = decode_ms
