@@ -43,9 +43,9 @@ class Segmentation:
     nuclei: Optional["Segmentation"] = None  #: the nuclear channel's own segmentation (:func:`add_nuclei`)
     nucleus_of: Optional[np.ndarray] = None  #: per cell label, its nucleus label (0: none)
     augmented: bool = False          #: probabilities averaged over scales (:data:`AUGMENT_SCALES`)
-    #: (foreground, seeds, instance options) the labels were made from: kept for a multi-channel
+    #: (foreground mask, instance options) the labels were made from: kept for a multi-channel
     #: model given a nuclear channel, so that :func:`add_nuclei` can grow the cells from the nuclei
-    masks: Optional[tuple] = field(default=None, repr=False)
+    foreground: Optional[tuple] = field(default=None, repr=False)
 
     @property
     def count(self) -> int:
@@ -460,11 +460,10 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
     if augment:  # the averaged passes are all this image's own
         reuse = None
     others = _passes_near(reuse, passes) if reuse is not None and _averages_passes(model) else []
-    keep_masks = multi and (channels or {}).get("nuclei") is not None
-    masks = None
+    keep_foreground = multi and (channels or {}).get("nuclei") is not None  # for add_nuclei
     if reuse is not None and not others and reuse.scale == 1.0 and reuse.labels is not None:
         scale, labels = 1.0, reuse.labels
-        if keep_masks:
+        if keep_foreground:
             masks = _reused_masks(reuse, [], model, x.shape[-2:])
         del x
         lap("inference")
@@ -486,7 +485,7 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
     return Segmentation(labels=labels, image=image, backend=backend.name, model=model.id,
                         timings=timings, diameter=diameter, diameter_estimated=estimated, scale=scale,
                         channels=channels, augmented=augment,
-                        masks=(*masks, _instance_options(model, scale)) if keep_masks else None)
+                        foreground=(masks[0], _instance_options(model, scale)) if keep_foreground else None)
 
 
 async def add_nuclei(cells: Segmentation, model: ModelSpec, backend: Backend, *,
@@ -538,8 +537,8 @@ async def add_nuclei(cells: Segmentation, model: ModelSpec, backend: Backend, *,
     plane = cells.image if cells.image.ndim == 2 else cells.image[..., channel]
     cells.nuclei = await segment_async(plane, model, backend, progress=progress, diameter=diameter,
                                        augment=cells.augmented)
-    if split_by_nuclei and cells.masks is not None:
-        foreground, _, options = cells.masks
+    if split_by_nuclei and cells.foreground is not None:
+        foreground, options = cells.foreground
         # every nucleus the nuclei model kept seeds a cell, however small its core (the cell model's
         # smallest seed is for pieces of its own cells' interiors)
         cells.labels = postprocess.masks_to_labels(foreground, postprocess.separated_seeds(cells.nuclei.labels),
