@@ -59,7 +59,8 @@ class SamSpec:
     prompt: dict = field(default_factory=lambda: {"mask_threshold": 0.0, "single_mask_output": 0,
                                                   "multimask_outputs": [1, 2, 3]})
     crop: dict = field(default_factory=lambda: {"context": 4.0, "min_window": 64, "point_window": 96,
-                                                "grid": 0.5, "point_tries": 3})
+                                                "grid": 0.5, "point_tries": 3, "point_sizes": [1.0],
+                                                "point_min_iou": 0.5})
 
     def file(self, part: str, runtime: str = "native") -> str:
         """File name of ``part`` ("encoder" or "decoder") for ``runtime``."""
@@ -518,10 +519,10 @@ class SamPredictor:
         window : Window, optional
             Force the encoder window (default :func:`prompt_window`).
         diameter : float, optional
-            Typical object diameter (px), for clicks without a box: the window
-            is sized for it. Without it, a click whose mask reaches the edge
-            of its window (the object is larger than the window) is tried
-            again in windows twice as large, up to ``crop["point_tries"]``.
+            Typical object diameter (px), for clicks without a box: the windows
+            are sized for it, and grow when the mask does not fit or the model
+            doubts it. Without it, windows doubling in size are tried and the
+            best uncut mask is kept (see :meth:`_click`).
 
         Returns
         -------
@@ -543,28 +544,52 @@ class SamPredictor:
                     masks.append(m)
                     ious.append(i)
                 return np.stack(masks), np.array(ious)
-            window = prompt_window(self.shape, boxes, points, labels, self.spec.crop, diameter)
-            if boxes is None and diameter is None:
-                return await self._click_growing(window, points, labels, multimask)
+            if boxes is None:
+                return await self._click(points, labels, multimask, diameter)
+            window = prompt_window(self.shape, boxes, points, labels, self.spec.crop)
         return await self._predict_in(window, boxes, points, labels, multimask)
 
-    async def _click_growing(self, window: Window, points, labels, multimask):
-        """Clicks alone: the object may be larger than the first window. Windows of
-        ``point_tries`` sizes (doubling) are tried; a mask cut by its window's inner
-        edge is out, and of the rest the one with the best predicted IoU is kept."""
+    async def _click(self, points, labels, multimask, diameter=None):
+        """Clicks alone, which do not say how large the object is.
+
+        With ``diameter``, windows of ``context * diameter * f`` for each ``f`` of
+        ``crop["point_sizes"]`` are tried first. The best of those masks (by the
+        model's predicted IoU) is kept when it is not empty, not cut by its
+        window's inner edge, and predicted at ``crop["point_min_iou"]`` or more:
+        inside a nucleus far larger than the diameter (a wrong estimate, or an
+        outsized object) the model draws a speck with a low predicted IoU.
+        Otherwise, and without ``diameter``, windows of ``point_tries`` sizes
+        doubling from ``crop["point_window"]`` are tried too, and of every mask
+        the best uncut one is kept.
+        """
         crop = {**SamSpec().crop, **self.spec.crop}
-        best = None
-        for _ in range(max(1, int(crop.get("point_tries", 3)))):
-            mask, iou = await self._predict_in(window, None, points, labels, multimask)
-            score = (not _cut_by_window(mask, window, self.shape), iou)
-            if best is None or score > best[0]:
-                best = (score, mask, iou)
-            side = 2 * max(window.h, window.w)
-            larger = prompt_window(self.shape, None, points, labels, {**crop, "point_window": side})
+        tried: dict = {}
+
+        async def attempt(window):
+            if window not in tried:
+                mask, iou = await self._predict_in(window, None, points, labels, multimask)
+                whole = bool(mask.any()) and not _cut_by_window(mask, window, self.shape)
+                tried[window] = ((whole, iou), mask, iou)
+
+        def best():
+            return max(tried.values(), key=lambda t: t[0])
+
+        if diameter:
+            for f in crop["point_sizes"]:
+                await attempt(prompt_window(self.shape, None, points, labels, crop, diameter * f))
+            (whole, iou), mask, _ = best()
+            if whole and iou >= crop["point_min_iou"]:
+                return mask, iou
+        window = prompt_window(self.shape, None, points, labels, crop)
+        for _ in range(max(1, int(crop["point_tries"]))):
+            await attempt(window)
+            larger = prompt_window(self.shape, None, points, labels,
+                                   {**crop, "point_window": 2 * max(window.h, window.w)})
             if larger == window:
                 break
             window = larger
-        return best[1], best[2]
+        _, mask, iou = best()
+        return mask, iou
 
     async def _predict_in(self, window: Window, boxes, points, labels, multimask):
         import time

@@ -198,8 +198,10 @@ def test_box_prompt_on_real_nucleus(nuclei, predictor):
         ious.append(_iou(mask, gt))
     # one of the five (label 35, pressed against a neighbour) is under-segmented: 0.44 before
     # fine-tuning, 0.56 after the short CPU one, 0.51 with the shipped GPU fine-tune (joint
-    # encoder + decoder), whose other four reach 0.83-0.86 (median 0.84)
-    assert np.median(ious) >= 0.78 and min(ious) >= 0.45, ious
+    # encoder + decoder), whose other four reach 0.83-0.86 (median 0.84). sam_fast: 0.51, 0.76-0.90
+    # (mean 0.761; 0.748 at its former mask threshold of 0, where the median was 0.80 and the mean of
+    # 438 jittered boxes at 10-150 px 0.877 against 0.886 now: build.py sam-evaluate --diameters)
+    assert np.mean(ious) >= 0.74 and min(ious) >= 0.45, ious
 
 
 def test_embedding_cached_per_window(nuclei, predictor):
@@ -232,7 +234,8 @@ def test_segment_boxes_gives_instances(nuclei, predictor):
 def test_click_on_large_nuclei_finds_the_whole_object(nuclei, predictor):
     """Nuclei 90 px across (the StarDist image enlarged 3.7x): a centre click in the
     fixed 96-px window gave mean IoU 0.04; growing windows, or a window sized by the
-    segmentation's diameter, find the whole nucleus."""
+    segmentation's diameter, find the whole nucleus; so does a diameter estimated ten times
+    too small (a window inside the nucleus, where the model draws a speck it doubts)."""
     from scipy import ndimage as ndi
 
     from piximi_py.diameter import median_diameter
@@ -241,14 +244,15 @@ def test_click_on_large_nuclei_finds_the_whole_object(nuclei, predictor):
     image, labels = nuclei
     big, truth = rescale_case(image, labels, 90 / median_diameter(labels)[0], max_side=768)
     piximi_py.run_sync(predictor.set_image(big, "stardist-large"))
-    grown, sized = [], []
+    grown, sized, wrong = [], [], []
     for lab in _typical_objects(truth, 4):
         gt = truth == lab
         cy, cx = ndi.center_of_mass(gt)
         click = dict(points=[[cx, cy]], labels=[1])
         grown.append(_iou(piximi_py.run_sync(predictor.predict(**click))[0], gt))
         sized.append(_iou(piximi_py.run_sync(predictor.predict(**click, diameter=90))[0], gt))
-    assert np.mean(grown) >= 0.75 and np.mean(sized) >= 0.75, (grown, sized)
+        wrong.append(_iou(piximi_py.run_sync(predictor.predict(**click, diameter=9))[0], gt))
+    assert min(np.mean(grown), np.mean(sized), np.mean(wrong)) >= 0.75, (grown, sized, wrong)
 
 
 def test_cpython_prompt_helper(nuclei):

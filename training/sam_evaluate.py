@@ -50,10 +50,9 @@ def object_prompts(truth: np.ndarray, rng: np.random.Generator, jitter: float = 
         d = rng.uniform(-jitter, jitter, 4) * [bw, bh, bw, bh]
         box = np.array([x0, y0, x1, y1], float) + d
         box = np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])
-        if box[2] <= box[0]:
-            box[2] = min(w - 1, box[0] + 1)
-        if box[3] <= box[1]:
-            box[3] = min(h - 1, box[1] + 1)
+        # a box of an object on the last row or column may collapse there: keep it one pixel wide
+        box[:2] = np.minimum(box[:2], [w - 2, h - 2])
+        box[2:] = np.maximum(box[2:], box[:2] + 1)
         cy, cx = ndi.center_of_mass(obj)
         iy, ix = int(round(cy)), int(round(cx))
         if not obj[min(iy, obj.shape[0] - 1), min(ix, obj.shape[1] - 1)]:
