@@ -60,7 +60,7 @@ class SamSpec:
                                                   "multimask_outputs": [1, 2, 3]})
     crop: dict = field(default_factory=lambda: {"context": 4.0, "min_window": 64, "point_window": 96,
                                                 "grid": 0.5, "point_tries": 3, "point_sizes": [1.0],
-                                                "point_min_iou": 0.5})
+                                                "point_box": 0.0, "point_min_iou": 0.5})
 
     def file(self, part: str, runtime: str = "native") -> str:
         """File name of ``part`` ("encoder" or "decoder") for ``runtime``."""
@@ -361,6 +361,14 @@ def paste_mask(logits: np.ndarray, window: Window, image_shape, threshold: float
     return mask
 
 
+def _box_around(point, side: float, image_shape) -> tuple:
+    """The box (x0, y0, x1, y1) of ``side`` px centred on ``point`` (x, y), inside the image."""
+    h, w = image_shape[:2]
+    half = max(side, 2.0) / 2
+    x0, y0 = max(0.0, point[0] - half), max(0.0, point[1] - half)
+    return (x0, y0, max(x0 + 1, min(w - 1.0, point[0] + half)), max(y0 + 1, min(h - 1.0, point[1] + half)))
+
+
 def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
     """Boxes ``(K, 4)`` (x0, y0, x1, y1) of the objects of a label image, e.g. the
     nuclei model's, to seed :meth:`SamPredictor.segment_boxes` ("segment all").
@@ -557,7 +565,11 @@ class SamPredictor:
         model's predicted IoU) is kept when it is not empty, not cut by its
         window's inner edge, and predicted at ``crop["point_min_iou"]`` or more:
         inside a nucleus far larger than the diameter (a wrong estimate, or an
-        outsized object) the model draws a speck with a low predicted IoU.
+        outsized object) the model draws a speck with a low predicted IoU. A
+        single positive click is then also tried with a box ``crop["point_box"]``
+        times the diameter wide around it (one decoder run more: its window is
+        the sized one), and the better mask kept; not before the check, as a
+        box is drawn with confidence whatever lies in it.
         Otherwise, and without ``diameter``, windows of ``point_tries`` sizes
         doubling from ``crop["point_window"]`` are tried too, and of every mask
         the best uncut one is kept.
@@ -565,11 +577,11 @@ class SamPredictor:
         crop = {**SamSpec().crop, **self.spec.crop}
         tried: dict = {}
 
-        async def attempt(window):
-            if window not in tried:
-                mask, iou = await self._predict_in(window, None, points, labels, multimask)
+        async def attempt(window, box=None):
+            if (window, box) not in tried:
+                mask, iou = await self._predict_in(window, box, points, labels, multimask)
                 whole = bool(mask.any()) and not _cut_by_window(mask, window, self.shape)
-                tried[window] = ((whole, iou), mask, iou)
+                tried[window, box] = ((whole, iou), mask, iou)
 
         def best():
             return max(tried.values(), key=lambda t: t[0])
@@ -579,6 +591,10 @@ class SamPredictor:
                 await attempt(prompt_window(self.shape, None, points, labels, crop, diameter * f))
             (whole, iou), mask, _ = best()
             if whole and iou >= crop["point_min_iou"]:
+                if crop["point_box"] and len(points) == 1 and labels[0] == 1:
+                    box = _box_around(points[0], crop["point_box"] * diameter, self.shape)
+                    await attempt(prompt_window(self.shape, np.array(box), crop=crop), box)
+                    _, mask, iou = best()
                 return mask, iou
         window = prompt_window(self.shape, None, points, labels, crop)
         for _ in range(max(1, int(crop["point_tries"]))):

@@ -175,7 +175,7 @@ SAM_STUDENT_ENTRY = {
     # clicks try two window sizes around the diameter (piximi_py.sam.SamPredictor._click)
     "prompt": {**SAM_ENTRY["prompt"], "single_click_multimask": False, "mask_threshold": 1.0},
     "crop": {"context": 4.0, "min_window": 32, "point_window": 64, "grid": 0.5, "point_tries": 5,
-             "point_sizes": [0.71, 1.0], "point_min_iou": 0.5},
+             "point_sizes": [0.71, 1.0], "point_box": 1.0, "point_min_iou": 0.5},
 }
 
 
