@@ -9,6 +9,7 @@ The page runs the same pipeline in Pyodide with onnxruntime-web; see
 from __future__ import annotations
 
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -109,7 +110,8 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         nuclei model (e.g. ``"nuclei"``) and link each cell to its nucleus:
         ``result.nuclei`` (a Segmentation) and ``result.nucleus_of`` (per cell
         label, its nucleus label; 0 = none; :func:`piximi_py.measure.nucleus_columns`
-        adds it to the measurements).
+        adds it to the measurements). With ``channels`` None and no nuclear
+        channel in the file, a warning says so and the cells come alone.
     split_by_nuclei : bool, optional
         With ``nuclei``: grow each cell from one nucleus (default), which did
         far better on sources the cell model never saw; False keeps the cell
@@ -131,7 +133,7 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         or ``split_by_nuclei`` that is not a boolean.
     """
     from .modelfile import resolve_model
-    from .pipeline import check_flag, segment_async
+    from .pipeline import NO_NUCLEAR_CHANNEL, check_flag, segment_async
 
     check_flag(split_by_nuclei, "split_by_nuclei")
     spec, model_path = resolve_model(model, models_dir)
@@ -147,6 +149,10 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
     result = run_sync(segment_async(image, spec, backend, progress=progress,
                                     filename=filename, index=index, diameter=diameter,
                                     channels=channels, augment=augment))
+    if nuclei is not None and channels is None and (result.channels or {}).get("nuclei") is None:
+        # left to the file, which has no nuclear channel: the cells alone, as the page gives them
+        warnings.warn(NO_NUCLEAR_CHANNEL, stacklevel=2)
+        nuclei = None
     if nuclei is not None:
         from .pipeline import add_nuclei
 

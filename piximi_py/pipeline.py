@@ -488,6 +488,11 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
                         foreground=(masks[0], _instance_options(model, scale)) if keep_foreground else None)
 
 
+#: Why the nuclei of a whole-cell run were not linked, where the nuclear channel was left to the
+#: file (no channels given, or "auto") and it has none: the cells are returned alone.
+NO_NUCLEAR_CHANNEL = "no nuclear channel in this image: the cells are the cell model's alone"
+
+
 async def add_nuclei(cells: Segmentation, model: ModelSpec, backend: Backend, *,
                      progress: Progress = None, diameter: float | None = None,
                      split_by_nuclei: bool = True) -> Segmentation:

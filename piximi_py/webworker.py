@@ -309,6 +309,12 @@ async def _import_module(url: str):
     return await _js().Function.new("u", "return import(u)")(url)
 
 
+def _nuclear_channel_auto(options: dict) -> bool:
+    """Whether a segment request left the nuclear channel to the file (no channels, or "auto")."""
+    channels = options.get("channels")
+    return not channels or channels.get("nuclei") == "auto"
+
+
 async def segment(data: bytes, options: dict | None = None, progress=None) -> dict:
     """Segment one image file.
 
@@ -322,7 +328,9 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     for a whole-cell model, channels (``{"cyto": 1, "nuclei": 0}``, a role absent or null: none,
     "auto": chosen from the file, :func:`piximi_py.channels.default_channels`, as are all
     of them when channels is null) and nuclei (a nuclei model id: segment
-    the nuclear channel too and link each cell to its nucleus). The result then has
+    the nuclear channel too and link each cell to its nucleus; where the nuclear channel
+    was left to "auto" and the file has none, the cells are the cell model's alone and
+    ``nuclei_skipped`` says why). The result then has
     ``channels`` (used), ``channel_count``, ``input_roles`` and, with nuclei, ``nuclei_count``
     and the measurements' ``nucleus_label`` / ``nuclei`` columns.
     The result's ``diameter`` is the one used, ``diameter_estimated`` says whether it was measured;
@@ -332,7 +340,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     from . import io as pio
     from .channels import default_channels, image_channels, resolve_channels
     from .measure import nucleus_columns, regionprops_table, summarize
-    from .pipeline import add_nuclei, check_flag, segment_async
+    from .pipeline import NO_NUCLEAR_CHANNEL, add_nuclei, check_flag, segment_async
 
     options = options or {}
     try:
@@ -365,8 +373,12 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         seg = await segment_async(image, spec, backend, progress=progress, filename=name,
                                   diameter=diameter, channels=channels if multi else None,
                                   augment=options.get("augment", False))
-        if multi and options.get("nuclei"):
-            nuclei_spec = _spec(options["nuclei"])
+        link, skipped = options.get("nuclei") if multi else None, None
+        if link and channels.get("nuclei") is None and _nuclear_channel_auto(options):
+            # the page links by default: an image without a nuclear channel still gets its cells
+            link, skipped = None, NO_NUCLEAR_CHANNEL
+        if link:
+            nuclei_spec = _spec(link)
             seg = await add_nuclei(seg, nuclei_spec, await _backend(nuclei_spec, options.get("backend") or "auto",
                                                                     progress), progress=progress,
                                   split_by_nuclei=split_by_nuclei)
@@ -395,6 +407,8 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
                           input_roles=list(spec.input_roles))
         if seg.nuclei is not None:
             result.update(nuclei_count=int(seg.nuclei.count), nuclei_labels=_typed(seg.nuclei.labels))
+        if skipped:
+            result["nuclei_skipped"] = skipped
         if options.get("backend", "auto") == "auto" and spec.id in S.probes:
             result["backend_probe"] = S.probes[spec.id]
         # a whole-cell image is shown and prompted by its cytoplasm channel (measured by all of them)

@@ -770,13 +770,14 @@ def test_stained_slide_gets_the_suggested_model(app, models_dir, tmp_path):
 def test_whole_cells_channel_choice(app, sample, models_dir, tmp_path):
     """With the whole-cell model the page offers a cytoplasm and a nuclei channel (named from
     the file), shows what "auto" chose, re-segments on a change with CPython's labels, and
-    links the nuclei when asked."""
+    links the nuclei by default (cells grown from them) unless unticked."""
     import piximi_py
 
     path = tmp_path / "cells_two_channel.ome.tif"
     planes = np.stack([np.flip(sample, axis=1), sample])
     tifffile.imwrite(path, planes, ome=True, metadata={"axes": "CYX", "Channel": {"Name": ["Actin", "Hoechst"]}})
     page = app.page
+    assert page.is_checked("#link-nuclei")
     page.select_option("#model", "cells")
     set_status_pending(page)
     page.set_input_files("#file", str(path))
@@ -784,24 +785,27 @@ def test_whole_cells_channel_choice(app, sample, models_dir, tmp_path):
     assert page.locator("#cell-channels").is_visible() and page.locator("#planes").is_hidden()
     options = page.eval_on_selector_all("#channel-nuclei option", "os => os.map((o) => o.text)")
     assert options == ["auto: 2", "none", "1 (Actin)", "2 (Hoechst)"]
-    ref = piximi_py.segment_image(str(path), model="cells", models_dir=models_dir)
-    assert ref.channels == {"cyto": 0, "nuclei": 1}
-    np.testing.assert_array_equal(_page_labels(page), ref.labels)
+    linked = piximi_py.segment_image(str(path), model="cells", nuclei="nuclei", models_dir=models_dir)
+    assert linked.channels == {"cyto": 0, "nuclei": 1}
+    np.testing.assert_array_equal(_page_labels(page), linked.labels)
+    assert page.text_content("#count") == f"{linked.count} cells, {linked.nuclei.count} nuclei"
     set_status_pending(page)
-    page.select_option("#channel-nuclei", "none")
+    page.select_option("#channel-nuclei", "none")   # no nuclear channel: nothing to link
     wait_done(page)
     np.testing.assert_array_equal(_page_labels(page), piximi_py.segment_image(
         str(path), model="cells", channels={"cyto": 0}, models_dir=models_dir).labels)
     set_status_pending(page)
     page.select_option("#channel-nuclei", "1")
     wait_done(page)
+    np.testing.assert_array_equal(_page_labels(page), linked.labels)
     set_status_pending(page)
-    page.check("#link-nuclei")
-    wait_done(page)
-    linked = piximi_py.segment_image(str(path), model="cells", channels={"cyto": 0, "nuclei": 1},
-                                     nuclei="nuclei", models_dir=models_dir)
-    assert page.text_content("#count") == f"{linked.count} cells, {linked.nuclei.count} nuclei"
     page.uncheck("#link-nuclei")
+    wait_done(page)
+    alone = piximi_py.segment_image(str(path), model="cells", channels={"cyto": 0, "nuclei": 1},
+                                    models_dir=models_dir)
+    np.testing.assert_array_equal(_page_labels(page), alone.labels)
+    assert page.text_content("#count") == str(alone.count)
+    page.check("#link-nuclei")
     page.select_option("#model", "nuclei")
     assert page.locator("#cell-channels").is_hidden()
 

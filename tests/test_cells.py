@@ -54,6 +54,11 @@ def test_channels_from_names_and_nuclei_linked(two_channel):
     assert alone.channels == {"cyto": 0, "nuclei": None} and alone.count > 0
     with pytest.raises(ValueError, match="no nuclear channel"):
         piximi_py.segment_image(path, model="cells", channels={"cyto": 0}, nuclei="nuclei")
+    # channels left to a file that has no nuclear channel: the cells alone, and a warning says so
+    with pytest.warns(UserWarning, match="no nuclear channel in this image"):
+        single = piximi_py.segment_image(plane, model="cells", nuclei="nuclei")
+    assert single.nuclei is None and single.channels == {"cyto": 0, "nuclei": None}
+    np.testing.assert_array_equal(single.labels, piximi_py.segment(plane, model="cells"))
 
 
 def test_cells_grow_from_their_nuclei(two_channel):

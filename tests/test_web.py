@@ -242,6 +242,8 @@ def test_average_over_scales_in_the_page(web, models_dir):
 def test_whole_cells_with_their_nuclei_in_the_page(web, models_dir):
     """The whole-cell model in the page: channels chosen from the file's channel names (or
     given), nuclei segmented and linked, the same labels as CPython; bad channels refused."""
+    import tifffile
+
     import piximi_py
     from piximi_py.measure import link_nuclei
 
@@ -272,6 +274,12 @@ def test_whole_cells_with_their_nuclei_in_the_page(web, models_dir):
                           "cells with nuclei, not grown from them, page vs CPython")
     out = segment(web, data, backend="wasm", model="cells", nuclei="nuclei", splitByNuclei="no")
     assert not out["ok"] and "split_by_nuclei must be true or false" in out["message"], out
+    # the page links nuclei by default: a one-channel image gets its cells alone, saying why
+    plane = tifffile.imread(two_channel_sample())[1]
+    alone = segment(web, tiff_bytes(plane), backend="wasm", model="cells", nuclei="nuclei")
+    assert alone["ok"] and alone["nuclei_count"] is None and "no nuclear channel" in alone["nuclei_skipped"], alone
+    assert_same_instances(piximi_py.segment(plane, model="cells", models_dir=models_dir), alone["labels"],
+                          "cells of a one-channel image, nuclei asked for, page vs CPython")
 
 
 def test_held_out_accuracy_in_the_page(web):

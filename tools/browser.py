@@ -34,6 +34,7 @@ async ([b64, opts]) => {
              diameter: r.diameter, diameter_estimated: r.diameter_estimated, scale: r.scale,
              augmented: r.augmented,
              channels: r.channels ?? null, nuclei_count: r.nuclei_count ?? null,
+             nuclei_skipped: r.nuclei_skipped ?? null,
              nuclei_labels: r.nuclei_labels ? enc(r.nuclei_labels) : null,
              nuclei_dtype: r.nuclei_labels ? r.nuclei_labels.constructor.name : null,
              columns: r.measurements ? Object.keys(r.measurements) : null };

@@ -698,6 +698,7 @@ function showResult(res, name) {
   showSuggestion(res);
   showChannelsUsed(res);
   if (res.nuclei_count != null) $("count").textContent = `${res.count} cells, ${res.nuclei_count} nuclei`;
+  else if (res.nuclei_skipped) $("count").textContent = `${res.count} cells (${res.nuclei_skipped})`;
   const rows = ["decode", "preprocess", "diameter", "inference", "postprocess", "measure", "total", "roundtrip"]
     .filter((k) => k in res.timings)
     .map((k) => `<tr><th>${k}</th><td>${res.timings[k].toFixed(1)} ms</td></tr>`);
@@ -1055,7 +1056,8 @@ function channelChoice() {
   const pick = (v) => (v === "auto" ? "auto" : v === "none" ? null : Number(v));
   return {
     channels: { cyto: pick(cyto), nuclei: pick(nuclei) },
-    nuclei: $("link-nuclei").checked ? nucleiModel : null,
+    // linked by default: cells grown from their nuclei do far better on unfamiliar images
+    nuclei: $("link-nuclei").checked && nuclei !== "none" ? nucleiModel : null,
     splitByNuclei: $("split-by-nuclei").checked,
   };
 }
