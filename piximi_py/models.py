@@ -56,6 +56,9 @@ class ModelSpec:
     #: first is required, the others optional (zeros when absent); which image channel is which
     #: is chosen per image (:mod:`piximi_py.channels`); empty = one image plane (or RGB)
     input_roles: list = field(default_factory=list)
+    #: each final object is trimmed to its pixels brighter than this fraction of its contrast over
+    #: the background around it (``piximi_py.postprocess.trim_to_contrast``); 0 = not trimmed
+    outline_contrast: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -95,6 +95,18 @@ async def predict_probabilities(x: np.ndarray, model: ModelSpec, backend: Backen
     return out[(slice(None),) + crop]
 
 
+def _trimmed(labels: np.ndarray, image: np.ndarray, model: ModelSpec) -> np.ndarray:
+    """``labels`` trimmed to ``model.outline_contrast`` of each object's contrast in
+    the image (:func:`postprocess.trim_to_contrast`), for one-plane fluorescence models. On the
+    folds' left-out sources 0.2 raised the mean from 0.749 / 0.536 to 0.752 / 0.545, mAP gaining on
+    seven of eight sources, the most where the model's outlines were wider than the annotators'
+    (BitDepth 0.214 -> 0.234, Aits 0.490 -> 0.513); 0.3 gave 0.754 / 0.548 but cost Kromp and
+    Koyuncu mAP 0.008-0.014 (README, *What the folds get wrong*)."""
+    plane = image if image.ndim == 2 else image[..., :3].astype(np.float32).mean(axis=-1)
+    return postprocess.trim_to_contrast(labels, plane, model.outline_contrast,
+                                        min_size=_instance_options(model).get("min_size", 12))
+
+
 def _thresholds(model: ModelSpec) -> tuple[float, float]:
     post = model.postprocess
     return post.get("foreground_threshold", 0.5), post.get("seed_threshold", 0.5)
@@ -480,6 +492,8 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         if progress:
             progress("postprocess", 0, 1)
         labels = postprocess.masks_to_labels(*masks, **_instance_options(model, scale))
+    if model.outline_contrast:
+        labels = _trimmed(labels, image, model)
     lap("postprocess")
     timings["total"] = (time.perf_counter() - t0) * 1000.0
     return Segmentation(labels=labels, image=image, backend=backend.name, model=model.id,

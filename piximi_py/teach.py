@@ -275,7 +275,8 @@ class Adaptation:
 
     def description(self, model: ModelSpec) -> dict:
         return {"adapted_from": model.id, "images": self.images, "diameter": self.diameter,
-                "postprocess": self.postprocess, "report": self.report}
+                "postprocess": self.postprocess, "outline_contrast": model.outline_contrast,
+                "report": self.report}
 
 
 def _pairs(examples, head, weight=None, bias=None) -> list:
@@ -378,19 +379,24 @@ def spec_from_metadata(spec: ModelSpec, metadata: dict) -> ModelSpec:
         post = {k: float(v) for k, v in described.get("postprocess", {}).items()
                 if k in ("foreground_threshold", "seed_threshold", "min_seed_size", "min_size")}
         diameter = float(described.get("diameter") or 0.0)
+        # the starting model's trimming; a file taught before it was recorded was not trimmed
+        trim = float(described.get("outline_contrast") or 0.0)
         source = str(described.get("adapted_from", ""))
         images = [str(i) for i in described.get("images", [])]
     except (ValueError, TypeError, AttributeError):
         return spec
     if not np.isfinite(diameter) or diameter < D.MIN_DIAMETER:
         diameter = 0.0
+    if not 0.0 <= trim < 1.0:
+        trim = 0.0
     note = (f" Adapted from {source} on {len(images)} corrected image(s) ({', '.join(images[:5])}"
             f"{', ...' if len(images) > 5 else ''}); "
             + (f"objects about {diameter:.1f} px across." if diameter else "object size estimated per image."))
     # the diameter estimate keeps the starting model's thresholds (pipeline._estimating)
     estimate = {k: spec.postprocess[k] for k in post if k in spec.postprocess}
     return dataclasses.replace(spec, postprocess={**spec.postprocess, **post}, image_diameter=diameter,
-                               estimate_postprocess=estimate, description=spec.description + note)
+                               estimate_postprocess=estimate, outline_contrast=trim,
+                               description=spec.description + note)
 
 
 def teach_model(corrected, path, model=None, *, models_dir=None, budget_s: float = 45.0) -> Adaptation:

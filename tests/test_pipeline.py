@@ -72,7 +72,7 @@ def test_tiled_matches_untiled(sample, tile):
 
 def test_mask_stitching_equals_probability_stitching(sample):
     """segment_async stitches thresholded masks per tile (memory): the labels are
-    exactly those of the stitched probabilities, tiled or not."""
+    exactly those of the stitched probabilities, tiled or not (then trimmed, as the model says)."""
     from piximi_py import postprocess
     from piximi_py.pipeline import predict_probabilities, prepare_input
 
@@ -82,7 +82,8 @@ def test_mask_stitching_equals_probability_stitching(sample):
     backend = OnnxRuntimeBackend(default_models_dir() / spec.file)
     for model in (spec, dataclasses.replace(spec, tile_size=128, tile_overlap=48)):
         prob = run_sync(predict_probabilities(prepare_input(image, model), model, backend))
-        ref = postprocess.probabilities_to_labels(prob, **model.postprocess)
+        ref = postprocess.trim_to_contrast(postprocess.probabilities_to_labels(prob, **model.postprocess),
+                                           image, model.outline_contrast)
         got = run_sync(segment_async(image, model, backend, diameter=model.diameter)).labels
         np.testing.assert_array_equal(got, ref)
 

@@ -149,6 +149,10 @@ def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
                   f"{earlier.get('device', 'cpu')} on " + ", ".join(f"`{Path(s).name}`" for s in earlier.get("sets", ())))
     chosen = ("thresholds set in `training.cli.SHIPPED`, which says why" if shipped.get("postprocess")
               else "thresholds chosen on training images")
+    trim = spec.outline_contrast
+    if trim:
+        chosen += (f"; each object then trimmed to {trim:g} of its contrast over the background around it, "
+                   "`piximi_py.postprocess.trim_to_contrast`")
     teacher = (f", plus the KL divergence to the probabilities of `{Path(variant['teacher']).name}` (distillation)"
                if variant.get("teacher") else "")
     return f"""## `{spec.id}` — {spec.name}

@@ -95,6 +95,8 @@ def rdf(entry: dict, inputs: tuple[Path, Path], models_dir: Path) -> dict:
                              "opset_version": OPSET}},
         "config": {"piximi_py": {"id": entry["id"], "tile_size": entry["tile_size"],
                                  "tile_overlap": entry["tile_overlap"], "postprocess": entry["postprocess"],
+                                 **({"outline_contrast": entry["outline_contrast"]}
+                                    if entry.get("outline_contrast") else {}),
                                  "held_out_metrics": metrics}},
     }
 
