@@ -217,16 +217,22 @@ def trim_to_contrast(labels: np.ndarray, image: np.ndarray, fraction: float, *, 
     if n == 0 or not fraction:
         return labels
     inside = labels > 0
-    around = np.where(inside, 0, ndi.maximum_filter(labels, 2 * ring + 1))
-    index = np.arange(1, n + 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        peak = np.asarray(ndi.mean(image, labels, index), np.float64)
-        background = np.asarray(ndi.mean(image, around, index), np.float64)
+    around = np.where(inside, 0, ndi.maximum_filter(labels, 2 * ring + 1)).ravel()
+    values = np.asarray(image, np.float64).ravel()
+    flat = labels.ravel()
+    with np.errstate(invalid="ignore", divide="ignore"):  # bincount: a third of ndimage.mean's time
+        peak = np.bincount(flat, values, n + 1) / np.bincount(flat, minlength=n + 1)
+        background = np.bincount(around, values, n + 1) / np.bincount(around, minlength=n + 1)
     level = background + fraction * (peak - background)
     level[~(np.isfinite(level) & (peak > background))] = -np.inf
-    cut = np.concatenate([[np.inf], level])
-    kept = inside & (image > cut[labels])
-    return finish_labels(np.where(kept, labels, 0), min_size)
+    level[0] = np.inf
+    kept = image > level[labels]
+    # what the cut encloses (a dim nucleolus, a dark line between two objects) stays its object's
+    cut, _ = ndi.label(~kept)
+    border = np.zeros(int(cut.max()) + 1, bool)
+    border[np.concatenate([cut[0], cut[-1], cut[:, 0], cut[:, -1]])] = True
+    kept |= inside & ~border[cut]
+    return relabel_sequential(remove_small_objects(np.where(kept, labels, 0), min_size))
 
 
 def separated_seeds(labels: np.ndarray) -> np.ndarray:
