@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["probabilities_to_labels", "threshold_probabilities", "masks_to_labels", "trim_to_contrast", "separated_seeds",
-           "remove_small_objects", "fill_holes", "finish_labels",
+__all__ = ["probabilities_to_labels", "threshold_probabilities", "masks_to_labels", "trim_to_contrast",
+           "separated_seeds", "remove_small_objects", "fill_holes", "finish_labels",
            "relabel_sequential", "label_dtype"]
 
 
@@ -206,7 +206,7 @@ def trim_to_contrast(labels: np.ndarray, image: np.ndarray, fraction: float, *, 
     ring : int
         Width (px) of the background ring.
     min_size : int
-        Objects left under this many pixels are dropped (:func:`finish_labels`).
+        Objects left under this many pixels are dropped.
 
     Returns
     -------
@@ -217,16 +217,24 @@ def trim_to_contrast(labels: np.ndarray, image: np.ndarray, fraction: float, *, 
     if n == 0 or not fraction:
         return labels
     inside = labels > 0
-    around = np.where(inside, 0, ndi.maximum_filter(labels, 2 * ring + 1)).ravel()
-    values = np.asarray(image, np.float64).ravel()
-    flat = labels.ravel()
-    with np.errstate(invalid="ignore", divide="ignore"):  # bincount: a third of ndimage.mean's time
-        peak = np.bincount(flat, values, n + 1) / np.bincount(flat, minlength=n + 1)
-        background = np.bincount(around, values, n + 1) / np.bincount(around, minlength=n + 1)
+    values = np.asarray(image).ravel()
+    # sums over the objects' and the rings' pixels only, and in intp: np.bincount refuses uint32
+    # labels in the page (32-bit intp), and full-size float64 planes would cost 8 bytes a pixel
+    where = np.flatnonzero(inside)
+    own = labels.ravel()[where].astype(np.intp)
+    around = ndi.maximum_filter(labels, 2 * ring + 1).ravel()
+    ring_at = np.flatnonzero(around * ~inside.ravel())
+    near = around[ring_at].astype(np.intp)
+    del around
+    with np.errstate(invalid="ignore", divide="ignore"):
+        peak = np.bincount(own, values[where].astype(np.float64), n + 1) / np.bincount(own, minlength=n + 1)
+        background = (np.bincount(near, values[ring_at].astype(np.float64), n + 1)
+                      / np.bincount(near, minlength=n + 1))
     level = background + fraction * (peak - background)
     level[~(np.isfinite(level) & (peak > background))] = -np.inf
-    level[0] = np.inf
-    kept = image > level[labels]
+    kept = np.zeros(labels.size, bool)
+    kept[where] = values[where] > level[own]
+    kept = kept.reshape(labels.shape)
     # what the cut encloses (a dim nucleolus, a dark line between two objects) stays its object's
     cut, _ = ndi.label(~kept)
     border = np.zeros(int(cut.max()) + 1, bool)

@@ -237,6 +237,9 @@ def test_trim_to_contrast_removes_the_halo_of_a_blurred_nucleus():
         assert iou(trimmed == k, truth == k) > iou(wide == k, truth == k) + 0.07
     np.testing.assert_array_equal(postprocess.trim_to_contrast(wide, 3.0 * image - 50.0, 0.2), trimmed)
     np.testing.assert_array_equal(postprocess.trim_to_contrast(wide, image, 0.0), wide)
+    # uint32 labels (over 65535 objects), which np.bincount refuses as they are in the page
+    many = np.where(wide == 2, 70000, wide).astype(np.uint32)
+    np.testing.assert_array_equal(postprocess.trim_to_contrast(many, image, 0.2), trimmed)
     # an object with no background around it (the whole image) is kept whole
     np.testing.assert_array_equal(postprocess.trim_to_contrast(np.ones((8, 8), np.int32), image[:8, :8], 0.2),
                                   np.ones((8, 8)))
