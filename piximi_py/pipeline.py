@@ -52,6 +52,11 @@ class Segmentation:
         return int(self.labels.max()) if self.labels.size else 0
 
 
+def _grey(image: np.ndarray) -> np.ndarray:
+    """The plane a one-plane model reads: the image, or the mean of an RGB image's colours."""
+    return image if image.ndim == 2 else image[..., :3].astype(np.float32).mean(axis=-1)
+
+
 def prepare_input(image: np.ndarray, model: ModelSpec, channels: dict | None = None) -> np.ndarray:
     """Normalize a decoded plane into the model's ``(C, H, W)`` float32 input (a stain model
     reads that stain's density of a colour image, ``ModelSpec.stain``; a multi-channel model
@@ -64,9 +69,7 @@ def prepare_input(image: np.ndarray, model: ModelSpec, channels: dict | None = N
             raise ValueError(f"unknown stain {model.stain!r} in the model's description")
         image = preprocess.hematoxylin_density(image)
     if model.channels == 1:
-        if image.ndim == 3:  # RGB given to a grayscale model
-            image = image[..., :3].astype(np.float32).mean(axis=-1)
-        x = preprocess.normalize_percentile(image, **model.normalize)[None]
+        x = preprocess.normalize_percentile(_grey(image), **model.normalize)[None]
     else:
         if image.ndim == 2:
             image = np.repeat(image[..., None], model.channels, axis=-1)
@@ -102,8 +105,7 @@ def _trimmed(labels: np.ndarray, image: np.ndarray, model: ModelSpec) -> np.ndar
     seven of eight sources, the most where the model's outlines were wider than the annotators'
     (BitDepth 0.214 -> 0.234, Aits 0.490 -> 0.513); 0.3 gave 0.754 / 0.548 but cost Kromp and
     Koyuncu mAP 0.008-0.014 (README, *What the folds get wrong*)."""
-    plane = image if image.ndim == 2 else image[..., :3].astype(np.float32).mean(axis=-1)
-    return postprocess.trim_to_contrast(labels, plane, model.outline_contrast,
+    return postprocess.trim_to_contrast(labels, _grey(image), model.outline_contrast,
                                         min_size=_instance_options(model).get("min_size", 12))
 
 

@@ -62,6 +62,13 @@ def _nearest_label(labels: np.ndarray, where: np.ndarray) -> np.ndarray:
     return out
 
 
+def _on_border(labels: np.ndarray) -> np.ndarray:
+    """Per label of ``labels`` (0 included), whether it reaches the image border."""
+    touching = np.zeros(int(labels.max()) + 1, bool)
+    touching[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    return touching
+
+
 def fill_holes(labels: np.ndarray) -> np.ndarray:
     """Fill background enclosed by objects with the label of the nearest object pixel.
 
@@ -76,9 +83,8 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
     background, n = ndi.label(labels == 0)
     if n == 0:
         return labels
-    is_hole = np.ones(n + 1, bool)
+    is_hole = ~_on_border(background)
     is_hole[0] = False
-    is_hole[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = False
     holes = np.flatnonzero(is_hole)
     if holes.size == 0:
         return labels
@@ -237,9 +243,7 @@ def trim_to_contrast(labels: np.ndarray, image: np.ndarray, fraction: float, *, 
     kept = kept.reshape(labels.shape)
     # what the cut encloses (a dim nucleolus, a dark line between two objects) stays its object's
     cut, _ = ndi.label(~kept)
-    border = np.zeros(int(cut.max()) + 1, bool)
-    border[np.concatenate([cut[0], cut[-1], cut[:, 0], cut[:, -1]])] = True
-    kept |= inside & ~border[cut]
+    kept |= inside & ~_on_border(cut)[cut]
     return relabel_sequential(remove_small_objects(np.where(kept, labels, 0), min_size))
 
 

@@ -30,7 +30,8 @@ SHIPPED = {
         "variant": "unet_s2d4_w24_sized_all", "iterations": 1000, "file": "nuclei_unet_s2d4_w24.onnx",
         "int8": "nuclei_unet_s2d4_w24_int8.onnx",
         "postprocess": SIZE_SAFE_THRESHOLDS,
-        "entry": {"id": "nuclei", "outline_contrast": OUTLINE_CONTRAST, "name": "Nuclei, fluorescence (space-to-depth U-Net, 1.1M params)",
+        "entry": {"id": "nuclei", "outline_contrast": OUTLINE_CONTRAST,
+                  "name": "Nuclei, fluorescence (space-to-depth U-Net, 1.1M params)",
                   "task": "nuclei-fluorescence", "default": True,
                   "description": "3-class U-Net (background / interior / boundary) for fluorescent nuclei that "
                                  "works at 1/4 resolution inside (4x4 space-to-depth in, depth-to-space out), "
@@ -56,7 +57,8 @@ SHIPPED = {
         "variant": "unet_s2d4_w24_sized_all_inner62", "iterations": 6000, "file": "nuclei_unet_s2d4_w24_inner62.onnx",
         "int8": "nuclei_unet_s2d4_w24_inner62_int8.onnx",
         "postprocess": SIZE_SAFE_THRESHOLDS,
-        "entry": {"id": "nuclei_fast", "outline_contrast": OUTLINE_CONTRAST, "name": "Nuclei, fluorescence, fast (pruned space-to-depth U-Net, 0.7M params)",
+        "entry": {"id": "nuclei_fast", "outline_contrast": OUTLINE_CONTRAST,
+                  "name": "Nuclei, fluorescence, fast (pruned space-to-depth U-Net, 0.7M params)",
                   "task": "nuclei-fluorescence", "default": False,
                   "description": "The default model with 3/8 of the channels inside each conv block pruned away "
                                  "and fine-tuned to match it, as the default was trained (nuclei rescaled to 20 px "
