@@ -47,12 +47,32 @@ def test_rdf_is_valid_bioimageio(models_dir, model_id):
     assert descr.validation_summary.status in ("passed", "valid-format"), descr.validation_summary.format()
 
 
-def test_int8_default_model_is_a_third_and_as_accurate(models_dir):
+@pytest.mark.parametrize("parent", ["nuclei", "nuclei_fast"])
+def test_int8_file_is_a_third_and_as_accurate(models_dir, parent):
     """The issue's bar: int8 at most 1/3 of its parent's size, at most 0.01 AP@0.5 lower (held-out)."""
     index = _index(models_dir)
-    fp32, int8 = index["nuclei"], index["nuclei_int8"]
+    fp32, int8 = index[parent], index[f"{parent}_int8"]
     assert int8["bytes"] <= fp32["bytes"] / 3
     assert int8["metrics"]["ap50"] >= fp32["metrics"]["ap50"] - 0.01
+
+
+@pytest.mark.parametrize("parent", ["nuclei", "nuclei_fast"])
+def test_int8_file_keeps_float_what_its_recipe_says(models_dir, parent):
+    """The shipped int8 file quantizes every convolution's weights but the first, the head and
+    those ``training.cli.SHIPPED`` keeps float (``int8_keep_float``)."""
+    import onnx
+
+    from training.cli import SHIPPED
+
+    cfg = SHIPPED[parent]
+    graph = onnx.load(str(models_dir / cfg["int8"])).graph
+    made_by = {out: node for node in graph.node for out in node.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    quantized = [n.name for n in convs if n.input[1] in made_by and made_by[n.input[1]].op_type == "DequantizeLinear"]
+    float_ones = [n.name for n in convs if n.name not in quantized]
+    want = [convs[0].name, *(n.name for n in convs[1:-1] if n.name.startswith(tuple(cfg["int8_keep_float"]))),
+            convs[-1].name]
+    assert float_ones == want and len(want) == 4 and len(quantized) == len(convs) - 4
 
 
 def test_int8_model_segments_like_its_parent(models_dir):
