@@ -59,6 +59,9 @@ class ModelSpec:
     #: each final object is trimmed to its pixels brighter than this fraction of its contrast over
     #: the background around it (``piximi_py.postprocess.trim_to_contrast``); 0 = not trimmed
     outline_contrast: float = 0.0
+    #: final objects under this fraction of the image's median object area are dropped
+    #: (``piximi_py.postprocess.remove_relatively_small``); 0 = none
+    min_relative_size: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

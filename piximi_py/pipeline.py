@@ -553,6 +553,7 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         labels = postprocess.masks_to_labels(*masks, **_instance_options(model, scale))
     if model.outline_contrast:
         labels = _trimmed(labels, image, model)
+    labels = postprocess.remove_relatively_small(labels, model.min_relative_size)
     lap("postprocess")
     timings["total"] = (time.perf_counter() - t0) * 1000.0
     return Segmentation(labels=labels, image=image, backend=backend.name, model=model.id,

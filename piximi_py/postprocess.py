@@ -247,6 +247,39 @@ def trim_to_contrast(labels: np.ndarray, image: np.ndarray, fraction: float, *, 
     return relabel_sequential(remove_small_objects(np.where(kept, labels, 0), min_size))
 
 
+def remove_relatively_small(labels: np.ndarray, fraction: float, min_objects: int = 3) -> np.ndarray:
+    """Objects under ``fraction`` of the median object area of ``labels`` dropped.
+
+    Specks of debris, and bits of a nucleus split off it, are a small fraction
+    of the size of the nuclei around them, whatever the magnification: an
+    absolute size limit keeps them at one and drops small nuclei at another.
+    Images with fewer than ``min_objects`` objects are left as they are (the
+    median of one or two is no measure).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+    fraction : float
+        0 keeps every object.
+    min_objects : int
+
+    Returns
+    -------
+    labels : ndarray, numbered 1..n in raster order (``labels`` itself when nothing is dropped)
+    """
+    labels = np.asarray(labels)
+    if not fraction or labels.size == 0 or labels.max() == 0:
+        return labels
+    area = np.bincount(labels.ravel().astype(np.intp))[1:]  # intp: the page's bincount refuses uint32
+    area = area[area > 0]
+    if area.size < min_objects:
+        return labels
+    smaller = int(np.ceil(fraction * np.median(area)))
+    if not (area < smaller).any():
+        return labels
+    return relabel_sequential(remove_small_objects(labels, smaller))
+
+
 def separated_seeds(labels: np.ndarray) -> np.ndarray:
     """The objects of a label image as a seed mask for :func:`masks_to_labels`, each without its
     outermost pixels, so that touching objects (e.g. nuclei, seeding the cells around them) stay

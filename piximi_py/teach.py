@@ -276,7 +276,7 @@ class Adaptation:
     def description(self, model: ModelSpec) -> dict:
         return {"adapted_from": model.id, "images": self.images, "diameter": self.diameter,
                 "postprocess": self.postprocess, "outline_contrast": model.outline_contrast,
-                "report": self.report}
+                "min_relative_size": model.min_relative_size, "report": self.report}
 
 
 def _pairs(examples, head, weight=None, bias=None) -> list:
@@ -381,6 +381,7 @@ def spec_from_metadata(spec: ModelSpec, metadata: dict) -> ModelSpec:
         diameter = float(described.get("diameter") or 0.0)
         # the starting model's trimming; a file taught before it was recorded was not trimmed
         trim = float(described.get("outline_contrast") or 0.0)
+        relative = float(described.get("min_relative_size") or 0.0)  # likewise
         source = str(described.get("adapted_from", ""))
         images = [str(i) for i in described.get("images", [])]
     except (ValueError, TypeError, AttributeError):
@@ -389,13 +390,15 @@ def spec_from_metadata(spec: ModelSpec, metadata: dict) -> ModelSpec:
         diameter = 0.0
     if not 0.0 <= trim < 1.0:
         trim = 0.0
+    if not 0.0 <= relative < 1.0:
+        relative = 0.0
     note = (f" Adapted from {source} on {len(images)} corrected image(s) ({', '.join(images[:5])}"
             f"{', ...' if len(images) > 5 else ''}); "
             + (f"objects about {diameter:.1f} px across." if diameter else "object size estimated per image."))
     # the diameter estimate keeps the starting model's thresholds (pipeline._estimating)
     estimate = {k: spec.postprocess[k] for k in post if k in spec.postprocess}
     return dataclasses.replace(spec, postprocess={**spec.postprocess, **post}, image_diameter=diameter,
-                               estimate_postprocess=estimate, outline_contrast=trim,
+                               estimate_postprocess=estimate, outline_contrast=trim, min_relative_size=relative,
                                description=spec.description + note)
 
 

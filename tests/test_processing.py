@@ -259,3 +259,24 @@ def test_metrics_constructed():
     assert r["ap50"] == pytest.approx(1 / 3) and r["f1"] == pytest.approx(0.5)
     assert iou_matrix(truth, truth).diagonal().tolist() == [1.0, 1.0]
     assert evaluate_instances(np.zeros((8, 8), int), np.zeros((8, 8), int))["ap50"] == 1.0
+
+
+def test_relatively_small_objects_are_dropped():
+    """Objects under a fraction of the median object area go (skimage.morphology.remove_small_objects
+    at that area as the oracle); with fewer than three objects, or fraction 0, nothing does."""
+    rng = np.random.default_rng(3)
+    labels = np.zeros((200, 200), np.uint32)  # uint32: the page's bincount refuses it unless cast
+    yy, xx = np.mgrid[:200, :200]
+    for i, (y, x) in enumerate(rng.integers(20, 180, (12, 2)), 1):
+        r = 2 if i % 4 == 0 else 9  # every fourth a speck
+        labels[((yy - y) ** 2 + (xx - x) ** 2 <= r * r) & (labels == 0)] = i
+    area = np.bincount(labels.ravel().astype(np.intp))[1:]
+    area = area[area > 0]
+    out = postprocess.remove_relatively_small(labels, 0.15)
+    smaller = int(np.ceil(0.15 * np.median(area)))
+    want = morphology.remove_small_objects(labels.astype(np.int64), max_size=smaller - 1)  # < smaller px
+    np.testing.assert_array_equal(out > 0, want > 0)
+    assert out.max() == len(np.unique(want)) - 1 < labels.max()
+    assert postprocess.remove_relatively_small(labels, 0.0) is labels
+    two = np.where(np.isin(labels, np.unique(labels)[1:3]), labels, 0)
+    assert postprocess.remove_relatively_small(two, 0.9) is two

@@ -3,6 +3,7 @@ model, which then scores better on the other half of the image; the taught model
 file that CPython loads again (thresholds and diameter from its metadata) with the same labels."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -126,3 +127,20 @@ def test_a_taught_models_description_and_card(models_dir):
     assert rdf["inputs"][0]["test_tensor"]["source"] == "nuclei_taught.test_input.npy"
     assert "a.tif" in webteach._card(spec, described) and "31.0 px" in webteach._card(spec, described)
     assert "Adapted" not in webteach._card(spec, {"adapted_from": "nuclei", "images": []})
+
+
+def test_a_taught_file_keeps_its_starting_models_outline_and_size_rules(models_dir):
+    """A taught file records the starting model's outline trim and relative size limit, and its
+    spec gets them back; a file taught before they were recorded has neither."""
+    import json
+
+    spec = piximi_py.find_model(piximi_py.load_models(models_dir), "nuclei")
+    assert spec.outline_contrast and spec.min_relative_size
+    described = {"adapted_from": "nuclei", "images": ["a.tif"], "diameter": 0.0, "postprocess": {},
+                 "outline_contrast": spec.outline_contrast, "min_relative_size": spec.min_relative_size}
+    bare = dataclasses.replace(spec, outline_contrast=0.0, min_relative_size=0.0)
+    back = T.spec_from_metadata(bare, {T.METADATA_KEY: json.dumps(described)})
+    assert (back.outline_contrast, back.min_relative_size) == (spec.outline_contrast, spec.min_relative_size)
+    old = {k: v for k, v in described.items() if k not in ("outline_contrast", "min_relative_size")}
+    back = T.spec_from_metadata(spec, {T.METADATA_KEY: json.dumps(old)})
+    assert (back.outline_contrast, back.min_relative_size) == (0.0, 0.0)

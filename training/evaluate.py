@@ -153,6 +153,9 @@ def model_card(spec, report: dict, checkpoint: Path, shipped: dict) -> str:
     if trim:
         chosen += (f"; each object then trimmed to {trim:g} of its contrast over the background around it, "
                    "`piximi_py.postprocess.trim_to_contrast`")
+    if spec.min_relative_size:
+        chosen += (f"; objects under {spec.min_relative_size:g} of the image's median object area dropped, "
+                   "`piximi_py.postprocess.remove_relatively_small`")
     teacher = (f", plus the KL divergence to the probabilities of `{Path(variant['teacher']).name}` (distillation)"
                if variant.get("teacher") else "")
     return f"""## `{spec.id}` — {spec.name}

@@ -97,6 +97,8 @@ def rdf(entry: dict, inputs: tuple[Path, Path], models_dir: Path) -> dict:
                                  "tile_overlap": entry["tile_overlap"], "postprocess": entry["postprocess"],
                                  **({"outline_contrast": entry["outline_contrast"]}
                                     if entry.get("outline_contrast") else {}),
+                                 **({"min_relative_size": entry["min_relative_size"]}
+                                    if entry.get("min_relative_size") else {}),
                                  "held_out_metrics": metrics}},
     }
 
