@@ -294,7 +294,7 @@ def test_refine_all(app, sample, tmp_path):
 
     page = app.page
     image_path, gt = sample
-    y, x = 176, 176
+    y, x = 0, 0  # a corner whose nuclei need two encoder windows (the centre's, since specks are dropped, one)
     crop = tifffile.imread(image_path)[y:y + 128, x:x + 128]
     gt_crop = gt[y:y + 128, x:x + 128]
     path = tmp_path / "crop.tif"
