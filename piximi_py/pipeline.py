@@ -250,7 +250,7 @@ ESTIMATE_FRAGMENTS = 2.5
 #: segmentation reuses are averaged into it (:func:`_reused_masks`): the confirming pass at half
 #: the scale, usually. It costs no model run, and on 20 images of each fluorescence source the folds
 #: never saw it raised AP@0.5 from 0.726 to 0.745 and mAP from 0.515 to 0.529, no source losing
-#: (README, *Sources never trained on*). One-plane fluorescence models only (:func:`_averages_passes`).
+#: (README, *Sources never trained on*). One-plane fluorescence models only (:func:`_one_fluorescence_plane`).
 REUSE_AVERAGE_RANGE = 2.1
 
 
@@ -281,19 +281,14 @@ def _at_size(done: _Pass, model: ModelSpec) -> bool:
     return _near(done.scale * done.diameter, model.diameter, ESTIMATE_AT_SIZE)
 
 
-def _averages_passes(model: ModelSpec) -> bool:
-    """Whether :func:`_passes_near` averages for ``model``: for the one-plane fluorescence models,
-    where it was measured to help. On the hematoxylin density of H&E slides it lowered the folds
-    from 0.472 to 0.462 AP@0.5 even between passes that agreed (``python build.py he-evaluate``);
-    it was not measured on the colour and whole-cell models."""
-    return model.channels == 1 and not model.stain
-
-
-def _checks_fragments(model: ModelSpec) -> bool:
-    """Whether :func:`estimate_diameter` looks coarser at sparse small objects, for the one-plane
-    fluorescence models where it was measured. On stained slides a coarse pass sees clumps of
-    small nuclei as objects of the model's size (:data:`ESTIMATE_MIN_OBJECTS`); it was not
-    measured there, nor on the whole-cell models."""
+def _one_fluorescence_plane(model: ModelSpec) -> bool:
+    """Whether ``model`` reads one fluorescence plane: the models on which the estimate's two
+    refinements were measured to help, the averaging of its passes (:func:`_passes_near`) and the
+    coarser look at sparse small objects (:func:`estimate_diameter`). On the hematoxylin density of
+    H&E slides the averaging lowered the folds from 0.472 to 0.462 AP@0.5 even between passes that
+    agreed (``python build.py he-evaluate``), and there a coarse pass sees clumps of small nuclei as
+    objects of the model's size (:data:`ESTIMATE_MIN_OBJECTS`); neither was measured on the colour
+    and whole-cell models."""
     return model.channels == 1 and not model.stain
 
 
@@ -345,7 +340,7 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
     than any so far looks for the nuclei those may be pieces of, and when
     its objects cover :data:`ESTIMATE_FRAGMENTS` times as much, the search
     starts again from it, and what two of its passes confirm is the estimate
-    (one-plane fluorescence models, :func:`_checks_fragments`). Where the
+    (one-plane fluorescence models, :func:`_one_fluorescence_plane`). Where the
     coarse pass saw clumps of small nuclei, that search comes back to them
     or confirms nothing.
 
@@ -359,7 +354,7 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
     found, chosen, _ = await _search_diameter(x, model, backend, progress, 1.0, passes)
     cover = chosen.cover if chosen else max((p.cover for p in passes), default=0.0)
     coarse = min((p.scale for p in passes), default=1.0) / 4
-    if (_checks_fragments(model) and found is not None and found < model.diameter and cover < ESTIMATE_SPARSE
+    if (_one_fluorescence_plane(model) and found is not None and found < model.diameter and cover < ESTIMATE_SPARSE
             and coarse >= model.diameter / max(x.shape[-2:])):
         probe = await _measure_pass(x, model, backend, coarse)
         passes.append(probe)
@@ -530,7 +525,7 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
     reuse = min(reuse, key=lambda p: abs(np.log(p.scale / scale)), default=None)
     if augment:  # the averaged passes are all this image's own
         reuse = None
-    others = _passes_near(reuse, passes) if reuse is not None and _averages_passes(model) else []
+    others = _passes_near(reuse, passes) if reuse is not None and _one_fluorescence_plane(model) else []
     keep_foreground = multi and (channels or {}).get("nuclei") is not None  # for add_nuclei
     if reuse is not None and not others and reuse.scale == 1.0 and reuse.labels is not None:
         scale, labels = 1.0, reuse.labels
