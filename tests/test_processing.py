@@ -277,6 +277,10 @@ def test_relatively_small_objects_are_dropped():
     want = morphology.remove_small_objects(labels.astype(np.int64), max_size=smaller - 1)  # < smaller px
     np.testing.assert_array_equal(out > 0, want > 0)
     assert out.max() == len(np.unique(want)) - 1 < labels.max()
+    # raster-ordered labels stay raster-ordered
+    ordered = postprocess.relabel_sequential(labels)
+    np.testing.assert_array_equal(postprocess.remove_relatively_small(ordered, 0.15),
+                                  postprocess.relabel_sequential(np.where(want > 0, ordered, 0)))
     assert postprocess.remove_relatively_small(labels, 0.0) is labels
     two = np.where(np.isin(labels, np.unique(labels)[1:3]), labels, 0)
     assert postprocess.remove_relatively_small(two, 0.9) is two
