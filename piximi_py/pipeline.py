@@ -281,6 +281,11 @@ def _at_size(done: _Pass, model: ModelSpec) -> bool:
     return _near(done.scale * done.diameter, model.diameter, ESTIMATE_AT_SIZE)
 
 
+def _lowest_scale(x: np.ndarray, model: ModelSpec) -> float:
+    """The coarsest scale :func:`estimate_diameter` looks at: nuclei as large as the image ``x``."""
+    return model.diameter / max(x.shape[-2:])
+
+
 def _one_fluorescence_plane(model: ModelSpec) -> bool:
     """Whether ``model`` reads one fluorescence plane: the models on which the estimate's two
     refinements were measured to help, the averaging of its passes (:func:`_passes_near`) and the
@@ -355,7 +360,7 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
     cover = chosen.cover if chosen else max((p.cover for p in passes), default=0.0)
     coarse = min((p.scale for p in passes), default=1.0) / 4
     if (_one_fluorescence_plane(model) and found is not None and found < model.diameter and cover < ESTIMATE_SPARSE
-            and coarse >= model.diameter / max(x.shape[-2:])):
+            and coarse >= _lowest_scale(x, model)):
         probe = await _measure_pass(x, model, backend, coarse)
         passes.append(probe)
         if probe.objects >= ESTIMATE_MIN_OBJECTS and probe.cover >= ESTIMATE_FRAGMENTS * cover:
@@ -386,8 +391,7 @@ async def _search_diameter(x: np.ndarray, model: ModelSpec, backend: Backend, pr
     """The search of :func:`estimate_diameter` from ``scale`` (``first``: its pass, made already),
     appending its passes to ``passes``; the diameter found (or None), the pass it came from (None
     for the median of several) and whether two passes confirmed it."""
-    h, w = x.shape[-2:]
-    lowest = model.diameter / max(h, w)           # nuclei as large as the image
+    lowest = _lowest_scale(x, model)
     highest = model.diameter / D.MIN_DIAMETER     # nuclei of MIN_DIAMETER px
     mine: list[_Pass] = []
     for i in range(ESTIMATE_PASSES):

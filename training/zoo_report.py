@@ -177,21 +177,37 @@ def quantize_int8(src: Path, dst: Path, calibration: list[np.ndarray], keep_floa
 
 
 def ship_int8(models_dir: Path, entry: dict, file_int8: str, calibration: list[np.ndarray],
-              keep_float=()) -> dict:
+              keep_float=(), measured: dict | None = None) -> dict:
     """Quantize the index entry ``entry``'s file into ``file_int8`` and register it as
-    ``ID_int8`` (not a default, WASM only), keeping its measured figures when the file is the same."""
+    ``ID_int8`` (not a default, WASM only). Its figures: those of ``measured`` (the int8 variant's
+    ``models/zoo.json`` row, ``{}`` for none) when given, else the recorded ones when the file is
+    the same."""
     import piximi_py
 
     from .export import register_model, sha256_file
 
     quantize_int8(models_dir / entry["file"], models_dir / file_int8, calibration, keep_float)
-    old = next((s for s in piximi_py.load_models(models_dir) if s.id == f"{entry['id']}_int8"), None)
-    keep = old is not None and old.file == file_int8 and old.sha256 == sha256_file(models_dir / file_int8)
+    if measured is not None:
+        metrics = {k: measured["summary"]["all"][k] for k in ("ap50", "map", "f1")} if measured else {}
+        latency = {"native": measured["e2e_ms"]} if measured.get("e2e_ms") else 0.0
+    else:
+        old = next((s for s in piximi_py.load_models(models_dir) if s.id == f"{entry['id']}_int8"), None)
+        keep = old is not None and old.file == file_int8 and old.sha256 == sha256_file(models_dir / file_int8)
+        metrics, latency = (old.metrics, old.latency_ms_512) if keep else ({}, 0.0)
     return register_model(models_dir / "index.json", {
         **entry, "id": f"{entry['id']}_int8", "file": file_int8, "default": False, "webgpu": False,
         "name": entry["name"].replace(")", ", int8)"),
         "description": entry["description"] + " int8-quantized (QDQ): a quarter of the download.",
-        "metrics": old.metrics if keep else {}, "latency_ms_512": old.latency_ms_512 if keep else 0.0})
+        "metrics": metrics, "latency_ms_512": latency})
+
+
+def _ship_shipped_int8(models_dir: Path, entry: dict, cfg: dict, measured: dict | None = None) -> dict:
+    """The int8 file of the shipped model ``entry`` (``training.cli.SHIPPED`` entry ``cfg``), as
+    :func:`ship` and :func:`requantize` make it: calibrated at the model's diameter, keeping float
+    what ``cfg["int8_keep_float"]`` names."""
+    return ship_int8(models_dir, entry, cfg["int8"],
+                     calibration_tiles(entry["channels"], diameter=entry.get("diameter")),
+                     cfg.get("int8_keep_float", ()), measured)
 
 
 def convert_fp16(src: Path, dst: Path) -> Path:
@@ -742,16 +758,7 @@ def ship(model_id: str, cfg: dict, run_dir: Path = RUN_DIR, models_dir: Path = R
              "metrics": {k: measured["summary"]["all"][k] for k in ("ap50", "map", "f1")} if measured else {}}
     entry = register_model(models_dir / "index.json", entry)
     if cfg.get("int8"):
-        quantize_int8(models_dir / cfg["file"], models_dir / cfg["int8"],
-                      calibration_tiles(entry["channels"], diameter=entry.get("diameter")),
-                      cfg.get("int8_keep_float", ()))
-        q = zoo.get(f"{variant}_int8", {})
-        register_model(models_dir / "index.json", {
-            **entry, "id": f"{model_id}_int8", "file": cfg["int8"], "default": False, "webgpu": False,
-            "name": entry["name"].replace(")", ", int8)"),
-            "description": entry["description"] + " int8-quantized (QDQ): a quarter of the download.",
-            "latency_ms_512": {"native": q["e2e_ms"]} if q.get("e2e_ms") else 0.0,
-            "metrics": {k: q["summary"]["all"][k] for k in ("ap50", "map", "f1")} if q else {}})
+        _ship_shipped_int8(models_dir, entry, cfg, zoo.get(f"{variant}_int8", {}))
     write_rdf(models_dir, entry, ckpt)
     return entry
 
@@ -762,6 +769,4 @@ def requantize(model_id: str, cfg: dict, models_dir: Path = ROOT / "models") -> 
     the same (``python build.py evaluate --model ID --record`` measures them again)."""
     index = json.loads((Path(models_dir) / "index.json").read_text())
     entry = next(m for m in index["models"] if m["id"] == model_id)
-    return ship_int8(Path(models_dir), entry, cfg["int8"],
-                     calibration_tiles(entry["channels"], diameter=entry.get("diameter")),
-                     cfg.get("int8_keep_float", ()))
+    return _ship_shipped_int8(Path(models_dir), entry, cfg)
