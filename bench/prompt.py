@@ -10,7 +10,7 @@ Measured in one run on one machine, for each promptable model of the index
 * **prompt**: decoder + post-processing (mask pasted back into the image) for
   one box prompt once the embedding is cached; median of ``--prompts`` boxes;
 * **first prompt**: loading the model files, creating the sessions and, in the
-  page, the decoder warm-up (``piximi_py.webworker._warm_up_decoder``), whose
+  page, the decoder warm-up (``piximi_py.webprompt._warm_up_decoder``), whose
   runs are listed too.
 
 Natively with :class:`piximi_py.sam.SamPredictor` on onnxruntime (``--threads``

@@ -2,7 +2,7 @@
 
 The page calls :func:`edit` through ``web/worker.py``; the operations are
 :mod:`piximi_py.edit`'s, applied to the labels of the last segmentation
-(``webworker.S.last``). Every change, a SAM object accepted and "refine all"
+(``webstate.S.last``). Every change, a SAM object accepted and "refine all"
 included (:func:`commit`), is kept as the rectangle it changed, before and after, so
 undo and redo cost the size of the edit, not of the image.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import edit as E
-from .webworker import S, _error, _measured, _typed
+from .webstate import S, error_result, intensity, table_js, typed_array
 
 __all__ = ["edit", "commit", "OPERATIONS", "MAX_UNDO"]
 
@@ -48,14 +48,27 @@ def _change(before: np.ndarray, after: np.ndarray) -> dict | None:
 def _result(labels: np.ndarray, change: dict | None, whole: bool = False) -> dict:
     """The page's result for new current ``labels`` after ``change`` (None: nothing changed):
     the changed rectangle, or all of them when ``whole`` or when the dtype changed."""
-    out = {"ok": True, "changed": change is not None, **_measured(labels), "image_id": S.last.get("image_id"),
+    out = {"ok": True, "changed": change is not None, **measured(labels), "image_id": S.last.get("image_id"),
            "undo": len(_history().undo), "redo": len(_history().redo)}
     if whole or (change is not None and "whole" in change):
-        out["labels"] = _typed(labels)
+        out["labels"] = typed_array(labels)
     elif change is not None:
         x0, y0, x1, y1 = change["bbox"]
-        out["patch"] = {"bbox": change["bbox"], "labels": _typed(labels[y0:y1 + 1, x0:x1 + 1])}
+        out["patch"] = {"bbox": change["bbox"], "labels": typed_array(labels[y0:y1 + 1, x0:x1 + 1])}
     return out
+
+
+def measured(labels: np.ndarray) -> dict:
+    """Store new labels as the current result; their measurements as JS."""
+    from .measure import link_nuclei, nucleus_columns, regionprops_table, summarize
+
+    table = regionprops_table(labels, intensity(S.last["image"]), pixel_size=S.last.get("pixel_size"))
+    if S.last.get("nuclei") is not None:  # edited cells keep their links to the nuclei
+        table = nucleus_columns(table, labels, S.last["nuclei"])
+        S.last["nucleus_of"] = link_nuclei(labels, S.last["nuclei"])[0]
+    S.last["labels"], S.last["table"] = labels, table
+    return {"count": int(len(table["label"])), "measurements": table_js(table),
+            "summary": summarize(table)}
 
 
 def commit(before: np.ndarray, after: np.ndarray, *, whole: bool = False) -> dict:
@@ -153,4 +166,4 @@ def edit(op: str, options: dict | None = None) -> dict:
             new, extra["label"], extra["removed"] = E.add_object(labels, mask)
         return {**commit(labels, new), **extra}
     except Exception as exc:  # noqa: BLE001
-        return _error(exc)
+        return error_result(exc)

@@ -24,7 +24,8 @@ import numpy as np
 
 from . import onnxfile
 from .modelfile import MAX_MODEL_BYTES, ModelFileError
-from .webworker import S, Cancelled, _error, _model_bytes, _spec, _spec_dict, _typed, _zip
+from .webexport import zip_files
+from .webstate import S, Cancelled, error_result, model_bytes, segmentation_spec, spec_dict, typed_array
 
 __all__ = ["mark_corrected", "teach", "download_model", "load_model", "MAX_CORRECTED"]
 
@@ -71,7 +72,7 @@ def mark_corrected(options: dict | None = None) -> dict:
                     corrected.pop(next(iter(corrected)))
         return {"ok": True, "corrected": list(corrected), "count": len(corrected)}
     except Exception as exc:  # noqa: BLE001
-        return _error(exc)
+        return error_result(exc)
 
 
 def _register(spec, data: bytes, extra: dict) -> dict:
@@ -80,7 +81,7 @@ def _register(spec, data: bytes, extra: dict) -> dict:
     S.raw[spec.id] = {**extra, "bytes": len(data)}
     for key in [k for k in S.sessions if k[0] == spec.id]:  # a reloaded file replaces its sessions
         S.sessions.pop(key)
-    return _spec_dict(spec)
+    return spec_dict(spec)
 
 
 async def teach(options: dict | None = None, progress=None) -> dict:
@@ -105,8 +106,8 @@ async def teach(options: dict | None = None, progress=None) -> dict:
             raise ValueError("mark at least one corrected image first (correct the objects, then "
                              "'Mark as corrected')")
         first = next(iter(corrected.values()))
-        spec = _spec(options.get("model") or first.get("model"))
-        data = await _model_bytes(spec)
+        spec = segmentation_spec(options.get("model") or first.get("model"))
+        data = await model_bytes(spec)
         try:
             head = onnxfile.find_head(data)
         except onnxfile.OnnxFileError as exc:
@@ -135,7 +136,7 @@ async def teach(options: dict | None = None, progress=None) -> dict:
         return {"ok": True, "model": entry, "report": adaptation.report, "diameter": adaptation.diameter,
                 "images": adaptation.images, "postprocess": adaptation.postprocess}
     except Exception as exc:  # noqa: BLE001
-        return _error(exc)
+        return error_result(exc)
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -210,8 +211,8 @@ async def download_model(model_id: str | None = None) -> dict:
     from .backends.ortweb import OrtWebBackend
 
     try:
-        spec = _spec(model_id)
-        data = await _model_bytes(spec)
+        spec = segmentation_spec(model_id)
+        data = await model_bytes(spec)
         stem = spec.file[:-5] if spec.file.endswith(".onnx") else spec.file
         described = S.raw.get(spec.id, {}).get("taught") or {"adapted_from": spec.id, "images": []}
         side = max(TEST_SIDE, spec.input_multiple)
@@ -231,9 +232,9 @@ async def download_model(model_id: str | None = None) -> dict:
         files = {f"{stem}.onnx": data, "rdf.yaml": _rdf(spec, stem, described).encode(),
                  "README.md": _card(spec, described).encode(),
                  f"{stem}.test_input.npy": _npy(x), f"{stem}.test_output.npy": _npy(y)}
-        return {"ok": True, "data": _typed(np.frombuffer(_zip(files), np.uint8)), "filename": f"{stem}.zip"}
+        return {"ok": True, "data": typed_array(np.frombuffer(zip_files(files), np.uint8)), "filename": f"{stem}.zip"}
     except Exception as exc:  # noqa: BLE001
-        return _error(exc)
+        return error_result(exc)
 
 
 async def load_model(data: bytes, options: dict | None = None) -> dict:
@@ -269,7 +270,7 @@ async def load_model(data: bytes, options: dict | None = None) -> dict:
         except Exception as exc:  # noqa: BLE001 - onnxruntime-web's own errors
             raise ModelFileError(f"'{name}' is not a readable ONNX model "
                                  f"({str(exc).splitlines()[0][:200]})") from None
-        template = _spec(None)
+        template = segmentation_spec(None)
         side = max(TEST_SIDE, template.input_multiple)
         try:
             if len(backend.session.inputNames) != 1:
@@ -298,4 +299,4 @@ async def load_model(data: bytes, options: dict | None = None) -> dict:
         spec = spec_from_metadata(spec, metadata)
         return {"ok": True, "model": _register(spec, data, {"loaded_from": name})}
     except Exception as exc:  # noqa: BLE001
-        return _error(exc)
+        return error_result(exc)

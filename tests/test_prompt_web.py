@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from realdata import stardist_sample  # noqa: E402
 from browserpage import require_browser, wasm_app  # noqa: E402
-from piximi_py.webworker import DECODER_WARM_UP_RUNS  # noqa: E402
+from piximi_py.webprompt import DECODER_WARM_UP_RUNS  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -279,7 +279,7 @@ def test_prompt_api_matches_cpython(app, sample, models_dir, model):
     assert again["cached"] and again["timings"]["embedding_ms"] == 0
     assert "warm_up_ms" not in again["timings"], "the decoder is warmed up once, when the model loads"
     np.testing.assert_array_equal(unpack(again["mask"], gt.shape), web)
-    # the WASM decoder was warmed up when this model loaded (webworker._warm_up_decoder)
+    # the WASM decoder was warmed up when this model loaded (webprompt._warm_up_decoder)
     runs = page.evaluate("async () => (await window.piximi.memory()).sam_warm_up_runs")
     assert 1 <= runs[f"{model}/wasm"] <= DECODER_WARM_UP_RUNS, runs
     # a bad prompt rejects with a message a person can act on

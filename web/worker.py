@@ -1,6 +1,7 @@
 # PyScript worker entry (runs in Pyodide, off the main thread).
 # The page calls the functions named in __export__ (see app.js); all the work is
-# in piximi_py.webworker, this file only installs the wheels and converts
+# in piximi_py's page entry points (webworker: start-up and segmentation; webexport,
+# webprompt, webedit, webteach), this file only installs the wheels and converts
 # arguments/results at the JS boundary.
 import asyncio
 
@@ -195,15 +196,21 @@ def describe(data, options=None):
 def export(kind, options=None):
     if _ww is None:
         return _not_ready()
-    return _js_obj(_ww.export(str(kind), _py(options) or {}))
+    from piximi_py import webexport
+
+    return _js_obj(webexport.export(str(kind), _py(options) or {}))
 
 
 def batch_fail(name, message):
-    return _js_obj(_ww.batch_fail(str(name), str(message)))
+    from piximi_py import webexport
+
+    return _js_obj(webexport.batch_fail(str(name), str(message)))
 
 
 def batch_zip():
-    return _js_obj(_ww.batch_zip())
+    from piximi_py import webexport
+
+    return _js_obj(webexport.batch_zip())
 
 
 def memory():
@@ -211,7 +218,9 @@ def memory():
 
 
 def batch_clear():
-    return _js_obj(_ww.batch_clear())
+    from piximi_py import webexport
+
+    return _js_obj(webexport.batch_clear())
 
 
 @_with_packages
@@ -229,19 +238,25 @@ def _id(value):
 
 @_with_packages
 async def open_image(data, options=None):
-    return _js_obj(await _ww.open_image(_bytes(data), _py(options) or {}))
+    from piximi_py import webprompt
+
+    return _js_obj(await webprompt.open_image(_bytes(data), _py(options) or {}))
 
 
 @_with_packages
 async def prompt(image_id, request=None, options=None):
-    out = await _ww.prompt(_id(image_id), _py(request) or {}, _py(options) or {}, progress=_progress)
+    from piximi_py import webprompt
+
+    out = await webprompt.prompt(_id(image_id), _py(request) or {}, _py(options) or {}, progress=_progress)
     return _js_obj(out)
 
 
 def prompt_accept(options=None):
     if _ww is None:
         return _not_ready()
-    return _js_obj(_ww.prompt_accept(_py(options) or {}))
+    from piximi_py import webprompt
+
+    return _js_obj(webprompt.prompt_accept(_py(options) or {}))
 
 
 def edit(op, options=None):
@@ -253,12 +268,18 @@ def edit(op, options=None):
 
 
 def prompt_cancel():
-    return _js_obj(_ww.prompt_cancel() if _ww else {"ok": True})
+    if _ww is None:
+        return _js_obj({"ok": True})
+    from piximi_py import webprompt
+
+    return _js_obj(webprompt.prompt_cancel())
 
 
 @_with_packages
 async def refine(image_id=None, options=None):
-    return _js_obj(await _ww.refine(_id(image_id), _py(options) or {}, progress=_progress))
+    from piximi_py import webprompt
+
+    return _js_obj(await webprompt.refine(_id(image_id), _py(options) or {}, progress=_progress))
 
 
 @_with_packages
