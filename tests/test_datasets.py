@@ -254,6 +254,37 @@ def test_he_tnbc_and_cryonuseg_conversion_from_mirrors(tmp_path):
     assert "non-commercial" in (tmp_path / "cryo_set/README.md").read_text()
 
 
+def test_he_nuinsseg_conversion_from_a_mirror(tmp_path):
+    """NuInsSeg's YOLO polygons (fractions of the tile, vertices on the nucleus's own boundary
+    pixels) become nuclei that keep those boundary pixels; the split and organ come from the path."""
+    import tifffile
+    from PIL import Image
+
+    from training.datasets import NUINSSEG_DIR, convert_he_nuinsseg, labels_from_polygons, yolo_polygons
+
+    square = yolo_polygons(b"0 0.125 0.125 0.25 0.125 0.25 0.25 0.125 0.25\n", (32, 32))[0]
+    assert np.allclose(square, [(4, 4), (8, 4), (8, 8), (4, 8)])
+    assert (labels_from_polygons([square], (32, 32), outline=True) > 0).sum() == 25  # rows and columns 4..8
+    slanted = np.array([(4, 4), (9, 6), (5, 10)], float)   # vertices on its boundary pixels
+    filled, outlined = (labels_from_polygons([p], (32, 32), outline=o) for p, o in ((slanted, False), (slanted, True)))
+    assert (filled > 0).sum() == 18 and (outlined > 0).sum() == 23 and outlined[5, 4] and not filled[5, 4]
+
+    rgb = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    work = tmp_path / "cv"
+    for sub in ("images", "labels"):
+        (work / NUINSSEG_DIR / "val" / sub).mkdir(parents=True)
+    Image.fromarray(rgb).save(work / NUINSSEG_DIR / "val/images/mouse_heart_07.png")
+    (work / NUINSSEG_DIR / "val/labels/mouse_heart_07.txt").write_text(
+        "0 0.125 0.125 0.25 0.125 0.25 0.25 0.125 0.25\n0 0.5 0.5 0.75 0.5 0.75 0.75\n0 0.9 0.9\n")
+    records = convert_he_nuinsseg(work / ".git", tmp_path / "set", committed(work))
+    assert [(r["name"], r["nuclei"], r["split"], r["organ"]) for r in records] == [
+        ("nuinsseg_mouse_heart_07", 2, "val", "mouse_heart")]
+    assert np.array_equal(tifffile.imread(tmp_path / "set/images/nuinsseg_mouse_heart_07.tif"), rgb)
+    labels = tifffile.imread(tmp_path / "set/masks/nuinsseg_mouse_heart_07.tif")
+    assert labels[4, 4] == labels[8, 8] == 1 and labels[17, 20] == 2 and labels[3, 3] == 0
+    assert "CC BY 4.0" in (tmp_path / "set/README.md").read_text()
+
+
 def test_deepcell_conversion_from_a_mirror(tmp_path, monkeypatch):
     """DeepCell's scored-only whole cells: phase and nuclear planes become a CYX image; each cell
     interior (PNG in one folder, TIFF in another) a label that takes the drawn edge around it;

@@ -393,6 +393,6 @@ def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None
             "- Licence of the training data: MoNuSeg CC BY-NC-SA 4.0 (non-commercial), CoNSeP research use "
             "(terms not stated where it was fetched), DSB2018 CC0.\n\n"
             f"Leave-one-source-out, `python build.py he-evaluate` (folds: {FOLD_ITERATIONS} iterations on the "
-            "other two sources; on a source nothing trains on, the shipped model; diameter estimated; "
+            "other training sources; on a source nothing trains on, the shipped model; diameter estimated; "
             "AP@0.5 / mAP / F1):\n\n" + format_report(report) + "\n\n")
     replace_card(page, "nuclei_hematoxylin", card)
