@@ -66,6 +66,16 @@ class SamSpec:
         """File name of ``part`` ("encoder" or "decoder") for ``runtime``."""
         return self.files[self.runtimes[runtime][part]]["file"]
 
+    def mask_threshold(self, window: "Window") -> float:
+        """The logit a mask decoded in ``window`` is cut at: ``prompt["mask_threshold"]``, or
+        ``prompt["small_window_threshold"]`` where the window is at most ``prompt["small_window"]``
+        pixels a side (the image enlarged that much more to the encoder's input, where a student's
+        masks come out wider than the object)."""
+        small = self.prompt.get("small_window", 0)
+        if small and max(window.h, window.w) <= small:
+            return self.prompt["small_window_threshold"]
+        return self.prompt.get("mask_threshold", 0.0)
+
 
 def load_sam_spec(models_dir=None, model_id: str | None = None) -> SamSpec:
     """The prompt-segmentation entry ``model_id`` of ``models_dir/index.json`` (default: the one
@@ -616,7 +626,7 @@ class SamPredictor:
         masks, ious = await self._decode(emb, coords, lab)
         self.timings["decoder"] = (time.perf_counter() - t) * 1000
         single_click = boxes is None and len(points) == 1
-        thr = self.spec.prompt.get("mask_threshold", 0.0)
+        thr = self.spec.mask_threshold(window)
         out_m, out_i = [], []
         for k in range(len(coords)):
             j = self._pick(ious[k], single_click, multimask)
@@ -647,10 +657,10 @@ class SamPredictor:
             groups.setdefault(prompt_window(self.shape, b, crop=crop), []).append(i)
         labels = np.zeros(self.shape, np.int32)
         ious = np.zeros(len(boxes))
-        thr = self.spec.prompt.get("mask_threshold", 0.0)
         j = int(self.spec.prompt.get("single_mask_output", 0))
         for window, idx in groups.items():
             emb = await self.embedding(window)
+            thr = self.spec.mask_threshold(window)
             for start in range(0, len(idx), batch):
                 part = idx[start:start + batch]
                 coords, lab = decoder_prompt(window, boxes[part], size=self.spec.image_size)

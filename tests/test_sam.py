@@ -124,6 +124,14 @@ def test_one_default_prompt_model():
     assert S.load_sam_spec(MODELS).id == (defaults[0] if defaults else PROMPT_MODELS[0])
 
 
+def test_mask_threshold_by_window_size():
+    """Masks decoded in a small window (the image enlarged most) are cut at their own logit."""
+    spec = S.SamSpec(prompt={"mask_threshold": 1.0, "small_window": 64, "small_window_threshold": 2.0})
+    assert spec.mask_threshold(S.Window(0, 0, 64, 40)) == 2.0
+    assert spec.mask_threshold(S.Window(0, 0, 65, 64)) == 1.0
+    assert S.SamSpec(prompt={"mask_threshold": 1.0}).mask_threshold(S.Window(0, 0, 32, 32)) == 1.0
+
+
 @pytest.mark.parametrize("entry", _entries(), ids=PROMPT_MODELS)
 def test_index_entry_and_files(entry):
     spec = S.load_sam_spec(MODELS, entry["id"])
