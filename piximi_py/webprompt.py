@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends.ortweb import BACKENDS, BackendUnavailable, OrtWebBackend, float16_on_webgpu, webgpu_available
+from .backends.ortweb import (BackendUnavailable, OrtWebBackend, check_backend, float16_on_webgpu,
+                              webgpu_available)
 from .diameter import check_diameter
 from .models import computes_in_float16
 from .webstate import (S, Cancelled, describe_decodable, error_result, fetch_checked, now_ms, plane_options,
@@ -78,8 +79,7 @@ async def _sam(backend: str, model_id: str | None = None, progress=None):
     from .backends.ortweb import FLOAT16_UNAVAILABLE
     from .sam import EmbeddingCache, SamPredictor, sam_spec_from_index
 
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     spec = sam_spec_from_index(S.index, model_id)
     if backend == "auto":
         order = ["webgpu", "wasm"] if await webgpu_available() else ["wasm"]

@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from .backends.ortweb import BACKENDS, BackendUnavailable, OrtWebBackend, float16_on_webgpu, webgpu_available
+from .backends.ortweb import (BackendUnavailable, OrtWebBackend, check_backend, float16_on_webgpu,
+                              webgpu_available)
 from .io import ImageReadError
 from .models import can_segment, computes_in_float16, find_model
 
@@ -204,8 +205,7 @@ async def model_bytes(spec, progress=None) -> bytes:
 async def model_backend(spec, backend: str, progress=None) -> OrtWebBackend:
     """The onnxruntime-web session of a segmentation model on ``backend`` ("auto", "webgpu",
     "wasm"), made once; "auto" times WebGPU and WASM once (:mod:`piximi_py.backends.probe`)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     if not spec.webgpu and backend != "wasm":
         backend = "wasm"  # the result's ``backend`` says so
     key = (spec.id, backend)

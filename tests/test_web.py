@@ -403,6 +403,13 @@ def test_bad_input_rejects_clearly(web, name):
     assert ok["ok"], ok
 
 
+def test_unknown_backend_rejects_clearly(web):
+    """A backend the page does not have is refused by name, before any model is loaded."""
+    res = segment(web, tiff_bytes(np.pad(np.full((20, 20), 200, np.uint8), 22)), backend="gpu")
+    assert not res["ok"] and res["isError"], res
+    assert res["message"] == "unknown backend 'gpu': use one of auto, webgpu, wasm", res
+
+
 def test_no_request_leaves_origin(web):
     """(b) Every request of the session (page, workers, service worker) stayed local."""
     # "Make everything available offline": the service worker fetches every file not cached

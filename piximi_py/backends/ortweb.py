@@ -34,9 +34,17 @@ import numpy as np
 from .base import Backend
 
 __all__ = ["BackendUnavailable", "OrtWebBackend", "load_ort", "loaded_builds", "ort_module", "webgpu_available",
-           "webgpu_features", "float16_on_webgpu", "BACKENDS"]
+           "webgpu_features", "float16_on_webgpu", "BACKENDS", "check_backend"]
 
 BACKENDS = ("auto", "webgpu", "wasm")
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if it is one of :data:`BACKENDS`, else ``ValueError`` naming them."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    return backend
+
 
 _ort_config: dict | None = None   # set by load_ort: module URLs, wasm paths, threads
 _ort_modules: dict = {}            # module URL -> the imported ES module
@@ -173,8 +181,7 @@ class OrtWebBackend(Backend):
         (SwiftShader's adapter, ``python -m bench.zoo_page``), so "webgpu" raises
         :class:`BackendUnavailable` and "auto" takes WASM.
         """
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        check_backend(backend)
         gpu = backend != "wasm" and await webgpu_available()
         if gpu and float16 and not await float16_on_webgpu():
             if backend == "webgpu":
