@@ -88,8 +88,10 @@ class CropStream(torch.utils.data.IterableDataset):
         from piximi_py.diameter import median_diameter
 
         from .synthetic import synthetic_nuclei
+        from .synthetic_cells import synthetic_cells
 
-        image, labels = synthetic_nuclei(rng, (256, 256))
+        # a whole-cell model's synthetic crops are whole cells (cytoplasm + nuclei)
+        image, labels = (synthetic_cells if self.channels == 2 else synthetic_nuclei)(rng, (256, 256))
         return D.Sample("synthetic", image, labels, "synthetic", median_diameter(labels)[0])
 
     def __iter__(self):
