@@ -15,7 +15,11 @@ illumination, Poisson and Gaussian noise. The nuclear channel holds one
 textured nucleus per cell.
 
 Only numpy and scipy; every draw comes from the generator passed in. Never
-used for evaluation: real sources only (DEVELOPERS.md).
+used for evaluation: real sources only (DEVELOPERS.md). A training run takes
+them with ``synthetic_fraction`` (a two-channel :class:`training.train.CropStream`);
+the shipped recipe (:data:`training.cells.RECIPE`) does not yet: they lifted the
+fold that never saw fluorescence, and the model trained with them scored lower
+on DeepCell (README, *Synthetic fluorescence cells, tried and not shipped*).
 """
 from __future__ import annotations
 
