@@ -30,13 +30,11 @@ from scipy import ndimage as ndi
 
 from piximi_py.preprocess import normalize_percentile
 
+from .synthetic import _loguniform
+
 __all__ = ["synthetic_cells"]
 
 _HARMONICS = 5
-
-
-def _loguniform(rng, low, high, size=None):
-    return np.exp(rng.uniform(math.log(low), math.log(high), size))
 
 
 def _seeds(rng, shape, n, spacing):
