@@ -62,9 +62,18 @@ class ModelSpec:
     #: final objects under this fraction of the image's median object area are dropped
     #: (``piximi_py.postprocess.remove_relatively_small``); 0 = none
     min_relative_size: float = 0.0
+    #: how the model's output becomes instances: "seeds" (background / interior / boundary
+    #: probabilities, :func:`piximi_py.postprocess.masks_to_labels`) or "flows" (background
+    #: probability and a flow towards each object's centre, :func:`piximi_py.postprocess.flows_to_labels`)
+    instances: str = "seeds"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def predicts_flows(spec: ModelSpec) -> bool:
+    """Whether ``spec``'s output is a background probability and a flow field (``instances`` "flows")."""
+    return spec.instances == "flows"
 
 
 def reads_color(spec: ModelSpec) -> bool:

@@ -21,7 +21,7 @@ from . import channels as C
 from . import diameter as D
 from . import io, postprocess, preprocess, rescale, tiling
 from .backends.base import Backend
-from .models import ModelSpec, reads_channels, reads_color
+from .models import ModelSpec, predicts_flows, reads_channels, reads_color
 
 __all__ = ["Segmentation", "prepare_input", "predict_probabilities", "predict_masks", "predict_masks_averaged",
            "check_augment", "check_flag", "estimate_diameter", "segment_async", "add_nuclei", "AUGMENT_SCALES"]
@@ -124,15 +124,42 @@ def _estimating(model: ModelSpec) -> ModelSpec:
 
 
 def _instance_options(model: ModelSpec, scale: float = 1.0) -> dict:
-    """The model's size limits of seeds and objects, in pixels of a grid ``scale`` times finer."""
-    post = {k: v for k, v in model.postprocess.items() if k in ("min_seed_size", "min_size")}
-    return {k: max(1, int(round(v * rescale.area_scale(scale)))) for k, v in post.items()}
+    """The model's size limits of seeds and objects (and a flow model's walk, in steps of one
+    pixel), in pixels of a grid ``scale`` times finer."""
+    areas = ("min_cluster", "min_size") if predicts_flows(model) else ("min_seed_size", "min_size")
+    post = {k: v for k, v in model.postprocess.items() if k in areas}
+    options = {k: max(1, int(round(v * rescale.area_scale(scale)))) for k, v in post.items()}
+    if predicts_flows(model) and "steps" in model.postprocess:
+        options["steps"] = max(1, int(round(model.postprocess["steps"] * rescale.area_scale(scale) ** 0.5)))
+    return options
+
+
+def _output_planes(model: ModelSpec) -> int:
+    """How many of the model's output planes its instances are made from: background and interior,
+    or background and the flow's two."""
+    return 3 if predicts_flows(model) else 2
+
+
+def _masks(prob: np.ndarray, model: ModelSpec, shape) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`_instances` makes the instances from, on a ``shape`` grid, from a model output
+    ``prob`` on its own grid: the foreground and seed masks, or a flow model's foreground and flow."""
+    foreground, seed = rescale.resample_masks(prob, shape, *_thresholds(model))
+    if predicts_flows(model):
+        return foreground, rescale.resample_probabilities(prob[1:3], shape)
+    return foreground, seed
+
+
+def _instances(masks: tuple, model: ModelSpec, scale: float = 1.0) -> np.ndarray:
+    """Instance labels from :func:`_masks` on a grid ``scale`` times finer than the model's."""
+    make = postprocess.flows_to_labels if predicts_flows(model) else postprocess.masks_to_labels
+    return make(*masks, **_instance_options(model, scale))
 
 
 async def predict_masks(x: np.ndarray, model: ModelSpec, backend: Backend,
                         progress: Progress = None, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Foreground and seed masks (:func:`piximi_py.postprocess.threshold_probabilities`)
-    of ``x`` ``(C, H, W)``, on its own grid.
+    of ``x`` ``(C, H, W)``, on its own grid; for a flow model its foreground and flow
+    (:func:`_masks`).
 
     With ``scale`` 1, each tile is thresholded before stitching: two bool
     planes instead of three float32 ones (1/6 of the memory; on an 8192²
@@ -142,11 +169,11 @@ async def predict_masks(x: np.ndarray, model: ModelSpec, backend: Backend,
     ``x``'s grid before thresholding (:func:`piximi_py.rescale.resample_masks`).
     """
     thresholds = _thresholds(model)
-    if scale != 1.0:
-        small = rescale.resize(x, rescale.rescaled_shape(x.shape, scale))
+    if scale != 1.0 or predicts_flows(model):  # a flow is stitched as it is: float planes
+        small = rescale.resize(x, rescale.rescaled_shape(x.shape, scale)) if scale != 1.0 else x
         prob = await predict_probabilities(small, model, backend, progress)
         del small
-        return rescale.resample_masks(prob, x.shape[-2:], *thresholds)
+        return _masks(prob, model, x.shape[-2:])
     padded, crop = preprocess.pad_to_multiple(x, model.input_multiple)
     tile = max(model.input_multiple, model.tile_size - model.tile_size % model.input_multiple)
     plan = tiling.plan_tiles(padded.shape[-2:], tile, model.tile_overlap)
@@ -209,15 +236,16 @@ async def predict_masks_averaged(x: np.ndarray, model: ModelSpec, backend: Backe
     """
     grid = rescale.rescaled_shape(x.shape, scale) if scale != 1.0 else x.shape[-2:]
     scales = [min(scale * f, rescale.largest_factor(x.shape)) if f > 1 else scale * f for f in factors]
-    total = np.zeros((2,) + tuple(grid), np.float32)
+    planes = _output_planes(model)
+    total = np.zeros((planes,) + tuple(grid), np.float32)
     for i, s in enumerate(scales):
         resized = x if s == 1.0 else rescale.resize(x, rescale.rescaled_shape(x.shape, s))
         prob = await predict_probabilities(resized, model, backend, _part(progress, i, len(scales)))
         del resized
-        total += rescale.resample_probabilities(prob[:2], grid)
+        total += rescale.resample_probabilities(prob[:planes], grid)
         del prob
     total /= len(scales)
-    return rescale.resample_masks(total, x.shape[-2:], *_thresholds(model))
+    return _masks(total, model, x.shape[-2:])
 
 
 #: A taught model's diameter is used for an image unless the estimate differs by more than this factor.
@@ -311,11 +339,12 @@ def _passes_near(reuse: _Pass, passes: list) -> list:
 def _reused_masks(reuse: _Pass, others: list, model: ModelSpec, shape) -> tuple[np.ndarray, np.ndarray]:
     """Foreground and seed masks on a ``shape`` grid from the estimate's pass ``reuse``, its
     probabilities averaged with those of the passes ``others`` (each resampled onto its grid)."""
-    prob = reuse.probabilities[:2]
+    planes = _output_planes(model)
+    prob = reuse.probabilities[:planes]
     if others:
-        prob = prob + sum(rescale.resample_probabilities(p.probabilities[:2], prob.shape[-2:]) for p in others)
+        prob = prob + sum(rescale.resample_probabilities(p.probabilities[:planes], prob.shape[-2:]) for p in others)
         prob /= 1 + len(others)
-    return rescale.resample_masks(prob, shape, *_thresholds(model))
+    return _masks(prob, model, shape)
 
 
 async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
@@ -378,8 +407,7 @@ async def _measure_pass(x: np.ndarray, model: ModelSpec, backend: Backend, scale
     small = rescale.resize(window, rescale.rescaled_shape(window.shape, scale))
     prob = await predict_probabilities(small, model, backend)  # on the model's grid: cheaper
     del small
-    masks = postprocess.threshold_probabilities(prob, *_thresholds(measuring))
-    labels = postprocess.masks_to_labels(*masks, **_instance_options(measuring))
+    labels = _instances(_masks(prob, measuring, prob.shape[-2:]), measuring)
     found, count = D.median_diameter(labels)
     whole = window.shape == x.shape
     return _Pass(scale, found / scale, count, whole, count * np.pi / 4 * found ** 2 / labels.size,
@@ -549,7 +577,7 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         lap("inference")
         if progress:
             progress("postprocess", 0, 1)
-        labels = postprocess.masks_to_labels(*masks, **_instance_options(model, scale))
+        labels = _instances(masks, model, scale)
     if model.outline_contrast:
         labels = _trimmed(labels, image, model)
     labels = postprocess.remove_relatively_small(labels, model.min_relative_size)
@@ -620,7 +648,7 @@ async def add_nuclei(cells: Segmentation, model: ModelSpec, backend: Backend, *,
         # every nucleus the nuclei model kept seeds a cell, however small its core (the cell model's
         # smallest seed is for pieces of its own cells' interiors)
         cells.labels = postprocess.masks_to_labels(foreground, postprocess.separated_seeds(cells.nuclei.labels),
-                                                   **{**options, "min_seed_size": 1})
+                                                   min_seed_size=1, min_size=options.get("min_size", 12))
     cells.nucleus_of = link_nuclei(cells.labels, cells.nuclei.labels)[0]
     # the nuclei and their links are part of this result's time
     cells.timings["nuclei"] = (time.perf_counter() - t0) * 1000.0

@@ -1,16 +1,20 @@
 """From per-pixel class probabilities to instance labels (numpy + scipy.ndimage).
 
-The models predict three classes per pixel: background, nucleus interior and
+The nuclei models predict three classes per pixel: background, nucleus interior and
 nucleus boundary. Interiors of touching nuclei are separated by the boundary
 class, so connected interiors are seeds; every foreground pixel then joins the
-nearest seed of its own foreground component.
+nearest seed of its own foreground component. A flow model (``ModelSpec.instances``
+"flows", the whole-cell model) predicts the probability of background and a flow towards
+each object's centre instead; its pixels follow the flow and group where they end
+(:func:`flows_to_labels`).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["probabilities_to_labels", "threshold_probabilities", "masks_to_labels", "trim_to_contrast",
+__all__ = ["probabilities_to_labels", "threshold_probabilities", "masks_to_labels", "flows_to_labels",
+           "trim_to_contrast",
            "separated_seeds", "remove_small_objects", "fill_holes", "finish_labels",
            "relabel_sequential", "label_dtype"]
 
@@ -189,6 +193,56 @@ def masks_to_labels(foreground: np.ndarray, seed_mask: np.ndarray, *, min_seed_s
             labels[box][inside] = _nearest_label(np.where(inside, seeds[box], 0), inside)[inside]
         del seeds, components
     return finish_labels(labels, min_size)
+
+
+def flows_to_labels(foreground: np.ndarray, flows: np.ndarray, *, steps: int = 40, min_cluster: int = 15,
+                    min_size: int = 12) -> np.ndarray:
+    """Instance labels from a foreground mask and a flow field towards each object's centre.
+
+    Every foreground pixel moves ``steps`` times along the flow (one pixel per step at most,
+    the flow read at the nearest pixel), as Cellpose's pixels do; those of one object end in a
+    small cluster near its centre, wherever a boundary between touching objects is faint.
+    End points one pixel apart are one cluster (after a dilation); a cluster of at least
+    ``min_cluster`` end points is an object, and each pixel takes the label of the cluster it
+    ended in (pixels of smaller clusters are background, then :func:`finish_labels`).
+
+    Parameters
+    ----------
+    foreground : ndarray of bool, shape (H, W)
+    flows : ndarray, shape (2, H, W)
+        The flow ``(dy, dx)``, unit vectors inside objects.
+    steps : int
+        Steps of the walk: at least the radius of the largest objects, in pixels.
+    min_cluster, min_size : int
+        Smallest cluster of end points, and smallest object (pixels).
+
+    Returns
+    -------
+    labels : ndarray of uint16 (uint32 above 65535 objects), shape (H, W)
+    """
+    foreground = np.asarray(foreground, bool)
+    h, w = foreground.shape
+    if flows.shape != (2, h, w):
+        raise ValueError(f"expected flows of shape (2, {h}, {w}), got {flows.shape}")
+    start = np.flatnonzero(foreground)
+    if not len(start):
+        return np.zeros((h, w), np.uint16)
+    dy, dx = (np.asarray(f, np.float32).ravel() for f in flows)
+    y, x = (start // w).astype(np.float32), (start % w).astype(np.float32)
+    for _ in range(int(steps)):
+        at = np.clip(np.rint(y), 0, h - 1).astype(np.intp) * w + np.clip(np.rint(x), 0, w - 1).astype(np.intp)
+        y = np.clip(y + dy[at], 0, h - 1)
+        x = np.clip(x + dx[at], 0, w - 1)
+    end = np.rint(y).astype(np.intp) * w + np.rint(x).astype(np.intp)
+    hits = np.bincount(end, minlength=h * w)
+    clusters, n = ndi.label(ndi.binary_dilation((hits > 0).reshape(h, w)))
+    clusters = clusters.ravel()
+    size = np.bincount(clusters, weights=hits, minlength=n + 1)
+    lut = np.where(size >= min_cluster, np.arange(n + 1), 0).astype(np.int32)
+    lut[0] = 0
+    labels = np.zeros(h * w, np.int32)
+    labels[start] = lut[clusters[end]]
+    return finish_labels(labels.reshape(h, w), min_size)
 
 
 def trim_to_contrast(labels: np.ndarray, image: np.ndarray, fraction: float, *, ring: int = 3,

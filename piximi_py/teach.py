@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 from . import diameter as D
 from . import onnxfile, postprocess, preprocess, rescale, tiling
 from .metrics import average_precision
-from .models import ModelSpec
+from .models import ModelSpec, predicts_flows
 
 __all__ = ["class_targets", "touching_mask", "resize_labels", "Example", "collect_example",
            "fit_head", "choose_thresholds", "Adaptation", "teach", "adapted_model_bytes",
@@ -310,6 +310,9 @@ async def teach(corrected: list, model: ModelSpec, head: onnxfile.Head, backend,
     budget_s : float
         Seconds the head's fits may take together at most (the features come first).
     """
+    if predicts_flows(model):
+        raise ValueError(f"the {model.id!r} model predicts flows towards cell centres, and teaching refits "
+                         "class probabilities: it cannot be taught")
     if not corrected:
         raise ValueError("mark at least one image as corrected before teaching")
     t0 = time.perf_counter()

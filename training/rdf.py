@@ -18,6 +18,20 @@ import numpy as np
 from .export import OPSET, sha256_file
 
 CLASSES = ["background", "interior", "boundary"]
+#: The output planes of a flow model (``instances`` "flows").
+FLOWS = ["background", "flow_y", "flow_x"]
+
+
+def _output_description(entry: dict) -> str:
+    post = entry["postprocess"]
+    if entry.get("instances") == "flows":
+        return ("per-pixel probability of background, then the unit vector (dy, dx) towards the centre of "
+                f"the cell the pixel belongs to; instances: the pixels where 1 - background > "
+                f"{post['foreground_threshold']} follow the flow {post.get('steps', 40)} steps and group where "
+                "they end, as Cellpose's do (piximi_py.postprocess.flows_to_labels)")
+    return ("per-pixel class probabilities; instances: seeds = interior > "
+            f"{post['seed_threshold']}, grown within 1 - background > "
+            f"{post['foreground_threshold']} (piximi_py.postprocess)")
 
 
 def _space(axis_id: str, multiple: int) -> dict:
@@ -81,10 +95,9 @@ def rdf(entry: dict, inputs: tuple[Path, Path], models_dir: Path) -> dict:
         }],
         "outputs": [{
             "id": "probabilities",
-            "description": "per-pixel class probabilities; instances: seeds = interior > "
-                           f"{entry['postprocess']['seed_threshold']}, grown within 1 - background > "
-                           f"{entry['postprocess']['foreground_threshold']} (piximi_py.postprocess)",
-            "axes": [{"type": "batch"}, {"type": "channel", "channel_names": CLASSES},
+            "description": _output_description(entry),
+            "axes": [{"type": "batch"}, {"type": "channel",
+                                         "channel_names": FLOWS if entry.get("instances") == "flows" else CLASSES},
                      {"type": "space", "id": "y", "size": {"tensor_id": "image", "axis_id": "y"}},
                      {"type": "space", "id": "x", "size": {"tensor_id": "image", "axis_id": "x"}}],
             "test_tensor": {"source": inputs[1].name, "sha256": sha256_file(inputs[1])},

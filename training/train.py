@@ -29,6 +29,7 @@ from piximi_py.preprocess import pad_to_multiple
 
 from . import data as D
 from .models import Unet
+from .models.unet import FLOW_SCALE
 
 GRAY_SETS = ("dsb2018_stage1test_gray",)
 
@@ -68,8 +69,10 @@ class CropStream(torch.utils.data.IterableDataset):
     def __init__(self, samples, *, batch: int, crop: int, seed: int, boundary_width: int = 2,
                  synthetic_fraction: float = 0.0, channels: int = 1, pool: int = 48,
                  diameter: float | None = None, scale_range=(0.6, 1.6), drop_nuclei: float = 0.3,
-                 stain_mix: float = 0.0, any_size_fraction: float = 0.0, any_size=(8.0, 120.0)):
+                 stain_mix: float = 0.0, any_size_fraction: float = 0.0, any_size=(8.0, 120.0),
+                 formulation: str = "classes"):
         self.samples, self.batch, self.crop, self.seed = samples, batch, crop, seed
+        self.formulation = formulation
         self.stain_mix = stain_mix
         self.drop_nuclei = drop_nuclei
         self.boundary_width, self.synthetic_fraction = boundary_width, synthetic_fraction
@@ -111,7 +114,7 @@ class CropStream(torch.utils.data.IterableDataset):
             any_size = (rng.random(len(chosen)) < self.any_size_fraction if self.any_size_fraction
                         else np.zeros(len(chosen), bool))
             crops = [D.random_crop(s, self.crop, rng, self.scale_range, self.boundary_width, self.diameter,
-                                   self.any_size if wide else None)
+                                   self.any_size if wide else None, self.formulation)
                      for s, wide in zip(chosen, any_size)]
             if self.channels == 1:  # stain densities (load mode "stains") read as the hematoxylin one
                 crops = [(D.mix_stains(c[0], rng, self.stain_mix), *c[1:]) if c[0].shape[0] == 3 else c
@@ -153,7 +156,8 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
           workers: int = 0, time_budget_s: float = 0, teacher: Path | None = None,
           distill_weight: float = 1.0, save_half: bool = False, save_every: int = 500,
           diameter: float | None = None, scale_range=(0.6, 1.6), exclude_sources=(), stain: str = "",
-          stain_mix: float = 0.0, any_size_fraction: float = 0.0, any_size=(8.0, 120.0)) -> Path:
+          stain_mix: float = 0.0, any_size_fraction: float = 0.0, any_size=(8.0, 120.0),
+          formulation: str = "classes") -> Path:
     """Train and save ``out/model.pt`` plus ``out/log.jsonl``; returns the .pt path.
 
     Parameters
@@ -199,7 +203,17 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     stain_mix : float
         With ``stain``: mix up to this share of the eosin and residual densities into
         the hematoxylin density of each crop, either way (:func:`training.data.mix_stains`).
+    formulation : {"classes", "flows"}
+        What the model predicts: background / interior / boundary (softmax), or the
+        probability of background and a flow towards each object's centre (Cellpose's
+        loss: cross-entropy plus the squared error of the flows at
+        :data:`training.models.unet.FLOW_SCALE`; :func:`training.data.flow_targets`).
     """
+    if formulation not in ("classes", "flows"):
+        raise ValueError(f"unknown formulation {formulation!r}")
+    flows = formulation == "flows"
+    if flows and teacher:
+        raise ValueError("distillation needs class probabilities, not flows")
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = device.startswith("cuda")  # fixed crop size: let cuDNN pick kernels
@@ -207,12 +221,13 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     samples = [s for s in load_samples(sets, data_root, channels, stain, stain_mix)
                if s.source not in set(exclude_sources)]
     train_set, val_set = D.split(samples)
-    if diameter:  # validation at the images' own scale says nothing of a model trained at one size
+    if diameter or flows:  # validation at the images' own scale says nothing of a model trained at one size
         val_set = []
     print(f"{out}: train {len(train_set)} images, validation {len(val_set)} images", flush=True)
     if encoder_kwargs is None:
         encoder_kwargs = {"base_width": base_width} if encoder == "vanilla" else {}
-    model = Unet(encoder, in_channels=channels, classes=3, depth=depth, **encoder_kwargs)
+    model = Unet(encoder, in_channels=channels, classes=3, depth=depth, activation="flows" if flows else "softmax",
+                 **encoder_kwargs)
     start_run = None  # what the starting weights were trained on, kept in the checkpoint
     if init_from is not None:
         start = torch.load(init_from, map_location="cpu", weights_only=True)
@@ -225,7 +240,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     stream = CropStream(train_set, batch=batch, crop=crop, seed=seed, boundary_width=boundary_width,
                         synthetic_fraction=synthetic_fraction, channels=channels, diameter=diameter,
                         scale_range=scale_range, stain_mix=stain_mix,
-                        any_size_fraction=any_size_fraction, any_size=any_size)
+                        any_size_fraction=any_size_fraction, any_size=any_size, formulation=formulation)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
                                          pin_memory=device != "cpu", prefetch_factor=4 if workers else None,
                                          persistent_workers=False)
@@ -252,10 +267,14 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
             g["lr"] = lr * lr_factor(it, total, warm) if total < 10 ** 9 else lr * min(1.0, it / 200)
         x, y, touching = (t.to(device, non_blocking=True) for t in next(batches))
         prob = model(x)
-        # pixels between touching nuclei decide splits and merges: weight them up
-        weight = class_weight[y] + touching_weight * touching
-        logp = torch.log(prob.clamp_min(1e-7))
-        loss = (F.nll_loss(logp, y, reduction="none") * weight).mean()
+        if flows:
+            loss = (F.binary_cross_entropy(prob[:, 0].clamp(1e-6, 1 - 1e-6), y[:, 0])
+                    + 0.5 * F.mse_loss(FLOW_SCALE * prob[:, 1:], FLOW_SCALE * y[:, 1:]))
+        else:
+            # pixels between touching nuclei decide splits and merges: weight them up
+            weight = class_weight[y] + touching_weight * touching
+            logp = torch.log(prob.clamp_min(1e-7))
+            loss = (F.nll_loss(logp, y, reduction="none") * weight).mean()
         if teacher_model is not None:
             with torch.no_grad():
                 target = teacher_model(x)
@@ -283,6 +302,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
                          "diameter": diameter, "scale_range": list(scale_range),
                          "any_size_fraction": any_size_fraction, "any_size": list(any_size),
                          "exclude_sources": list(exclude_sources), "stain": stain, "stain_mix": stain_mix,
+                         "formulation": formulation,
                          "seconds": round(time.time() - t0, 1), "start": start_run})
     return out / "model.pt"
 
@@ -297,6 +317,8 @@ def model_config(model: Unet | None, channels: int, encoder: str = "vanilla", de
     kwargs = dict(encoder_kwargs or {})
     if "weights" in kwargs:  # pretrained weights are only a starting point: reloads need none
         kwargs["weights"] = None
+    if model is not None and model.activation != "softmax":
+        kwargs["activation"] = model.activation
     return {"encoder_name": encoder, "in_channels": channels, "classes": 3,
             "depth": model.depth if depth is None else depth, **kwargs}
 

@@ -266,33 +266,41 @@ def variant_onnx(vid: str, out_dir: Path, *, run_dir: Path = RUN_DIR, models_dir
     return out, False
 
 
-def best_thresholds(spec, cases, min_seed_sizes=(None,), min_sizes=(None,)) -> dict:
+def best_thresholds(spec, cases, min_seed_sizes=(None,), min_sizes=(None,), steps=(None,)) -> dict:
     """The foreground and seed thresholds of :data:`GRID` (and the smallest seed of
     ``min_seed_sizes`` and object of ``min_sizes``; None keeps the spec's) with the best mean
     AP@0.5 on ``cases``: ``(truth, probabilities at the model's scale, scale)``, instances made
-    at the truth's resolution as the pipeline makes them."""
+    at the truth's resolution as the pipeline makes them. For a flow model
+    (``ModelSpec.instances`` "flows") ``min_seed_sizes`` are its smallest clusters of end points
+    and ``steps`` the lengths of its walk; it has no seed threshold."""
     import dataclasses
     import itertools
 
-    from piximi_py import postprocess, rescale
     from piximi_py.metrics import evaluate_instances
-    from piximi_py.pipeline import _instance_options
+    from piximi_py.models import predicts_flows
+    from piximi_py.pipeline import _instances, _masks
 
+    flows = predicts_flows(spec)
+    grid = sorted({(fg, None) for fg, _ in GRID}) if flows else GRID
+    seed_key = "min_cluster" if flows else "min_seed_size"
     scores = {}
-    for (fg, seed), min_seed, min_size in itertools.product(GRID, min_seed_sizes, min_sizes):
-        post = {**spec.postprocess, "foreground_threshold": fg, "seed_threshold": seed}
-        post.update({k: v for k, v in (("min_seed_size", min_seed), ("min_size", min_size)) if v is not None})
+    for (fg, seed), min_seed, min_size, walk in itertools.product(grid, min_seed_sizes, min_sizes, steps):
+        post = {**spec.postprocess, "foreground_threshold": fg}
+        if seed is not None:
+            post["seed_threshold"] = seed
+        post.update({k: v for k, v in ((seed_key, min_seed), ("min_size", min_size), ("steps", walk))
+                     if v is not None})
         trial = dataclasses.replace(spec, postprocess=post)
         rows = []
         for truth, prob, scale in cases:
-            masks = rescale.resample_masks(prob, truth.shape, fg, seed)
-            labels = postprocess.masks_to_labels(*masks, **_instance_options(trial, scale))
+            labels = _instances(_masks(prob, trial, truth.shape), trial, scale)
             rows.append(evaluate_instances(truth, labels)["ap50"])
-        scores[(fg, seed, min_seed, min_size)] = (float(np.mean(rows)), post)
+        scores[(fg, seed, min_seed, min_size, walk)] = (float(np.mean(rows)), post)
     return max(scores.values(), key=lambda v: v[0])[1]
 
 
-def tune_on_images(onnx_path: Path, spec, paths, model_input, min_seed_sizes=(None,), min_sizes=(None,)) -> dict:
+def tune_on_images(onnx_path: Path, spec, paths, model_input, min_seed_sizes=(None,), min_sizes=(None,),
+                   steps=(None,)) -> dict:
     """:func:`best_thresholds` on the images ``paths`` (``masks/NAME.tif`` beside ``images/``),
     each run through the model at its true median object diameter; ``model_input(path)`` gives
     the model's ``(C, H, W)`` input (``piximi_py.pipeline.prepare_input``)."""
@@ -312,7 +320,7 @@ def tune_on_images(onnx_path: Path, spec, paths, model_input, min_seed_sizes=(No
         prob = piximi_py.run_sync(predict_probabilities(
             rescale.resize(x, rescale.rescaled_shape(x.shape, scale)), spec, backend))
         cases.append((truth, prob, scale))
-    return best_thresholds(spec, cases, min_seed_sizes, min_sizes)
+    return best_thresholds(spec, cases, min_seed_sizes, min_sizes, steps)
 
 
 def calibration_tiles(channels: int, n: int = 16, size: int = 256, seed: int = 0,

@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from .encoders import ConvBlock, FireBlock, get_encoder
 
 DECODER_BLOCKS = {"conv": ConvBlock, "fire": FireBlock}
+#: The flow activation's head learns the flows this many times larger, as Cellpose does: unit vectors
+#: are small targets next to the foreground's cross-entropy.
+FLOW_SCALE = 5.0
 
 
 class DecoderBlock(nn.Module):
@@ -62,8 +65,11 @@ class Unet(nn.Module):
     depth : int
         Number of downsamplings; inputs must be divisible by ``2**depth``
         (``model.input_multiple``).
-    activation : {"softmax", None}
+    activation : {"softmax", "flows", None}
         Applied by the head, so the exported ONNX returns probabilities.
+        ``"flows"`` (``classes`` 3): the probability of background, then a
+        flow field (dy, dx), the unit vector from each pixel of an object
+        towards its centre (:func:`training.data.flow_targets`).
     decoder_channels : list of int, optional
         Output width of each decoder block, deepest first. Default: each
         block as wide as its skip (for ``vanilla``, the original U-Net
@@ -138,4 +144,6 @@ class Unet(nn.Module):
             y = F.pixel_shuffle(y, self.space_to_depth)
         if self.activation == "softmax":
             y = torch.softmax(y, dim=1)
+        elif self.activation == "flows":  # P(background), then the flow (dy, dx), learned at FLOW_SCALE
+            y = torch.cat([torch.sigmoid(y[:, :1]), y[:, 1:] / FLOW_SCALE], 1)
         return y

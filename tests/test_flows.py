@@ -1,0 +1,117 @@
+"""The flow formulation of the whole-cell model: its training targets, the instances made from
+them (numpy + scipy, as in the page), and the training loop and export that produce such a model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from realdata import stardist_sample
+
+from piximi_py.io import read_image
+from piximi_py.metrics import evaluate_instances
+from piximi_py.models import ModelSpec
+from piximi_py.postprocess import flows_to_labels, masks_to_labels
+
+
+def _flow_targets(labels):
+    from training.data import flow_targets
+
+    return flow_targets(labels)
+
+
+def _touching_cells() -> np.ndarray:
+    """Irregular cells touching along long edges: a Voronoi partition of a blob, as cells in a
+    confluent culture."""
+    rng = np.random.default_rng(3)
+    rows, cols = np.indices((160, 160))
+    centres = rng.uniform(20, 140, size=(14, 2))
+    nearest = np.argmin((rows[..., None] - centres[:, 0]) ** 2 + (cols[..., None] - centres[:, 1]) ** 2, axis=-1)
+    inside = (rows - 80) ** 2 + (cols - 80) ** 2 < 70 ** 2
+    return np.where(inside, nearest + 1, 0).astype(np.int32)
+
+
+def test_targets_are_unit_flows_towards_each_centre():
+    labels = _touching_cells()
+    target = _flow_targets(labels)
+    assert target.shape == (3,) + labels.shape and target.dtype == np.float32
+    np.testing.assert_array_equal(target[0], labels == 0)
+    assert not target[1:, labels == 0].any()
+    length = np.hypot(target[1], target[2])[labels > 0]
+    assert np.mean(np.abs(length - 1) < 1e-5) > 0.99  # unit vectors except at each centre
+    # one step along the flow from a pixel stays in its own cell or comes closer to its centre
+    assert np.count_nonzero(length == 0) == labels.max()
+
+
+def test_flows_give_back_touching_cells_that_share_one_foreground():
+    """Where the cells touch the foreground is one component, so seeds from the foreground alone
+    make one object; the flows part them."""
+    labels = _touching_cells()
+    target = _flow_targets(labels)
+    found = flows_to_labels(target[0] < 0.5, target[1:], min_size=12)
+    score = evaluate_instances(labels, found)
+    assert score["ap50"] == 1.0 and score["map"] > 0.95
+    merged = masks_to_labels(labels > 0, np.zeros_like(labels, bool))
+    assert merged.max() == 1
+
+
+def test_flows_give_back_real_nuclei():
+    _, mask_path = stardist_sample()
+    labels = read_image(mask_path).astype(np.int32)
+    target = _flow_targets(labels)
+    found = flows_to_labels(target[0] < 0.5, target[1:], min_size=12)
+    assert evaluate_instances(labels, found)["ap50"] > 0.97
+
+
+def test_flows_to_labels_edge_cases():
+    empty = flows_to_labels(np.zeros((20, 30), bool), np.zeros((2, 20, 30), np.float32))
+    assert empty.shape == (20, 30) and not empty.any()
+    with pytest.raises(ValueError, match="flows of shape"):
+        flows_to_labels(np.zeros((20, 30), bool), np.zeros((2, 30, 20), np.float32))
+    # a region whose flow goes nowhere stays where it is: one object, as a foreground component
+    # without a seed is one object for the nuclei models
+    still = flows_to_labels(np.ones((20, 30), bool), np.zeros((2, 20, 30), np.float32))
+    assert still.max() == 1 and still.all()
+
+
+def test_a_flow_model_cannot_be_taught():
+    from piximi_py import run_sync
+    from piximi_py.teach import teach
+
+    spec = ModelSpec(id="cells", name="cells", task="cells", file="x.onnx", channels=2, instances="flows")
+    with pytest.raises(ValueError, match="cannot be taught"):
+        run_sync(teach([("a", np.zeros((2, 32, 32), np.float32), np.zeros((32, 32), np.int32))], spec, None, None))
+
+
+def test_flow_training_exports_a_model_the_pipeline_runs(tmp_path):
+    """The real training loop with flow targets for a few steps, exported to ONNX, run through the
+    pipeline as a flow model."""
+    pytest.importorskip("torch")
+    import tifffile
+
+    import piximi_py
+    from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
+    from piximi_py.pipeline import segment_async
+    from training.export import export_onnx
+    from training.synthetic_cells import synthetic_cells
+    from training.train import train
+
+    root = tmp_path / "cells"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        image, labels = synthetic_cells(rng, (128, 128))
+        tifffile.imwrite(root / "images" / f"c{i}.tif", np.moveaxis(image * 1000, -1, 0).astype(np.uint16),
+                         imagej=True, metadata={"axes": "CYX"})  # as training.datasets writes cells
+        tifffile.imwrite(root / "masks" / f"c{i}.tif", labels.astype(np.uint16))
+    ckpt = train(tmp_path / "run", sets=[str(root)], channels=2, base_width=4, depth=2, iterations=3, batch=2,
+                 crop=64, log_every=1, diameter=30.0, formulation="flows")
+    out = export_onnx(ckpt, tmp_path / "flows.onnx")
+    spec = ModelSpec(id="cells", name="cells", task="cells", file=out.name, channels=2, input_multiple=4,
+                     diameter=30.0, input_roles=["cyto", "nuclei"], instances="flows",
+                     postprocess={"foreground_threshold": 0.5, "steps": 40, "min_cluster": 15, "min_size": 30})
+    image = read_image(root / "images" / "c0.tif", keep_channels=True)
+    seg = piximi_py.run_sync(segment_async(image, spec, OnnxRuntimeBackend(str(out)),
+                                           channels={"cyto": 0, "nuclei": 1}, diameter=30.0))
+    assert seg.labels.shape == image.shape[:2]
+    with pytest.raises(ValueError, match="unknown formulation"):
+        train(tmp_path / "bad", sets=[str(root)], channels=2, iterations=1, formulation="boxes")
