@@ -190,9 +190,10 @@ def flow_targets(labels: np.ndarray) -> np.ndarray:
     The centre is the object's deepest pixel (farthest from its edge, ties broken by the
     deepest neighbourhood), which lies inside even a curved cell. Cellpose diffuses heat from
     the centre so that the flow bends with the cell; a straight line costs one distance
-    transform per crop, and pixels that followed it into a neighbour still end at the
-    neighbour's edge, not its centre, so few are lost (``piximi_py.postprocess.flows_to_labels``
-    gives back the labels of the crops of every whole-cell set at AP@0.5 0.93-1.0).
+    transform per crop, but where it leaves a strongly curved cell the pixels following it
+    take the neighbour's flow and end at the neighbour's centre. That costs little on real
+    cells: from these targets ``piximi_py.postprocess.flows_to_labels`` gives back the
+    labels of a crop of every whole-cell set at AP@0.5 0.93-1.0.
     """
     labels = np.asarray(labels)
     target = np.zeros((3,) + labels.shape, np.float32)
