@@ -143,10 +143,10 @@ def _output_planes(model: ModelSpec) -> int:
 def _masks(prob: np.ndarray, model: ModelSpec, shape) -> tuple[np.ndarray, np.ndarray]:
     """What :func:`_instances` makes the instances from, on a ``shape`` grid, from a model output
     ``prob`` on its own grid: the foreground and seed masks, or a flow model's foreground and flow."""
-    foreground, seed = rescale.resample_masks(prob, shape, *_thresholds(model))
     if predicts_flows(model):
-        return foreground, rescale.resample_probabilities(prob[1:3], shape)
-    return foreground, seed
+        planes = rescale.resample_probabilities(prob[:3], shape)
+        return (1.0 - planes[0]) > _thresholds(model)[0], planes[1:]
+    return rescale.resample_masks(prob, shape, *_thresholds(model))
 
 
 def _instances(masks: tuple, model: ModelSpec, scale: float = 1.0) -> np.ndarray:

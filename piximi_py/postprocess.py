@@ -239,7 +239,6 @@ def flows_to_labels(foreground: np.ndarray, flows: np.ndarray, *, steps: int = 4
     clusters = clusters.ravel()
     size = np.bincount(clusters, weights=hits, minlength=n + 1)
     lut = np.where(size >= min_cluster, np.arange(n + 1), 0).astype(np.int32)
-    lut[0] = 0
     labels = np.zeros(h * w, np.int32)
     labels[start] = lut[clusters[end]]
     return finish_labels(labels.reshape(h, w), min_size)

@@ -221,7 +221,9 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     samples = [s for s in load_samples(sets, data_root, channels, stain, stain_mix)
                if s.source not in set(exclude_sources)]
     train_set, val_set = D.split(samples)
-    if diameter or flows:  # validation at the images' own scale says nothing of a model trained at one size
+    # validation at the images' own scale says nothing of a model trained at one size, and it
+    # scores class probabilities, which a flow model does not give
+    if diameter or flows:
         val_set = []
     print(f"{out}: train {len(train_set)} images, validation {len(val_set)} images", flush=True)
     if encoder_kwargs is None:
