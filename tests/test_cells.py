@@ -118,3 +118,14 @@ def test_cli_writes_cells_with_their_nuclei(two_channel, tmp_path):
     assert own.returncode == 0, own.stderr
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "c" / f"{stem}_labels.tif"),
                                   piximi_py.segment(path, model="cells", channels={"cyto": 0, "nuclei": 1}))
+
+
+def test_foreground_threshold_is_chosen_without_the_source_it_is_scored_on():
+    from training.cells import choose_foreground
+
+    # AP@0.5 of each fold on its left-out source, by foreground threshold
+    scores = {"a": {"0.3": 0.9, "0.6": 0.1}, "b": {"0.3": 0.2, "0.6": 0.4}, "c": {"0.3": 0.1, "0.6": 0.3}}
+    assert choose_foreground(scores) == 0.3  # best mean over every source
+    assert choose_foreground(scores, leave_out="a") == 0.6  # a's own score does not choose its threshold
+    assert choose_foreground(scores, leave_out="b") == 0.3
+    assert choose_foreground({"a": {"0.4": 0.5}}, leave_out="a") is None

@@ -471,7 +471,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_cells_train)
     p = sub.add_parser("cells-export", help="export runs/cells' model to models/ (thresholds tuned on training "
-                                            "images, index entry 'cells', rdf.yaml)")
+                                            "images, the foreground threshold by leave-one-source-out over "
+                                            "the folds; index entry 'cells', rdf.yaml)")
     p.set_defaults(func=cmd_cells_export)
     p = sub.add_parser("cells-evaluate", help="whole cells by source: each fold model on the source it never saw, "
                                               "the classical baseline on the same images, the shipped model")
