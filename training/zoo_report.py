@@ -176,6 +176,13 @@ def quantize_int8(src: Path, dst: Path, calibration: list[np.ndarray], keep_floa
     return dst
 
 
+def int8_name(name: str) -> str:
+    """The int8 copy's display name: ", int8" in the last parentheses (the model's description),
+    not in a qualifier such as "(experimental)" before them."""
+    head, paren, tail = name.rpartition(")")
+    return f"{head}, int8){tail}" if paren else f"{name} (int8)"
+
+
 def ship_int8(models_dir: Path, entry: dict, file_int8: str, calibration: list[np.ndarray],
               keep_float=(), measured: dict | None = None) -> dict:
     """Quantize the index entry ``entry``'s file into ``file_int8`` and register it as
@@ -196,7 +203,7 @@ def ship_int8(models_dir: Path, entry: dict, file_int8: str, calibration: list[n
         metrics, latency = (old.metrics, old.latency_ms_512) if keep else ({}, 0.0)
     return register_model(models_dir / "index.json", {
         **entry, "id": f"{entry['id']}_int8", "file": file_int8, "default": False, "webgpu": False,
-        "name": entry["name"].replace(")", ", int8)"),
+        "name": int8_name(entry["name"]),
         "description": entry["description"] + " int8-quantized (QDQ): a quarter of the download.",
         "metrics": metrics, "latency_ms_512": latency})
 
