@@ -210,7 +210,7 @@ def _mean(rows, key):
 #: Foreground thresholds tried by leave-one-source-out (:func:`foreground_scores`).
 FOREGROUND_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 #: The fold models' scores at each of them, written by :func:`ship` and read by
-#: :func:`evaluate_by_source`.
+#: :func:`evaluate_by_source` (so export again after retraining the folds).
 FOREGROUND_FILE = RUNS / "foreground.json"
 
 
@@ -241,7 +241,7 @@ def foreground_scores(spec, thresholds=FOREGROUND_THRESHOLDS, max_images: int = 
 def choose_foreground(scores: dict, leave_out: str | None = None) -> float | None:
     """The threshold of :func:`foreground_scores` with the best mean over the sources other than
     ``leave_out`` (for the model that never saw ``leave_out``: nested, so that its score there is
-    not tuned to it); None without any such source."""
+    not tuned to it); None without any such source. A tie goes to the threshold tried first."""
     sources = [s for s in scores if s != leave_out]
     if not sources:
         return None
@@ -261,8 +261,8 @@ def evaluate_by_source(*, folds: bool = True, shipped: bool = True, baseline: bo
     shipped_spec = specs.get(ENTRY["id"])
     report = {"variant": VARIANT, "fold_stages": FOLD_STAGES, "stages": STAGES, "sources": {}}
     if folds:  # each fold's foreground threshold, chosen on the other folds' left-out sources
-        chosen = json.loads(FOREGROUND_FILE.read_text()) if FOREGROUND_FILE.exists() else {}
-        scores = chosen.get("scores") or foreground_scores(cells_spec(), max_images=max_images)
+        saved = json.loads(FOREGROUND_FILE.read_text()) if FOREGROUND_FILE.exists() else {}
+        scores = saved.get("scores") or foreground_scores(cells_spec(), max_images=max_images)
         report["foreground"] = {"scores": scores, "chosen": {s: choose_foreground(scores, s) for s in scores}}
     for root in [*cell_sets(), *eval_only_sets()]:
         source = root.name
