@@ -37,7 +37,7 @@ from . import onnxfile, postprocess, preprocess, rescale, tiling
 from .metrics import average_precision
 from .models import ModelSpec, predicts_flows
 
-__all__ = ["class_targets", "touching_mask", "resize_labels", "Example", "collect_example",
+__all__ = ["check_teachable", "class_targets", "touching_mask", "resize_labels", "Example", "collect_example",
            "fit_head", "choose_thresholds", "Adaptation", "teach", "adapted_model_bytes",
            "spec_from_metadata", "teach_model", "METADATA_KEY"]
 
@@ -288,6 +288,14 @@ def _pairs(examples, head, weight=None, bias=None) -> list:
             for e in examples]
 
 
+
+def check_teachable(model: ModelSpec) -> None:
+    """Raise ValueError for a model teaching cannot refit: one that predicts flows towards cell
+    centres has no class head."""
+    if predicts_flows(model):
+        raise ValueError(f"the {model.id!r} model predicts flows towards cell centres, and teaching refits "
+                         "class probabilities: it cannot be taught")
+
 async def teach(corrected: list, model: ModelSpec, head: onnxfile.Head, backend, *,
                 budget_s: float = 45.0, iterations: int = 200, progress: Progress = None) -> Adaptation:
     """Adapt ``model`` to corrected images.
@@ -310,9 +318,7 @@ async def teach(corrected: list, model: ModelSpec, head: onnxfile.Head, backend,
     budget_s : float
         Seconds the head's fits may take together at most (the features come first).
     """
-    if predicts_flows(model):
-        raise ValueError(f"the {model.id!r} model predicts flows towards cell centres, and teaching refits "
-                         "class probabilities: it cannot be taught")
+    check_teachable(model)
     if not corrected:
         raise ValueError("mark at least one image as corrected before teaching")
     t0 = time.perf_counter()
@@ -431,6 +437,7 @@ def teach_model(corrected, path, model=None, *, models_dir=None, budget_s: float
     from .pipeline import prepare_input
 
     spec, file = resolve_model(model, models_dir)
+    check_teachable(spec)
     data = Path(file).read_bytes()
     head = onnxfile.find_head(data)
     backend = OnnxRuntimeBackend(onnxfile.with_outputs(data, [head.features]))

@@ -96,7 +96,7 @@ async def teach(options: dict | None = None, progress=None) -> dict:
     """
     from .backends.ortweb import OrtWebBackend
     from .pipeline import prepare_input
-    from .teach import adapted_model_bytes, spec_from_metadata
+    from .teach import adapted_model_bytes, check_teachable, spec_from_metadata
     from .teach import teach as adapt
 
     options = options or {}
@@ -107,6 +107,7 @@ async def teach(options: dict | None = None, progress=None) -> dict:
                              "'Mark as corrected')")
         first = next(iter(corrected.values()))
         spec = segmentation_spec(options.get("model") or first.get("model"))
+        check_teachable(spec)  # before the model is fetched and opened
         data = await model_bytes(spec)
         try:
             head = onnxfile.find_head(data)

@@ -72,13 +72,19 @@ def test_flows_to_labels_edge_cases():
     assert still.max() == 1 and still.all()
 
 
-def test_a_flow_model_cannot_be_taught():
+def test_a_flow_model_cannot_be_taught(tmp_path):
     from piximi_py import run_sync
     from piximi_py.teach import teach
 
     spec = ModelSpec(id="cells", name="cells", task="cells", file="x.onnx", channels=2, instances="flows")
     with pytest.raises(ValueError, match="cannot be taught"):
         run_sync(teach([("a", np.zeros((2, 32, 32), np.float32), np.zeros((32, 32), np.int32))], spec, None, None))
+    # the shipped whole-cell model predicts flows: refused before its file is read
+    from piximi_py.teach import teach_model
+
+    with pytest.raises(ValueError, match="cannot be taught"):
+        teach_model([(np.zeros((2, 32, 32), np.float32), np.zeros((32, 32), np.int32))], tmp_path / "t.onnx",
+                    model="cells")
 
 
 def test_flow_training_exports_a_model_the_pipeline_runs(tmp_path):
