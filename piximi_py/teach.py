@@ -288,13 +288,13 @@ def _pairs(examples, head, weight=None, bias=None) -> list:
             for e in examples]
 
 
-
 def check_teachable(model: ModelSpec) -> None:
     """Raise ValueError for a model teaching cannot refit: one that predicts flows towards cell
     centres has no class head."""
     if predicts_flows(model):
         raise ValueError(f"the {model.id!r} model predicts flows towards cell centres, and teaching refits "
                          "class probabilities: it cannot be taught")
+
 
 async def teach(corrected: list, model: ModelSpec, head: onnxfile.Head, backend, *,
                 budget_s: float = 45.0, iterations: int = 200, progress: Progress = None) -> Adaptation:

@@ -335,7 +335,9 @@ ENTRY = {
                    "cytoplasm, membrane, phase-contrast or DIC channel plus an optional nuclear channel (zeros "
                    "without one, as Cellpose). Cells are rescaled to 30 px across (diameter estimated or given). "
                    "Trained on BBBC018 (HT29, actin + Hoechst; CC BY-NC-SA 3.0), Usiigaci (phase contrast; MIT) "
-                   "and BBBC030 (CHO, DIC; CC BY 3.0): three sources, with synthetic fluorescence cells. Experimental: on "
+                   "and BBBC030 (CHO, DIC; CC BY 3.0): three sources"
+                   + (", with synthetic fluorescence cells" if RECIPE.get("synthetic_fraction") else "")
+                   + ". Experimental: on "
                    "sources it never saw it scores under the classical baseline alone, and level with it in AP@0.5 "
                    "(under it in mAP) with the nuclei linked, the cells then grown from them (models/README.md).",
 }
