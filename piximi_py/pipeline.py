@@ -125,12 +125,14 @@ def _estimating(model: ModelSpec) -> ModelSpec:
 
 def _instance_options(model: ModelSpec, scale: float = 1.0) -> dict:
     """The model's size limits of seeds and objects (and a flow model's walk, in steps of one
-    pixel), in pixels of a grid ``scale`` times finer."""
+    pixel), in pixels of a grid ``scale`` times finer; a flow model's largest flow error as it is."""
     areas = ("min_cluster", "min_size") if predicts_flows(model) else ("min_seed_size", "min_size")
     post = {k: v for k, v in model.postprocess.items() if k in areas}
     options = {k: max(1, int(round(v * rescale.area_scale(scale)))) for k, v in post.items()}
     if predicts_flows(model) and "steps" in model.postprocess:
         options["steps"] = max(1, int(round(model.postprocess["steps"] * rescale.area_scale(scale) ** 0.5)))
+    if predicts_flows(model) and model.postprocess.get("max_flow_error") is not None:  # unit vectors: any grid
+        options["max_flow_error"] = float(model.postprocess["max_flow_error"])
     return options
 
 
@@ -149,10 +151,23 @@ def _masks(prob: np.ndarray, model: ModelSpec, shape) -> tuple[np.ndarray, np.nd
     return rescale.resample_masks(prob, shape, *_thresholds(model))
 
 
-def _instances(masks: tuple, model: ModelSpec, scale: float = 1.0) -> np.ndarray:
-    """Instance labels from :func:`_masks` on a grid ``scale`` times finer than the model's."""
+def _instances(masks: tuple, model: ModelSpec, scale: float = 1.0, check_flows: bool = True) -> np.ndarray:
+    """Instance labels from :func:`_masks` on a grid ``scale`` times finer than the model's; without
+    ``check_flows``, a flow model keeps every object whatever its flow error (:func:`_flow_checked`)."""
     make = postprocess.flows_to_labels if predicts_flows(model) else postprocess.masks_to_labels
-    return make(*masks, **_instance_options(model, scale))
+    options = _instance_options(model, scale)
+    if not check_flows:
+        options.pop("max_flow_error", None)
+    return make(*masks, **options)
+
+
+def _flow_checked(labels: np.ndarray, prob: np.ndarray, model: ModelSpec) -> np.ndarray:
+    """``labels`` made without the flow error check (:func:`_instances`) from a flow model's output
+    ``prob`` on their grid, checked now. The diameter estimate measures every object found: on the
+    whole-cell folds' left-out sources the check in its passes too moved the estimate and cost the
+    DIC fold (README, *Whole cells: the flow error check*)."""
+    max_error = _instance_options(model).get("max_flow_error")
+    return labels if max_error is None else postprocess.drop_inconsistent_flows(labels, prob[1:3], max_error)
 
 
 async def predict_masks(x: np.ndarray, model: ModelSpec, backend: Backend,
@@ -407,7 +422,7 @@ async def _measure_pass(x: np.ndarray, model: ModelSpec, backend: Backend, scale
     small = rescale.resize(window, rescale.rescaled_shape(window.shape, scale))
     prob = await predict_probabilities(small, model, backend)  # on the model's grid: cheaper
     del small
-    labels = _instances(_masks(prob, measuring, prob.shape[-2:]), measuring)
+    labels = _instances(_masks(prob, measuring, prob.shape[-2:]), measuring, check_flows=False)
     found, count = D.median_diameter(labels)
     whole = window.shape == x.shape
     return _Pass(scale, found / scale, count, whole, count * np.pi / 4 * found ** 2 / labels.size,
@@ -560,7 +575,7 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
     others = _passes_near(reuse, passes) if reuse is not None and _one_fluorescence_plane(model) else []
     keep_foreground = multi and (channels or {}).get("nuclei") is not None  # for add_nuclei
     if reuse is not None and not others and reuse.scale == 1.0 and reuse.labels is not None:
-        scale, labels = 1.0, reuse.labels
+        scale, labels = 1.0, _flow_checked(reuse.labels, reuse.probabilities, model)
         if keep_foreground:
             masks = _reused_masks(reuse, [], model, x.shape[-2:])
         del x

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = ["probabilities_to_labels", "threshold_probabilities", "masks_to_labels", "flows_to_labels",
-           "trim_to_contrast",
+           "flow_errors", "drop_inconsistent_flows", "trim_to_contrast",
            "separated_seeds", "remove_small_objects", "fill_holes", "finish_labels",
            "relabel_sequential", "label_dtype"]
 
@@ -196,7 +196,7 @@ def masks_to_labels(foreground: np.ndarray, seed_mask: np.ndarray, *, min_seed_s
 
 
 def flows_to_labels(foreground: np.ndarray, flows: np.ndarray, *, steps: int = 40, min_cluster: int = 15,
-                    min_size: int = 12) -> np.ndarray:
+                    min_size: int = 12, max_flow_error: float | None = None) -> np.ndarray:
     """Instance labels from a foreground mask and a flow field towards each object's centre.
 
     Every foreground pixel moves ``steps`` times along the flow (one pixel per step at most,
@@ -204,7 +204,9 @@ def flows_to_labels(foreground: np.ndarray, flows: np.ndarray, *, steps: int = 4
     small cluster near its centre, wherever a boundary between touching objects is faint.
     End points one pixel apart are one cluster (after a dilation); a cluster of at least
     ``min_cluster`` end points is an object, and each pixel takes the label of the cluster it
-    ended in (pixels of smaller clusters are background, then :func:`finish_labels`).
+    ended in (pixels of smaller clusters are background, then :func:`finish_labels`). With
+    ``max_flow_error``, an object whose flow does not point at its own centre (:func:`flow_errors`
+    over that) is dropped (:func:`drop_inconsistent_flows`, Cellpose's flow threshold).
 
     Parameters
     ----------
@@ -215,6 +217,8 @@ def flows_to_labels(foreground: np.ndarray, flows: np.ndarray, *, steps: int = 4
         Steps of the walk: at least the radius of the largest objects, in pixels.
     min_cluster, min_size : int
         Smallest cluster of end points, and smallest object (pixels).
+    max_flow_error : float, optional
+        Largest mean squared flow error of an object kept (0 to 4); None keeps every object.
 
     Returns
     -------
@@ -241,7 +245,68 @@ def flows_to_labels(foreground: np.ndarray, flows: np.ndarray, *, steps: int = 4
     lut = np.where(size >= min_cluster, np.arange(n + 1), 0).astype(np.int32)
     labels = np.zeros(h * w, np.int32)
     labels[start] = lut[clusters[end]]
-    return finish_labels(labels.reshape(h, w), min_size)
+    labels = finish_labels(labels.reshape(h, w), min_size)
+    if max_flow_error is not None:
+        labels = drop_inconsistent_flows(labels, flows, max_flow_error)
+    return labels
+
+
+def flow_errors(labels: np.ndarray, flows: np.ndarray) -> np.ndarray:
+    """Per object, the mean squared difference between a predicted flow and the unit vectors from
+    each of its pixels towards its centroid: near 0 where the pixels agree on one centre inside the
+    object, up to 4 where they point away from it.
+
+    A flow model learns to point at each object's deepest pixel (``training.data.flow_targets``);
+    the check measures against the centroid instead, which moves little when an outline changes by a
+    pixel, where the deepest pixel of a flat cell can jump across it. So flows that differ in their
+    last bits (the page's and CPython's) keep the same cells, at a quarter of the time of a distance
+    transform; on the whole-cell folds both centres chose the same threshold with nearly the same
+    scores (README, *Whole cells: the flow error check*).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        Objects numbered 1..n.
+    flows : ndarray, shape (2, H, W)
+        The predicted flow ``(dy, dx)``.
+
+    Returns
+    -------
+    errors : ndarray of float, shape (n,)
+        The error of object ``i`` at index ``i - 1`` (0 for a number without pixels).
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max())
+    if n == 0:
+        return np.zeros(0)
+    flat = labels.ravel()
+    rows, cols = np.indices(labels.shape, np.float32)
+    count = np.maximum(np.bincount(flat, minlength=n + 1), 1)
+    centre_y = (np.bincount(flat, weights=rows.ravel(), minlength=n + 1) / count).astype(np.float32)
+    centre_x = (np.bincount(flat, weights=cols.ravel(), minlength=n + 1) / count).astype(np.float32)
+    dy, dx = centre_y[labels] - rows, centre_x[labels] - cols
+    length = np.hypot(dy, dx)
+    length[length == 0] = np.inf  # the pixel at the centre: no direction, the flow's own length counts
+    flows = np.asarray(flows, np.float32)
+    squared = (flows[0] - dy / length) ** 2 + (flows[1] - dx / length) ** 2
+    return np.bincount(flat, weights=squared.ravel(), minlength=n + 1)[1:] / count[1:]
+
+
+def drop_inconsistent_flows(labels: np.ndarray, flows: np.ndarray, max_error: float) -> np.ndarray:
+    """``labels`` without the objects whose :func:`flow_errors` exceed ``max_error``, renumbered.
+
+    On a modality a flow model never saw, its flow is confused where it finds no cell, and the
+    pixels there still end in clusters, whose pixels do not point at the centre of the object they
+    make. Cellpose drops such objects the same way (its ``flow_threshold``, against the flow it
+    computes from each mask).
+    """
+    if not 0 < max_error <= 4:
+        raise ValueError(f"max_flow_error must lie in (0, 4], got {max_error!r}")
+    errors = flow_errors(labels, flows)
+    if not len(errors) or errors.max() <= max_error:
+        return labels
+    keep = np.concatenate([[0], np.where(errors <= max_error, np.arange(1, len(errors) + 1), 0)])
+    return relabel_sequential(keep[labels])
 
 
 def trim_to_contrast(labels: np.ndarray, image: np.ndarray, fraction: float, *, ring: int = 3,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 from realdata import stardist_sample
 
 from piximi_py.io import read_image
 from piximi_py.metrics import evaluate_instances
 from piximi_py.models import ModelSpec
-from piximi_py.postprocess import flows_to_labels, masks_to_labels
+from piximi_py.postprocess import drop_inconsistent_flows, flow_errors, flows_to_labels, masks_to_labels
 
 
 def _flow_targets(labels):
@@ -70,6 +71,61 @@ def test_flows_to_labels_edge_cases():
     # without a seed is one object for the nuclei models
     still = flows_to_labels(np.ones((20, 30), bool), np.zeros((2, 20, 30), np.float32))
     assert still.max() == 1 and still.all()
+
+
+def test_an_object_whose_flow_points_elsewhere_is_dropped():
+    """The flow a mask implies (what the model learns) has little error against it; an object whose
+    predicted flow points away from its centre (as where a model meets a modality it never saw) is
+    dropped, the rest kept."""
+    labels = _touching_cells()
+    flows = _flow_targets(labels)[1:]
+    assert flow_errors(labels, flows).max() < 0.5  # towards the deepest pixel, measured to the centroid
+    rows, cols = np.indices(labels.shape)
+    centroids = np.array(ndi.center_of_mass(labels > 0, labels, np.arange(1, labels.max() + 1)))
+    to_centroid = np.stack([centroids[labels - 1, 0] - rows, centroids[labels - 1, 1] - cols])
+    to_centroid /= np.maximum(np.hypot(*to_centroid), 1e-9)
+    to_centroid[:, labels == 0] = 0
+    assert np.allclose(flow_errors(labels, to_centroid), 0, atol=1e-5)
+    confused = flows.copy()
+    confused[:, labels == 5] *= -1
+    errors = flow_errors(labels, confused)
+    assert errors.shape == (labels.max(),) and errors[4] > 3 and np.delete(errors, 4).max() < 0.5
+    kept = drop_inconsistent_flows(labels, confused, 1.0)
+    assert kept.max() == labels.max() - 1 and not kept[labels == 5].any()
+    np.testing.assert_array_equal(kept > 0, (labels > 0) & (labels != 5))
+    assert drop_inconsistent_flows(labels, flows, 1.0) is labels  # nothing to drop: unchanged
+    # in the instance step: the pixels of the confused object meet at no centre of their own
+    found = flows_to_labels(labels > 0, confused, min_size=12, max_flow_error=1.0)
+    assert evaluate_instances(labels, found)["tp"] == labels.max() - 1
+    for bad in (0, -1, 5, float("nan")):
+        with pytest.raises(ValueError, match="max_flow_error"):
+            drop_inconsistent_flows(labels, flows, bad)
+    assert flow_errors(np.zeros((8, 8), np.int32), np.zeros((2, 8, 8))).shape == (0,)
+
+
+def test_the_pipeline_drops_inconsistent_flows_at_any_scale():
+    from piximi_py.pipeline import _instance_options
+
+    spec = ModelSpec(id="cells", name="cells", task="cells", file="x.onnx", channels=2, instances="flows",
+                     postprocess={"foreground_threshold": 0.3, "steps": 60, "min_cluster": 80, "min_size": 30,
+                                  "max_flow_error": 0.7})
+    for scale in (0.5, 1.0, 2.0):
+        assert _instance_options(spec, scale)["max_flow_error"] == 0.7
+    # the diameter estimate's passes keep every object; the final cells are checked, made anew or
+    # reused from the estimate's pass at scale 1
+    from piximi_py.pipeline import _flow_checked, _instances
+
+    labels = _touching_cells()
+    prob = _flow_targets(labels)
+    prob[1:, labels == 5] *= -1  # one cell whose flow points away from its centre
+    masks = (prob[0] < 0.5, prob[1:])
+    unchecked = _instances(masks, spec, check_flows=False)
+    checked = _instances(masks, spec)
+    assert unchecked.max() == checked.max() + 1
+    np.testing.assert_array_equal(_flow_checked(unchecked, prob, spec), checked)
+    spec.postprocess.pop("max_flow_error")
+    assert "max_flow_error" not in _instance_options(spec, 1.0)
+    assert _flow_checked(unchecked, prob, spec) is unchecked
 
 
 def test_a_flow_model_cannot_be_taught(tmp_path):
