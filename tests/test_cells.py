@@ -129,3 +129,23 @@ def test_foreground_threshold_is_chosen_without_the_source_it_is_scored_on():
     assert choose_foreground(scores, leave_out="a") == 0.6  # a's own score does not choose its threshold
     assert choose_foreground(scores, leave_out="b") == 0.3
     assert choose_foreground({"a": {"0.4": 0.5}}, leave_out="a") is None
+
+
+def test_flow_error_is_chosen_at_each_folds_own_threshold_without_its_source():
+    from training.cells import choose_flow_error, with_flow_error
+
+    foreground = {"a": {"0.3": 0.9, "0.6": 0.1}, "b": {"0.3": 0.2, "0.6": 0.4}, "c": {"0.3": 0.1, "0.6": 0.3}}
+    # AP@0.5 of each fold by largest flow error, at the thresholds the choices need (0.3 and, for a, 0.6)
+    errors = {"0.3": {"a": {"off": 0.9, "0.7": 0.2}, "b": {"off": 0.2, "0.7": 0.3}, "c": {"off": 0.1, "0.7": 0.2}},
+              "0.6": {"a": {"off": 0.1, "0.7": 0.1}, "b": {"off": 0.4, "0.7": 0.4}, "c": {"off": 0.3, "0.7": 0.5}}}
+    assert choose_flow_error(errors, foreground) is None  # at 0.3 over every source: keep every cell
+    assert choose_flow_error(errors, foreground, leave_out="b") is None
+    assert choose_flow_error(errors, foreground, leave_out="a") == 0.7  # at a's threshold 0.6, on b and c
+    tie = {"0.3": {s: {"off": 0.5, "0.7": 0.5} for s in "abc"}}
+    assert choose_flow_error(tie, {s: {"0.3": 0.5} for s in "abc"}) is None  # a tie keeps every cell
+    from piximi_py.models import ModelSpec
+
+    spec = ModelSpec(id="cells", name="cells", task="cells", file="x.onnx", instances="flows",
+                     postprocess={"foreground_threshold": 0.3, "max_flow_error": 0.7})
+    assert with_flow_error(spec, 0.8).postprocess == {"foreground_threshold": 0.3, "max_flow_error": 0.8}
+    assert with_flow_error(spec, "off").postprocess == {"foreground_threshold": 0.3}

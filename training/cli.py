@@ -175,9 +175,11 @@ def cmd_he_evaluate(args) -> int:
 
 
 def record_by_source(report: dict, model_ids, unseen: dict) -> None:
-    """Write into models/index.json each model's mean over the sources' held-out splits
-    (``report["sources"][source][model_id]``) and the folds' mean on sources never seen beside it."""
+    """Write into models/index.json (and the model's rdf.yaml) each model's mean over the sources'
+    held-out splits (``report["sources"][source][model_id]``) and the folds' mean on sources never
+    seen beside it."""
     from .export import register_model
+    from .rdf import write_rdf
 
     index = json.loads((ROOT / "models" / "index.json").read_text())
     for model_id in model_ids:
@@ -187,7 +189,9 @@ def record_by_source(report: dict, model_ids, unseen: dict) -> None:
             continue
         metrics = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("ap50", "map", "f1")}
         metrics.update({f"unseen_{k}": v for k, v in unseen.items()})
-        register_model(ROOT / "models" / "index.json", {**entry, "metrics": metrics})
+        entry = register_model(ROOT / "models" / "index.json", {**entry, "metrics": metrics})
+        if (ROOT / "models" / f"{model_id}.rdf.yaml").exists():
+            write_rdf(ROOT / "models", entry)
 
 
 def cmd_evaluate(args) -> int:
@@ -471,8 +475,8 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_cells_train)
     p = sub.add_parser("cells-export", help="export runs/cells' model to models/ (thresholds tuned on training "
-                                            "images, the foreground threshold by leave-one-source-out over "
-                                            "the folds; index entry 'cells', rdf.yaml)")
+                                            "images, the foreground threshold and flow error by leave-one-"
+                                            "source-out over the folds; index entry 'cells', rdf.yaml)")
     p.set_defaults(func=cmd_cells_export)
     p = sub.add_parser("cells-evaluate", help="whole cells by source: each fold model on the source it never saw, "
                                               "the classical baseline on the same images, the shipped model")

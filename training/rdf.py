@@ -28,7 +28,9 @@ def _output_description(entry: dict) -> str:
         return ("per-pixel probability of background, then the unit vector (dy, dx) towards the centre of "
                 f"the cell the pixel belongs to; instances: the pixels where 1 - background > "
                 f"{post['foreground_threshold']} follow the flow {post.get('steps', 40)} steps and group where "
-                "they end, as Cellpose's do (piximi_py.postprocess.flows_to_labels)")
+                "they end, as Cellpose's do (piximi_py.postprocess.flows_to_labels)"
+                + (f"; a cell whose flow differs from unit vectors towards its centroid by a mean squared error over "
+                   f"{post['max_flow_error']} is dropped" if post.get("max_flow_error") is not None else ""))
     return ("per-pixel class probabilities; instances: seeds = interior > "
             f"{post['seed_threshold']}, grown within 1 - background > "
             f"{post['foreground_threshold']} (piximi_py.postprocess)")
