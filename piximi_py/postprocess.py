@@ -6,7 +6,8 @@ class, so connected interiors are seeds; every foreground pixel then joins the
 nearest seed of its own foreground component. A flow model (``ModelSpec.instances``
 "flows", the whole-cell model) predicts the probability of background and a flow towards
 each object's centre instead; its pixels follow the flow and group where they end
-(:func:`flows_to_labels`).
+(:func:`flows_to_labels`), and a group whose flow does not point at its own centre is dropped
+(:func:`drop_inconsistent_flows`).
 """
 from __future__ import annotations
 
