@@ -270,9 +270,10 @@ def flow_error_scores(spec, foreground: dict, errors=FLOW_ERRORS, max_images: in
         base = with_foreground(spec, threshold)
         table = fold_scores({str(e): with_flow_error(base, e) for e in errors if e != "off"}, max_images,
                             f"flow error at {threshold:g}")
-        # every cell kept is foreground_scores' own score
-        scores[f"{threshold:g}"] = {source: ({"off": foreground[source][str(threshold)]} if "off" in errors else {})
-                                    | row for source, row in table.items()}
+        # keyed as foreground_scores keys its thresholds; every cell kept is its own score there
+        key = str(threshold)
+        scores[key] = {source: ({"off": foreground[source][key]} if "off" in errors else {}) | row
+                       for source, row in table.items()}
     return scores
 
 
@@ -299,7 +300,7 @@ def choose_flow_error(scores: dict, foreground: dict, leave_out: str | None = No
     other than ``leave_out``, at the foreground threshold chosen the same way; None to keep every
     cell (or without such a source)."""
     threshold = choose_foreground(foreground, leave_out)
-    table = scores.get(f"{threshold:g}") if threshold is not None else None
+    table = scores.get(str(threshold)) if threshold is not None else None
     best = best_setting(table, leave_out) if table else None
     return None if best in (None, "off") else float(best)
 
@@ -498,7 +499,7 @@ def format_foreground(foreground: dict) -> str:
                   "|---" * (len(keys) + 2) + "|"]
         lines += [f"| {source} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " | "
                   + (f"{error_chosen[source]:g}" if error_chosen.get(source) is not None else "off")
-                  + (f" (at {chosen[source]:g})" if f"{chosen[source]:g}" != threshold else "") + " |"
+                  + (f" (at {chosen[source]:g})" if str(chosen[source]) != threshold else "") + " |"
                   for source, row in table.items()]
     return "\n".join(lines)
 
