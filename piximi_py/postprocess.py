@@ -78,35 +78,53 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
     """Fill background enclosed by objects with the label of the nearest object pixel.
 
     A hole is a 4-connected background component that does not reach the
-    image border (as in ``scipy.ndimage.binary_fill_holes``). The nearest
-    object pixel of a hole pixel is no farther than the hole's own rim, so
-    each hole is filled from a window around it grown by its diagonal:
-    small distance transforms instead of one over the whole image, which
-    took half of the instance step's time (and a full-size index array).
-    ``labels`` is 2-D.
+    image border (as in ``scipy.ndimage.binary_fill_holes``). Every object
+    pixel nearest to a hole pixel lies on the hole's rim (a staircase from
+    the pixel to any object pixel leaves the hole through the rim no farther
+    away), so a hole whose rim holds one label takes it without a distance
+    transform (the flow models leave hundreds of such specks per image), and
+    the other holes are filled by distance transforms over windows one pixel
+    larger than each group of touching holes: equal to one transform over
+    the whole image, which took half of the instance step's time. ``labels``
+    is 2-D.
     """
     background, n = ndi.label(labels == 0)
     if n == 0:
         return labels
     is_hole = ~_on_border(background)
     is_hole[0] = False
-    holes = np.flatnonzero(is_hole)
-    if holes.size == 0:
+    if not is_hole.any():
         return labels
-    boxes = ndi.find_objects(background)
-    windows = []
-    for k in holes:
-        box = boxes[k - 1]
-        margin = int(np.ceil(np.hypot(*(s.stop - s.start for s in box)))) + 1
-        windows.append(tuple(slice(max(0, s.start - margin), min(size, s.stop + margin))
-                             for s, size in zip(box, labels.shape)))
-    if sum((w[0].stop - w[0].start) * (w[1].stop - w[1].start) for w in windows) > labels.size:
-        return _nearest_label(labels, is_hole[background])  # holes as big as the image: one transform
+    rim_low, rim_high = _rim_labels(labels, np.where(is_hole[background], background, 0), n)
     out = labels.copy()
-    for k, window in zip(holes, windows):
-        inside = background[window] == k
+    one_label = is_hole & (rim_low == rim_high)
+    inside = one_label[background]
+    out[inside] = rim_low[background[inside]]
+    several = (is_hole & ~one_label)[background]
+    groups, _ = ndi.label(several, np.ones((3, 3), bool))
+    for k, box in enumerate(ndi.find_objects(groups), 1):
+        window = tuple(slice(max(0, s.start - 1), min(size, s.stop + 1)) for s, size in zip(box, labels.shape))
+        inside = groups[window] == k
         out[window][inside] = _nearest_label(labels[window], inside)[inside]
     return out
+
+
+def _rim_labels(labels: np.ndarray, hole_ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest and largest object label 4-adjacent to each hole of ``hole_ids`` (1..n;
+    0 elsewhere); a hole's rim pixels are all object pixels."""
+    ids, rim = [], []
+    for a, b in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+                 ((slice(None), slice(1, None)), (slice(None), slice(None, -1)))):
+        for here, there in ((a, b), (b, a)):
+            pair = (hole_ids[here] > 0) & (labels[there] > 0)
+            ids.append(hole_ids[here][pair])
+            rim.append(labels[there][pair])
+    ids, rim = np.concatenate(ids), np.concatenate(rim).astype(np.int64)
+    low = np.full(n + 1, np.iinfo(np.int64).max)
+    high = np.full(n + 1, -1)
+    np.minimum.at(low, ids, rim)
+    np.maximum.at(high, ids, rim)
+    return low, high
 
 
 def probabilities_to_labels(prob: np.ndarray, *, foreground_threshold: float = 0.5,
@@ -234,10 +252,19 @@ def flows_to_labels(foreground: np.ndarray, flows: np.ndarray, *, steps: int = 4
         return np.zeros((h, w), np.uint16)
     dy, dx = (np.asarray(f, np.float32).ravel() for f in flows)
     y, x = (start // w).astype(np.float32), (start % w).astype(np.float32)
+    # in place, the pixel index as one float (exact below 2**24 in float32): the walk is most of
+    # the instance step's time, and this takes 0.56 of the time of fresh arrays per step
+    at, step = np.empty(len(start), np.intp), np.empty_like(y)
+    index = np.empty(len(start), np.float32 if h * w < 2 ** 24 else np.float64)
     for _ in range(int(steps)):
-        at = np.clip(np.rint(y), 0, h - 1).astype(np.intp) * w + np.clip(np.rint(x), 0, w - 1).astype(np.intp)
-        y = np.clip(y + dy[at], 0, h - 1)
-        x = np.clip(x + dx[at], 0, w - 1)
+        np.rint(y, out=index)
+        index *= w
+        index += np.rint(x, out=step)  # y, x stay in the image
+        at[...] = index
+        y += np.take(dy, at, out=step)
+        np.clip(y, 0, h - 1, out=y)
+        x += np.take(dx, at, out=step)
+        np.clip(x, 0, w - 1, out=x)
     end = np.rint(y).astype(np.intp) * w + np.rint(x).astype(np.intp)
     hits = np.bincount(end, minlength=h * w)
     clusters, n = ndi.label(ndi.binary_dilation((hits > 0).reshape(h, w)))
