@@ -252,19 +252,14 @@ def flows_to_labels(foreground: np.ndarray, flows: np.ndarray, *, steps: int = 4
         return np.zeros((h, w), np.uint16)
     dy, dx = (np.asarray(f, np.float32).ravel() for f in flows)
     y, x = (start // w).astype(np.float32), (start % w).astype(np.float32)
-    # in place, the pixel index as one float (exact below 2**24 in float32): the walk is most of
-    # the instance step's time, and this takes 0.56 of the time of fresh arrays per step
-    at, step = np.empty(len(start), np.intp), np.empty_like(y)
-    index = np.empty(len(start), np.float32 if h * w < 2 ** 24 else np.float64)
+    # the pixel index as one float, cast once (exact below 2**24 in float32): the walk is most of
+    # the instance step's time, and this takes 0.6 of the time of two casts natively, 0.95 in the
+    # page (in-place updates with np.take take 0.8 natively and 2.1 in the page)
+    exact = np.float32 if h * w < 2 ** 24 else np.float64
     for _ in range(int(steps)):
-        np.rint(y, out=index)
-        index *= w
-        index += np.rint(x, out=step)  # y, x stay in the image
-        at[...] = index
-        y += np.take(dy, at, out=step)
-        np.clip(y, 0, h - 1, out=y)
-        x += np.take(dx, at, out=step)
-        np.clip(x, 0, w - 1, out=x)
+        at = (np.rint(y, dtype=exact) * w + np.rint(x, dtype=exact)).astype(np.intp)  # y, x stay in the image
+        y = np.clip(y + dy[at], 0, h - 1)
+        x = np.clip(x + dx[at], 0, w - 1)
     end = np.rint(y).astype(np.intp) * w + np.rint(x).astype(np.intp)
     hits = np.bincount(end, minlength=h * w)
     clusters, n = ndi.label(ndi.binary_dilation((hits > 0).reshape(h, w)))
