@@ -61,7 +61,7 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
     from piximi_py.io import read_image_bytes
     from piximi_py.models import default_models_dir, find_model, reads_channels, reads_color
     from piximi_py import run_sync
-    from piximi_py.pipeline import add_nuclei, prepare_input, segment_async
+    from piximi_py.pipeline import add_nuclei, prepare_input, run_tile, segment_async
 
     models = piximi_py.load_models()
     spec = find_model(models, model)
@@ -74,10 +74,10 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
         return await add_nuclei(seg, nuclei_spec, nuclei_backend) if nuclei_spec else seg
 
     x = prepare_input(read_image_bytes(image_bytes, color=reads_color(spec), keep_channels=reads_channels(spec)),
-                      spec)[None]
-    for _ in range(warmup):
-        backend.run_sync(x)
-    model_ms = median_ms(lambda: backend.run_sync(x), repeats)
+                      spec)
+    for _ in range(warmup):  # as the pipeline runs a tile: over its flips where the model averages them
+        run_sync(run_tile(x, spec, backend))
+    model_ms = median_ms(lambda: run_sync(run_tile(x, spec, backend)), repeats)
     out = {"model": spec.id, "shape": x.shape[-2:], "model_ms": model_ms, "diameter": spec.diameter}
     for mode, diameter, averaged in _modes(spec.diameter or None, augment):
         for _ in range(warmup):

@@ -24,7 +24,8 @@ from .backends.base import Backend
 from .models import ModelSpec, predicts_flows, reads_channels, reads_color
 
 __all__ = ["Segmentation", "prepare_input", "predict_probabilities", "predict_masks", "predict_masks_averaged",
-           "check_augment", "check_flag", "estimate_diameter", "segment_async", "add_nuclei", "AUGMENT_SCALES"]
+           "check_augment", "check_flag", "estimate_diameter", "segment_async", "add_nuclei", "AUGMENT_SCALES",
+           "run_tile", "FLIPS"]
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -77,6 +78,33 @@ def prepare_input(image: np.ndarray, model: ModelSpec, channels: dict | None = N
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+#: The flips :func:`run_tile` averages over (axes of a ``(C, H, W)`` tile): none, rows, columns, both.
+FLIPS = ((), (-2,), (-1,), (-2, -1))
+
+
+async def run_tile(tile: np.ndarray, model: ModelSpec, backend: Backend) -> np.ndarray:
+    """The model's output ``(K, h, w)`` for one ``(C, h, w)`` tile.
+
+    With ``model.flip_average``, the mean of the outputs for the tile and its flips
+    (:data:`FLIPS`), each flipped back, run as one batch; a flow model's row and column
+    components of a flipped tile point the other way, and are negated back. The mean is
+    then the same for a flipped tile, flipped (up to rounding): no direction is favoured.
+    """
+    if not model.flip_average:
+        return (await backend.run(np.ascontiguousarray(tile)[None]))[0]
+    out = await backend.run(np.ascontiguousarray(np.stack([np.flip(tile, axes) for axes in FLIPS])))
+    total = np.zeros(out.shape[1:], np.float32)
+    for y, axes in zip(out, FLIPS):
+        y = np.flip(y, axes)
+        if predicts_flows(model):
+            sign = np.ones((y.shape[0], 1, 1), np.float32)
+            sign[1] = -1.0 if -2 in axes else 1.0  # flow_y
+            sign[2] = -1.0 if -1 in axes else 1.0  # flow_x
+            y = y * sign
+        total += y
+    return total / len(FLIPS)
+
+
 async def predict_probabilities(x: np.ndarray, model: ModelSpec, backend: Backend,
                                 progress: Progress = None) -> np.ndarray:
     """Tile, run and stitch: ``(C, H, W)`` input to ``(K, H, W)`` probabilities."""
@@ -88,8 +116,7 @@ async def predict_probabilities(x: np.ndarray, model: ModelSpec, backend: Backen
     for i, t in enumerate(plan):
         if progress:
             progress("inference", i, len(plan))
-        y = await backend.run(np.ascontiguousarray(padded[(slice(None),) + t.read])[None])
-        y = y[0]
+        y = await run_tile(padded[(slice(None),) + t.read], model, backend)
         if out is None:
             out = np.empty((y.shape[0],) + padded.shape[-2:], np.float32)
         out[(slice(None),) + t.core] = y[(slice(None),) + t.inner]
@@ -197,8 +224,8 @@ async def predict_masks(x: np.ndarray, model: ModelSpec, backend: Backend,
     for i, t in enumerate(plan):
         if progress:
             progress("inference", i, len(plan))
-        y = await backend.run(np.ascontiguousarray(padded[(slice(None),) + t.read])[None])
-        f, s = postprocess.threshold_probabilities(y[0][(slice(None),) + t.inner], *thresholds)
+        y = await run_tile(padded[(slice(None),) + t.read], model, backend)
+        f, s = postprocess.threshold_probabilities(y[(slice(None),) + t.inner], *thresholds)
         fg[t.core], seed[t.core] = f, s
     if progress:
         progress("inference", len(plan), len(plan))

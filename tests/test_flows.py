@@ -177,3 +177,48 @@ def test_flow_training_exports_a_model_the_pipeline_runs(tmp_path):
     assert seg.labels.shape == image.shape[:2]
     with pytest.raises(ValueError, match="unknown formulation"):
         train(tmp_path / "bad", sets=[str(root)], channels=2, iterations=1, formulation="boxes")
+
+
+def test_flip_averaged_output_is_the_mean_over_flips_and_favours_no_direction(models_dir):
+    """``run_tile`` with the shipped whole-cell model: the mean of four plain runs on the flipped
+    tiles, each flipped back with its flow turned back; so a flipped tile gives the flipped
+    output, its flow reversed along the flip, and the plain model does not."""
+    import dataclasses
+
+    import piximi_py
+    from piximi_py import run_sync
+    from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
+    from piximi_py.pipeline import FLIPS, prepare_input, run_tile
+    from tools.samples import two_channel_sample
+
+    spec = piximi_py.find_model(piximi_py.load_models(models_dir), "cells")
+    assert spec.flip_average
+    backend = OnnxRuntimeBackend(str(models_dir / spec.file))
+    image = read_image(two_channel_sample(), keep_channels=True)
+    tile = prepare_input(image, spec, channels={"cyto": 0, "nuclei": 1})[:, 96:224, 160:320]
+    averaged = run_sync(run_tile(tile, spec, backend))
+    plain = dataclasses.replace(spec, flip_average=False)
+    expected = np.zeros_like(averaged)
+    for axes in FLIPS:
+        y = np.flip(run_sync(run_tile(np.flip(tile, axes).copy(), plain, backend)), axes).copy()
+        y[1] *= -1 if -2 in axes else 1
+        y[2] *= -1 if -1 in axes else 1
+        expected += y / 4
+    np.testing.assert_allclose(averaged, expected, atol=1e-5)
+
+    def flipped_back(model, axes):
+        y = np.flip(run_sync(run_tile(np.flip(tile, axes).copy(), model, backend)), axes).copy()
+        y[1] *= -1 if -2 in axes else 1
+        y[2] *= -1 if -1 in axes else 1
+        return y
+
+    for axes in FLIPS[1:]:
+        np.testing.assert_allclose(flipped_back(spec, axes), averaged, atol=1e-5)
+    assert np.abs(flipped_back(plain, (-2,)) - run_sync(run_tile(tile, plain, backend))).max() > 0.05
+    # a one-plane model's classes are averaged as they are: no plane negated
+    nuclei = dataclasses.replace(piximi_py.find_model(piximi_py.load_models(models_dir), "nuclei"), flip_average=True)
+    nuclei_backend = OnnxRuntimeBackend(str(models_dir / nuclei.file))
+    grey = tile[:1]
+    runs = [np.flip(run_sync(run_tile(np.flip(grey, axes).copy(), dataclasses.replace(nuclei, flip_average=False),
+                                      nuclei_backend)), axes) for axes in FLIPS]
+    np.testing.assert_allclose(run_sync(run_tile(grey, nuclei, nuclei_backend)), np.mean(runs, axis=0), atol=1e-5)

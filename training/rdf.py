@@ -114,6 +114,7 @@ def rdf(entry: dict, inputs: tuple[Path, Path], models_dir: Path) -> dict:
                                     if entry.get("outline_contrast") else {}),
                                  **({"min_relative_size": entry["min_relative_size"]}
                                     if entry.get("min_relative_size") else {}),
+                                 **({"flip_average": True} if entry.get("flip_average") else {}),
                                  "held_out_metrics": metrics}},
     }
 
