@@ -335,6 +335,54 @@ def test_webgpu_wasm_cpython_parity(web, models_dir):
                              "webgpu_equal": bool(np.array_equal(ref, gpu["labels"]))}
 
 
+def test_webgpu_waits_for_the_probe_it_gave_up_on(web):
+    """``backend="auto"`` times WebGPU against WASM once per model and gives up on a first WebGPU
+    run slower than its limit, leaving it running (:mod:`piximi_py.backends.probe`; SwiftShader's
+    shaders compile that slowly). onnxruntime-web's WebGPU build refuses any call while that run is
+    in flight ("Session already started"): the next WebGPU call waits its turn and succeeds."""
+    import base64
+
+    import tifffile
+
+    if not web.page.evaluate("(async () => !!(navigator.gpu && await navigator.gpu.requestAdapter()))()"):
+        pytest.skip("no WebGPU adapter in this Chromium")
+    crop = np.ascontiguousarray(tifffile.imread(stardist_sample()[0])[:96, :96])
+    out = web.page.evaluate("""async ([b64]) => {
+      const u = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const run = (backend) => window.piximi.segment(u, { backend, model: "nuclei_unet", diameter: 26 }).then(
+        (r) => ({ ok: true, count: r.count, backend: r.backend }), (e) => ({ ok: false, message: String(e.message || e) }));
+      const auto = await run("auto");
+      const gpu = await run("webgpu");
+      return { auto, gpu, probe: (await window.piximi.memory()).backend_probes.nuclei_unet ?? null };
+    }""", [base64.b64encode(tiff_bytes(crop)).decode()])
+    assert out["auto"]["ok"], out
+    if out["probe"] is None or out["probe"].get("cached") or out["probe"]["webgpu_ms"] is not None:
+        pytest.skip(f"the probe did not give up on a WebGPU run here: {out['probe']}")
+    assert out["gpu"]["ok"] and out["gpu"]["backend"] == "webgpu" and out["gpu"]["count"] > 0, out
+
+
+def test_whole_cells_average_their_flips_on_webgpu_as_in_cpython(web, models_dir):
+    """The whole-cell model runs each tile with its flips as one batch of four
+    (``ModelSpec.flip_average``): on WebGPU (SwiftShader) as on WASM, the same cells as CPython."""
+    import tifffile
+
+    import piximi_py
+
+    if not web.page.evaluate("(async () => !!(navigator.gpu && await navigator.gpu.requestAdapter()))()"):
+        pytest.skip("no WebGPU adapter in this Chromium")
+    assert piximi_py.find_model(piximi_py.load_models(models_dir), "cells").flip_average
+    crop = np.ascontiguousarray(tifffile.imread(two_channel_sample())[:, :192, :192])
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, crop, imagej=True, metadata={"axes": "CYX"})
+    data = buf.getvalue()
+    channels = {"cyto": 0, "nuclei": 1}
+    gpu = segment(web, data, backend="webgpu", model="cells", channels=channels, diameter=33)
+    assert gpu["ok"] and gpu["backend"] == "webgpu", gpu
+    ref = piximi_py.segment_image(data, model="cells", channels=channels, diameter=33, models_dir=models_dir)
+    assert ref.labels.max() > 3, "too few cells: the parity test would be vacuous"
+    assert_same_instances(ref.labels, gpu["labels"], "cells, CPython vs WebGPU")
+
+
 def test_int8_model_runs_on_wasm_even_where_webgpu_is_asked(web, models_dir):
     """onnxruntime-web's WebGPU provider returns empty labels for the int8 QDQ U-Nets (bench --webgpu):
     the page runs them on WASM, says so, and matches CPython."""

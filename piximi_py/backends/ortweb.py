@@ -29,6 +29,8 @@ runtime is never loaded).
 """
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from .base import Backend
@@ -48,6 +50,7 @@ def check_backend(backend: str) -> str:
 
 _ort_config: dict | None = None   # set by load_ort: module URLs, wasm paths, threads
 _ort_modules: dict = {}            # module URL -> the imported ES module
+_run_locks: dict = {}              # provider -> the lock its sessions' calls take (_in_turn)
 _webgpu: frozenset | bool | None = None   # the adapter's features; False: no adapter; None: not asked yet
 
 
@@ -161,6 +164,30 @@ FLOAT16_UNAVAILABLE = ("this model file computes in float16 and this GPU's WebGP
                        "'shader-f16'; use backend 'wasm' or 'auto'")
 
 
+async def _in_turn(provider: str, start):
+    """Await the promise ``start()`` makes (a session's creation, run or release on ``provider``)
+    after every earlier one on ``provider`` has settled.
+
+    onnxruntime-web's WebGPU build refuses a call while another session's is in flight ("Session
+    already started"). The turn ends when the promise settles, not when its awaiter stops waiting:
+    the start-up probe gives up on a slow first WebGPU run and leaves it running (:mod:`.probe`),
+    and the next WebGPU call waits for it instead of failing.
+    """
+    lock = _run_locks.setdefault(provider, asyncio.Lock())
+    await lock.acquire()
+    try:
+        task = asyncio.ensure_future(_settled(start()))
+    except BaseException:
+        lock.release()
+        raise
+    task.add_done_callback(lambda _: lock.release())
+    return await asyncio.shield(task)
+
+
+async def _settled(promise):
+    return await promise
+
+
 class OrtWebBackend(Backend):
     """One ORT-web ``InferenceSession`` bound to one execution provider."""
 
@@ -209,7 +236,7 @@ class OrtWebBackend(Backend):
         data = js.Uint8Array.new(len(model))
         data.assign(model)
         opts = _to_js_obj({"executionProviders": [provider], "graphOptimizationLevel": "all"})
-        return await ort.InferenceSession.create(data, opts)
+        return await _in_turn(provider, lambda: ort.InferenceSession.create(data, opts))
 
     async def run(self, batch: np.ndarray) -> np.ndarray:
         from pyodide.ffi import to_js
@@ -219,7 +246,8 @@ class OrtWebBackend(Backend):
         buf = js.Float32Array.new(batch.size)
         buf.assign(batch)  # one memcpy from the wasm heap into a JS typed array
         tensor = self._ort.Tensor.new("float32", buf, to_js(list(batch.shape)))
-        results = await self.session.run(_to_js_obj({self.input_name: tensor}))
+        feeds = _to_js_obj({self.input_name: tensor})
+        results = await _in_turn(self.name, lambda: self.session.run(feeds))
         out = getattr(results, self.output_name)
         try:
             shape = tuple(int(d) for d in out.dims)
@@ -256,7 +284,8 @@ class OrtWebBackend(Backend):
                 tensor = self._ort.Tensor.new(ort_type, buf, to_js(list(arr.shape)))
                 tensors.append(tensor)
                 feeds[name] = tensor
-            results = await self.session.run(_to_js_obj(feeds))
+            js_feeds = _to_js_obj(feeds)
+            results = await _in_turn(self.name, lambda: self.session.run(js_feeds))
             out = {}
             for name in self.output_names:
                 t = getattr(results, name)
@@ -278,6 +307,6 @@ class OrtWebBackend(Backend):
 
     async def close(self) -> None:
         try:
-            await self.session.release()
+            await _in_turn(self.name, lambda: self.session.release())
         except Exception:
             pass
