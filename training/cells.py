@@ -482,29 +482,31 @@ def ship(models_dir: Path | None = None) -> dict:
     return entry
 
 
+def _score_table(table: dict, last: str, cell) -> list[str]:
+    """``{source: {key: ap50}}`` as markdown rows, one per source, with a last column ``last``
+    holding ``cell(source)``."""
+    keys = list(next(iter(table.values())))
+    return (["| fold's left-out source | " + " | ".join(f"AP@0.5 at {k}" for k in keys) + f" | {last} |",
+             "|---" * (len(keys) + 2) + "|"]
+            + [f"| {source} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + f" | {cell(source)} |"
+               for source, row in table.items()])
+
+
 def format_foreground(foreground: dict) -> str:
     """The folds' AP@0.5 at each foreground threshold and flow error, and the nested choices, as
     tables."""
     scores, chosen = foreground["scores"], foreground["chosen"]
-    thresholds = list(next(iter(scores.values())))
     lines = ["Each fold ran at the foreground threshold best on the other folds' left-out sources (mean AP@0.5; "
-             "the shipped model at the best mean of all three):", "",
-             "| fold's left-out source | " + " | ".join(f"AP@0.5 at {t}" for t in thresholds) + " | threshold chosen |",
-             "|---" * (len(thresholds) + 2) + "|"]
-    lines += [f"| {source} | " + " | ".join(f"{row[t]:.3f}" for t in thresholds) + f" | {chosen[source]:g} |"
-              for source, row in scores.items()]
-    errors, error_chosen = foreground.get("flow_error_scores"), foreground.get("flow_error_chosen", {})
-    for threshold, table in (errors or {}).items():
-        keys = list(next(iter(table.values())))
+             "the shipped model at the best mean of all three):", ""]
+    lines += _score_table(scores, "threshold chosen", lambda source: f"{chosen[source]:g}")
+    error_chosen = foreground.get("flow_error_chosen", {})
+    for threshold, table in (foreground.get("flow_error_scores") or {}).items():
         lines += ["", f"Then the largest flow error (`piximi_py.postprocess.drop_inconsistent_flows`; cells whose "
                   f"predicted flow points away from their own centre by more are dropped), chosen the "
-                  f"same way, at foreground threshold {threshold}:", "",
-                  "| fold's left-out source | " + " | ".join(f"AP@0.5 at {k}" for k in keys) + " | chosen |",
-                  "|---" * (len(keys) + 2) + "|"]
-        lines += [f"| {source} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " | "
-                  + (f"{error_chosen[source]:g}" if error_chosen.get(source) is not None else "off")
-                  + (f" (at {chosen[source]:g})" if str(chosen[source]) != threshold else "") + " |"
-                  for source, row in table.items()]
+                  f"same way, at foreground threshold {threshold}:", ""]
+        lines += _score_table(table, "chosen", lambda source: (
+            (f"{error_chosen[source]:g}" if error_chosen.get(source) is not None else "off")
+            + (f" (at {chosen[source]:g})" if str(chosen[source]) != threshold else "")))
     return "\n".join(lines)
 
 

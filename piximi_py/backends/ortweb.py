@@ -173,7 +173,9 @@ async def _in_turn(provider: str, start):
     the start-up probe gives up on a slow first WebGPU run and leaves it running (:mod:`.probe`),
     and the next WebGPU call waits for it instead of failing.
     """
-    lock = _run_locks.setdefault(provider, asyncio.Lock())
+    if provider not in _run_locks:
+        _run_locks[provider] = asyncio.Lock()
+    lock = _run_locks[provider]
     await lock.acquire()
     try:
         task = asyncio.ensure_future(_settled(start()))
