@@ -79,13 +79,15 @@ def native(image_bytes: bytes, threads: int, repeats: int, model: str | None = N
         run_sync(run_tile(x, spec, backend))
     model_ms = median_ms(lambda: run_sync(run_tile(x, spec, backend)), repeats)
     out = {"model": spec.id, "shape": x.shape[-2:], "model_ms": model_ms, "diameter": spec.diameter}
-    for mode, diameter, averaged in _modes(spec.diameter or None, augment):
-        for _ in range(warmup):
-            run_sync(segment(diameter, averaged))
-        runs = []
-        out[f"{mode}_ms"] = median_ms(lambda: runs.append(run_sync(segment(diameter, averaged)).timings),  # noqa: B023
-                                      repeats)
-        out[f"{mode}_stages_ms"] = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in STAGES}
+    modes = _modes(spec.diameter or None, augment)
+    runs = {mode: [] for mode, _, _ in modes}
+    for i in range(warmup + repeats):  # the modes in turn: a drift in the machine's load moves each alike
+        for mode, diameter, averaged in modes:
+            t = time.perf_counter()
+            timings = run_sync(segment(diameter, averaged)).timings
+            if i >= warmup:
+                runs[mode].append({**timings, "wall": (time.perf_counter() - t) * 1000})
+    out.update(_summaries(runs, "wall"))
     out["e2e_ms"], out["stages_ms"] = out["auto_ms"], out["auto_stages_ms"]
     return out
 
@@ -95,6 +97,21 @@ def _modes(diameter, augment: bool) -> list:
     the model's own (no estimate, no rescaling: the pipeline as it was before the size step); "auto",
     estimated, as the page and API run by default; "augment", estimated and averaged over scales."""
     return [("fixed", diameter, False), ("auto", None, False)] + ([("augment", None, True)] if augment else [])
+
+
+def _summaries(runs: dict, total: str) -> dict:
+    """Per mode of ``runs`` (``{mode: [timings of each run]}``, the modes run in turn): the median
+    end to end (key ``total``) and stages, and the medians of the paired ratios of the estimate
+    (auto / fixed) and of the average over scales (augment / auto): a ratio of two runs made one
+    after the other, rather than of two medians taken minutes apart."""
+    out = {}
+    for mode, rs in runs.items():
+        out[f"{mode}_ms"] = statistics.median(r[total] for r in rs)
+        out[f"{mode}_stages_ms"] = {k: statistics.median(r.get(k, 0.0) for r in rs) for k in STAGES}
+    for name, (a, b) in {"estimate_ratio": ("auto", "fixed"), "augment_ratio": ("augment", "auto")}.items():
+        if a in runs and b in runs:
+            out[name] = statistics.median(x[total] / y[total] for x, y in zip(runs[a], runs[b]))
+    return out
 
 
 def browser(images: dict, threads: int, repeats: int, models=(None,), warmup: int = 1,
@@ -109,25 +126,28 @@ def browser(images: dict, threads: int, repeats: int, models=(None,), warmup: in
     with app_page(f"?threads={threads}") as (page, cold_ms):
         for model in models:
             entry = {"cold_ms": cold_ms}
-            for mode, diameter, averaged in _modes((diameters or {}).get(model), augment):
-                runs = page.evaluate(
-                    """async ([b64, n, model, warmup, diameter, nuclei, augment]) => {
-                        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-                        const out = [];
-                        for (let i = 0; i < n + warmup; i++) {
-                          const r = await window.piximi.segment(bytes.slice(), {backend: "wasm", diameter,
-                                                                                model: model || undefined,
-                                                                                nuclei: nuclei || undefined,
-                                                                                augment});
-                          out.push({...r.timings, backend: r.backend, count: r.count});
-                        }
-                        return out.slice(warmup);
-                    }""", [base64.b64encode(images[model]).decode(), repeats, model, warmup, diameter,
-                           (nuclei or {}).get(model), averaged])
-                med = lambda k: statistics.median(r.get(k, 0.0) for r in runs)  # noqa: E731,B023
-                entry.update({"backend": runs[0]["backend"], f"{mode}_ms": med("total"),
-                              f"{mode}_roundtrip_ms": med("roundtrip") if "roundtrip" in runs[0] else float("nan"),
-                              f"{mode}_stages_ms": {k: med(k) for k in STAGES}})
+            modes = [list(m) for m in _modes((diameters or {}).get(model), augment)]
+            runs = page.evaluate(
+                """async ([b64, n, model, warmup, modes, nuclei]) => {
+                    const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                    const out = Object.fromEntries(modes.map(([mode]) => [mode, []]));
+                    for (let i = 0; i < n + warmup; i++) {
+                      for (const [mode, diameter, augment] of modes) {  // in turn, as natively
+                        const r = await window.piximi.segment(bytes.slice(), {backend: "wasm", diameter,
+                                                                              model: model || undefined,
+                                                                              nuclei: nuclei || undefined,
+                                                                              augment});
+                        if (i >= warmup) out[mode].push({...r.timings, backend: r.backend, count: r.count});
+                      }
+                    }
+                    return out;
+                }""", [base64.b64encode(images[model]).decode(), repeats, model, warmup, modes,
+                       (nuclei or {}).get(model)])
+            first = next(iter(runs.values()))[0]
+            entry.update(backend=first["backend"], **_summaries(runs, "total"))
+            for mode, rs in runs.items():
+                entry[f"{mode}_roundtrip_ms"] = (statistics.median(r["roundtrip"] for r in rs)
+                                                 if "roundtrip" in rs[0] else float("nan"))
             # the model step: the inference stage of a run without the estimate (with it, the estimate's
             # first pass is the model step and the inference stage only reuses it)
             entry.update(model_ms=entry["fixed_stages_ms"]["inference"], e2e_ms=entry["auto_ms"],
@@ -254,12 +274,14 @@ def main(argv=None) -> int:
         print(f"| end to end, diameter given (no estimate) (ms) | {n['fixed_ms']:.0f} | {web['fixed_ms']:.0f} | "
               f"{web['fixed_ms'] / n['fixed_ms']:.2f} |")
         print(f"| page per megapixel: estimated diameter / given (ms/MP) | | {web['auto_ms'] / mp:.0f} / "
-              f"{web['fixed_ms'] / mp:.0f} | {web['auto_ms'] / web['fixed_ms']:.2f} (cost of the estimate) |")
+              f"{web['fixed_ms'] / mp:.0f} | {web['estimate_ratio']:.2f} (cost of the estimate: median of "
+              f"{args.repeats} paired runs; natively {n['estimate_ratio']:.2f}) |")
         if args.augment:
             print(f"| end to end, averaged over scales (augment) (ms) | {n['augment_ms']:.0f} | "
                   f"{web['augment_ms']:.0f} | {web['augment_ms'] / n['augment_ms']:.2f} |")
             print(f"| page per megapixel: averaged over scales / not (ms/MP) | | {web['augment_ms'] / mp:.0f} / "
-                  f"{web['auto_ms'] / mp:.0f} | {web['augment_ms'] / web['auto_ms']:.2f} (cost of the average) |")
+                  f"{web['auto_ms'] / mp:.0f} | {web['augment_ratio']:.2f} (cost of the average: median of paired "
+                  f"runs) |")
     print(f"\npage cold start to ready: {next(iter(webs.values()))['cold_ms']:.0f} ms")
     gpu = {}
     if args.webgpu:
