@@ -14,7 +14,10 @@ written as cytoplasm and nuclear channels (:func:`tools.samples.two_channel_samp
 ``--nuclei ID`` also segments its nuclear channel with that model and links each
 cell to its nucleus, timed as the ``nuclei`` stage and counted in the end to end. ``--augment`` also
 times the end to end averaged over scales (``augment=True``), diameter estimated. Absolute times on a shared
-2-core machine are noisy; compare the ratios. Both runtimes first run each
+2-core machine are noisy; compare the ratios. The end-to-end modes (given, estimated, averaged) run
+in turn, one run of each per round, and the cost of the estimate (of the average) is the median of
+each round's ratio, so that a change in the machine's load between two blocks of runs does not
+land on one side of it. Both runtimes first run each
 model ``--warmup`` times unmeasured: the page's first runs are slower (about
 250, then 125-195 ms against a steady 60-80 ms for the default model's
 inference) while Chromium compiles onnxruntime-web's hot WebAssembly code with
