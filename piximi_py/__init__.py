@@ -72,7 +72,7 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
                   progress=None, index: dict | None = None, diameter: float | None = None,
                   diameter_um: float | None = None, pixel_size=None,
                   channels: dict | None = None, nuclei: str | None = None,
-                  augment: bool = False, split_by_nuclei: bool = True) -> Segmentation:
+                  augment: bool = False, split_by_nuclei: bool = True, invert: bool = False) -> Segmentation:
     """Segment one image with native onnxruntime; returns labels and timings.
 
     Parameters
@@ -121,6 +121,12 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         around the diameter's (:func:`piximi_py.pipeline.predict_masks_averaged`;
         ``result.augmented``): more accurate on images unlike the training
         images, three passes of the model.
+    invert : bool, optional
+        Read the image (a whole-cell model: its cytoplasm channel) with its
+        intensities flipped, for dark cells on a lighter background (phase
+        contrast, brightfield, DIC) from a microscope unlike the training
+        ones, as Cellpose's ``invert`` (``result.inverted``;
+        :func:`piximi_py.pipeline.inverted`). Wrong for fluorescence.
 
     Raises
     ------
@@ -129,8 +135,9 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
     ValueError
         A bad option: unknown model, a diameter that is 0, negative, NaN or
         larger than the image, ``diameter_um`` without a pixel size,
-        ``channels`` that the model or the image does not have, ``augment``
-        or ``split_by_nuclei`` that is not a boolean.
+        ``channels`` that the model or the image does not have, ``augment``,
+        ``invert`` or ``split_by_nuclei`` that is not a boolean, ``invert`` with a
+        colour or stain model.
     """
     from .modelfile import resolve_model
     from .pipeline import NO_NUCLEAR_CHANNEL, check_flag, segment_async
@@ -148,7 +155,7 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
     backend = _native_backend(str(model_path), threads)
     result = run_sync(segment_async(image, spec, backend, progress=progress,
                                     filename=filename, index=index, diameter=diameter,
-                                    channels=channels, augment=augment))
+                                    channels=channels, augment=augment, invert=invert))
     if nuclei is not None and channels is None and (result.channels or {}).get("nuclei") is None:
         # left to the file, which has no nuclear channel: the cells alone, as the page gives them
         warnings.warn(NO_NUCLEAR_CHANNEL, stacklevel=2)

@@ -17,7 +17,8 @@ def _segment_command(args) -> int:
                            workers=args.workers, threads=args.threads, overwrite=args.overwrite,
                            log=sys.stderr, diameter=args.diameter, diameter_um=args.diameter_um,
                            channels=args.channels, nuclei=args.nuclei,
-                           augment=args.augment, split_by_nuclei=not args.keep_model_cells)
+                           augment=args.augment, split_by_nuclei=not args.keep_model_cells,
+                           invert=args.invert)
     except KeyboardInterrupt:
         print("interrupted: complete outputs are kept; run the same command again to resume",
               file=sys.stderr)
@@ -79,6 +80,10 @@ def main(argv=None) -> int:
     seg.add_argument("--augment", action="store_true",
                      help="average the model's probabilities over each image at three scales around its diameter's: "
                           "more accurate on images unlike the training images, three passes of the model")
+    seg.add_argument("--invert", action="store_true",
+                     help="read each image (a whole-cell model: its cytoplasm channel) with its intensities flipped, "
+                          "for dark cells on a lighter background (phase contrast, brightfield, DIC) from a microscope "
+                          "unlike the training ones; wrong for fluorescence")
     seg.add_argument("--overwrite", action="store_true",
                      help="recompute images whose outputs already exist (default: skip them)")
     sub.add_parser("models", help="list the available models")

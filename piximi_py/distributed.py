@@ -172,7 +172,8 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
                 models_dir=None, threads: int | None = None, index: dict | None = None,
                 overwrite: bool = False, diameter: float | None = None,
                 diameter_um: float | None = None, channels: dict | None = None,
-                nuclei: str | None = None, augment: bool = False, split_by_nuclei: bool = True) -> dict:
+                nuclei: str | None = None, augment: bool = False, split_by_nuclei: bool = True,
+                invert: bool = False) -> dict:
     """Segment and measure one image file and write its outputs.
 
     Writes ``NAME_rois.zip``, ``NAME_coco.json``, ``NAME_measurements.csv``
@@ -215,6 +216,9 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
     augment : bool
         Average the model's probabilities over three scales
         (:func:`piximi_py.pipeline.predict_masks_averaged`; three passes of the model).
+    invert : bool
+        Read each image (a whole-cell model: its cytoplasm channel) inverted
+        (:func:`piximi_py.pipeline.inverted`; dark cells on a lighter background).
 
     Returns
     -------
@@ -258,7 +262,7 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         decode_ms = (time.perf_counter() - t) * 1000.0
         px = resolve_diameter(diameter, diameter_um, pixel_size)
         result = asyncio.run(segment_async(image, spec, backend, diameter=px, channels=channels,
-                                           augment=augment))
+                                           augment=augment, invert=invert))
         if nuclei is not None:
             from .pipeline import add_nuclei
 
@@ -549,7 +553,7 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
               progress_bar: bool | None = None, objects_csv: bool = True, retries: int = 2,
               on_result=None, diameter: float | None = None, diameter_um: float | None = None,
               channels: dict | None = None, nuclei: str | None = None,
-              augment: bool = False, split_by_nuclei: bool = True) -> dict:
+              augment: bool = False, split_by_nuclei: bool = True, invert: bool = False) -> dict:
     """Segment many images and write their outputs, the run's tables and report.
 
     Parameters
@@ -590,6 +594,9 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
     augment : bool
         Average the model's probabilities over three scales for every image
         (:func:`piximi_py.pipeline.predict_masks_averaged`; three passes of the model).
+    invert : bool
+        Read every image (a whole-cell model: its cytoplasm channel) inverted
+        (:func:`process_one`); refused for a colour or stain model before any image is read.
     log : file or None
         Where progress and the summary go.
     progress_bar : bool, optional
@@ -615,15 +622,17 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
     models_dir = str(Path(models_dir).resolve()) if models_dir else None
     use_dask = scheduler is not None
     from . import resolve_diameter
-    from .pipeline import check_augment, check_flag
+    from .modelfile import resolve_model
+    from .pipeline import check_augment, check_flag, check_invert
 
     resolve_diameter(diameter, diameter_um, pixel_size=1.0)  # a bad value fails here, not per image
     check_augment(augment)
     check_flag(split_by_nuclei, "split_by_nuclei")
+    check_invert(invert, resolve_model(model, models_dir)[0])
     kw = {"model": model, "models_dir": models_dir, "index": index, "overwrite": overwrite,
           "threads": threads if threads is not None or not use_dask else 1,
           "diameter": diameter, "diameter_um": diameter_um, "channels": channels, "nuclei": nuclei,
-          "augment": augment, "split_by_nuclei": split_by_nuclei}
+          "augment": augment, "split_by_nuclei": split_by_nuclei, "invert": invert}
 
     client = cluster = None
     cluster_info = {"scheduler": "in-process", "workers": 1, "threads": 1, "worker_checks": None}
@@ -681,7 +690,8 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
         "model": model_info,
         "options": {"overwrite": overwrite, "threads_per_session": kw["threads"], "index": index,
                     "diameter": diameter, "diameter_um": diameter_um, "channels": channels,
-                    "nuclei": nuclei, "augment": augment, "split_by_nuclei": split_by_nuclei},
+                    "nuclei": nuclei, "augment": augment, "split_by_nuclei": split_by_nuclei,
+                    "invert": invert},
         "cluster": {**cluster_info, "workers_used": len(recorder.workers)},
         "versions": _versions(use_dask),
         "outputs": {"images": RUN_IMAGES_CSV, "objects": RUN_OBJECTS_CSV if objects_csv else None,

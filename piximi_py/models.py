@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 __all__ = ["ModelSpec", "load_model_index", "default_models_dir", "find_model", "PROMPT_TASKS",
-           "can_segment", "computes_in_float16", "reads_color", "reads_channels", "suggest_model", "BRIGHTFIELD_TASK"]
+           "can_invert", "can_segment", "computes_in_float16", "reads_color", "reads_channels", "suggest_model",
+           "BRIGHTFIELD_TASK"]
 
 #: Tasks whose models need prompts (boxes, clicks) and cannot run ``segment``.
 PROMPT_TASKS = ("prompt-segmentation",)
@@ -88,6 +89,12 @@ def reads_color(spec: ModelSpec) -> bool:
 def reads_channels(spec: ModelSpec) -> bool:
     """Whether ``spec`` reads named channels of an image (a whole-cell model), not one plane."""
     return bool(spec.input_roles)
+
+
+def can_invert(spec: ModelSpec) -> bool:
+    """Whether ``spec`` takes ``invert`` (:func:`piximi_py.pipeline.inverted`): it reads one plane
+    or a cytoplasm channel, not colour or a stain's density."""
+    return reads_channels(spec) or (spec.channels == 1 and not spec.stain)
 
 
 #: The task of the models for stained brightfield slides (H&E), suggested for images that look stained.

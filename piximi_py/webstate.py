@@ -17,7 +17,7 @@ import numpy as np
 from .backends.ortweb import (BackendUnavailable, OrtWebBackend, check_backend, float16_on_webgpu,
                               webgpu_available)
 from .io import ImageReadError
-from .models import can_segment, computes_in_float16, find_model
+from .models import can_invert, can_segment, computes_in_float16, find_model
 
 __all__ = ["S", "Cancelled", "DownloadError", "USER_ERRORS", "error_result", "now_ms", "to_js", "typed_array",
            "table_js", "intensity", "fetch_bytes", "fetch_checked", "plane_options", "describe_decodable",
@@ -191,6 +191,7 @@ def spec_dict(spec) -> dict:
     for k, v in S.raw.get(spec.id, {}).items():  # fields the dataclass does not keep
         d.setdefault(k, v)                         # (latency_ms_512, files, runtimes, ...)
     d["segment"] = can_segment(spec)
+    d["invertible"] = d["segment"] and can_invert(spec)
     d["default"] = spec.id == S.default_model if d["segment"] else bool(spec.default)
     return d
 

@@ -133,7 +133,9 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     batch (bool: add this result's exports to the batch zip), diameter (nucleus
     diameter in px; absent or null: estimated) or diameter_um (µm, with the pixel size),
     augment (bool: average the model's probabilities over three scales,
-    :func:`piximi_py.pipeline.predict_masks_averaged`);
+    :func:`piximi_py.pipeline.predict_masks_averaged`), invert (bool: read the image, a
+    whole-cell model's cytoplasm channel, inverted: dark cells on a lighter background,
+    :func:`piximi_py.pipeline.inverted`);
     for a whole-cell model, channels (``{"cyto": 1, "nuclei": 0}``, a role absent or null: none,
     "auto": chosen from the file, :func:`piximi_py.channels.default_channels`, as are all
     of them when channels is null) and nuclei (a nuclei model id: segment
@@ -149,7 +151,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     from . import io as pio
     from .channels import default_channels, image_channels, resolve_channels
     from .measure import nucleus_columns, regionprops_table, summarize
-    from .pipeline import NO_NUCLEAR_CHANNEL, add_nuclei, check_flag, segment_async
+    from .pipeline import NO_NUCLEAR_CHANNEL, add_nuclei, check_flag, check_invert, segment_async
 
     options = options or {}
     try:
@@ -157,6 +159,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         spec = segmentation_spec(options.get("model"))
         # checked before the model runs, as the API does: a bad flag is refused at once
         split_by_nuclei = check_flag(options.get("split_by_nuclei", True), "split_by_nuclei")
+        invert = check_invert(options.get("invert", False), spec)
         backend = await model_backend(spec, options.get("backend") or "auto", progress)
         data = bytes(data)
         name = options.get("filename")
@@ -181,7 +184,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             channels = resolve_channels(image, spec.input_roles, channels, names)
         seg = await segment_async(image, spec, backend, progress=progress, filename=name,
                                   diameter=diameter, channels=channels if multi else None,
-                                  augment=options.get("augment", False))
+                                  augment=options.get("augment", False), invert=invert)
         link, skipped = options.get("nuclei") if multi else None, None
         if link and channels.get("nuclei") is None and _nuclear_channel_auto(options):
             # the page links by default: an image without a nuclear channel still gets its cells
@@ -209,6 +212,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             "model_diameter": spec.diameter or None,
             "scale": seg.scale,
             "augmented": seg.augmented,
+            "inverted": seg.inverted,
             "suggested_model": suggested.id, "suggested_because": why,
         }
         if multi:

@@ -226,22 +226,31 @@ def test_diameter_field(app, files, models_dir):
     assert int(page.text_content("#count")) == int(ref.labels.max())
 
 
-def test_average_over_scales_box(app, files, models_dir):
-    """Ticking "average over scales" re-segments the image averaged over scales (CPython's count
-    for ``augment=True``); unticking it gives the plain result back."""
+def _box_segments_as_cpython(page, box, image, models_dir, **option):
+    """Ticking ``box`` re-segments the current image as CPython does with ``option`` (the same
+    count); unticking it gives the plain result back."""
     import piximi_py
 
-    page = app.page
-    image = files["stack_array"][0, 1]
-    set_status_pending(page)
-    page.check("#augment")
-    wait_done(page)
-    averaged = piximi_py.segment_image(image, models_dir=models_dir, augment=True)
-    assert int(page.text_content("#count")) == int(averaged.labels.max())
-    set_status_pending(page)
-    page.uncheck("#augment")
-    wait_done(page)
-    assert int(page.text_content("#count")) == int(piximi_py.segment_image(image, models_dir=models_dir).labels.max())
+    for checked, expected in ((True, option), (False, {})):
+        set_status_pending(page)
+        page.set_checked(box, checked)
+        wait_done(page)
+        assert int(page.text_content("#count")) == int(
+            piximi_py.segment_image(image, models_dir=models_dir, **expected).labels.max())
+
+
+def test_average_over_scales_box(app, files, models_dir):
+    """The "average over scales" box is ``augment=True``."""
+    _box_segments_as_cpython(app.page, "#augment", files["stack_array"][0, 1], models_dir, augment=True)
+
+
+def test_invert_box(app, files, models_dir):
+    """The "invert" box is ``invert=True``. The page's model list says which models take it (a
+    colour or stain model does not: the box is disabled while one is chosen)."""
+    _box_segments_as_cpython(app.page, "#invert", files["stack_array"][0, 1], models_dir, invert=True)
+    takes = app.page.evaluate(
+        "async () => Object.fromEntries((await window.piximi.models()).map((m) => [m.id, m.invertible]))")
+    assert takes["nuclei"] and takes["cells"] and not takes["nuclei_he"] and not takes["nuclei_hematoxylin"]
 
 
 def test_display_controls(app):

@@ -192,6 +192,7 @@ async function segment(input, options = {}) {
     diameter: options.diameter ?? null,    // nucleus diameter in px; null: estimated per image
     diameter_um: options.diameterUm ?? null, // ... or in µm, with the pixel size
     augment: options.augment ?? false,     // average the model's output over three scales (~3x the model's time)
+    invert: options.invert ?? false,       // dark cells on a lighter background (phase contrast, DIC): read the image inverted
     channels: options.channels || null,    // whole cells: {cyto: 1, nuclei: 0} ("auto": from the file); null: all from the file
     nuclei: options.nuclei || null,        // whole cells: a nuclei model id to segment and link the nuclei
     split_by_nuclei: options.splitByNuclei ?? true, // with nuclei: each cell grows from one nucleus; false: the cell model's own cells
@@ -1031,6 +1032,10 @@ function readsChannels(modelId) {
 }
 function showChannels(info) {
   const multi = readsChannels($("model").value);
+  // invert reads one plane or a cytoplasm channel: a colour or stain model refuses it
+  const invertible = modelList.find((m) => m.id === ($("model").value || defaultModel))?.invertible ?? true;
+  $("invert").disabled = !invertible;
+  if (!invertible) $("invert").checked = false;
   $("diameter-what").textContent = multi ? "Cell" : "Nucleus";
   $("cell-channels").hidden = !multi || !info;
   if (!multi || !info) return;
@@ -1095,6 +1100,7 @@ async function segmentCurrent() {
   try {
     const res = await segment(file, { model: $("model").value || undefined, backend: $("backend").value,
                                       display: true, diameter: diameterChoice(), augment: $("augment").checked,
+                                      invert: $("invert").checked,
                                       ...planeChoice(), ...channelChoice() });
     render(res, file.name);
     status(`Done: ${res.count} objects in ${res.timings.total.toFixed(0)} ms (${res.backend})`, 1);
@@ -1172,7 +1178,7 @@ async function handleFiles(list) {
   try {
     const out = await batch(files, {
       model: $("model").value || undefined, backend: $("backend").value, signal: batchAbort.signal,
-      diameter: diameterChoice(), augment: $("augment").checked, ...channelChoice(),
+      diameter: diameterChoice(), augment: $("augment").checked, invert: $("invert").checked, ...channelChoice(),
       onFile: (i, f, res) => {
         const li = items[i];
         if (res instanceof Error) { failed++; li.dataset.status = "failed"; li.textContent = `${f.name}: failed — ${res.message}`; }
@@ -1200,7 +1206,7 @@ let lastZip = null;
 $("file").addEventListener("change", (e) => handleFiles(e.target.files));
 $("folder").addEventListener("change", (e) => handleFiles(e.target.files));
 $("mode").addEventListener("change", applyOverlayStyle);
-for (const id of ["diameter", "augment"]) $(id).addEventListener("change", () => current && segmentCurrent());
+for (const id of ["diameter", "augment", "invert"]) $(id).addEventListener("change", () => current && segmentCurrent());
 $("model").addEventListener("change", () => (current ? showPlanes(current.info) : showChannels(null)));
 for (const id of ["channel-cyto", "channel-nuclei", "link-nuclei", "split-by-nuclei"]) $(id).addEventListener("change", () => current && segmentCurrent());
 $("opacity").addEventListener("input", applyOverlayStyle);

@@ -1,0 +1,86 @@
+"""``invert``: dark objects on a lighter background read with their intensities flipped, in the
+API, the CLI batch and the page's options; only the plane the objects are seen in is flipped."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+import piximi_py
+from piximi_py.distributed import run_batch
+from piximi_py.io import read_image
+from piximi_py.models import can_invert, find_model
+from piximi_py.pipeline import inverted
+from realdata import ROOT, stardist_sample, two_channel_sample
+
+
+@pytest.fixture(scope="module")
+def crop():
+    return tifffile.imread(stardist_sample()[0])[:256, :256]
+
+
+def test_inverted_flips_one_plane_or_one_channel():
+    image = np.array([[0, 5], [7, 10]], np.uint16)
+    np.testing.assert_array_equal(inverted(image), [[10, 5], [3, 0]])
+    stack = np.stack([image, image], axis=-1)
+    out = inverted(stack, 0)
+    np.testing.assert_array_equal(out[..., 0], [[10, 5], [3, 0]])
+    np.testing.assert_array_equal(out[..., 1], image)  # the other channel as it was
+    np.testing.assert_array_equal(stack[..., 0], image)  # the input untouched
+
+
+def test_invert_segments_the_flipped_image(crop):
+    """The default model given ``invert`` segments what it segments of the image flipped by hand
+    (the nuclei drawn dark on a bright background, as in brightfield), and says so."""
+    dark = (crop.max() - crop).astype(np.uint16)
+    flipped = piximi_py.segment_image(dark, invert=True)
+    plain = piximi_py.segment_image(crop)
+    assert flipped.inverted and not plain.inverted
+    assert flipped.count > 0
+    np.testing.assert_array_equal(flipped.labels, plain.labels)
+    # and reading the dark image as it is finds something else
+    assert not np.array_equal(piximi_py.segment_image(dark).labels, plain.labels)
+
+
+def test_invert_flips_only_the_cytoplasm_channel():
+    """A whole-cell model flips its cytoplasm channel, never the nuclear one."""
+    image = read_image(two_channel_sample(), keep_channels=True)[:256, :256]
+    channels = {"cyto": 0, "nuclei": 1}
+    by_hand = image.copy()
+    by_hand[..., 0] = image[..., 0].max() - image[..., 0]
+    flipped = piximi_py.segment_image(by_hand, "cells", channels=channels, invert=True, diameter=30)
+    plain = piximi_py.segment_image(image, "cells", channels=channels, diameter=30)
+    np.testing.assert_array_equal(flipped.labels, plain.labels)
+
+
+def test_invert_is_refused_where_it_cannot_apply(crop, tmp_path):
+    specs = piximi_py.load_models()
+    assert can_invert(find_model(specs, "nuclei")) and can_invert(find_model(specs, "cells"))
+    assert not can_invert(find_model(specs, "nuclei_he"))             # colour
+    assert not can_invert(find_model(specs, "nuclei_hematoxylin"))    # a stain's density
+    rgb = np.repeat(crop[..., None], 3, axis=-1).astype(np.uint8)
+    with pytest.raises(ValueError, match="invert: model 'nuclei_he' reads colour"):
+        piximi_py.segment_image(rgb, "nuclei_he", invert=True)
+    for bad in ("yes", 1, None):
+        with pytest.raises(ValueError, match="invert must be true or false"):
+            piximi_py.segment_image(crop, invert=bad)
+    with pytest.raises(ValueError, match="invert"):  # before any image is read
+        run_batch([tmp_path / "missing.tif"], tmp_path / "out", "nuclei_he", invert=True, log=None)
+
+
+def test_cli_invert(crop, tmp_path):
+    """``--invert`` reaches every image of a CLI run and the run report records it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    dark = (crop.max() - crop).astype(np.uint16)
+    tifffile.imwrite(src / "a.tif", dark)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "piximi_py", "segment", str(src), "--out", str(out),
+                           "--invert", "--diameter", "20"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "run_report.json").read_text())
+    assert report["options"]["invert"] is True and report["segmented"] == 1
+    expected = piximi_py.segment_image(dark, diameter=20, invert=True).labels
+    np.testing.assert_array_equal(tifffile.imread(out / "a_labels.tif"), expected)
