@@ -24,8 +24,8 @@ from .backends.base import Backend
 from .models import ModelSpec, can_invert, predicts_flows, reads_channels, reads_color
 
 __all__ = ["Segmentation", "prepare_input", "predict_probabilities", "predict_masks", "predict_masks_averaged",
-           "check_augment", "check_flag", "check_invert", "inverted", "estimate_diameter", "segment_async", "add_nuclei", "AUGMENT_SCALES",
-           "run_tile", "FLIPS"]
+           "check_augment", "check_flag", "check_invert", "inverted", "estimate_diameter", "segment_async",
+           "add_nuclei", "AUGMENT_SCALES", "run_tile", "FLIPS"]
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -93,9 +93,9 @@ INVERTED_ROLE = "cyto"
 
 def inverted(image: np.ndarray, channel: int | None = None) -> np.ndarray:
     """``image`` (its ``channel``, for an ``(H, W, C)`` image) with its intensities flipped, as
-    float32: its maximum minus each value, so that dark objects on a lighter background (phase
-    contrast, brightfield, DIC) are read as a fluorescence model's bright ones. Percentile
-    normalization follows, so only the order of the values counts.
+    float32: its maximum minus each value (NaN the darkest, infinities the extremes, as
+    :func:`piximi_py.preprocess.to_float` reads them), so that dark objects on a lighter background
+    (phase contrast, brightfield, DIC) are read as a fluorescence model's bright ones.
 
     On the whole-cell folds (README, *The lead for the next session*) this lifted transmitted light
     no model had seen (DeepCell's phase contrast 0.356 -> 0.512 AP@0.5, BBBC030's DIC 0.736 -> 0.876)
@@ -103,7 +103,8 @@ def inverted(image: np.ndarray, channel: int | None = None) -> np.ndarray:
     """
     out = np.array(image, dtype=np.float32)
     plane = out if channel is None else out[..., channel]
-    plane[...] = plane.max() - plane if plane.size else plane
+    flipped = preprocess.to_float(-plane)  # NaN become the darkest value, as they do unflipped
+    plane[...] = flipped - flipped.min()
     return out
 
 

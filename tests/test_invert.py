@@ -29,6 +29,8 @@ def test_inverted_flips_one_plane_or_one_channel():
     np.testing.assert_array_equal(out[..., 0], [[10, 5], [3, 0]])
     np.testing.assert_array_equal(out[..., 1], image)  # the other channel as it was
     np.testing.assert_array_equal(stack[..., 0], image)  # the input untouched
+    with_nan = np.array([[np.nan, 2.0], [4.0, 8.0]], np.float32)
+    np.testing.assert_array_equal(inverted(with_nan), [[0, 6], [4, 0]])  # NaN as dark as unflipped
 
 
 def test_invert_segments_the_flipped_image(crop):
