@@ -335,10 +335,15 @@ def _versions(dask: bool) -> dict:
     return versions
 
 
-def _model_info(model, models_dir) -> dict:
+def _resolved(model, models_dir):
+    """The spec and ONNX path of ``model`` (:func:`piximi_py.modelfile.resolve_model`)."""
     from .modelfile import resolve_model
 
-    spec, path = resolve_model(model, Path(models_dir).resolve() if models_dir else None)
+    return resolve_model(model, Path(models_dir).resolve() if models_dir else None)
+
+
+def _model_info(spec, path) -> dict:
+    """What the run's report says of its model (spec and path, :func:`_resolved`)."""
     sha = _sha256(path)
     return {"id": spec.id, "name": spec.name, "file": str(path.resolve()),
             "sha256": sha, "index_sha256": spec.sha256 or None,
@@ -348,7 +353,7 @@ def _model_info(model, models_dir) -> dict:
 def _worker_check(model, models_dir) -> dict:
     """Run on every Dask worker: what it would run, before any task is sent."""
     try:
-        info = _model_info(model, models_dir)
+        info = _model_info(*_resolved(model, models_dir))
         sha = info["sha256"]
     except Exception as exc:  # reported by the client
         sha = f"error: {exc}"
@@ -618,17 +623,17 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
     items = _as_items(inputs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_info = _model_info(model, models_dir)
+    resolved = _resolved(model, models_dir)  # once: the report's model and the invert check
+    model_info = _model_info(*resolved)
     models_dir = str(Path(models_dir).resolve()) if models_dir else None
     use_dask = scheduler is not None
     from . import resolve_diameter
-    from .modelfile import resolve_model
     from .pipeline import check_augment, check_flag, check_invert
 
     resolve_diameter(diameter, diameter_um, pixel_size=1.0)  # a bad value fails here, not per image
     check_augment(augment)
     check_flag(split_by_nuclei, "split_by_nuclei")
-    check_invert(invert, resolve_model(model, models_dir)[0])
+    check_invert(invert, resolved[0])
     kw = {"model": model, "models_dir": models_dir, "index": index, "overwrite": overwrite,
           "threads": threads if threads is not None or not use_dask else 1,
           "diameter": diameter, "diameter_um": diameter_um, "channels": channels, "nuclei": nuclei,
