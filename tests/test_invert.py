@@ -13,6 +13,7 @@ from piximi_py.distributed import run_batch
 from piximi_py.io import read_image
 from piximi_py.models import can_invert, find_model
 from piximi_py.pipeline import inverted
+from piximi_py.preprocess import normalize_percentile
 from realdata import ROOT, stardist_sample, two_channel_sample
 
 
@@ -86,3 +87,40 @@ def test_cli_invert(crop, tmp_path):
     assert report["options"]["invert"] is True and report["segmented"] == 1
     expected = piximi_py.segment_image(dark, diameter=20, invert=True).labels
     np.testing.assert_array_equal(tifffile.imread(out / "a_labels.tif"), expected)
+
+
+def test_training_shows_transmitted_light_either_way(tmp_path):
+    """A whole-cell set named in ``inverted_sets`` keeps its image read as ``invert`` reads it, and
+    the crop stream shows it that way at the share asked for (training both polarities)."""
+    from training.data import load_set
+    from training.synthetic_cells import synthetic_cells
+    from training.train import CropStream, load_samples
+
+    image, labels = synthetic_cells(np.random.default_rng(3), (96, 96))
+    for sub in ("images", "masks"):
+        (tmp_path / "phase" / sub).mkdir(parents=True)
+    planes = np.ascontiguousarray(np.moveaxis(image, -1, 0), dtype=np.float32)
+    tifffile.imwrite(tmp_path / "phase" / "images" / "a.tif", planes, imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "phase" / "masks" / "a.tif", labels.astype(np.uint16))
+    plain, = load_samples([str(tmp_path / "phase")], tmp_path, 2)
+    both, = load_samples([str(tmp_path / "phase")], tmp_path, 2, inverted_sets=["phase"])
+    assert plain.inverted is None
+    np.testing.assert_array_equal(both.image, plain.image)
+    expected = normalize_percentile(inverted(planes[0]))
+    np.testing.assert_allclose(both.inverted[..., 0], expected, atol=1e-6)
+    np.testing.assert_array_equal(both.inverted[..., 1], plain.image[..., 1])  # nuclei as they are
+    with pytest.raises(ValueError, match="inverted"):
+        load_set(tmp_path / "phase", "gray", inverted=True)
+
+    def first_batch(fraction):
+        stream = CropStream([both], batch=4, crop=48, seed=0, channels=2, scale_range=(1.0, 1.0),
+                            drop_nuclei=0.0, invert_fraction=fraction)
+        return [t.numpy() for t in next(iter(stream))]
+
+    (plain_x, plain_y, _), (flipped_x, flipped_y, _) = first_batch(0.0), first_batch(1.0)
+    # the same crops (the polarity is drawn apart from them), the cells dark where they were bright
+    np.testing.assert_array_equal(plain_y, flipped_y)
+    np.testing.assert_allclose(plain_x[:, 1], flipped_x[:, 1])
+    cells = plain_y > 0
+    assert plain_x[:, 0][cells].mean() > plain_x[:, 0][~cells].mean() + 0.2
+    assert flipped_x[:, 0][cells].mean() < flipped_x[:, 0][~cells].mean() - 0.2

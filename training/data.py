@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from piximi_py import pipeline
 from piximi_py.channels import stack_channels
 from piximi_py.diameter import median_diameter
 from piximi_py.io import read_image
@@ -33,6 +34,9 @@ class Sample:
     labels: np.ndarray  # int32 (H, W)
     source: str = ""    # the microscope/lab the image comes from (:func:`source_of`)
     diameter: float = float("nan")  # median nucleus diameter, px
+    #: the image with its cytoplasm read inverted as the pipeline's ``invert`` reads it, for the
+    #: transmitted-light sets trained in both polarities (:func:`load_set`'s ``inverted``)
+    inverted: np.ndarray | None = None
 
 
 def source_of(set_name: str, shape) -> str:
@@ -54,7 +58,7 @@ def source_of(set_name: str, shape) -> str:
 CELL_ROLES = ("cyto", "nuclei")
 
 
-def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
+def load_set(root: Path, channel_mode: str = "gray", inverted: bool = False) -> list[Sample]:
     """Read every image/mask pair of one set and normalize the images.
 
     ``channel_mode``: "gray", "rgb", "cells" (the set's two channels,
@@ -63,7 +67,12 @@ def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
     hematoxylin density of a stained RGB image, as a ``stain`` model reads
     it, :func:`piximi_py.preprocess.hematoxylin_density`) or "stains" (the
     three stain densities, :func:`stain_densities`, for :func:`mix_stains`).
+    ``inverted`` (mode "cells"): each sample also keeps its image with the
+    cytoplasm read inverted (:func:`piximi_py.pipeline.inverted`), as the
+    ``invert`` option reads it (``Sample.inverted``).
     """
+    if inverted and channel_mode != "cells":
+        raise ValueError("inverted: only whole-cell sets (channel mode 'cells') are read inverted")
     root = Path(root)
     samples = []
     for path in sorted((root / "images").glob("*.tif")):
@@ -75,6 +84,9 @@ def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
             planes = read_image(path, keep_channels=True)
             mapping = {"cyto": 0, "nuclei": 1 if planes.ndim == 3 else None}
             image = np.moveaxis(stack_channels(planes, mapping, CELL_ROLES), 0, -1)
+            if inverted:
+                flipped = pipeline.inverted(planes, channel=None if planes.ndim == 2 else 0)
+                flipped = np.moveaxis(stack_channels(flipped, mapping, CELL_ROLES), 0, -1)
         elif channel_mode == "hematoxylin":
             image = normalize_percentile(hematoxylin_density(read_image(path, color=True)))
         elif channel_mode == "stains":
@@ -82,7 +94,8 @@ def load_set(root: Path, channel_mode: str = "gray") -> list[Sample]:
         else:
             image = normalize_percentile(read_image(path, color=(channel_mode == "rgb")))
         samples.append(Sample(f"{root.name}/{path.stem}", image, labels,
-                              source_of(root.name, labels.shape), median_diameter(labels)[0]))
+                              source_of(root.name, labels.shape), median_diameter(labels)[0],
+                              flipped if inverted and channel_mode == "cells" else None))
     return samples
 
 

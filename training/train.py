@@ -14,6 +14,7 @@ count reached is saved with the checkpoint so the run can be repeated with
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -63,15 +64,17 @@ class CropStream(torch.utils.data.IterableDataset):
     a fraction ``synthetic_fraction`` of the crops come from synthetic
     images (:mod:`training.synthetic`), kept in a pool per worker that is
     refreshed one image per batch. Each worker has its own random stream
-    derived from ``seed``.
+    derived from ``seed``. A real sample that keeps an inverted image
+    (``Sample.inverted``) is shown it instead with probability ``invert_fraction``.
     """
 
     def __init__(self, samples, *, batch: int, crop: int, seed: int, boundary_width: int = 2,
                  synthetic_fraction: float = 0.0, channels: int = 1, pool: int = 48,
                  diameter: float | None = None, scale_range=(0.6, 1.6), drop_nuclei: float = 0.3,
                  stain_mix: float = 0.0, any_size_fraction: float = 0.0, any_size=(8.0, 120.0),
-                 formulation: str = "classes"):
+                 formulation: str = "classes", invert_fraction: float = 0.0):
         self.samples, self.batch, self.crop, self.seed = samples, batch, crop, seed
+        self.invert_fraction = invert_fraction
         self.formulation = formulation
         self.stain_mix = stain_mix
         self.drop_nuclei = drop_nuclei
@@ -100,6 +103,8 @@ class CropStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])
+        # the polarity has a stream of its own, so that a run with it crops as one without it does
+        polarity = np.random.default_rng([self.seed, info.id if info else 0, 1])
         pool = []
         while True:
             n_syn = rng.binomial(self.batch, self.synthetic_fraction) if self.synthetic_fraction else 0
@@ -110,6 +115,10 @@ class CropStream(torch.utils.data.IterableDataset):
                     pool[rng.integers(len(pool))] = self._synthetic(rng)
             chosen = [pool[i] for i in rng.integers(len(pool), size=n_syn)] if n_syn else []
             chosen += [self.samples[i] for i in rng.choice(len(self.samples), self.batch - n_syn, p=self.weights)]
+            if self.invert_fraction:
+                flips = polarity.random(len(chosen)) < self.invert_fraction
+                chosen = [dataclasses.replace(s, image=s.inverted) if s.inverted is not None and flip else s
+                          for s, flip in zip(chosen, flips)]
             # drawn only when asked for, so that runs without it keep their random stream
             any_size = (rng.random(len(chosen)) < self.any_size_fraction if self.any_size_fraction
                         else np.zeros(len(chosen), bool))
@@ -134,17 +143,20 @@ def lr_factor(it: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (it - warmup) / max(1, total - warmup))))
 
 
-def load_samples(sets, data_root: Path, channels: int, stain: str = "", stain_mix: float = 0.0) -> list:
+def load_samples(sets, data_root: Path, channels: int, stain: str = "", stain_mix: float = 0.0,
+                 inverted_sets=()) -> list:
     """Samples of every set; a set is a name under ``data_root`` or a path. ``stain``
     ("hematoxylin"): one-channel samples of that stain's density in colour images, or with
-    ``stain_mix`` all three stain densities (:func:`training.data.mix_stains` mixes them per crop)."""
+    ``stain_mix`` all three stain densities (:func:`training.data.mix_stains` mixes them per crop).
+    The samples of the sets named (by folder name) in ``inverted_sets`` also keep their image read
+    inverted (:func:`training.data.load_set`)."""
     mode = ("stains" if stain_mix else stain) or {3: "rgb", 2: "cells"}.get(channels, "gray")
     roots = [Path(s) if Path(s).is_absolute() or Path(s).is_dir() else Path(data_root) / s for s in sets]
     missing = [str(r) for r in roots if not r.is_dir()]
     if missing:
         raise SystemExit(f"training data not found: {', '.join(missing)} "
                          "(../shared/data is only present on the project's own machines)")
-    return [s for r in roots for s in D.load_set(r, mode)]
+    return [s for r in roots for s in D.load_set(r, mode, inverted=r.name in set(inverted_sets))]
 
 
 def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channels: int = 1,
@@ -157,7 +169,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
           distill_weight: float = 1.0, save_half: bool = False, save_every: int = 500,
           diameter: float | None = None, scale_range=(0.6, 1.6), exclude_sources=(), stain: str = "",
           stain_mix: float = 0.0, any_size_fraction: float = 0.0, any_size=(8.0, 120.0),
-          formulation: str = "classes") -> Path:
+          formulation: str = "classes", inverted_sets=(), invert_fraction: float = 0.5) -> Path:
     """Train and save ``out/model.pt`` plus ``out/log.jsonl``; returns the .pt path.
 
     Parameters
@@ -208,6 +220,11 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
         probability of background and a flow towards each object's centre (Cellpose's
         loss: cross-entropy plus the squared error of the flows at
         :data:`training.models.unet.FLOW_SCALE`; :func:`training.data.flow_targets`).
+    inverted_sets, invert_fraction : sequence of str, float
+        Whole-cell sets (folder names) of transmitted light (phase contrast, DIC), whose
+        crops show the cytoplasm inverted with probability ``invert_fraction``, as the
+        ``invert`` option reads it, so that the model learns dark cells on a light
+        background as well as light ones on a dark background.
     """
     if formulation not in ("classes", "flows"):
         raise ValueError(f"unknown formulation {formulation!r}")
@@ -218,7 +235,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = device.startswith("cuda")  # fixed crop size: let cuDNN pick kernels
     any_size_fraction = any_size_fraction if diameter else 0.0  # a size to vary around, or none
-    samples = [s for s in load_samples(sets, data_root, channels, stain, stain_mix)
+    samples = [s for s in load_samples(sets, data_root, channels, stain, stain_mix, inverted_sets)
                if s.source not in set(exclude_sources)]
     train_set, val_set = D.split(samples)
     # validation at the images' own scale says nothing of a model trained at one size, and it
@@ -242,7 +259,8 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     stream = CropStream(train_set, batch=batch, crop=crop, seed=seed, boundary_width=boundary_width,
                         synthetic_fraction=synthetic_fraction, channels=channels, diameter=diameter,
                         scale_range=scale_range, stain_mix=stain_mix,
-                        any_size_fraction=any_size_fraction, any_size=any_size, formulation=formulation)
+                        any_size_fraction=any_size_fraction, any_size=any_size, formulation=formulation,
+                        invert_fraction=invert_fraction if inverted_sets else 0.0)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
                                          pin_memory=device != "cpu", prefetch_factor=4 if workers else None,
                                          persistent_workers=False)
@@ -304,7 +322,8 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
                          "diameter": diameter, "scale_range": list(scale_range),
                          "any_size_fraction": any_size_fraction, "any_size": list(any_size),
                          "exclude_sources": list(exclude_sources), "stain": stain, "stain_mix": stain_mix,
-                         "formulation": formulation,
+                         "formulation": formulation, "inverted_sets": list(inverted_sets),
+                         "invert_fraction": invert_fraction if inverted_sets else 0.0,
                          "seconds": round(time.time() - t0, 1), "start": start_run})
     return out / "model.pt"
 
