@@ -36,9 +36,12 @@ CELLS = DS.CELL_SETS
 #: the sources they never saw (README, *Whole cells: flows and synthetic cells* and *A lower synthetic
 #: share*): the flows part touching cells, the synthetic cells give the fold that never saw a
 #: fluorescent cytoplasm one to learn, and at 15 % rather than 30 % they cost the DIC fold little.
+#: The transmitted-light sets are shown inverted half the time, so that dark cells on a light
+#: background are learned as well as light ones on a dark one, whichever a microscope gives
+#: (README, *Whole cells: transmitted light in both polarities*).
 RECIPE = {"encoder": "vanilla", "encoder_kwargs": {"base_width": 24, "space_to_depth": 4}, "depth": 3,
           "channels": 2, "diameter": 30.0, "scale_range": (0.6, 1.7), "formulation": "flows",
-          "synthetic_fraction": 0.15}
+          "synthetic_fraction": 0.15, "inverted_sets": DS.CELL_TRANSMITTED_SETS, "invert_fraction": 0.5}
 VARIANT = "cells_s2d4_w24" if RECIPE["formulation"] == "classes" else "cells_flows_s2d4_w24"
 #: How the recipe's output becomes cells (``ModelSpec.instances``), and the post-processing its
 #: folds run with before :func:`ship` tunes it.
@@ -412,6 +415,7 @@ ENTRY = {
                    "Trained on BBBC018 (HT29, actin + Hoechst; CC BY-NC-SA 3.0), Usiigaci (phase contrast; MIT) "
                    "and BBBC030 (CHO, DIC; CC BY 3.0): three sources"
                    + (", with synthetic fluorescence cells" if RECIPE.get("synthetic_fraction") else "")
+                   + ("; its phase contrast and DIC learned in both polarities" if RECIPE.get("inverted_sets") else "")
                    + ". Experimental: on "
                    "sources it never saw it scores above the classical baseline in AP@0.5 and mAP, alone and "
                    "more with the nuclei linked (the cells then grown from them), and far under the 0.75 AP@0.5 "
@@ -541,6 +545,8 @@ def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None
             "nuclear channel zeroed in 30 % of the crops"
             + (f", synthetic fluorescence cells (`training.synthetic_cells`) as "
                f"{RECIPE['synthetic_fraction'] * 100:g} % of every batch" if RECIPE.get("synthetic_fraction") else "")
+            + (f", the transmitted-light sets ({', '.join(RECIPE['inverted_sets'])}) shown inverted (as `invert` "
+               f"reads them) in {RECIPE['invert_fraction'] * 100:g} % of their crops" if RECIPE.get("inverted_sets") else "")
             + "; each set's validation split held out.\n"
             f"- Data: {', '.join(CELLS)} (`python -m training.datasets NAME`; each set's README.md gives the "
             "repository, commit, paths and licence).\n"

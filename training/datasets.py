@@ -1344,6 +1344,9 @@ FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train,
             "koyuncu_hoechst": fetch_koyuncu_hoechst}
 #: The whole-cell sets, one acquisition source each (``training.cells``).
 CELL_SETS = ("cells_bbbc018", "cells_usiigaci", "cells_bbbc030")
+#: The whole-cell sets of transmitted light (phase contrast, DIC): cells darker or lighter than
+#: their background by the optics, not by a stain.
+CELL_TRANSMITTED_SETS = ("cells_usiigaci", "cells_bbbc030")
 #: Whole-cell sets only ever scored (no licence stated): a source the shipped model never saw.
 CELL_EVAL_ONLY_SETS = ("cells_deepcell",)
 #: The stained-slide (H&E) nuclei sets the H&E models train on, one source each (``training.he``).
