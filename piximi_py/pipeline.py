@@ -97,9 +97,11 @@ def inverted(image: np.ndarray, channel: int | None = None) -> np.ndarray:
     :func:`piximi_py.preprocess.to_float` reads them), so that dark objects on a lighter background
     (phase contrast, brightfield, DIC) are read as a fluorescence model's bright ones.
 
-    On the whole-cell folds (README, *The lead for the next session*) this lifted transmitted light
-    no model had seen (DeepCell's phase contrast 0.356 -> 0.512 AP@0.5, BBBC030's DIC 0.736 -> 0.876)
-    and ruined fluorescence (0.591 -> 0.320): an option the user sets, as Cellpose's ``invert``.
+    On the whole-cell folds trained on transmitted light as it is (README, *Dark cells read
+    inverted*) this lifted transmitted light no model had seen (DeepCell's phase contrast 0.356 ->
+    0.512 AP@0.5, BBBC030's DIC 0.736 -> 0.876) and ruined fluorescence (0.591 -> 0.320): an option
+    the user sets, as Cellpose's ``invert``. The ``cells`` model now learns its transmitted light
+    both ways and reads it about alike either way.
     """
     out = np.array(image, dtype=np.float32)
     plane = out if channel is None else out[..., channel]

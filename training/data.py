@@ -95,7 +95,7 @@ def load_set(root: Path, channel_mode: str = "gray", inverted: bool = False) -> 
             image = normalize_percentile(read_image(path, color=(channel_mode == "rgb")))
         samples.append(Sample(f"{root.name}/{path.stem}", image, labels,
                               source_of(root.name, labels.shape), median_diameter(labels)[0],
-                              flipped if inverted and channel_mode == "cells" else None))
+                              flipped if inverted else None))
     return samples
 
 
