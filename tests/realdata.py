@@ -40,3 +40,28 @@ def shared_set(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not present (only on the project's own machines)")
     return path
+
+
+def assert_cli_flag_as_api(image, tmp_path: Path, flag: str) -> None:
+    """``python -m piximi_py segment --FLAG`` on a folder holding ``image`` alone: the run report
+    records the flag and the labels equal :func:`piximi_py.segment_image` with ``FLAG=True`` (both
+    at a given diameter of 20 px)."""
+    import json
+    import subprocess
+
+    import numpy as np
+    import tifffile
+
+    import piximi_py
+
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "a.tif", image)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "piximi_py", "segment", str(src), "--out", str(out),
+                           f"--{flag}", "--diameter", "20"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "run_report.json").read_text())
+    assert report["options"][flag] is True and report["segmented"] == 1
+    expected = piximi_py.segment_image(image, diameter=20, **{flag: True}).labels
+    np.testing.assert_array_equal(tifffile.imread(out / "a_labels.tif"), expected)

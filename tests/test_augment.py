@@ -1,8 +1,5 @@
 """Averaging over scales (``augment``): the shipped default model on the StarDist sample, in the
 API, the CLI batch and the averaging step itself."""
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +11,7 @@ from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
 from piximi_py.metrics import evaluate_instances
 from piximi_py.models import default_models_dir, find_model
 from piximi_py.pipeline import check_augment, predict_masks, predict_masks_averaged, prepare_input
-from realdata import ROOT, stardist_sample
+from realdata import assert_cli_flag_as_api, stardist_sample
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +81,4 @@ def test_bad_augment_values_are_refused(sample, bad, tmp_path):
 def test_cli_augment(sample, tmp_path):
     """``--augment`` reaches every image of a CLI run and the run report records it."""
     image, _ = sample
-    src = tmp_path / "in"
-    src.mkdir()
-    tifffile.imwrite(src / "a.tif", image[:256, :256])
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "piximi_py", "segment", str(src), "--out", str(out),
-                           "--augment", "--diameter", "20"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads((out / "run_report.json").read_text())
-    assert report["options"]["augment"] is True and report["segmented"] == 1
-    expected = piximi_py.segment_image(image[:256, :256], diameter=20, augment=True).labels
-    np.testing.assert_array_equal(tifffile.imread(out / "a_labels.tif"), expected)
+    assert_cli_flag_as_api(image[:256, :256], tmp_path, "augment")

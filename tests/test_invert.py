@@ -1,8 +1,5 @@
 """``invert``: dark objects on a lighter background read with their intensities flipped, in the
 API, the CLI batch and the page's options; only the plane the objects are seen in is flipped."""
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +11,7 @@ from piximi_py.io import read_image
 from piximi_py.models import can_invert, find_model
 from piximi_py.pipeline import inverted
 from piximi_py.preprocess import normalize_percentile
-from realdata import ROOT, stardist_sample, two_channel_sample
+from realdata import assert_cli_flag_as_api, stardist_sample, two_channel_sample
 
 
 @pytest.fixture(scope="module")
@@ -75,18 +72,7 @@ def test_invert_is_refused_where_it_cannot_apply(crop, tmp_path):
 
 def test_cli_invert(crop, tmp_path):
     """``--invert`` reaches every image of a CLI run and the run report records it."""
-    src = tmp_path / "in"
-    src.mkdir()
-    dark = (crop.max() - crop).astype(np.uint16)
-    tifffile.imwrite(src / "a.tif", dark)
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "piximi_py", "segment", str(src), "--out", str(out),
-                           "--invert", "--diameter", "20"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads((out / "run_report.json").read_text())
-    assert report["options"]["invert"] is True and report["segmented"] == 1
-    expected = piximi_py.segment_image(dark, diameter=20, invert=True).labels
-    np.testing.assert_array_equal(tifffile.imread(out / "a_labels.tif"), expected)
+    assert_cli_flag_as_api((crop.max() - crop).astype(np.uint16), tmp_path, "invert")
 
 
 def test_training_shows_transmitted_light_either_way(tmp_path):
