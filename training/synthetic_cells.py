@@ -12,7 +12,9 @@ or membrane stain brightest at the rim, an even stain with texture), a
 brightness per cell (neighbours often differ little: the hard case), a
 nucleus that excludes or takes up the stain, blur, uneven background and
 illumination, Poisson and Gaussian noise. The nuclear channel holds one
-textured nucleus per cell.
+textured nucleus per cell. :func:`synthetic_transmitted_cells` shows the same
+cells by phase contrast or DIC instead, rendered from each cell's optical
+thickness, for the modality a fold may never see among the real sources.
 
 Only numpy and scipy; every draw comes from the generator passed in. Never
 used for evaluation: real sources only (DEVELOPERS.md). A training run takes
@@ -32,7 +34,7 @@ from piximi_py.preprocess import normalize_percentile
 
 from .synthetic import _loguniform
 
-__all__ = ["synthetic_cells"]
+__all__ = ["synthetic_cells", "synthetic_transmitted_cells"]
 
 _HARMONICS = 5
 
@@ -158,11 +160,11 @@ def _nuclear(rng, nuclei, nucleus_distance):
     return (brightness[nuclei] * (1 - 0.3 * nucleus_distance ** 2) * np.clip(chromatin, 0.3, None)).astype(np.float32)
 
 
-def _acquire(rng, signal):
+def _acquire(rng, signal, blur=(0.5, 2.0), unevenness=0.3, photons=(30, 3000)):
     """Blur, background, illumination, noise and quantization of one channel."""
-    signal = ndi.gaussian_filter(signal, rng.uniform(0.5, 2.0))
-    illumination = 1 + rng.uniform(0, 0.3) * _smooth_noise(rng, signal.shape, signal.shape[0] / 3)
-    photons = _loguniform(rng, 30, 3000)
+    signal = ndi.gaussian_filter(signal, rng.uniform(*blur))
+    illumination = 1 + rng.uniform(0, unevenness) * _smooth_noise(rng, signal.shape, signal.shape[0] / 3)
+    photons = _loguniform(rng, *photons)
     background = rng.uniform(0.01, 0.2)
     mean = (signal * illumination + background) * photons
     raw = rng.poisson(np.maximum(mean, 0)).astype(np.float32)
@@ -201,3 +203,95 @@ def synthetic_cells(rng: np.random.Generator, shape=(256, 256)) -> tuple[np.ndar
     cyto = _acquire(rng, _cytoplasm(rng, labels, nuclei, distance))
     nuc = _acquire(rng, _nuclear(rng, nuclei, nucleus_distance))
     return np.stack([normalize_percentile(cyto), normalize_percentile(nuc)], axis=-1), labels
+
+
+def _thickness(rng, labels, nuclei, distance, nucleus_distance):
+    """Optical thickness (phase delay) of every cell: a dome per cell, flat or steep per image, a
+    thicker nucleus, granules; zero between cells."""
+    n = int(labels.max()) + 1
+    height = _loguniform(rng, 0.3, 1.0, n).astype(np.float32)
+    height[0] = 0
+    d = np.clip(distance, 0, 1)
+    dome = (1 - d ** 2) ** rng.uniform(0.3, 1.5)
+    granules = 1 + rng.uniform(0.05, 0.35) * _smooth_noise(rng, labels.shape, rng.uniform(0.7, 2.0))
+    phase = height[labels] * dome * np.clip(granules, 0.2, None)
+    bump = rng.uniform(0.0, 0.8)
+    phase[nuclei > 0] += (bump * height[nuclei] * (1 - nucleus_distance ** 2))[nuclei > 0]
+    phase[labels == 0] = 0
+    return phase.astype(np.float32)
+
+
+def _phase_contrast(rng, phase, diameter):
+    """Zernike phase contrast: the phase minus its low-pass (the phase ring passes part of the
+    undiffracted light), so cells read dark with a bright halo just outside their outline, and the
+    centre of a large flat cell fades towards the background (shade-off)."""
+    halo = ndi.gaussian_filter(phase, diameter * rng.uniform(0.05, 0.3))
+    image = 1 - rng.uniform(0.5, 1.5) * (phase - halo) / max(float(phase.max()), 1e-6)
+    return np.clip(image, 0.02, None)
+
+
+def _dic(rng, phase):
+    """Differential interference contrast: the phase's gradient along one shear direction, so each
+    cell reads as relief lit from one side."""
+    smooth = ndi.gaussian_filter(phase, rng.uniform(0.7, 1.5))
+    angle = rng.uniform(0, 2 * math.pi)
+    gy, gx = np.gradient(smooth)
+    shear = math.cos(angle) * gx + math.sin(angle) * gy
+    image = 0.5 + rng.uniform(0.2, 0.45) * shear / max(float(np.abs(shear).max()), 1e-6)
+    return np.clip(image, 0.02, None)
+
+
+def synthetic_transmitted_cells(rng: np.random.Generator, shape=(256, 256),
+                                nuclear_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Render one synthetic transmitted-light whole-cell image and its cell labels.
+
+    The same cells as :func:`synthetic_cells`, seen by phase contrast (two
+    images in three) or DIC instead of a stain: each cell's optical thickness
+    is rendered by a first-order model of the optics (phase contrast: the
+    thickness minus its low-pass, which makes the dark cell, its bright halo and
+    the shade-off of flat cells; DIC: its gradient along a shear direction),
+    then blurred, lit unevenly and made noisy as :func:`synthetic_cells` does.
+    Half the images are shown in the opposite polarity (what ``invert``
+    reads, and what negative phase contrast looks like). Its purpose is the
+    whole-cell model's folds that never see a microscope of that kind (README,
+    *Whole cells: synthetic transmitted light*).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random draw; the same state gives the same output.
+    shape : tuple of int, optional
+        ``(height, width)`` of the image.
+    nuclear_fraction : float, optional
+        Share of images that also have a nuclear stain (as DeepCell's phase
+        contrast does); the others have an empty nuclear channel.
+
+    Returns
+    -------
+    image : (H, W, 2) ndarray of float32
+        The transmitted-light channel then nuclei (zeros when absent), each
+        percentile normalized as the pipeline feeds a whole-cell model.
+    labels : (H, W) ndarray of int32
+        Cell ids ``1..n``, each cell one 4-connected region; 0 for background.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image, labels = synthetic_transmitted_cells(np.random.default_rng(0))
+    >>> image.shape, image.dtype, labels.dtype
+    ((256, 256, 2), dtype('float32'), dtype('int32'))
+    """
+    labels, nuclei, distance, nucleus_distance = _cells_raw(rng, shape)
+    phase = _thickness(rng, labels, nuclei, distance, nucleus_distance)
+    areas = np.bincount(labels.ravel())[1:]
+    diameter = 2 * math.sqrt(float(np.median(areas[areas > 0])) / math.pi) if areas.any() else 30.0
+    light = _phase_contrast(rng, phase, diameter) if rng.random() < 2 / 3 else _dic(rng, phase)
+    if rng.random() < 0.5:
+        light = float(light.max()) + float(light.min()) - light
+    # a lamp gives many photons, evenly: transmitted light is far less noisy than fluorescence
+    transmitted = _acquire(rng, light, blur=(0.4, 1.2), unevenness=0.1, photons=(300, 10000))
+    if rng.random() < nuclear_fraction:
+        nuc = normalize_percentile(_acquire(rng, _nuclear(rng, nuclei, nucleus_distance)))
+    else:
+        nuc = np.zeros(shape, np.float32)
+    return np.stack([normalize_percentile(transmitted), nuc], axis=-1).astype(np.float32), labels

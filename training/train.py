@@ -62,7 +62,8 @@ class CropStream(torch.utils.data.IterableDataset):
 
     Real images are drawn in proportion to the square root of their area;
     a fraction ``synthetic_fraction`` of the crops come from synthetic
-    images (:mod:`training.synthetic`), kept in a pool per worker that is
+    images (:mod:`training.synthetic`; whole cells from :mod:`training.synthetic_cells`,
+    ``synthetic_transmitted`` of them seen by transmitted light), kept in a pool per worker that is
     refreshed one image per batch. Each worker has its own random stream
     derived from ``seed``. A real sample that keeps an inverted image
     (``Sample.inverted``) is shown it instead with probability ``invert_fraction``.
@@ -72,8 +73,10 @@ class CropStream(torch.utils.data.IterableDataset):
                  synthetic_fraction: float = 0.0, channels: int = 1, pool: int = 48,
                  diameter: float | None = None, scale_range=(0.6, 1.6), drop_nuclei: float = 0.3,
                  stain_mix: float = 0.0, any_size_fraction: float = 0.0, any_size=(8.0, 120.0),
-                 formulation: str = "classes", invert_fraction: float = 0.0):
+                 formulation: str = "classes", invert_fraction: float = 0.0,
+                 synthetic_transmitted: float = 0.0):
         self.samples, self.batch, self.crop, self.seed = samples, batch, crop, seed
+        self.synthetic_transmitted = synthetic_transmitted
         self.invert_fraction = invert_fraction
         self.formulation = formulation
         self.stain_mix = stain_mix
@@ -94,10 +97,17 @@ class CropStream(torch.utils.data.IterableDataset):
         from piximi_py.diameter import median_diameter
 
         from .synthetic import synthetic_nuclei
-        from .synthetic_cells import synthetic_cells
+        from .synthetic_cells import synthetic_cells, synthetic_transmitted_cells
 
-        # a whole-cell model's synthetic crops are whole cells (cytoplasm + nuclei)
-        image, labels = (synthetic_cells if self.channels == 2 else synthetic_nuclei)(rng, (256, 256))
+        # a whole-cell model's synthetic crops are whole cells (cytoplasm + nuclei), some seen by
+        # transmitted light; that draw is made only when asked for, so runs without it keep their stream
+        if self.channels != 2:
+            render = synthetic_nuclei
+        elif self.synthetic_transmitted and rng.random() < self.synthetic_transmitted:
+            render = synthetic_transmitted_cells
+        else:
+            render = synthetic_cells
+        image, labels = render(rng, (256, 256))
         return D.Sample("synthetic", image, labels, "synthetic", median_diameter(labels)[0])
 
     def __iter__(self):
@@ -169,7 +179,8 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
           distill_weight: float = 1.0, save_half: bool = False, save_every: int = 500,
           diameter: float | None = None, scale_range=(0.6, 1.6), exclude_sources=(), stain: str = "",
           stain_mix: float = 0.0, any_size_fraction: float = 0.0, any_size=(8.0, 120.0),
-          formulation: str = "classes", inverted_sets=(), invert_fraction: float = 0.5) -> Path:
+          formulation: str = "classes", inverted_sets=(), invert_fraction: float = 0.5,
+          synthetic_transmitted: float = 0.0) -> Path:
     """Train and save ``out/model.pt`` plus ``out/log.jsonl``; returns the .pt path.
 
     Parameters
@@ -182,6 +193,10 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
         for the vanilla encoder).
     synthetic_fraction : float
         Expected share of synthetic crops in a batch.
+    synthetic_transmitted : float
+        Whole cells (``channels`` 2): the share of the synthetic images rendered as phase
+        contrast or DIC (:func:`training.synthetic_cells.synthetic_transmitted_cells`) rather
+        than fluorescence.
     init_from : path, optional
         Start from another checkpoint's weights (fine-tuning).
     warmup : float
@@ -260,7 +275,8 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
                         synthetic_fraction=synthetic_fraction, channels=channels, diameter=diameter,
                         scale_range=scale_range, stain_mix=stain_mix,
                         any_size_fraction=any_size_fraction, any_size=any_size, formulation=formulation,
-                        invert_fraction=invert_fraction if inverted_sets else 0.0)
+                        invert_fraction=invert_fraction if inverted_sets else 0.0,
+                        synthetic_transmitted=synthetic_transmitted)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers,
                                          pin_memory=device != "cpu", prefetch_factor=4 if workers else None,
                                          persistent_workers=False)
@@ -317,6 +333,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
     save_checkpoint(model, config, out / "model.pt", it, save_half,
                     run={"iterations": it, "batch": batch, "crop": crop, "lr": lr, "seed": seed,
                          "sets": [str(s) for s in sets], "synthetic_fraction": synthetic_fraction,
+                         "synthetic_transmitted": synthetic_transmitted,
                          "touching_weight": touching_weight, "boundary_width": boundary_width,
                          "teacher": str(teacher) if teacher else None, "device": device,
                          "diameter": diameter, "scale_range": list(scale_range),
