@@ -415,6 +415,7 @@ ENTRY = {
                    "Trained on BBBC018 (HT29, actin + Hoechst; CC BY-NC-SA 3.0), Usiigaci (phase contrast; MIT) "
                    "and BBBC030 (CHO, DIC; CC BY 3.0): three sources"
                    + (", with synthetic fluorescence cells" if RECIPE.get("synthetic_fraction") else "")
+                   + (" and synthetic phase-contrast and DIC cells" if RECIPE.get("synthetic_transmitted") else "")
                    + ("; its phase contrast and DIC learned in both polarities" if RECIPE.get("inverted_sets") else "")
                    + ". Experimental: on "
                    "sources it never saw it scores above the classical baseline in AP@0.5 and mAP, alone and "
@@ -543,8 +544,11 @@ def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None
                f"nuclei models, thresholds {spec.postprocess} ({TUNED}).\n")
             + f"- Training: {stages} on 2 CPU cores (`python build.py cells-train`), batch 16 of 192² crops, "
             "nuclear channel zeroed in 30 % of the crops"
-            + (f", synthetic fluorescence cells (`training.synthetic_cells`) as "
+            + (f", synthetic {'' if RECIPE.get('synthetic_transmitted') else 'fluorescence '}cells "
+               f"(`training.synthetic_cells`) as "
                f"{RECIPE['synthetic_fraction'] * 100:g} % of every batch" if RECIPE.get("synthetic_fraction") else "")
+            + (f" ({RECIPE['synthetic_transmitted'] * 100:g} % of them seen by phase contrast or DIC, "
+               "`synthetic_transmitted_cells`)" if RECIPE.get("synthetic_transmitted") else "")
             + (f", the transmitted-light sets ({', '.join(RECIPE['inverted_sets'])}) shown inverted (as `invert` "
                f"reads them) in {RECIPE['invert_fraction'] * 100:g} % of their crops" if RECIPE.get("inverted_sets") else "")
             + "; each set's validation split held out.\n"
