@@ -31,13 +31,14 @@ CELLS = DS.CELL_SETS
 #: The variant's architecture and data (with :data:`training.zoo.COMMON`'s batch, crop and loss):
 #: the default nuclei model's space-to-depth U-Net with two input channels (cytoplasm, nuclei),
 #: at Cellpose's 30 px cell diameter, learning Cellpose's flows (``"formulation": "flows"``; the
-#: nuclei's boundary class is ``"classes"``), with synthetic fluorescence cells
+#: nuclei's boundary class is ``"classes"``), with synthetic whole cells
 #: (:mod:`training.synthetic_cells`) as 30 % of every batch, half of them fluorescence and half
 #: phase contrast or DIC. All were decided by the folds on the sources they never saw (README,
 #: *Whole cells: flows and synthetic cells*, *A lower synthetic share* and *Whole cells: synthetic
 #: transmitted light*): the flows part touching cells, the synthetic fluorescence cells give the fold
 #: that never saw a fluorescent cytoplasm one to learn (15 % of a batch, the share that cost the DIC
-#: fold little), and the synthetic transmitted-light cells lift the folds without BBBC018 and BBBC030.
+#: fold little), and the synthetic transmitted-light cells lift the folds that never saw phase
+#: contrast (Usiigaci) or DIC (BBBC030), at a cost on the fluorescence fold.
 #: The transmitted-light sets are shown inverted half the time, so that dark cells on a light
 #: background are learned as well as light ones on a dark one, whichever a microscope gives
 #: (README, *Whole cells: transmitted light in both polarities*).

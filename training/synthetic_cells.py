@@ -1,4 +1,4 @@
-"""Synthetic fluorescence whole cells (cytoplasm + nuclei) with instance labels.
+"""Synthetic whole cells (fluorescence cytoplasm + nuclei, or transmitted light) with instance labels.
 
 Extra training crops for the whole-cell model (:mod:`training.cells`), for the
 modality its three real sources hold least of: a fluorescent cytoplasm or
@@ -19,9 +19,11 @@ thickness, for the modality a fold may never see among the real sources.
 Only numpy and scipy; every draw comes from the generator passed in. Never
 used for evaluation: real sources only (DEVELOPERS.md). A training run takes
 them with ``synthetic_fraction`` (a two-channel :class:`training.train.CropStream`);
-the shipped recipe (:data:`training.cells.RECIPE`) takes 30 %: they lift the fold
-that never saw a fluorescent cytoplasm several-fold, at a cost on DIC and phase
-contrast (README, *Whole cells: flows and synthetic cells, shipped*).
+the shipped recipe (:data:`training.cells.RECIPE`) takes 30 %, half of them by
+transmitted light (``synthetic_transmitted``). The fluorescence ones lift the fold
+that never saw a fluorescent cytoplasm several-fold (README, *Whole cells: flows
+and synthetic cells, shipped*); the transmitted-light ones lift the folds that never
+saw phase contrast or DIC (README, *Whole cells: synthetic transmitted light, shipped*).
 """
 from __future__ import annotations
 
