@@ -345,3 +345,21 @@ def test_registering_a_model_again_keeps_its_place(tmp_path):
     register_model(tmp_path / "index.json", {"id": "a", "file": "a.onnx", "default": True})
     models = json.loads((tmp_path / "index.json").read_text())["models"]
     assert [m["id"] for m in models] == ["a", "b", "c"] and models[0]["bytes"] == 3
+
+
+def test_a_re_exported_model_keeps_its_figures_only_while_they_describe_it(tmp_path):
+    """Accuracy and speed recorded for a file stay when the export writes the same bytes with the
+    same post-processing, and go (for the evaluation and the bench to fill) when either changed."""
+    from training.export import register_model
+    from training.zoo_report import recorded_figures
+
+    post = {"foreground_threshold": 0.3, "steps": (40, 60)}
+    figures = {"metrics": {"ap50": 0.5}, "latency_ms_512": {"native": 12.0}}
+    (tmp_path / "m.onnx").write_bytes(b"weights")
+    register_model(tmp_path / "index.json", {"id": "m", "name": "m", "task": "nuclei", "file": "m.onnx",
+                                          "postprocess": post, **figures})
+    assert recorded_figures(tmp_path, "m", "m.onnx", dict(post)) == ({"ap50": 0.5}, {"native": 12.0})
+    assert recorded_figures(tmp_path, "m", "m.onnx", {**post, "foreground_threshold": 0.4}) == ({}, 0.0)
+    assert recorded_figures(tmp_path, "other", "m.onnx", post) == ({}, 0.0)
+    (tmp_path / "m.onnx").write_bytes(b"retrained")
+    assert recorded_figures(tmp_path, "m", "m.onnx", post) == ({}, 0.0)

@@ -464,7 +464,7 @@ def ship(models_dir: Path | None = None) -> dict:
     from .export import export_onnx, register_model
     from .rdf import write_rdf
     from .train import input_multiple
-    from .zoo_report import TEMPLATE, calibration_tiles, ship_int8
+    from .zoo_report import TEMPLATE, calibration_tiles, recorded_figures, ship_int8
 
     models_dir = Path(models_dir or piximi_py.default_models_dir())
     checkpoint = run_dir(VARIANT, len(STAGES) - 1) / "model.pt"
@@ -481,10 +481,10 @@ def ship(models_dir: Path | None = None) -> dict:
         post = with_flow_error(dataclasses.replace(spec, postprocess=post),
                                choose_flow_error(choices["flow_error_scores"], choices["scores"])).postprocess
         FOREGROUND_FILE.write_text(json.dumps({"postprocess": post, **choices}, indent=1))
-    old = next((s for s in piximi_py.load_models(models_dir) if s.id == ENTRY["id"]), None)
+    metrics, latency = recorded_figures(models_dir, ENTRY["id"], FILE, post)
     entry = {**TEMPLATE, **ENTRY, "file": FILE, "channels": ckpt["config"]["in_channels"],
              "input_multiple": spec.input_multiple, "postprocess": post, "diameter": spec.diameter,
-             "metrics": old.metrics if old else {}, "latency_ms_512": old.latency_ms_512 if old else 0.0}
+             "metrics": metrics, "latency_ms_512": latency}
     entry = register_model(models_dir / "index.json", entry)
     write_rdf(models_dir, entry, ckpt)
     ship_int8(models_dir, entry, FILE_INT8, calibration_tiles(2, sets=[str(p) for p in cell_sets()]))

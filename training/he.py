@@ -350,7 +350,7 @@ def ship(models_dir: Path | None = None) -> dict:
     from .export import export_onnx, register_model
     from .rdf import write_rdf
     from .train import input_multiple
-    from .zoo_report import TEMPLATE, calibration_tiles, ship_int8
+    from .zoo_report import TEMPLATE, calibration_tiles, recorded_figures, ship_int8
 
     models_dir = Path(models_dir or piximi_py.default_models_dir())
     checkpoint = RUNS / VARIANT / "model.pt"
@@ -359,11 +359,10 @@ def ship(models_dir: Path | None = None) -> dict:
     spec = dataclasses.replace(route_spec("nuclei@hematoxylin"), file=FILE,
                                input_multiple=input_multiple(ckpt["config"]), diameter=DIAMETER)
     post = tune_thresholds(models_dir / FILE, spec)
-    old = next((s for s in piximi_py.load_models(models_dir) if s.id == ENTRY["id"]), None)
-    keep_old = old is not None and old.file == FILE
+    metrics, latency = recorded_figures(models_dir, ENTRY["id"], FILE, post)
     entry = {**TEMPLATE, **ENTRY, "file": FILE, "channels": 1, "input_multiple": spec.input_multiple,
              "postprocess": post, "diameter": DIAMETER, "normalize": spec.normalize,
-             "metrics": old.metrics if keep_old else {}, "latency_ms_512": old.latency_ms_512 if keep_old else 0.0}
+             "metrics": metrics, "latency_ms_512": latency}
     entry = register_model(models_dir / "index.json", entry)
     write_rdf(models_dir, entry, ckpt)
     ship_int8(models_dir, entry, FILE_INT8,

@@ -183,24 +183,35 @@ def int8_name(name: str) -> str:
     return f"{head}, int8){tail}" if paren else f"{name} (int8)"
 
 
+def recorded_figures(models_dir: Path, model_id: str, file: str, postprocess: dict) -> tuple[dict, dict | float]:
+    """The ``metrics`` and ``latency_ms_512`` recorded for index entry ``model_id`` when they
+    still describe it: the same file, byte for byte (its sha256), run with the same
+    ``postprocess``; else none (``{}`` and ``0.0``), for the evaluation and the bench to fill."""
+    import piximi_py
+
+    from .export import sha256_file
+
+    old = next((s for s in piximi_py.load_models(models_dir) if s.id == model_id), None)
+    # compared as the index stores it (tuples become lists, numpy numbers plain ones)
+    same = (old is not None and old.file == file and old.sha256 == sha256_file(models_dir / file)
+            and old.postprocess == json.loads(json.dumps(postprocess, default=float)))
+    return (old.metrics, old.latency_ms_512) if same else ({}, 0.0)
+
+
 def ship_int8(models_dir: Path, entry: dict, file_int8: str, calibration: list[np.ndarray],
               keep_float=(), measured: dict | None = None) -> dict:
     """Quantize the index entry ``entry``'s file into ``file_int8`` and register it as
     ``ID_int8`` (not a default, WASM only). Its figures: those of ``measured`` (the int8 variant's
-    ``models/zoo.json`` row, ``{}`` for none) when given, else the recorded ones when the file is
-    the same."""
-    import piximi_py
-
-    from .export import register_model, sha256_file
+    ``models/zoo.json`` row, ``{}`` for none) when given, else the recorded ones while they still
+    describe it (:func:`recorded_figures`)."""
+    from .export import register_model
 
     quantize_int8(models_dir / entry["file"], models_dir / file_int8, calibration, keep_float)
     if measured is not None:
         metrics = {k: measured["summary"]["all"][k] for k in ("ap50", "map", "f1")} if measured else {}
         latency = {"native": measured["e2e_ms"]} if measured.get("e2e_ms") else 0.0
     else:
-        old = next((s for s in piximi_py.load_models(models_dir) if s.id == f"{entry['id']}_int8"), None)
-        keep = old is not None and old.file == file_int8 and old.sha256 == sha256_file(models_dir / file_int8)
-        metrics, latency = (old.metrics, old.latency_ms_512) if keep else ({}, 0.0)
+        metrics, latency = recorded_figures(models_dir, f"{entry['id']}_int8", file_int8, entry["postprocess"])
     return register_model(models_dir / "index.json", {
         **entry, "id": f"{entry['id']}_int8", "file": file_int8, "default": False, "webgpu": False,
         "name": int8_name(entry["name"]),
