@@ -149,3 +149,17 @@ def test_flow_error_is_chosen_at_each_folds_own_threshold_without_its_source():
                      postprocess={"foreground_threshold": 0.3, "max_flow_error": 0.7})
     assert with_flow_error(spec, 0.8).postprocess == {"foreground_threshold": 0.3, "max_flow_error": 0.8}
     assert with_flow_error(spec, "off").postprocess == {"foreground_threshold": 0.3}
+
+
+def test_the_card_says_how_the_model_compares_with_the_baseline_from_the_evaluation():
+    """The verdict beside the classical baseline is derived from the evaluation, never fixed text."""
+    from training.cells import against_baseline
+
+    report = {"fold_mean": {"ap50": 0.5, "map": 0.2}, "fold_with_nuclei_mean": {"ap50": 0.4, "map": 0.1},
+              "baseline_mean": {"ap50": 0.45, "map": 0.16}}
+    text = against_baseline(report)
+    assert "0.500 / 0.200 alone (1.25× the baseline's mAP, above it in AP@0.5 and mAP)" in text
+    assert "0.400 / 0.100 with the nuclei linked (0.62× the baseline's mAP, not above it)" in text
+    assert text.endswith("not met, hence experimental.")
+    good = {"ap50": 0.8, "map": 0.55}
+    assert against_baseline({**report, "fold_mean": good, "fold_with_nuclei_mean": good}).endswith(": met.")
