@@ -329,3 +329,32 @@ def test_deepcell_conversion_from_a_mirror(tmp_path, monkeypatch):
         assert labels[9, 30] == labels[30, 30] != 0 and labels[90, 90] not in (0, labels[30, 30])
         assert labels[15, 105] == 0                              # the sliver
     assert "evaluation only" in (root / "README.md").read_text()
+
+
+def test_livecell_conversion_from_a_mirror(tmp_path):
+    """LIVECell's COCO polygons (flat ``[x1, y1, x2, y2, ...]`` lists, one or more per cell) become
+    one label per cell over the phase-contrast plane, overlaps going to the later cell; an image
+    is read from the folder its annotation file names."""
+    import json
+
+    import tifffile
+
+    import training.datasets as DS
+
+    work = tmp_path / "livecell"
+    phase = np.random.default_rng(0).integers(0, 256, (40, 48), dtype=np.uint8)
+    for annotations, folder in DS.LIVECELL_ANNOTATIONS.items():
+        (work / folder).mkdir(parents=True)
+        name = "A172_Phase_C7_1_00d00h00m_1.tif" if "test" in annotations else "MCF7_Phase_G4_2_02d16h00m_1.tif"
+        tifffile.imwrite(work / folder / name, phase)
+        cells = [[[4, 4, 14, 4, 14, 14, 4, 14]], [[10, 10, 24, 10, 24, 20, 10, 20]], [[30, 30, 31, 30, 31, 31]]]
+        (work / annotations).write_text(json.dumps({
+            "images": [{"id": 7, "file_name": name, "width": 48, "height": 40}],
+            "annotations": [{"id": i, "image_id": 7, "segmentation": s} for i, s in enumerate(cells)]}))
+    records = DS.convert_cells_livecell(work / ".git", tmp_path / "set", committed(work))
+    assert [(r["name"], r["cells"]) for r in records] == [("livecell_a172_phase_c7_1_00d00h00m_1", 2),
+                                                          ("livecell_mcf7_phase_g4_2_02d16h00m_1", 2)]
+    labels = tifffile.imread(tmp_path / "set/masks/livecell_a172_phase_c7_1_00d00h00m_1.tif")
+    assert labels[5, 5] == 1 and labels[12, 12] == 2 and labels[18, 22] == 2 and labels[30, 30] == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "set/images/livecell_a172_phase_c7_1_00d00h00m_1.tif"), phase)
+    assert "CC BY-NC 4.0" in (tmp_path / "set/README.md").read_text()

@@ -8,9 +8,10 @@ all of them (each set's training split) and one fold model without each
 source; ``python build.py cells-evaluate`` scores every fold on its left-out
 source through the ``piximi_py`` pipeline (cell diameter estimated, nuclei
 channel given where the set has one), beside the classical baseline on the
-same images and the shipped model on its held-out split. On DeepCell's phase
-contrast and nuclear marker (``cells_deepcell``, no licence stated, so only
-ever scored) the shipped model is the "fold": it never saw that source either.
+same images and the shipped model on its held-out split. On the sets only ever
+scored (:data:`training.datasets.CELL_EVAL_ONLY_SETS`: DeepCell's phase contrast
+and nuclear marker, no licence stated, and LIVECell's phase contrast) the shipped
+model is the "fold": it never saw those sources either.
 """
 from __future__ import annotations
 
@@ -589,8 +590,9 @@ def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None
             "BBBC030 CC BY 3.0.\n\n"
             f"Leave-one-source-out, `python build.py cells-evaluate` (folds: {folds} iterations; "
             "diameter estimated; the baseline is given the true median cell diameter; DeepCell's phase "
-            "contrast and nuclear marker, `cells_deepcell`, has no licence stated, so it is only scored, "
-            "the shipped model being its fold):\n\n"
+            "contrast and nuclear marker, `cells_deepcell`, has no licence stated, and LIVECell's phase "
+            "contrast, `cells_livecell`, lowered the Usiigaci fold as a training source, so both are only "
+            "scored, the shipped model being their fold):\n\n"
             + format_report(report) + "\n\n"
             + (format_foreground(report["foreground"]) + "\n\n" if report.get("foreground") else ""))
     replace_card(page, "cells", card)

