@@ -397,14 +397,14 @@ def against_baseline(report: dict) -> str:
         runs.append(("with the nuclei linked", report["fold_with_nuclei_mean"]))
 
     def verdict(m):
-        higher = [k for k, name in (("ap50", "AP@0.5"), ("map", "mAP")) if m[k] > base[k]]
-        return ("above it in AP@0.5 and mAP" if len(higher) == 2 else
-                "above it in " + ("AP@0.5" if higher == ["ap50"] else "mAP") + " only" if higher else "not above it")
+        higher = [name for key, name in (("ap50", "AP@0.5"), ("map", "mAP")) if m[key] > base[key]]
+        return f"above it in {' and '.join(higher)}{'' if len(higher) == 2 else ' only'}" if higher else "not above it"
 
     scores = " and ".join(f"{m['ap50']:.3f} / {m['map']:.3f} {name} ({m['map'] / base['map']:.2f}× the "
                           f"baseline's mAP, {verdict(m)})" for name, m in runs)
-    met = all(m["ap50"] >= BAR["ap50"] and m["map"] >= BAR["map"]
-              and m["map"] >= BAR["baseline_map_ratio"] * base["map"] for _, m in runs[:1])
+    alone = report["fold_mean"]
+    met = (alone["ap50"] >= BAR["ap50"] and alone["map"] >= BAR["map"]
+           and alone["map"] >= BAR["baseline_map_ratio"] * base["map"])
     return (f"On the sources they never saw, the classical baseline scores {base['ap50']:.3f} / {base['map']:.3f} "
             f"AP@0.5 / mAP and the folds (the shipped model on the sources only scored) {scores}. The bar is "
             f"{BAR['ap50']:g} / {BAR['map']:.2f} and {BAR['baseline_map_ratio']:g}× the baseline's mAP: "
