@@ -391,9 +391,9 @@ BAR = {"ap50": 0.75, "map": 0.50, "baseline_map_ratio": 1.5}
 def against_baseline(report: dict) -> str:
     """The folds' means on the sources they never saw, alone and with the nuclei linked, against the
     classical baseline's and :data:`BAR`, as a sentence (from :func:`evaluate_by_source`'s report)."""
-    base = report["baseline_mean"]
-    runs = [("alone", report["fold_mean"])]
-    if report.get("fold_with_nuclei_mean") not in (None, report["fold_mean"]):
+    base, alone = report["baseline_mean"], report["fold_mean"]
+    runs = [("alone", alone)]
+    if report.get("fold_with_nuclei_mean") not in (None, alone):
         runs.append(("with the nuclei linked", report["fold_with_nuclei_mean"]))
 
     def verdict(m):
@@ -402,7 +402,6 @@ def against_baseline(report: dict) -> str:
 
     scores = " and ".join(f"{m['ap50']:.3f} / {m['map']:.3f} {name} ({m['map'] / base['map']:.2f}× the "
                           f"baseline's mAP, {verdict(m)})" for name, m in runs)
-    alone = report["fold_mean"]
     met = (alone["ap50"] >= BAR["ap50"] and alone["map"] >= BAR["map"]
            and alone["map"] >= BAR["baseline_map_ratio"] * base["map"])
     return (f"On the sources they never saw, the classical baseline scores {base['ap50']:.3f} / {base['map']:.3f} "
