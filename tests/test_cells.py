@@ -151,6 +151,38 @@ def test_flow_error_is_chosen_at_each_folds_own_threshold_without_its_source():
     assert with_flow_error(spec, "off").postprocess == {"foreground_threshold": 0.3}
 
 
+def test_a_grid_of_settings_runs_the_model_once_for_what_they_share(two_channel, models_dir):
+    """The flow error check is after the model and outside the diameter estimate: a second setting
+    of it on the same image is answered from memory, with the labels the model gives afresh."""
+    from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
+    from piximi_py.pipeline import segment_async
+    from training.cells import RepeatedRuns, with_flow_error
+
+    class Counted(OnnxRuntimeBackend):
+        runs = 0
+
+        async def run(self, batch):
+            Counted.runs += 1
+            return await super().run(batch)
+
+    spec = piximi_py.find_model(piximi_py.load_models(models_dir), "cells")
+    image = read_image(two_channel[0], keep_channels=True)
+    channels = {"cyto": 0, "nuclei": 1}
+    fresh = OnnxRuntimeBackend(str(models_dir / spec.file))
+    remembered = RepeatedRuns(Counted(str(models_dir / spec.file)))
+    for error in (0.7, None):
+        setting = with_flow_error(spec, error)
+        before = Counted.runs
+        got = piximi_py.run_sync(segment_async(image, setting, remembered, channels=channels))
+        want = piximi_py.run_sync(segment_async(image, setting, fresh, channels=channels))
+        np.testing.assert_array_equal(got.labels, want.labels)
+        assert got.diameter == want.diameter
+        assert (Counted.runs > before) == (error == 0.7)  # the second setting ran no model
+    remembered.forget()
+    piximi_py.run_sync(segment_async(image, spec, remembered, channels=channels))
+    assert Counted.runs > before
+
+
 def test_the_card_says_how_the_model_compares_with_the_baseline_from_the_evaluation():
     """The verdict beside the classical baseline is derived from the evaluation, never fixed text."""
     from training.cells import against_baseline
