@@ -151,6 +151,52 @@ def test_flow_error_is_chosen_at_each_folds_own_threshold_without_its_source():
     assert with_flow_error(spec, "off").postprocess == {"foreground_threshold": 0.3}
 
 
+def test_the_settings_grid_is_scored_again_only_when_what_it_scored_changed(tmp_path, monkeypatch):
+    """The folds' grid (half an hour) is read back while the folds, images and settings are those it
+    was scored with, and scored afresh when any fold model or post-processing step changes."""
+    import dataclasses
+
+    from piximi_py.models import ModelSpec
+    from training import cells
+
+    sets = []
+    for name in ("a", "b"):
+        (tmp_path / "data" / name / "images").mkdir(parents=True)
+        (tmp_path / "data" / name / "images" / "1.tif").write_bytes(b"")
+        (tmp_path / "runs" / f"without_{name}_stage2").mkdir(parents=True)
+        (tmp_path / "runs" / f"without_{name}_stage2" / "model.onnx").write_bytes(name.encode())
+        sets.append(tmp_path / "data" / name)
+    monkeypatch.setattr(cells, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(cells, "FOREGROUND_FILE", tmp_path / "runs" / "foreground.json")
+    monkeypatch.setattr(cells, "cell_sets", lambda: sets)
+    scored = []
+
+    def grid(spec, max_images):
+        scored.append(spec)
+        return {"scores": {"a": {"0.3": 0.5}}, "flow_error_scores": {"0.3": {"a": {"off": 0.5}}}}
+
+    monkeypatch.setattr(cells, "postprocess_choices", grid)
+    spec = ModelSpec(id="cells", name="cells", task="cells", file="x.onnx", instances="flows",
+                     postprocess={"foreground_threshold": 0.3, "steps": 60, "max_flow_error": 0.7})
+
+    def saved(spec):
+        choices = cells.saved_postprocess_choices(spec)
+        cells.FOREGROUND_FILE.write_text(json.dumps(choices))
+        return choices
+
+    first = saved(spec)
+    assert len(scored) == 1 and first["scores"] == {"a": {"0.3": 0.5}}
+    # the two settings the grid chooses, and what only describes the model, do not score it again
+    again = dataclasses.replace(spec, name="renamed", file="y.onnx", metrics={"ap50": 1.0},
+                                postprocess={"foreground_threshold": 0.5, "steps": 60})
+    assert saved(again) == first and len(scored) == 1
+    saved(dataclasses.replace(spec, postprocess={**spec.postprocess, "steps": 40}))
+    assert len(scored) == 2
+    (tmp_path / "runs" / "without_b_stage2" / "model.onnx").write_bytes(b"retrained")
+    saved(spec)
+    assert len(scored) == 3
+
+
 def test_a_grid_of_settings_runs_the_model_once_for_what_they_share(two_channel, models_dir):
     """The flow error check is after the model and outside the diameter estimate: a second setting
     of it on the same image is answered from memory, with the labels the model gives afresh."""

@@ -358,6 +358,40 @@ def postprocess_choices(spec, max_images: int = MAX_IMAGES) -> dict:
     return {"scores": foreground, "flow_error_scores": flow_error_scores(spec, foreground, max_images=max_images)}
 
 
+#: Fields of a spec that only describe or locate the model: the folds run their own files.
+_DESCRIPTIVE = ("id", "name", "task", "file", "sha256", "bytes", "default", "description", "metrics",
+                "latency_ms_512", "webgpu")
+
+
+def choices_key(spec, max_images: int = MAX_IMAGES) -> dict:
+    """Everything :func:`postprocess_choices` scores depend on, as JSON keeps it: each trained
+    fold model's SHA-256, the images scored per source, the settings tried, and how ``spec`` runs
+    the model apart from the two settings chosen."""
+    folds = {}
+    for root in cell_sets():
+        onnx_path = fold_dir(root.name) / "model.onnx"
+        if onnx_path.exists():
+            folds[root.name] = {"sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+                                "images": [p.name for p in D.source_images(root, max_images)]}
+    run = {k: v for k, v in spec.to_dict().items() if k not in _DESCRIPTIVE}
+    run["postprocess"] = {k: v for k, v in spec.postprocess.items()
+                          if k not in ("foreground_threshold", "max_flow_error")}
+    key = {"folds": folds, "spec": run, "thresholds": FOREGROUND_THRESHOLDS, "flow_errors": FLOW_ERRORS}
+    return json.loads(json.dumps(key))
+
+
+def saved_postprocess_choices(spec, max_images: int = MAX_IMAGES) -> dict:
+    """:func:`postprocess_choices`, read from :data:`FOREGROUND_FILE` where it was scored with the
+    same :func:`choices_key` (scoring the grid takes about half an hour on two cores), else scored
+    afresh; with that key under ``"key"``."""
+    key = choices_key(spec, max_images)
+    saved = json.loads(FOREGROUND_FILE.read_text()) if FOREGROUND_FILE.exists() else {}
+    if saved.get("key") == key and "flow_error_scores" in saved:
+        return {k: saved[k] for k in ("scores", "flow_error_scores", "key")}
+    choices = postprocess_choices(spec, max_images)
+    return {**choices, "key": key} if choices else {}
+
+
 def evaluate_by_source(*, folds: bool = True, shipped: bool = True, baseline: bool = True,
                        max_images: int = MAX_IMAGES) -> dict:
     """Fold models on their left-out source, the classical baseline on the same images, and the
@@ -370,9 +404,7 @@ def evaluate_by_source(*, folds: bool = True, shipped: bool = True, baseline: bo
     shipped_spec = specs.get(ENTRY["id"])
     report = {"variant": VARIANT, "fold_stages": FOLD_STAGES, "stages": STAGES, "sources": {}}
     if folds:  # each fold's post-processing, chosen on the other folds' left-out sources
-        saved = json.loads(FOREGROUND_FILE.read_text()) if FOREGROUND_FILE.exists() else {}
-        if "flow_error_scores" not in saved:
-            saved = postprocess_choices(cells_spec(), max_images=max_images)
+        saved = saved_postprocess_choices(cells_spec(), max_images=max_images)
         scores, errors = saved.get("scores", {}), saved.get("flow_error_scores", {})
         report["foreground"] = {"scores": scores, "chosen": {s: choose_foreground(scores, s) for s in scores},
                                 "flow_error_scores": errors,
@@ -536,7 +568,7 @@ def ship(models_dir: Path | None = None) -> dict:
     post = tune_thresholds(models_dir / FILE, spec)
     # the foreground threshold and flow error by leave-one-source-out where the folds are trained,
     # not on the training images, where the model is surer than on a microscope it never saw
-    choices = postprocess_choices(dataclasses.replace(spec, postprocess=post))
+    choices = saved_postprocess_choices(dataclasses.replace(spec, postprocess=post))
     if choices:
         post["foreground_threshold"] = choose_foreground(choices["scores"])
         post = with_flow_error(dataclasses.replace(spec, postprocess=post),
