@@ -369,11 +369,13 @@ def choices_key(spec, max_images: int = MAX_IMAGES) -> dict:
     """Everything :func:`postprocess_choices` scores depend on, as JSON keeps it: each trained
     fold model's SHA-256, the images scored per source, the settings tried, and how ``spec`` runs
     the model apart from the two settings chosen."""
+    from .export import sha256_file
+
     folds = {}
     for root in cell_sets():
         onnx_path = fold_dir(root.name) / "model.onnx"
         if onnx_path.exists():
-            folds[root.name] = {"sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+            folds[root.name] = {"sha256": sha256_file(onnx_path),
                                 "images": [p.name for p in D.source_images(root, max_images)]}
     run = {k: v for k, v in spec.to_dict().items() if k not in _DESCRIPTIVE}
     run["postprocess"] = {k: v for k, v in spec.postprocess.items()
