@@ -97,7 +97,7 @@ def inverted(image: np.ndarray, channel: int | None = None) -> np.ndarray:
     :func:`piximi_py.preprocess.to_float` reads them), so that dark objects on a lighter background
     (phase contrast, brightfield, DIC) are read as a fluorescence model's bright ones.
 
-    On the whole-cell folds trained on transmitted light as it is (README, *Dark cells read
+    On the whole-cell folds trained on transmitted light as it is (docs/research/cells.md, *Dark cells read
     inverted*) this lifted transmitted light no model had seen (DeepCell's phase contrast 0.356 ->
     0.512 AP@0.5, BBBC030's DIC 0.736 -> 0.876) and ruined fluorescence (0.591 -> 0.320): an option
     the user sets, as Cellpose's ``invert``. The ``cells`` model now learns its transmitted light
@@ -173,7 +173,7 @@ def _trimmed(labels: np.ndarray, image: np.ndarray, model: ModelSpec) -> np.ndar
     folds' left-out sources 0.2 raised the mean from 0.749 / 0.536 to 0.752 / 0.545, mAP gaining on
     seven of eight sources, the most where the model's outlines were wider than the annotators'
     (BitDepth 0.214 -> 0.234, Aits 0.490 -> 0.513); 0.3 gave 0.754 / 0.548 but cost Kromp and
-    Koyuncu mAP 0.008-0.014 (README, *What the folds get wrong*)."""
+    Koyuncu mAP 0.008-0.014 (docs/research/nuclei.md, *What the folds get wrong*)."""
     return postprocess.trim_to_contrast(labels, _grey(image), model.outline_contrast,
                                         min_size=_instance_options(model).get("min_size", 12))
 
@@ -234,7 +234,7 @@ def _flow_checked(labels: np.ndarray, prob: np.ndarray, model: ModelSpec) -> np.
     """``labels`` made without the flow error check (:func:`_instances`) from a flow model's output
     ``prob`` on their grid, checked now. The diameter estimate measures every object found: on the
     whole-cell folds' left-out sources the check in its passes too moved the estimate and cost the
-    DIC fold (README, *Whole cells: the flow error check*)."""
+    DIC fold (docs/research/cells.md, *Whole cells: the flow error check*)."""
     max_error = _instance_options(model).get("max_flow_error")
     return labels if max_error is None else postprocess.drop_inconsistent_flows(labels, prob[1:3], max_error)
 
@@ -356,13 +356,14 @@ ESTIMATE_SPARSE = 0.03
 #: The search starts again from the coarser pass when its objects cover this many times as much.
 #: On 450 real images (the held-out images rescaled to 8-150 px nuclei and 40 of each fluorescence
 #: source) the estimates off by more than half fell from 9 to 5 and those within 15 % rose from
-#: 92.2 to 93.1 %; 5 times fixed one fewer (README, *The size step*).
+#: 92.2 to 93.1 %; 5 times fixed one fewer (docs/research/nuclei.md, *Specks in large nuclei*).
 ESTIMATE_FRAGMENTS = 2.5
 #: The estimate's other whole-image passes within this factor of the scale of the pass the final
 #: segmentation reuses are averaged into it (:func:`_reused_masks`): the confirming pass at half
 #: the scale, usually. It costs no model run, and on 20 images of each fluorescence source the folds
 #: never saw it raised AP@0.5 from 0.726 to 0.745 and mAP from 0.515 to 0.529, no source losing
-#: (README, *Sources never trained on*). One-plane fluorescence models only (:func:`_one_fluorescence_plane`).
+#: (docs/research/nuclei.md, *The estimate's neighbouring pass, averaged in*). One-plane fluorescence
+#: models only (:func:`_one_fluorescence_plane`).
 REUSE_AVERAGE_RANGE = 2.1
 
 
@@ -696,7 +697,7 @@ async def add_nuclei(cells: Segmentation, model: ModelSpec, backend: Backend, *,
     the cell model's own seeds; a cell region without a nucleus stays one cell. On sources the
     cell model never saw this tripled AP@0.5 (a fold on BBBC018 0.104 -> 0.375; DeepCell 0.118 ->
     0.336), and on held-out images of a source it trained on it doubled it (BBBC018 0.246 ->
-    0.523; README, *Whole cells, accuracy*). A cell with several nuclei is split among them.
+    0.523; docs/research/cells.md, *Whole cells, accuracy*). A cell with several nuclei is split among them.
 
     Parameters
     ----------

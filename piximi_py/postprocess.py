@@ -284,7 +284,7 @@ def flow_errors(labels: np.ndarray, flows: np.ndarray) -> np.ndarray:
     pixel, where the deepest pixel of a flat cell can jump across it. So flows that differ in their
     last bits (the page's and CPython's) keep the same cells, at a quarter of the time of a distance
     transform; on the whole-cell folds both centres chose the same threshold with nearly the same
-    scores (README, *Whole cells: the flow error check*).
+    scores (docs/research/cells.md, *Whole cells: the flow error check*).
 
     Parameters
     ----------

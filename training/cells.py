@@ -35,7 +35,7 @@ CELLS = DS.CELL_SETS
 #: at Cellpose's 30 px cell diameter, learning Cellpose's flows (``"formulation": "flows"``; the
 #: nuclei's boundary class is ``"classes"``), with synthetic whole cells
 #: (:mod:`training.synthetic_cells`) as 30 % of every batch, half of them fluorescence and half
-#: phase contrast or DIC. All were decided by the folds on the sources they never saw (README,
+#: phase contrast or DIC. All were decided by the folds on the sources they never saw (docs/research/cells.md,
 #: *Whole cells: flows and synthetic cells*, *A lower synthetic share* and *Whole cells: synthetic
 #: transmitted light*): the flows part touching cells, the synthetic fluorescence cells give the fold
 #: that never saw a fluorescent cytoplasm one to learn (15 % of a batch, the share that cost the DIC
@@ -43,9 +43,9 @@ CELLS = DS.CELL_SETS
 #: contrast (Usiigaci) or DIC (BBBC030), at a cost on the fluorescence fold.
 #: The transmitted-light sets are shown inverted half the time, so that dark cells on a light
 #: background are learned as well as light ones on a dark one, whichever a microscope gives
-#: (README, *Whole cells: transmitted light in both polarities*). Its base width is 40, not the
+#: (docs/research/cells.md, *Whole cells: transmitted light in both polarities*). Its base width is 40, not the
 #: nuclei model's 24: wider, every fold gained 0.05-0.08 AP@0.5 on the source it never saw, for
-#: about twice the model's time (README, *Width 40 on all three folds*).
+#: about twice the model's time (docs/research/cells.md, *Width 40 on all three folds*).
 RECIPE = {"encoder": "vanilla", "encoder_kwargs": {"base_width": 40, "space_to_depth": 4}, "depth": 3,
           "channels": 2, "diameter": 30.0, "scale_range": (0.6, 1.7), "formulation": "flows",
           "synthetic_fraction": 0.3, "synthetic_transmitted": 0.5,
@@ -507,7 +507,7 @@ ENTRY = {
     "id": "cells", "name": "Whole cells (experimental), cytoplasm + optional nuclei (space-to-depth U-Net, 3.1M params)",
     "task": "cells", "default": True, "input_roles": list(D.CELL_ROLES), "instances": INSTANCES,
     # averaged over flips, the folds (and on DeepCell the shipped model) scored 0.448 / 0.201 on the
-    # sources they never saw, against 0.391 / 0.172 from one run (README, *Whole cells: flips averaged*)
+    # sources they never saw, against 0.391 / 0.172 from one run (docs/research/cells.md, *Whole cells: flips averaged*)
     "flip_average": INSTANCES == "flows",
     "description": ("U-Net predicting, as Cellpose does, the probability of background and a flow towards each "
                     "cell's centre, whose end points make the cells, for whole cells, reading a "

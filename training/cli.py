@@ -20,17 +20,18 @@ ROOT = Path(__file__).resolve().parents[1]
 #: on large nuclei (65 % within 15 % at 150 px against 88 %, python build.py evaluate --scales).
 SIZE_SAFE_THRESHOLDS = {"foreground_threshold": 0.6, "seed_threshold": 0.3, "min_seed_size": 4, "min_size": 12}
 #: The default's and its pruned copy's objects are trimmed to this fraction of their contrast
-#: (``ModelSpec.outline_contrast``; README, *What the folds get wrong*: folds 0.749 / 0.536 -> 0.752 / 0.545).
+#: (``ModelSpec.outline_contrast``; docs/research/nuclei.md, *What the folds get wrong*: folds
+#: 0.749 / 0.536 -> 0.752 / 0.545).
 OUTLINE_CONTRAST = 0.2
 #: ... and their objects under this fraction of the image's median object area dropped
-#: (``ModelSpec.min_relative_size``; README, *Specks and split-off bits*).
+#: (``ModelSpec.min_relative_size``; docs/research/nuclei.md, *Specks and split-off bits*).
 MIN_RELATIVE_SIZE = 0.15
 #: Their int8 files keep the last decoder block float too (``zoo_report.quantize_int8``): quantized, it
 #: cost ``nuclei_fast`` 0.022 AP@0.5 on the 19 held-out images, float 0.004, and the page time is the same.
 INT8_KEEP_FLOAT = ("/decoder.2/",)
 SHIPPED = {
     "nuclei": {
-        # the size-aware recipe on every licensed fluorescence source (README, "Sources never trained
+        # the size-aware recipe on every licensed fluorescence source (docs/research/nuclei.md, "Sources never trained
         # on"); until 2026-12-05 the default was unet_s2d4_w24_distilled (11121 iterations, DSB2018 +
         # mnfinder only). It keeps that default's thresholds (SIZE_SAFE_THRESHOLDS says why).
         "variant": "unet_s2d4_w24_sized_all", "iterations": 1000, "file": "nuclei_unet_s2d4_w24.onnx",

@@ -49,7 +49,7 @@ cells_livecell
     lines from LIVECell (Edlund et al. 2021; CC BY-NC 4.0), the annotated
     part of a 1 % sample mirrored in ``OasisArtisan/LIVECell-Semantic-Segmentation``,
     cells as COCO polygons. Only scored: a fold trained on it as a fourth
-    source scored lower on Usiigaci's phase contrast (README, *Whole cells:
+    source scored lower on Usiigaci's phase contrast (docs/research/cells.md, *Whole cells:
     LIVECell*).
 
 Run ``python -m training.datasets NAME`` to fetch and convert. Each set
@@ -1396,14 +1396,14 @@ CELL_SETS = ("cells_bbbc018", "cells_usiigaci", "cells_bbbc030")
 #: their background by the optics, not by a stain.
 CELL_TRANSMITTED_SETS = ("cells_usiigaci", "cells_bbbc030")
 #: Whole-cell sets only ever scored, sources the shipped model never saw: DeepCell (no licence
-#: stated) and LIVECell (licensed, but training on it lowered the Usiigaci fold; README, *Whole
+#: stated) and LIVECell (licensed, but training on it lowered the Usiigaci fold; docs/research/cells.md, *Whole
 #: cells: LIVECell*).
 CELL_EVAL_ONLY_SETS = ("cells_deepcell", "cells_livecell")
 #: The stained-slide (H&E) nuclei sets the H&E models train on, one source each (``training.he``).
 HE_SETS = ("he_monuseg", "he_consep", "he_dsb2018")
 #: H&E sets only ever scored: sources the shipped model never saw. Training on TNBC and CryoNuSeg as
 #: well (leave-one-source-out over all five) lowered the unseen-source mean, and NuInsSeg as a fourth
-#: training source gained nothing beyond the spread between runs (README, H&E).
+#: training source gained nothing beyond the spread between runs (docs/research/stained.md).
 HE_EVAL_ONLY_SETS = ("he_tnbc", "he_cryonuseg", "he_nuinsseg")
 
 

@@ -21,9 +21,9 @@ used for evaluation: real sources only (DEVELOPERS.md). A training run takes
 them with ``synthetic_fraction`` (a two-channel :class:`training.train.CropStream`);
 the shipped recipe (:data:`training.cells.RECIPE`) takes 30 %, half of them by
 transmitted light (``synthetic_transmitted``). The fluorescence ones lift the fold
-that never saw a fluorescent cytoplasm several-fold (README, *Whole cells: flows
+that never saw a fluorescent cytoplasm several-fold (docs/research/cells.md, *Whole cells: flows
 and synthetic cells, shipped*); the transmitted-light ones lift the folds that never
-saw phase contrast or DIC (README, *Whole cells: synthetic transmitted light, shipped*).
+saw phase contrast or DIC (docs/research/cells.md, *Whole cells: synthetic transmitted light, shipped*).
 """
 from __future__ import annotations
 
@@ -255,7 +255,7 @@ def synthetic_transmitted_cells(rng: np.random.Generator, shape=(256, 256),
     then blurred, lit unevenly and made noisy as :func:`synthetic_cells` does.
     Half the images are shown in the opposite polarity (what ``invert``
     reads, and what negative phase contrast looks like). Its purpose is the
-    whole-cell model's folds that never see a microscope of that kind (README,
+    whole-cell model's folds that never see a microscope of that kind (docs/research/cells.md,
     *Whole cells: synthetic transmitted light*).
 
     Parameters

@@ -103,7 +103,7 @@ VARIANTS = {
                             "depth": 3, "sets": GRAY_ALL, "synthetic_fraction": 0.15, "lr": 2e-3, **SIZED},
     # the same, continued on every set of GRAY_ALL from a run of it on fewer sets (the leave-one-source-out
     # folds' second stage, training.loso.train_folds(start=...), on every training source): the default
-    # since 2026-12-05 (README, "Sources never trained on")
+    # since 2026-12-05 (docs/research/nuclei.md, "Sources never trained on")
     "unet_s2d4_w24_sized_all": {"encoder": "vanilla", "encoder_kwargs": {"base_width": 24, "space_to_depth": 4},
                                 "depth": 3, "sets": GRAY_ALL, "synthetic_fraction": 0.15, "lr": 1e-3, **SIZED,
                                 "start_from": "unet_s2d4_w24_sized"},
