@@ -1,6 +1,6 @@
 """Object size: checking a given diameter and estimating it from a segmentation.
 
-The pipeline (:func:`piximi_py.pipeline.estimate_diameter`) estimates the
+The pipeline (:func:`piximi_py.estimate.estimate_diameter`) estimates the
 nuclei's diameter by segmenting at a scale, measuring what it found and
 rescaling so that the objects come out at the model's own diameter, until
 two passes agree. These are the pure parts of that loop.

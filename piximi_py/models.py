@@ -45,7 +45,7 @@ class ModelSpec:
     diameter: float = 0.0
     #: typical object diameter (px) of the images a taught model was adapted on
     #: (``piximi_py.teach``): replaces the estimate of an image whose objects measure about
-    #: that (``piximi_py.pipeline.TAUGHT_DIAMETER_RANGE``); 0 = none
+    #: that (``piximi_py.estimate.TAUGHT_DIAMETER_RANGE``); 0 = none
     image_diameter: float = 0.0
     #: postprocess options the diameter estimate runs with instead of ``postprocess``; a taught
     #: model keeps its starting model's here (``piximi_py.teach.spec_from_metadata``); {} = none

@@ -404,7 +404,7 @@ def spec_from_metadata(spec: ModelSpec, metadata: dict) -> ModelSpec:
     note = (f" Adapted from {source} on {len(images)} corrected image(s) ({', '.join(images[:5])}"
             f"{', ...' if len(images) > 5 else ''}); "
             + (f"objects about {diameter:.1f} px across." if diameter else "object size estimated per image."))
-    # the diameter estimate keeps the starting model's thresholds (pipeline._estimating)
+    # the diameter estimate keeps the starting model's thresholds (piximi_py.inference._estimating)
     estimate = {k: spec.postprocess[k] for k in post if k in spec.postprocess}
     return dataclasses.replace(spec, postprocess={**spec.postprocess, **post}, image_diameter=diameter,
                                estimate_postprocess=estimate, outline_contrast=trim, min_relative_size=relative,

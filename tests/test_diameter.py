@@ -158,7 +158,7 @@ def test_the_estimates_neighbouring_pass_is_averaged_in_for_free(sample, monkeyp
     """The final segmentation reuses the estimate's pass at its scale and averages in the other
     whole passes within REUSE_AVERAGE_RANGE of it (the confirming pass): different labels from the
     reused pass alone, and not one model run more."""
-    from piximi_py import pipeline
+    from piximi_py import estimate as estimator
     from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
 
     image, labels = sample
@@ -173,7 +173,7 @@ def test_the_estimates_neighbouring_pass_is_averaged_in_for_free(sample, monkeyp
     monkeypatch.setattr(OnnxRuntimeBackend, "run", counted)
     averaged = piximi_py.segment_image(img)
     averaged_runs, runs[:] = len(runs), []
-    monkeypatch.setattr(pipeline, "REUSE_AVERAGE_RANGE", 1.0)   # nothing is near enough: the pass alone
+    monkeypatch.setattr(estimator, "REUSE_AVERAGE_RANGE", 1.0)   # nothing is near enough: the pass alone
     alone = piximi_py.segment_image(img)
     assert len(runs) == averaged_runs and alone.diameter == averaged.diameter
     assert not np.array_equal(alone.labels, averaged.labels)
@@ -204,7 +204,8 @@ def replay_passes(monkeypatch, spec, found, side=512):
     """Run the diameter estimate on a blank ``side``² image whose pass at each scale of ``found``
     measures ``found[scale] = (diameter in px of the image, objects)``, as a real slide's passes
     did; a pass at any other scale finds nothing. Returns the estimate and its passes."""
-    from piximi_py import diameter, pipeline
+    from piximi_py import diameter
+    from piximi_py import estimate as estimator
 
     async def blank(x, model, backend, progress=None):
         return np.zeros((3, *x.shape[-2:]), np.float32)
@@ -215,10 +216,10 @@ def replay_passes(monkeypatch, spec, found, side=512):
             return float("nan"), 0
         return found[scale][0] * scale, found[scale][1]
 
-    monkeypatch.setattr(pipeline, "predict_probabilities", blank)
+    monkeypatch.setattr(estimator, "predict_probabilities", blank)
     monkeypatch.setattr(diameter, "median_diameter", measured)
     x = np.zeros((1, side, side), np.float32)
-    return piximi_py.run_sync(pipeline.estimate_diameter(x, spec, None))
+    return piximi_py.run_sync(estimator.estimate_diameter(x, spec, None))
 
 
 def test_passes_that_never_agree_give_the_finest_seen_at_the_models_size(monkeypatch):
@@ -226,28 +227,28 @@ def test_passes_that_never_agree_give_the_finest_seen_at_the_models_size(monkeyp
     size, not the median of such passes: on a frozen H&E section (CryoNuSeg, nuclei 18 px) each
     coarser pass merged more small nuclei into blobs that again looked of the model's size, and
     the median of the passes came out at 53 px."""
-    from piximi_py import pipeline
+    from piximi_py import estimate as estimator
 
     spec = piximi_py.find_model(piximi_py.load_models(), None)
     # px of the image and objects found, as that slide's passes
     estimate, passes = replay_passes(monkeypatch, spec, {1.0: (21.6, 50), 0.5: (29.9, 50), 0.25: (76.2, 50),
                                                          0.125: (136.3, 50)})
     assert [p.scale for p in passes][:4] == [1.0, 0.5, 0.25, 0.125]
-    assert all(pipeline._at_size(p, spec) for p in passes[:4])  # each looked of the model's size
+    assert all(estimator._at_size(p, spec) for p in passes[:4])  # each looked of the model's size
     assert estimate == pytest.approx(21.6)
 
 
 def test_two_passes_of_one_or_two_clumps_confirm_nothing(monkeypatch):
     """Two coarse passes that each find one or two objects of the model's size do not confirm a
     diameter: as the passes of a CoNSeP slide (nuclei 20 px) that agreed on 126 px."""
-    from piximi_py import pipeline
+    from piximi_py import estimate as estimator
 
     spec = piximi_py.find_model(piximi_py.load_models(), None)
     found = {1.0: (19.6, 37), 0.5: (32.3, 10), 0.25: (102.6, 2), 0.125: (126.1, 1)}  # px, objects
     estimate, passes = replay_passes(monkeypatch, spec, found)
     assert [p.scale for p in passes][:4] == [1.0, 0.5, 0.25, 0.125]
     assert estimate == pytest.approx(19.6)
-    monkeypatch.setattr(pipeline, "ESTIMATE_MIN_OBJECTS", 1)  # the old rule: confirmed at 126 px
+    monkeypatch.setattr(estimator, "ESTIMATE_MIN_OBJECTS", 1)  # the old rule: confirmed at 126 px
     assert replay_passes(monkeypatch, spec, found)[0] == pytest.approx(126.1)
 
 
@@ -256,16 +257,16 @@ def test_specks_in_large_nuclei_send_the_search_coarser(monkeypatch):
     scales as readily as small nuclei: on a DAPI image of 142 px nuclei (Kromp et al.) the passes
     agreed on 18 px. Objects that small covering almost nothing send one pass four times coarser;
     it sees the nuclei whole, covering far more, and the search from there confirms them."""
-    from piximi_py import pipeline
+    from piximi_py import estimate as estimator
 
     spec = piximi_py.find_model(piximi_py.load_models(), None)
     found = {1.0: (14.0, 20), 20 / 14: (17.0, 23),      # specks, agreeing: 17 px, covering 2 %
              0.25: (130.0, 6), 20 / 130: (135.0, 6)}     # the nuclei, covering 30 %
     estimate, passes = replay_passes(monkeypatch, spec, found)
     assert [round(p.scale, 3) for p in passes] == [1.0, 1.429, 0.25, 0.154]
-    assert passes[1].cover < pipeline.ESTIMATE_SPARSE <= passes[2].cover / pipeline.ESTIMATE_FRAGMENTS
+    assert passes[1].cover < estimator.ESTIMATE_SPARSE <= passes[2].cover / estimator.ESTIMATE_FRAGMENTS
     assert estimate == pytest.approx(135.0)
-    monkeypatch.setattr(pipeline, "ESTIMATE_SPARSE", 0.0)  # without the check: the specks
+    monkeypatch.setattr(estimator, "ESTIMATE_SPARSE", 0.0)  # without the check: the specks
     assert replay_passes(monkeypatch, spec, found)[0] == pytest.approx(17.0)
 
 

@@ -104,7 +104,7 @@ def test_an_object_whose_flow_points_elsewhere_is_dropped():
 
 
 def test_the_pipeline_drops_inconsistent_flows_at_any_scale():
-    from piximi_py.pipeline import _instance_options
+    from piximi_py.inference import _instance_options
 
     spec = ModelSpec(id="cells", name="cells", task="cells", file="x.onnx", channels=2, instances="flows",
                      postprocess={"foreground_threshold": 0.3, "steps": 60, "min_cluster": 80, "min_size": 30,
@@ -113,7 +113,7 @@ def test_the_pipeline_drops_inconsistent_flows_at_any_scale():
         assert _instance_options(spec, scale)["max_flow_error"] == 0.7
     # the diameter estimate's passes keep every object; the final cells are checked, made anew or
     # reused from the estimate's pass at scale 1
-    from piximi_py.pipeline import _flow_checked, _instances
+    from piximi_py.inference import _flow_checked, _instances
 
     labels = _touching_cells()
     prob = _flow_targets(labels)

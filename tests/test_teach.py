@@ -57,7 +57,7 @@ def test_corrected_quarters_teach_the_model_and_the_file_reloads(models_dir, tmp
     taught_spec = T.spec_from_metadata(spec, onnxfile.read_metadata(new))
     assert taught_spec.image_diameter == pytest.approx(adaptation.diameter)
     # the diameter estimate runs with the starting model's thresholds, the instances with the taught
-    from piximi_py.pipeline import _estimating
+    from piximi_py.inference import _estimating
 
     keys = ("foreground_threshold", "seed_threshold")
     assert {k: taught_spec.postprocess[k] for k in keys} == {k: adaptation.postprocess[k] for k in keys}

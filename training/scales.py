@@ -5,7 +5,7 @@ resized so that their median nucleus diameter takes each of a list of
 values (:func:`rescaled_cases`: image bilinear with anti-aliasing, labels
 nearest), and the pipeline is scored on them three ways: as it is (no
 rescaling), with the true diameter given (the oracle), and with the
-diameter estimated (:func:`piximi_py.pipeline.estimate_diameter`).
+diameter estimated (:func:`piximi_py.estimate.estimate_diameter`).
 
 ``python build.py evaluate --scales`` prints both tables.
 """

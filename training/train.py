@@ -220,7 +220,7 @@ def train(out: Path, *, data_root: Path = D.SHARED_DATA, sets=GRAY_SETS, channel
         With ``diameter``: this share of the crops shows nuclei of any
         diameter in the ``any_size`` range (px) instead, as the diameter
         estimate's first passes show the model an image before it knows its
-        size (:func:`piximi_py.pipeline.estimate_diameter`).
+        size (:func:`piximi_py.estimate.estimate_diameter`).
     exclude_sources : sequence of str
         Leave out every image of these sources (:func:`training.data.source_of`):
         the folds of the leave-one-source-out evaluation.

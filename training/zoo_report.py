@@ -296,7 +296,7 @@ def best_thresholds(spec, cases, min_seed_sizes=(None,), min_sizes=(None,), step
 
     from piximi_py.metrics import evaluate_instances
     from piximi_py.models import predicts_flows
-    from piximi_py.pipeline import _instances, _masks
+    from piximi_py.inference import _instances, _masks
 
     flows = predicts_flows(spec)
     grid = sorted({(fg, None) for fg, _ in GRID}) if flows else GRID
