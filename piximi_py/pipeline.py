@@ -83,7 +83,7 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         it matches the model's (``model.diameter``). None: estimated
         (:func:`estimate_diameter`); a taught model's diameter
         (``model.image_diameter``) replaces the estimate unless the image's
-        objects measure more than :data:`TAUGHT_DIAMETER_RANGE` times
+        objects measure more than :data:`piximi_py.estimate.TAUGHT_DIAMETER_RANGE` times
         larger or smaller. Models without a diameter ignore it.
     channels : dict, optional
         For a multi-channel model (``model.input_roles``, e.g. whole
