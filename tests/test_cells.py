@@ -241,3 +241,30 @@ def test_the_card_says_how_the_model_compares_with_the_baseline_from_the_evaluat
     assert text.endswith("not met, hence experimental.")
     good = {"ap50": 0.8, "map": 0.55}
     assert against_baseline({**report, "fold_mean": good, "fold_with_nuclei_mean": good}).endswith(": met.")
+
+
+def test_a_gpu_runs_checkpoints_land_where_the_folds_and_the_export_look(tmp_path, monkeypatch):
+    """``python -m training.cells unpack`` puts each run a GPU run trained (one schedule, in its last
+    stage's folder) where ``fold_dir`` and the export look, as ONNX too, and training then keeps
+    them rather than training their stages again on this machine."""
+    pytest.importorskip("torch")
+    from training import cells
+    from training.models.unet import Unet
+    from training.train import model_config, save_checkpoint
+    from training.zoo import pack
+
+    monkeypatch.setattr(cells, "RUNS", tmp_path / "runs")
+    gpu_runs = tmp_path / "gpu"  # the runs folder of the GPU machine, as gpu_run leaves it
+    kwargs = {"base_width": 4, "space_to_depth": 4}
+    for name, stages, _ in cells.runs():
+        model = Unet("vanilla", in_channels=2, classes=3, depth=2, activation="flows", **kwargs)
+        folder = gpu_runs / cells.run_dir(name, len(stages) - 1).name
+        folder.mkdir(parents=True)
+        save_checkpoint(model, model_config(model, 2, "vanilla", 2, kwargs), folder / "model.pt", 5, half=True)
+    bundles = pack(gpu_runs, tmp_path)
+    onnx = [f for bundle in bundles for f in cells.unpack_runs(bundle)]
+    assert len(onnx) == len(cells.runs()) and all(f.exists() for f in onnx)
+    for source in cells.CELLS:
+        assert (cells.fold_dir(source) / "model.onnx") in onnx
+    monkeypatch.setattr(cells, "cell_sets", lambda: [tmp_path])  # "found": nothing may train
+    assert sorted(cells.train_all()) == sorted(onnx)

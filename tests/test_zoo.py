@@ -227,6 +227,17 @@ def test_gpu_run_files_travel_and_come_back(tmp_path):
         labels, image = read(tf, "set_c/masks/y.tif"), read(tf, "set_c/images/y.tif")
     assert labels.shape == image.shape == (160, 160) and image.dtype == np.uint16 and image.max() == 4000
     assert abs(median_diameter(labels)[0] - PACK_MAX_DIAMETER) < 2 and set(np.unique(labels)) == set(range(6))
+    # a whole-cell set's planes, (C, H, W) 16-bit, travel shrunk and as 8 bits with eight_bit
+    (tmp_path / "data" / "set_d" / "masks").mkdir(parents=True)
+    (tmp_path / "data" / "set_d" / "images").mkdir(parents=True)
+    tifffile.imwrite(tmp_path / "data" / "set_d" / "masks" / "z.tif", big.astype(np.uint16))
+    planes = np.stack([(big > 0) * 4000 + 100, (big == 5) * 60000]).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "data" / "set_d" / "images" / "z.tif", planes)
+    (cells,) = pack_data(tmp_path / "data", tmp_path / "carry8", sets=["set_d"], eight_bit=True)
+    with tarfile.open(cells) as tf:
+        labels, image = read(tf, "set_d/masks/z.tif"), read(tf, "set_d/images/z.tif")
+    assert labels.shape == (160, 160) and image.shape == (2, 160, 160) and image.dtype == np.uint8
+    assert [int(plane.max()) for plane in image] == [255, 255] and image[1][labels == 1].max() == 0
     for run in ("unet_x", "without_src"):
         (tmp_path / "runs" / run).mkdir(parents=True)
         torch.save({"state_dict": {"w": torch.ones(2)}, "run": {"name": run}}, tmp_path / "runs" / run / "model.pt")

@@ -84,31 +84,102 @@ def run_dir(name: str, stage: int) -> Path:
     return RUNS / (name if stage == 0 else f"{name}_stage{stage + 1}")
 
 
-def train_all(*, threads: int = 2, folds: bool = True, final: bool = True) -> list[Path]:
-    """Train (or keep) the shipped variant (``final``) and the fold models (``folds``); returns
-    their ONNX files."""
+def runs(*, folds: bool = True, final: bool = True) -> list[tuple[str, tuple, tuple]]:
+    """``(name, stages, sources left out)`` of every run: the shipped variant (``final``), then one
+    fold per source (``folds``)."""
+    return (([(VARIANT, STAGES, ())] if final else [])
+            + ([(f"without_{name}", FOLD_STAGES, (name,)) for name in CELLS] if folds else []))
+
+
+def train_run(name: str, stages, exclude=(), *, data_root: Path = DS.DATA_CACHE, device: str = "cpu",
+              workers: int = 0, threads: int = 2, budget: float = 0.0) -> Path:
+    """Train (or keep) one run of :func:`runs` into :data:`RUNS`; returns its ONNX file.
+
+    Stage by stage, each from the last one's weights; with ``budget`` (seconds, a GPU run) in one
+    schedule instead, the first stage's learning rate decayed over as many iterations as the budget
+    allows, into the last stage's folder, where :func:`fold_dir` and :func:`ship` look.
+    """
     from .export import export_onnx
     from .train import train
     from .zoo import COMMON
 
+    last = run_dir(name, len(stages) - 1)
+    if (last / "model.onnx").exists():
+        return last / "model.onnx"
+    sets = [str(Path(data_root) / n) for n in CELLS]
+    common = {**COMMON, **RECIPE, "sets": sets, "data_root": Path(data_root), "exclude_sources": list(exclude),
+              "device": device, "workers": workers, "threads": threads, "save_half": device != "cpu"}
+    plan = ([(last, sum(n for n, _ in stages), stages[0][1])] if budget
+            else [(run_dir(name, k), n, lr) for k, (n, lr) in enumerate(stages)])
+    previous = None
+    for out, iterations, lr in plan:
+        if not (out / "model.onnx").exists():
+            ckpt = train(out, **common, iterations=iterations, lr=lr, time_budget_s=budget,
+                         init_from=previous / "model.pt" if previous else None)
+            export_onnx(ckpt, out / "model.onnx")
+        previous = out
+    return last / "model.onnx"
+
+
+def train_all(*, threads: int = 2, folds: bool = True, final: bool = True) -> list[Path]:
+    """Train (or keep) the shipped variant (``final``) and the fold models (``folds``) on this
+    machine; returns their ONNX files."""
     missing = [str(p) for p in cell_sets() if not p.is_dir()]
     if missing:
         raise SystemExit(f"whole-cell sets not found: {', '.join(missing)} "
                          "(python -m training.datasets cells_bbbc018 | cells_usiigaci | cells_bbbc030)")
-    runs = [(VARIANT, STAGES, ())] if final else []
-    if folds:
-        runs += [(f"without_{p.name}", FOLD_STAGES, (p.name,)) for p in cell_sets()]
+    return [train_run(name, stages, exclude, threads=threads)
+            for name, stages, exclude in runs(folds=folds, final=final)]
+
+
+#: Seconds of training each run gets in a GPU run (:func:`gpu_run`): the shipped variant and the
+#: folds train side by side, so that one lease of a lent machine (15 minutes, its start, the
+#: transfers and the ONNX exports included) trains them all.
+GPU_BUDGET = 360
+#: Largest median cell diameter (px) an image travels at to a GPU run (``pack-data``): the crops
+#: never show a cell wider than the recipe's diameter times the top of its random rescaling.
+PACK_MAX_DIAMETER = RECIPE["diameter"] * RECIPE["scale_range"][1]
+
+
+def gpu_run(data_root: Path, out: Path, *, budget: float = GPU_BUDGET, workers: int = 3,
+            device: str = "cuda") -> dict:
+    """Every run of :func:`runs` on one accelerator, side by side, ``budget`` seconds of training
+    each (:func:`train_run`); their float16 checkpoints packed into ``out``
+    (:func:`training.zoo.pack`), which :func:`unpack_runs` puts back into :data:`RUNS` here.
+    :data:`RUNS` on that machine should hold nothing else."""
+    import os
+    import time
+
+    from .zoo import _launch, _wait, pack
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    t0 = time.time()
+    procs = {name: _launch(["one", name, "--data-root", str(data_root), "--device", device, "--workers",
+                            str(workers), "--budget", str(budget)], RUNS / f"{name}.log", env, module="training.cells")
+             for name, _, _ in runs()}
+    codes = _wait(procs, t0 + budget + 180)
+    files = pack(RUNS, out)
+    with open(out / "log.txt", "w") as log:
+        for path in sorted(RUNS.glob("*.log")):
+            log.write(f"===== {path.name}\n{path.read_text()}\n")
+    report = {"exit": codes, "files": [f.name for f in files], "seconds": round(time.time() - t0, 1)}
+    print(json.dumps(report, indent=1), flush=True)
+    return report
+
+
+def unpack_runs(bundle: Path) -> list[Path]:
+    """The checkpoints of a :func:`gpu_run` bundle into :data:`RUNS` (each in its last stage's
+    folder), each also exported as ``model.onnx``; returns the ONNX files."""
+    from .export import export_onnx
+    from .zoo import unpack
+
     files = []
-    for name, stages, exclude in runs:
-        for k, (iterations, lr) in enumerate(stages):
-            out = run_dir(name, k)
-            if not (out / "model.onnx").exists():
-                ckpt = train(out, data_root=D.SHARED_DATA, sets=[str(p) for p in cell_sets()],
-                             **{**COMMON, **RECIPE}, iterations=iterations, lr=lr, threads=threads,
-                             exclude_sources=list(exclude),
-                             init_from=run_dir(name, k - 1) / "model.pt" if k else None)
-                export_onnx(ckpt, out / "model.onnx")
-        files.append(out / "model.onnx")
+    for folder in unpack(bundle, RUNS):
+        export_onnx(RUNS / folder / "model.pt", RUNS / folder / "model.onnx")
+        files.append(RUNS / folder / "model.onnx")
     return files
 
 
@@ -622,6 +693,22 @@ TUNED = ("tuned on training images, but the foreground threshold and the largest
          "`training.cells.choose_foreground` and `choose_flow_error`")
 
 
+def trained_as(name: str, stages) -> str:
+    """How the run ``name`` was trained, for the card: a GPU run's one schedule, as its last
+    checkpoint records it, or else ``stages`` on this machine (``python build.py cells-train``)."""
+    try:
+        import torch
+
+        run = torch.load(run_dir(name, len(stages) - 1) / "model.pt", map_location="cpu", weights_only=True)["run"]
+    except (ImportError, OSError, KeyError):
+        run = {}
+    if run.get("device", "cpu") != "cpu" and not run.get("start"):
+        return (f"{run['iterations']} iterations in one schedule from lr {run['lr']:g} on a GPU "
+                "(`tools/device_train_cells.sh`)")
+    return (" then ".join(f"{n} iterations at lr {lr:g}" for n, lr in stages)
+            + " on 2 CPU cores (`python build.py cells-train`)")
+
+
 def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None:
     """Replace (or add) the ``cells`` card of ``models/README.md`` with this evaluation."""
     import piximi_py
@@ -629,8 +716,8 @@ def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None
     from .export import replace_card
 
     spec = next(s for s in piximi_py.load_models() if s.id == "cells")
-    stages = " then ".join(f"{n} iterations at lr {lr:g}" for n, lr in STAGES)
-    folds = " then ".join(f"{n} at lr {lr:g}" for n, lr in FOLD_STAGES)
+    stages = trained_as(VARIANT, STAGES)
+    folds = trained_as(f"without_{CELLS[0]}", FOLD_STAGES)
     card = (f"## `cells` (and `cells_int8`)\n\n{spec.description}\n\n"
             + (against_baseline(report) + "\n\n" if "baseline_mean" in report and "fold_mean" in report else "")
             + f"- Input: two channels, cytoplasm then nuclei (`input_roles` {spec.input_roles}), each normalized "
@@ -644,7 +731,7 @@ def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None
                if spec.instances == "flows" else
                f"- Output: background / cell interior / cell boundary; instances by the seeded watershed of the "
                f"nuclei models, thresholds {spec.postprocess} ({TUNED}).\n")
-            + f"- Training: {stages} on 2 CPU cores (`python build.py cells-train`), batch 16 of 192² crops, "
+            + f"- Training: {stages}, batch 16 of 192² crops, "
             "nuclear channel zeroed in 30 % of the crops"
             + (f", synthetic {'' if RECIPE.get('synthetic_transmitted') else 'fluorescence '}cells "
                f"(`training.synthetic_cells`) as "
@@ -658,7 +745,7 @@ def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None
             "repository, commit, paths and licence).\n"
             "- Licence of the training data: BBBC018 CC BY-NC-SA 3.0 (non-commercial), Usiigaci MIT, "
             "BBBC030 CC BY 3.0.\n\n"
-            f"Leave-one-source-out, `python build.py cells-evaluate` (folds: {folds} iterations; "
+            f"Leave-one-source-out, `python build.py cells-evaluate` (folds: {folds}; "
             "diameter estimated; the baseline is given the true median cell diameter; DeepCell's phase "
             "contrast and nuclear marker, `cells_deepcell`, has no licence stated, and LIVECell's phase "
             "contrast, `cells_livecell`, lowered the Usiigaci fold as a training source, so both are only "
@@ -666,3 +753,51 @@ def write_card(report: dict, page: Path = ROOT / "models" / "README.md") -> None
             + format_report(report) + "\n\n"
             + (format_foreground(report["foreground"]) + "\n\n" if report.get("foreground") else ""))
     replace_card(page, "cells", card)
+
+
+def main(argv=None) -> int:
+    """``python -m training.cells one | gpu-run | pack-data | unpack``: the whole-cell runs on a lent
+    GPU machine (``tools/device_train_cells.sh``); on this machine ``python build.py cells-train``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m training.cells")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("one", help="train one run (the shipped variant or a fold, training.cells.runs)")
+    p.add_argument("name", choices=[name for name, _, _ in runs()])
+    p.add_argument("--data-root", default=str(DS.DATA_CACHE))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--budget", type=float, default=0, help="seconds of training in one schedule (default: the stages)")
+    p = sub.add_parser("gpu-run", help="every run side by side on one accelerator; checkpoints packed into --out")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--budget", type=float, default=GPU_BUDGET)
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--device", default="cuda")
+    p = sub.add_parser("pack-data", help="the whole-cell sets as .tar.xz files in DIR, for a GPU run")
+    p.add_argument("dir")
+    p = sub.add_parser("unpack", help="checkpoints a GPU run returned (unets_*.pt) -> runs/cells, with model.onnx")
+    p.add_argument("bundles", nargs="+")
+    args = parser.parse_args(argv)
+    if args.cmd == "one":
+        name, stages, exclude = next(r for r in runs() if r[0] == args.name)
+        print(train_run(name, stages, exclude, data_root=Path(args.data_root), device=args.device,
+                        workers=args.workers, threads=args.threads, budget=args.budget))
+    elif args.cmd == "gpu-run":
+        gpu_run(Path(args.data_root), Path(args.out), budget=args.budget, workers=args.workers, device=args.device)
+    elif args.cmd == "pack-data":
+        from .zoo import pack_data
+
+        files = pack_data(DS.DATA_CACHE, Path(args.dir), sets=CELLS, max_diameter=PACK_MAX_DIAMETER, eight_bit=True)
+        print("\n".join(f"{f} ({f.stat().st_size / 2 ** 20:.1f} MiB)" for f in files))
+        print(f"{sum(f.stat().st_size for f in files) / 2 ** 20:.1f} MiB in all (a device call carries 64 MiB)")
+    else:
+        for bundle in args.bundles:
+            print("\n".join(str(f) for f in unpack_runs(Path(bundle))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

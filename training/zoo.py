@@ -174,9 +174,9 @@ def train_variant(name: str, out: Path, *, data_root: Path, device: str = "cpu",
                  time_budget_s=time_budget_s, threads=threads, save_half=device != "cpu", **cfg)
 
 
-def _launch(args_list, log_path: Path, env=None):
+def _launch(args_list, log_path: Path, env=None, module: str = "training.zoo"):
     log = open(log_path, "w")
-    return subprocess.Popen([sys.executable, "-m", "training.zoo", *args_list], stdout=log,
+    return subprocess.Popen([sys.executable, "-m", module, *args_list], stdout=log,
                             stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
 
@@ -253,13 +253,14 @@ def unpack_runs(bundle: Path, zoo_dir: Path = ROOT / "runs" / "zoo", loso_dir: P
 PACK_MAX_DIAMETER = 40.0
 
 
-def pack_data(data_root: Path, out: Path, sets=GRAY_ALL, max_diameter: float = PACK_MAX_DIAMETER) -> list[Path]:
+def pack_data(data_root: Path, out: Path, sets=GRAY_ALL, max_diameter: float = PACK_MAX_DIAMETER,
+              eight_bit: bool = False) -> list[Path]:
     """The sets ``sets`` (found as :func:`training.evaluate.set_root` finds them), one ``.tar.xz``
     each in ``out``: what the GPU machine, which has none of them, trains on.
 
-    Images whose median nucleus is wider than ``max_diameter`` travel shrunk to it
-    (:func:`shrink_pair`): the size-aware models shrink them further anyway, and more
-    sets fit the 64 MiB one device call carries (``pack-data`` prints the total).
+    Images whose median object is wider than ``max_diameter`` travel shrunk to it, and with
+    ``eight_bit`` 16-bit images travel as 8 bits (:func:`travel_pair`), so that more sets fit the
+    64 MiB one device call carries (``pack-data`` prints the total).
     """
     import tarfile
     import tempfile
@@ -279,7 +280,7 @@ def pack_data(data_root: Path, out: Path, sets=GRAY_ALL, max_diameter: float = P
                     continue
                 mask = root / "masks" / path.name
                 if path.parent.name == "images" and mask.exists():
-                    image, labels = shrink_pair(path, mask, name, max_diameter, Path(tmp))
+                    image, labels = travel_pair(path, mask, name, max_diameter, Path(tmp), eight_bit)
                     tf.add(image, f"{name}/images/{path.name}")
                     tf.add(labels, f"{name}/masks/{path.name}")
                 else:
@@ -288,10 +289,16 @@ def pack_data(data_root: Path, out: Path, sets=GRAY_ALL, max_diameter: float = P
     return files
 
 
-def shrink_pair(image_path: Path, mask_path: Path, set_name: str, max_diameter: float, tmp: Path):
-    """The image and mask files as they travel: the files themselves, or copies shrunk so that the
-    median nucleus is ``max_diameter`` px across (image anti-aliased, labels nearest; the image's
-    dtype kept), unless that would change the image's source (:func:`training.data.source_of`)."""
+def travel_pair(image_path: Path, mask_path: Path, set_name: str, max_diameter: float, tmp: Path,
+                eight_bit: bool = False):
+    """The image and mask files as they travel: the files themselves, or copies.
+
+    Shrunk so that the median object is ``max_diameter`` px across (image anti-aliased, labels
+    nearest), unless that would change the image's source (:func:`training.data.source_of`): the
+    size-aware models shrink them further anyway. With ``eight_bit``, a 16-bit image as 8 bits, each
+    plane from its minimum to its 99.99th percentile: the training normalizes each plane between
+    percentiles anyway, and the low bits of a noisy 16-bit image are what xz cannot compress.
+    """
     import tifffile
 
     from piximi_py.diameter import median_diameter
@@ -301,19 +308,30 @@ def shrink_pair(image_path: Path, mask_path: Path, set_name: str, max_diameter: 
 
     labels = tifffile.imread(mask_path)
     diameter = median_diameter(labels)[0]
-    if not diameter > max_diameter:
-        return image_path, mask_path
-    shape = rescaled_shape(labels.shape, max_diameter / diameter)
+    shape = rescaled_shape(labels.shape, max_diameter / diameter) if diameter > max_diameter else labels.shape
     if source_of(set_name, shape) != source_of(set_name, labels.shape):
+        shape = labels.shape
+    image = tifffile.imread(image_path) if shape != labels.shape or eight_bit else None
+    if image is None or (shape == labels.shape and image.dtype != np.uint16):
         return image_path, mask_path
-    image = tifffile.imread(image_path)
-    small = resize_image(image.astype(np.float32), shape)
-    if np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(image.dtype)
+    planes_first = image.ndim == 3 and image.shape[1:] == labels.shape  # (C, H, W), as whole-cell sets keep them
+    small = np.asarray(image, np.float32)
+    if shape != labels.shape:
+        small = resize_image(np.moveaxis(small, 0, -1) if planes_first else small, shape)
+        small = np.moveaxis(small, -1, 0) if planes_first else small
+    dtype = image.dtype
+    if eight_bit and dtype == np.uint16:
+        planes = small if planes_first else small[None] if small.ndim == 2 else np.moveaxis(small, -1, 0)
+        for plane in planes:
+            low, high = float(plane.min()), float(np.percentile(plane, 99.99))
+            plane[...] = (plane - low) * (255.0 / max(high - low, 1e-6))
+        dtype = np.uint8
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
         small = np.clip(np.rint(small), info.min, info.max)
     (tmp / "images").mkdir(exist_ok=True)
     (tmp / "masks").mkdir(exist_ok=True)
-    tifffile.imwrite(tmp / "images" / image_path.name, small.astype(image.dtype))
+    tifffile.imwrite(tmp / "images" / image_path.name, small.astype(dtype))
     tifffile.imwrite(tmp / "masks" / image_path.name, resize_labels(labels, shape).astype(labels.dtype))
     return tmp / "images" / image_path.name, tmp / "masks" / image_path.name
 
