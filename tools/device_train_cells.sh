@@ -3,7 +3,7 @@
 # leave-one-source-out folds side by side on one GPU, each for training.cells.GPU_BUDGET seconds of
 # training in one schedule (training.cells.train_run), within one lease of the lent machine.
 # Prepare here (once): python -m training.cells pack-data .gpu   (the three whole-cell sets, cells over
-# PACK_MAX_DIAMETER shrunk to it, 16-bit images as 8 bits; the tracked models/*.onnx must stay behind
+# PACK_MAX_DIAMETER shrunk to it, 16-bit images as 8 bits: 56.2 MiB on 2026-12-07; the tracked models/*.onnx must stay behind
 # for the call, as tools/device_webgpu.sh says).
 # Run there: the device tool's `run` with carry [".gpu"] and the command `sh tools/device_train_cells.sh`.
 # Here afterwards: python -m training.cells unpack unets_*.pt (into runs/cells, each with model.onnx),
