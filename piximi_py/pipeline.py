@@ -57,7 +57,6 @@ class Segmentation:
         return int(self.labels.max()) if self.labels.size else 0
 
 
-
 async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
                         progress: Progress = None, filename: str | None = None,
                         index: dict | None = None, diameter: float | None = None,
