@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from realdata import stardist_sample  # noqa: E402
-from browserpage import cpython_labels, require_browser, wasm_app  # noqa: E402
+from browserpage import assert_same_instances, cpython_labels, require_browser, wasm_app  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -796,23 +796,24 @@ def test_whole_cells_channel_choice(app, sample, models_dir, tmp_path):
     assert options == ["auto: 2", "none", "1 (Actin)", "2 (Hoechst)"]
     linked = piximi_py.segment_image(str(path), model="cells", nuclei="nuclei", models_dir=models_dir)
     assert linked.channels == {"cyto": 0, "nuclei": 1}
-    np.testing.assert_array_equal(_page_labels(page), linked.labels)
+    assert_same_instances(linked.labels, _page_labels(page), "cells with their nuclei, page vs CPython")
     assert page.text_content("#count") == f"{linked.count} cells, {linked.nuclei.count} nuclei"
     set_status_pending(page)
     page.select_option("#channel-nuclei", "none")   # no nuclear channel: nothing to link
     wait_done(page)
-    np.testing.assert_array_equal(_page_labels(page), piximi_py.segment_image(
-        str(path), model="cells", channels={"cyto": 0}, models_dir=models_dir).labels)
+    assert_same_instances(piximi_py.segment_image(str(path), model="cells", channels={"cyto": 0},
+                                                  models_dir=models_dir).labels, _page_labels(page),
+                          "cells without nuclei, page vs CPython")
     set_status_pending(page)
     page.select_option("#channel-nuclei", "1")
     wait_done(page)
-    np.testing.assert_array_equal(_page_labels(page), linked.labels)
+    assert_same_instances(linked.labels, _page_labels(page), "cells with their nuclei again, page vs CPython")
     set_status_pending(page)
     page.uncheck("#link-nuclei")
     wait_done(page)
     alone = piximi_py.segment_image(str(path), model="cells", channels={"cyto": 0, "nuclei": 1},
                                     models_dir=models_dir)
-    np.testing.assert_array_equal(_page_labels(page), alone.labels)
+    assert_same_instances(alone.labels, _page_labels(page), "cells, nuclei not linked, page vs CPython")
     assert page.text_content("#count") == str(alone.count)
     page.check("#link-nuclei")
     page.select_option("#model", "nuclei")

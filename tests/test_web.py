@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from realdata import shared_set, stardist_sample, two_channel_sample  # noqa: E402
-from browserpage import BrowserPage, cpython_labels, require_browser  # noqa: E402
+from browserpage import BrowserPage, assert_same_instances, cpython_labels, require_browser  # noqa: E402
 from tools.browser import segment_in_page  # noqa: E402
 
 REPORT = ROOT / ".cache" / "web-test-report.json"
@@ -81,20 +81,6 @@ def tiff_bytes(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     tifffile.imwrite(buf, a)
     return buf.getvalue()
-
-
-def assert_same_instances(a: np.ndarray, b: np.ndarray, what: str, min_iou: float = 0.99) -> None:
-    """Labels equal, or a one-to-one match of objects with IoU >= min_iou each."""
-    assert a.shape == b.shape, what
-    if np.array_equal(a, b):
-        return
-    from piximi_py.metrics import iou_matrix
-
-    assert a.max() == b.max(), f"{what}: {a.max()} vs {b.max()} objects"
-    iou = iou_matrix(a, b)
-    best = iou.max(axis=1)
-    assert best.min() >= min_iou, f"{what}: worst matched IoU {best.min():.4f}"
-    assert len(set(iou.argmax(axis=1).tolist())) == iou.shape[0], f"{what}: not one-to-one"
 
 
 _report: dict = {}
