@@ -150,7 +150,7 @@ def gpu_run(data_root: Path, out: Path, *, budget: float = GPU_BUDGET, workers: 
     import os
     import time
 
-    from .zoo import _launch, _wait, pack
+    from .zoo import _launch, _wait, gpu_report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -160,14 +160,7 @@ def gpu_run(data_root: Path, out: Path, *, budget: float = GPU_BUDGET, workers: 
     procs = {name: _launch(["one", name, "--data-root", str(data_root), "--device", device, "--workers",
                             str(workers), "--budget", str(budget)], RUNS / f"{name}.log", env, module="training.cells")
              for name, _, _ in runs()}
-    codes = _wait(procs, t0 + budget + 180)
-    files = pack(RUNS, out)
-    with open(out / "log.txt", "w") as log:
-        for path in sorted(RUNS.glob("*.log")):
-            log.write(f"===== {path.name}\n{path.read_text()}\n")
-    report = {"exit": codes, "files": [f.name for f in files], "seconds": round(time.time() - t0, 1)}
-    print(json.dumps(report, indent=1), flush=True)
-    return report
+    return gpu_report(RUNS, out, _wait(procs, t0 + budget + 180), t0)
 
 
 def unpack_runs(bundle: Path) -> list[Path]:

@@ -373,9 +373,15 @@ def gpu_run(data_root: Path, out: Path, *, run_dir: Path = ROOT / "runs" / "zoo"
     codes.update(_wait(second, t1 + phase2 + 90))
     if "sam" in procs:
         codes.update(_wait({"sam": procs["sam"]}, time.time() + 60))
+    return gpu_report(run_dir, out, codes, t0)
+
+
+def gpu_report(run_dir: Path, out: Path, codes: dict, t0: float) -> dict:
+    """The end of a GPU run: its checkpoints packed into ``out`` (:func:`pack`), the runs' logs in
+    ``out/log.txt``, and what each run's process returned, printed and returned."""
     files = pack(run_dir, out)
     with open(out / "log.txt", "w") as log:
-        for path in sorted(run_dir.glob("*.log")):
+        for path in sorted(Path(run_dir).glob("*.log")):
             log.write(f"===== {path.name}\n{path.read_text()}\n")
     report = {"exit": codes, "files": [f.name for f in files], "seconds": round(time.time() - t0, 1)}
     print(json.dumps(report, indent=1), flush=True)
