@@ -697,7 +697,8 @@ def trained_as(name: str, stages) -> str:
         run = {}
     if run.get("device", "cpu") != "cpu" and not run.get("start"):
         return (f"{run['iterations']} iterations in one schedule from lr {run['lr']:g} on a GPU "
-                "(`tools/device_train_cells.sh`)")
+                "(`tools/device_train_cells.sh`; the images travelled there with cells over "
+                f"{PACK_MAX_DIAMETER:g} px shrunk and 16-bit planes as 8 bits)")
     return (" then ".join(f"{n} iterations at lr {lr:g}" for n, lr in stages)
             + " on 2 CPU cores (`python build.py cells-train`)")
 
