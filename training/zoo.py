@@ -309,23 +309,25 @@ def travel_pair(image_path: Path, mask_path: Path, set_name: str, max_diameter: 
     labels = tifffile.imread(mask_path)
     diameter = median_diameter(labels)[0]
     shape = rescaled_shape(labels.shape, max_diameter / diameter) if diameter > max_diameter else labels.shape
-    if source_of(set_name, shape) != source_of(set_name, labels.shape):
-        shape = labels.shape
-    image = tifffile.imread(image_path) if shape != labels.shape or eight_bit else None
-    if image is None or (shape == labels.shape and image.dtype != np.uint16):
+    shrink = shape != labels.shape and source_of(set_name, shape) == source_of(set_name, labels.shape)
+    if not (shrink or eight_bit):
         return image_path, mask_path
+    image = tifffile.imread(image_path)
+    to_8bit = eight_bit and image.dtype == np.uint16
+    if not (shrink or to_8bit):
+        return image_path, mask_path
+    shape = shape if shrink else labels.shape
     planes_first = image.ndim == 3 and image.shape[1:] == labels.shape  # (C, H, W), as whole-cell sets keep them
     small = np.asarray(image, np.float32)
-    if shape != labels.shape:
+    if shrink:
         small = resize_image(np.moveaxis(small, 0, -1) if planes_first else small, shape)
         small = np.moveaxis(small, -1, 0) if planes_first else small
-    dtype = image.dtype
-    if eight_bit and dtype == np.uint16:
+    dtype = np.uint8 if to_8bit else image.dtype
+    if to_8bit:
         planes = small if planes_first else small[None] if small.ndim == 2 else np.moveaxis(small, -1, 0)
         for plane in planes:
             low, high = float(plane.min()), float(np.percentile(plane, 99.99))
             plane[...] = (plane - low) * (255.0 / max(high - low, 1e-6))
-        dtype = np.uint8
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         small = np.clip(np.rint(small), info.min, info.max)
