@@ -1,0 +1,1 @@
+"""One-off experiments that docs/research/ quotes, kept so that their figures can be rerun."""
