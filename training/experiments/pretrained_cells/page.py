@@ -2,7 +2,8 @@
 ONNX files in the page (onnxruntime-web WASM, 2 threads) and natively, one 1x2x512x512 input, one
 run; by default the shipped width-40 cells file beside the MobileNetV2 Usiigaci fold (session 26).
 Session 27's run: models/cells_flows_s2d4_w40.onnx, runs/exp/mnv2/imagenet/shipped/cells_flows_s2d4_w40/model.onnx,
-models/cells_flows_s2d4_w40_int8.onnx and that folder's model_int8.onnx (``int8``).
+models/cells_flows_s2d4_w40_int8.onnx and that folder's model_int8.onnx (``int8``). The width-40
+files left models/ when the MobileNetV2 model shipped (session 28): git show 8bd4821:models/FILE > FILE.
 usage: python -m training.experiments.pretrained_cells.page [NAME=FILE ...]"""
 import statistics
 import sys
