@@ -46,10 +46,10 @@ CELLS = DS.CELL_SETS
 #: (docs/research/cells.md, *Whole cells: transmitted light in both polarities*). Its encoder is
 #: MobileNetV2 (depth 5) starting from torchvision's ImageNet weights
 #: (``training.models.weights``), not the nuclei model's space-to-depth encoder (last at base
-#: width 40): on the three folds it gained 0.050 mAP on the sources they never saw at the same
-#: AP@0.5, and the shipped schedule's first stage alone read DeepCell and LIVECell, the phase
-#: contrast never trained on, at 0.726 and 0.326 AP@0.5 against width 40's 0.635 and 0.194
-#: (docs/research/cells.md, *An ImageNet-pretrained encoder on two folds* and after).
+#: width 40): shipped, it scored the five sources never seen at the same mean AP@0.5 (0.489), a
+#: better mAP (0.263 against 0.234) and the held-out images of its own sources at 0.749 / 0.488
+#: against 0.683 / 0.416, for 1.5x the model's time in the page (docs/research/cells.md,
+#: *An ImageNet-pretrained encoder on two folds* up to *The pretrained encoder, shipped*).
 RECIPE = {"encoder": "mobilenet_v2", "encoder_kwargs": {"weights": "imagenet"}, "depth": 5,
           "channels": 2, "diameter": 30.0, "scale_range": (0.6, 1.7), "formulation": "flows",
           "synthetic_fraction": 0.3, "synthetic_transmitted": 0.5,

@@ -1,6 +1,7 @@
 """An experiment of docs/research/cells.md (the ImageNet-pretrained encoder): MODEL (default: the MobileNetV2 shipped schedule's first stage) on the two
-whole-cell sources no model trained on (DeepCell, LIVECell) at the shipped settings (foreground
-0.3, flow check 0.7; flips averaged, steps 60, smallest cluster 80: cells_spec()).
+whole-cell sources no model trained on (DeepCell, LIVECell) at the width-40 model's shipped settings
+(foreground 0.3, flow check 0.7; flips averaged, steps 60, smallest cluster 80: cells_spec(),
+whose foreground and flow check the MobileNetV2 model's shipping changed to 0.6 and 0.6).
 usage: python -m training.experiments.pretrained_cells.score_shipped [MODEL [held-out]]"""
 import json, sys
 from training import cells as C, data as D, datasets as DS
