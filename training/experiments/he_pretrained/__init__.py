@@ -1,0 +1,1 @@
+"""Experiments of docs/research/stained.md: an ImageNet-pretrained encoder for stained slides."""
