@@ -16,7 +16,7 @@ from . import diameter as D
 from . import rescale
 from .backends.base import Backend
 from .inference import Progress, _estimating, _instances, _masks, _output_planes, predict_probabilities
-from .models import ModelSpec
+from .models import ModelSpec, predicts_flows
 
 __all__ = ["estimate_diameter", "pass_to_reuse", "keeps_taught", "TAUGHT_DIAMETER_RANGE", "ESTIMATE_WINDOW",
            "ESTIMATE_PASSES", "ESTIMATE_AGREE", "ESTIMATE_AT_SIZE", "ESTIMATE_MIN_OBJECTS", "ESTIMATE_SPARSE",
@@ -137,7 +137,8 @@ async def estimate_diameter(x: np.ndarray, model: ModelSpec, backend: Backend,
     that two passes at different scales, each finding at least
     :data:`ESTIMATE_MIN_OBJECTS` objects, agree on (within
     :data:`ESTIMATE_AGREE`), from the pass closest to the model's size;
-    when no two agree, the finest pass that saw objects at the model's size.
+    when no two agree, the finest pass that saw objects at the model's size
+    (the coarsest for a whole-cell model, :func:`_unconfirmed_pass`).
     Each pass segments at most a central ``ESTIMATE_WINDOW``² window of
     model pixels; the first pass, at scale 1, is the pipeline's own work
     when no rescaling follows.
@@ -226,18 +227,34 @@ async def _search_diameter(x: np.ndarray, model: ModelSpec, backend: Backend, pr
         if wanted < lowest or any(_near(t, wanted, 1.15) for t in tried):
             break
         scale = wanted
-    # Unconfirmed: the finest pass that saw objects at the model's size, else the median of every
-    # pass. Coarser passes that also see objects at its size see clumps of small nuclei or texture
-    # at a resolution too low to part them (on H&E slides the median of such passes came out 1.2x
-    # to 3.7x the true diameter); true large nuclei are confirmed at two coarse scales instead.
+    # Unconfirmed: a pass that saw objects at the model's size (_unconfirmed_pass), else the
+    # median of every pass.
     measured = [p for p in mine if p.objects]
     if not measured:
         return None, None, False
     seen_at_size = [p for p in measured if _at_size(p, model)]
     if seen_at_size:
-        best = max(seen_at_size, key=lambda p: p.scale)
+        best = _unconfirmed_pass(seen_at_size, model)
         return max(D.MIN_DIAMETER, best.diameter), best, False
     return max(D.MIN_DIAMETER, float(np.median([p.diameter for p in measured]))), None, False
+
+
+def _unconfirmed_pass(seen_at_size: list, model: ModelSpec) -> _Pass:
+    """Of passes that saw objects at the model's size but that no other pass confirmed, the one
+    the estimate takes: the finest for nuclei, the coarsest for whole cells.
+
+    For nuclei, coarser passes that also see objects of the model's size see clumps of small
+    nuclei or texture at a resolution too low to part them (on H&E slides the median of such
+    passes came out 1.2x to 3.7x the true diameter), while true large nuclei are confirmed at two
+    coarse scales. A whole-cell (flow) model cuts large, spread cells into pieces of its own size
+    at fine scales: on phase contrast of 40-75 px cells (Usiigaci) its passes found 20-25 px at
+    scale 1 and about 50 px at half scale, each of the model's size, and the finest read a median
+    0.60 of the true diameter where the coarsest read 0.98; given the coarsest's diameter the
+    Usiigaci fold scored AP@0.5 0.169 against 0.127, DIC (BBBC030) 0.831 against 0.816, the dense
+    small cells of LIVECell 0.259 against 0.264, and fluorescence (BBBC018, DeepCell) the same
+    (docs/research/cells.md, *The coarsest unconfirmed pass for whole cells*)."""
+    pick = min if predicts_flows(model) else max
+    return pick(seen_at_size, key=lambda p: p.scale)
 
 
 def keeps_taught(found: Optional[float], taught: float) -> bool:

@@ -153,7 +153,8 @@ def test_flow_error_is_chosen_at_each_folds_own_threshold_without_its_source():
 
 def test_the_settings_grid_is_scored_again_only_when_what_it_scored_changed(tmp_path, monkeypatch):
     """The folds' grid (half an hour) is read back while the folds, images and settings are those it
-    was scored with, and scored afresh when any fold model or post-processing step changes."""
+    was scored with, and scored afresh when any fold model, post-processing step or the code that
+    scores them (the diameter estimate's rules, the instances) changes."""
     import dataclasses
 
     from piximi_py.models import ModelSpec
@@ -195,6 +196,17 @@ def test_the_settings_grid_is_scored_again_only_when_what_it_scored_changed(tmp_
     (tmp_path / "runs" / "without_b_stage2" / "model.onnx").write_bytes(b"retrained")
     saved(spec)
     assert len(scored) == 3
+    estimate = tmp_path / "piximi_py" / "estimate.py"  # the code that scores the grid, changed
+    estimate.parent.mkdir()
+    for name in cells.SCORING_MODULES:
+        (estimate.parent / f"{name}.py").write_text(name)
+    monkeypatch.setattr(cells, "ROOT", tmp_path)
+    saved(spec)
+    saved(spec)
+    assert len(scored) == 4
+    estimate.write_text("another rule")
+    saved(spec)
+    assert len(scored) == 5
 
 
 def test_a_grid_of_settings_runs_the_model_once_for_what_they_share(two_channel, models_dir):

@@ -1,5 +1,4 @@
 """The size step: a given or estimated nucleus diameter, and rescaling to the model's."""
-import dataclasses
 import subprocess
 import sys
 
@@ -236,6 +235,25 @@ def test_passes_that_never_agree_give_the_finest_seen_at_the_models_size(monkeyp
     assert [p.scale for p in passes][:4] == [1.0, 0.5, 0.25, 0.125]
     assert all(estimator._at_size(p, spec) for p in passes[:4])  # each looked of the model's size
     assert estimate == pytest.approx(21.6)
+
+
+def test_a_whole_cell_model_takes_the_coarsest_unconfirmed_pass(monkeypatch):
+    """A whole-cell (flow) model cuts large spread cells into pieces of its own size at fine
+    scales: on a phase-contrast field of 68 px cells (Usiigaci) its passes measured 21.6 px at
+    scale 1 and 49.1 px at half scale, both of the model's size, and agreed on nothing. Where a
+    nuclei model takes the finest such pass (clumps of small nuclei look of its size when coarse),
+    a whole-cell model takes the coarsest."""
+    from piximi_py import estimate as estimator
+
+    found = {1.0: (21.6, 422), 0.5: (49.1, 107), 0.25: (64.7, 26)}  # px, objects: that field's passes
+    cells = piximi_py.find_model(piximi_py.load_models(), "cells")
+    estimate, passes = replay_passes(monkeypatch, cells, found, side=1024)
+    assert [p.scale for p in passes] == [1.0, 0.5, 0.25]
+    assert [estimator._at_size(p, cells) for p in passes] == [True, True, False]
+    assert estimate == pytest.approx(49.1)
+    nuclei = piximi_py.find_model(piximi_py.load_models(), None)
+    scaled = {s: (d * nuclei.diameter / cells.diameter, n) for s, (d, n) in found.items()}  # the same at its size
+    assert replay_passes(monkeypatch, nuclei, scaled, side=1024)[0] == pytest.approx(scaled[1.0][0])
 
 
 def test_two_passes_of_one_or_two_clumps_confirm_nothing(monkeypatch):

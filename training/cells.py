@@ -433,10 +433,17 @@ _DESCRIPTIVE = ("id", "name", "task", "file", "sha256", "bytes", "default", "des
                 "latency_ms_512", "webgpu")
 
 
+#: The modules of ``piximi_py`` that turn a model's output into the labels the grid scores: a change
+#: to any of them (the diameter estimate's rules, the instances) scores the grid afresh.
+SCORING_MODULES = ("channels", "diameter", "estimate", "inference", "metrics", "pipeline", "postprocess",
+                   "preprocess", "rescale", "tiling")
+
+
 def choices_key(spec, max_images: int = MAX_IMAGES) -> dict:
     """Everything :func:`postprocess_choices` scores depend on, as JSON keeps it: each trained
-    fold model's SHA-256, the images scored per source, the settings tried, and how ``spec`` runs
-    the model apart from the two settings chosen."""
+    fold model's SHA-256, the images scored per source, the settings tried, how ``spec`` runs
+    the model apart from the two settings chosen, and the code that scores it
+    (:data:`SCORING_MODULES`' SHA-256)."""
     from .export import sha256_file
 
     folds = {}
@@ -448,7 +455,9 @@ def choices_key(spec, max_images: int = MAX_IMAGES) -> dict:
     run = {k: v for k, v in spec.to_dict().items() if k not in _DESCRIPTIVE}
     run["postprocess"] = {k: v for k, v in spec.postprocess.items()
                           if k not in ("foreground_threshold", "max_flow_error")}
-    key = {"folds": folds, "spec": run, "thresholds": FOREGROUND_THRESHOLDS, "flow_errors": FLOW_ERRORS}
+    code = {name: sha256_file(ROOT / "piximi_py" / f"{name}.py") for name in SCORING_MODULES}
+    key = {"folds": folds, "spec": run, "thresholds": FOREGROUND_THRESHOLDS, "flow_errors": FLOW_ERRORS,
+           "code": code}
     return json.loads(json.dumps(key))
 
 
