@@ -9,7 +9,8 @@ from piximi_py.io import read_image
 from piximi_py.estimate import estimate_diameter
 from piximi_py.pipeline import prepare_input, check_invert
 from training import cells as C, data as D, datasets as DS
-fg, flow = (float(a) for a in (sys.argv[4:6] + ["0.3", "0.7"][len(sys.argv[4:6]):]))
+fg = float(sys.argv[4]) if len(sys.argv) > 4 else 0.3
+flow = float(sys.argv[5]) if len(sys.argv) > 5 else 0.7
 spec = C.with_flow_error(C.with_foreground(C.cells_spec(), fg), flow)
 backend = OnnxRuntimeBackend(sys.argv[1], threads=1)
 with open(sys.argv[3], "w") as out:
