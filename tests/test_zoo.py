@@ -145,6 +145,27 @@ def test_he_report_names_the_sources_only_scored():
     assert "**0.500 / 0.250 / 0.600**" in table.splitlines()[-1]
 
 
+def test_he_fold_thresholds_are_tuned_without_the_left_out_source(monkeypatch):
+    """A fold's spec takes the thresholds tuned on the sources it trained on: the left-out
+    source goes to the tuning as excluded, and the spec keeps everything else."""
+    import dataclasses
+
+    from training import he
+
+    calls = []
+
+    def tune(onnx_path, spec, exclude_sources=()):
+        calls.append((onnx_path, exclude_sources))
+        return {**spec.postprocess, "foreground_threshold": 0.123}
+
+    monkeypatch.setattr(he, "tune_thresholds", tune)
+    spec = he.route_spec("nuclei@hematoxylin")
+    tuned = he.tuned_spec(Path("fold.onnx"), spec, exclude_sources=("he_monuseg",))
+    assert calls == [(Path("fold.onnx"), ("he_monuseg",))]
+    assert tuned.postprocess["foreground_threshold"] == 0.123
+    assert dataclasses.replace(tuned, postprocess=spec.postprocess) == spec
+
+
 def test_zoo_page_lists_every_variant():
     from training.zoo import VARIANTS
 

@@ -146,16 +146,18 @@ def initial_checkpoint(sets, out: Path, *, seed: int = 0, inputs: str = "hematox
 
 
 def train_one(out: Path, sets, *, iterations: int, exclude_sources=(), threads: int = 2,
-              inputs: str = "hematoxylin", device: str = "cpu", workers: int = 0, budget: float = 0) -> Path:
+              inputs: str = "hematoxylin", device: str = "cpu", workers: int = 0, budget: float = 0,
+              seed: int = SETTINGS["seed"]) -> Path:
     """Fine-tune :data:`PARENT` on ``sets`` (less ``exclude_sources``) into ``out/model.pt`` and
     export ``out/model.onnx``; on ``device`` with ``workers`` data loaders, for ``budget``
-    seconds of training instead of ``iterations`` when given."""
+    seconds of training instead of ``iterations`` when given; ``seed`` draws the crops (and the
+    batch-norm calibration's)."""
     from .export import export_onnx
     from .train import train
 
     kept = [s for s in sets if s.name not in exclude_sources]
-    start = initial_checkpoint(kept, out / "init.pt", inputs=inputs)
-    settings = {**SETTINGS, **_encoder_settings(), **_channels(inputs)}
+    start = initial_checkpoint(kept, out / "init.pt", inputs=inputs, seed=seed)
+    settings = {**SETTINGS, **_encoder_settings(), **_channels(inputs), "seed": seed}
     ckpt = train(out, sets=[str(s) for s in kept], iterations=iterations, init_from=start, threads=threads,
                  exclude_sources=exclude_sources, device=device, workers=workers, time_budget_s=budget,
                  **settings)
@@ -272,13 +274,11 @@ def evaluate_by_source(*, routes=ROUTES, folds=INPUTS, shipped_variant: bool = T
             onnx_path = fold_dir(source, inputs) / "model.onnx"
             if not onnx_path.exists():
                 continue
-            # the fold's thresholds are tuned as the shipped model's are, on the sources it trained on
-            spec = fold_spec(inputs)
-            post = tune_thresholds(onnx_path, spec, exclude_sources=(source,))
+            spec = tuned_spec(onnx_path, fold_spec(inputs), exclude_sources=(source,))
             key = _fold_key(inputs)
-            entry[key] = _summary(score(dataclasses.replace(spec, postprocess=post), onnx_path, paths))
-            entry[f"{key}_thresholds"] = {k: post[k] for k in ("foreground_threshold", "seed_threshold",
-                                                                "min_seed_size", "min_size")}
+            entry[key] = _summary(score(spec, onnx_path, paths))
+            entry[f"{key}_thresholds"] = {k: spec.postprocess[k] for k in ("foreground_threshold", "seed_threshold",
+                                                                           "min_seed_size", "min_size")}
         held_out = D.source_images(root, max_images, validation_only=True, annotated_only=True)
         for model_id in SHIPPED_IDS if shipped_variant else ():
             spec = specs.get(model_id)
@@ -338,6 +338,14 @@ def tune_thresholds(onnx_path: Path, spec, max_per_source: int = 4, exclude_sour
                        if not D.is_validation(f"{root.name}/{p.stem}")][:max_per_source]]
     return tune_on_images(onnx_path, spec, paths, lambda path: prepare_input(read_image(path, color=True), spec),
                           MIN_SEED_SIZES, MIN_SIZES)
+
+
+def tuned_spec(onnx_path: Path, spec, exclude_sources=()):
+    """``spec`` with the post-processing thresholds of :func:`tune_thresholds` for ``onnx_path``:
+    a fold's are tuned as the shipped model's are, on the sources it trained on (never
+    ``exclude_sources``)."""
+    post = tune_thresholds(onnx_path, spec, exclude_sources=exclude_sources)
+    return dataclasses.replace(spec, postprocess=post)
 
 
 def ship(models_dir: Path | None = None) -> dict:

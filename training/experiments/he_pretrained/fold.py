@@ -4,11 +4,12 @@ with a U-Net on torchvision's ImageNet MobileNetV2 (depth 5, as the whole-cell m
 from that start instead of fine-tuning the fluorescence parent; the fold without SOURCE (or, with
 SOURCE "all", the model on every source), then scored as ``python build.py he-evaluate
 --max-images 12`` scores a fold: thresholds tuned on the sources it trained on, then the left-out
-source's 12 images (with "all": each source only ever scored), diameter estimated.
-usage: python -m training.experiments.he_pretrained.fold SOURCE [ITERATIONS [THREADS]]"""
-import dataclasses
+source's 12 images (with "all": each source only ever scored), diameter estimated. SEED (default
+0, the first runs) draws the crops; other seeds run under ``seed<N>/``.
+usage: python -m training.experiments.he_pretrained.fold SOURCE [ITERATIONS [THREADS [SEED]]]"""
 import json
 import sys
+from pathlib import Path
 
 from training import data as D, he as H
 from training.export import export_onnx
@@ -19,28 +20,40 @@ RUNS = H.ROOT / "runs" / "exp" / "he_mnv2"
 MAX_IMAGES = 12
 
 
-def run(source: str, iterations: int, threads: int = 2) -> dict:
+def run_dir(source: str, seed: int = 0, runs: Path = RUNS) -> Path:
+    name = "all" if source == "all" else f"without_{source}"
+    return runs / name if seed == 0 else runs / f"seed{seed}" / name
+
+
+def score_run(out: Path, spec, exclude=(), **logged) -> dict:
+    """The model ``out/model.onnx`` scored as ``he-evaluate`` scores a fold: thresholds tuned
+    without ``exclude``, then each left-out source's images (none left out: the sources only
+    ever scored); written to ``out/score.json``."""
+    spec = H.tuned_spec(out / "model.onnx", spec, exclude_sources=exclude)
     sets = H.he_sets()
-    exclude = () if source == "all" else (source,)
-    out = RUNS / (f"without_{source}" if exclude else "all")
-    if not (out / "model.onnx").exists():
-        ckpt = train(out, sets=[str(s) for s in sets], iterations=iterations, threads=threads,
-                     exclude_sources=exclude, **{**H.SETTINGS, **ENCODER, "channels": 1, "stain": "hematoxylin"})
-        export_onnx(ckpt, out / "model.onnx")
-    spec = H.fold_spec()
-    post = H.tune_thresholds(out / "model.onnx", spec, exclude_sources=exclude)
-    spec = dataclasses.replace(spec, postprocess=post)
-    scored = [s for s in [*sets, *H.eval_only_sets()] if s.name in exclude] if exclude else H.eval_only_sets()
+    scored = [s for s in sets if s.name in exclude] if exclude else H.eval_only_sets()
     report = {}
     for root in scored:
         rows = H.score(spec, out / "model.onnx", D.source_images(root, MAX_IMAGES, annotated_only=True))
         report[root.name] = H._summary(rows)
-        print(json.dumps({"model": str(out), "source": root.name, "iterations": iterations,
-                          "thresholds": post, **report[root.name]}), flush=True)
+        print(json.dumps({"model": str(out), "source": root.name, **logged,
+                          "thresholds": spec.postprocess, **report[root.name]}), flush=True)
     (out / "score.json").write_text(json.dumps(report, indent=1))
     return report
 
 
+def run(source: str, iterations: int, threads: int = 2, seed: int = 0) -> dict:
+    exclude = () if source == "all" else (source,)
+    out = run_dir(source, seed)
+    if not (out / "model.onnx").exists():
+        ckpt = train(out, sets=[str(s) for s in H.he_sets()], iterations=iterations, threads=threads,
+                     exclude_sources=exclude, **{**H.SETTINGS, **ENCODER, "channels": 1, "stain": "hematoxylin",
+                                                 "seed": seed})
+        export_onnx(ckpt, out / "model.onnx")
+    return score_run(out, H.fold_spec(), exclude, iterations=iterations, seed=seed)
+
+
 if __name__ == "__main__":
-    run(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else H.FOLD_ITERATIONS,
-        int(sys.argv[3]) if len(sys.argv) > 3 else 2)
+    args = sys.argv[1:]
+    run(args[0], int(args[1]) if len(args) > 1 else H.FOLD_ITERATIONS, int(args[2]) if len(args) > 2 else 2,
+        int(args[3]) if len(args) > 3 else 0)
