@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ImageReadError", "read_image", "read_image_bytes", "sniff_format",
-           "validate_image", "describe_image", "MAX_PIXELS", "MAX_BYTES", "MIN_SIDE"]
+           "validate_image", "describe_image", "MAX_PIXELS", "MAX_BYTES", "MIN_SIDE",
+           "MAX_CHANNELS"]
 
 #: Largest plane accepted (pixels); bigger ones would exhaust a browser tab.
 MAX_PIXELS = 16384 * 16384
@@ -33,6 +34,9 @@ MAX_PIXELS = 16384 * 16384
 MAX_BYTES = 4 << 30
 #: Smallest side accepted; the models need some context around a nucleus.
 MIN_SIDE = 8
+#: Most channels a plane (height, width, channels) may have: an array with more along its last
+#: axis is a stack or a channel-first image, which must be made one plane first.
+MAX_CHANNELS = 16
 
 
 class ImageReadError(ValueError):
@@ -139,7 +143,23 @@ def read_image_bytes(data: bytes, filename: str | None = None, *, color: bool = 
 
 
 def validate_image(image: np.ndarray, what: str = "the image") -> np.ndarray:
-    """Check the size and dtype of a decoded plane; return it unchanged."""
+    """Check the shape, size and dtype of a decoded plane; return it unchanged.
+
+    A plane is (height, width) or (height, width, channels) with at most
+    :data:`MAX_CHANNELS` channels: anything else (a z-stack, a time series, a
+    channel-first array) is refused with a message saying how to make it one plane,
+    rather than read with its axes mistaken."""
+    if image.ndim not in (2, 3):
+        raise ImageReadError(
+            f"{what} has {image.ndim} dimension(s) (shape {tuple(image.shape)}); one plane is needed: "
+            "(height, width) or (height, width, channels). Select or project the other axes first "
+            "(for a TIFF file: the index= and project= options)")
+    if image.ndim == 3 and image.shape[-1] > MAX_CHANNELS:
+        raise ImageReadError(
+            f"{what} has shape {tuple(image.shape)}: {image.shape[-1]} channels along its last axis, "
+            f"more than the {MAX_CHANNELS} supported. If it is a stack of {image.shape[0]} planes or "
+            "channel-first, give one plane (e.g. image[0] or image.max(axis=0)) or move the channels "
+            "last (np.moveaxis(image, 0, -1))")
     h, w = image.shape[:2]
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ImageReadError(

@@ -95,6 +95,20 @@ def test_unknown_model_is_a_clear_error(sample):
         piximi_py.segment(sample[0], model="nope")
 
 
+@pytest.mark.parametrize("shape, match", [
+    ((20, 64, 64), "stack of 20 planes or channel-first"),
+    ((64, 64, 2, 2), "4 dimension"),
+    ((100,), "1 dimension"),
+])
+def test_arrays_that_are_not_one_plane_are_refused(shape, match):
+    """A z-stack or channel-first array is not read as (height, width, channels) with its axes
+    mistaken: the API says what a plane is and how to make one."""
+    from piximi_py.io import ImageReadError
+
+    with pytest.raises(ImageReadError, match=match):
+        piximi_py.segment(np.ones(shape, np.float32), diameter=20)
+
+
 def test_cli_segments_folder_and_reports_bad_files(sample, tmp_path):
     image_path, truth = sample
     inputs = tmp_path / "in"
