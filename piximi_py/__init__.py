@@ -140,7 +140,7 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         colour or stain model.
     """
     from .modelfile import resolve_model
-    from .pipeline import NO_NUCLEAR_CHANNEL, check_flag, segment_async
+    from .pipeline import check_flag, nuclei_skipped, segment_async
 
     check_flag(split_by_nuclei, "split_by_nuclei")
     spec, model_path = resolve_model(model, models_dir)
@@ -156,9 +156,9 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
     result = run_sync(segment_async(image, spec, backend, progress=progress,
                                     filename=filename, index=index, diameter=diameter,
                                     channels=channels, augment=augment, invert=invert))
-    if nuclei is not None and channels is None and (result.channels or {}).get("nuclei") is None:
-        # left to the file, which has no nuclear channel: the cells alone, as the page gives them
-        warnings.warn(NO_NUCLEAR_CHANNEL, stacklevel=2)
+    skipped = nuclei_skipped(result, nuclei, channels is None)
+    if skipped:
+        warnings.warn(skipped, stacklevel=2)
         nuclei = None
     if nuclei is not None:
         from .pipeline import add_nuclei

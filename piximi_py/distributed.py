@@ -28,7 +28,6 @@ the page never needs it.
 """
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import json
@@ -58,7 +57,7 @@ RUN_REPORT = "run_report.json"
 _TMP_SUFFIX = ".part"
 _STAGES = ("decode", "preprocess", "diameter", "inference", "postprocess", "measure", "write", "total")
 _IMAGE_COLUMNS = ("index", "path", "name", "status", "objects", "height", "width", "diameter", "error",
-                  "worker") + tuple(f"ms_{s}" for s in _STAGES)
+                  "note", "worker") + tuple(f"ms_{s}" for s in _STAGES)
 _MAX_LISTED_FAILURES = 1000
 
 _session_lock = threading.Lock()
@@ -228,19 +227,19 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         a readable image), ``objects``, ``height``, ``width``, ``worker``
         (``host:pid``) and ``ms`` (milliseconds per stage).
     """
-    from . import export, resolve_diameter
+    from . import export, resolve_diameter, run_sync
     from .channels import resolve_channels
     from .io import ImageReadError, describe_image, read_image_bytes
     from .measure import nucleus_columns, regionprops_table
     from .models import reads_channels, reads_color
-    from .pipeline import segment_async
+    from .pipeline import nuclei_skipped, segment_async
 
     t0 = time.perf_counter()
     path = Path(path)
     name = name or image_stem(path).name
     labels_path, csv_path = output_paths(out_dir, name)
     summary = {"path": str(path), "name": name, "status": "segmented", "objects": 0,
-               "height": 0, "width": 0, "error": "",
+               "height": 0, "width": 0, "error": "", "note": "",
                "worker": f"{socket.gethostname()}:{os.getpid()}", "ms": {}}
     if not overwrite and _complete(out_dir, name):
         summary.update(status="existing", objects=_count_rows(csv_path))
@@ -257,17 +256,22 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
                                  keep_channels=reads_channels(spec))
         info = describe_image(data, path.name)
         pixel_size = info.get("pixel_size")
+        nuclear_channel_auto = channels is None
         if reads_channels(spec):
             channels = resolve_channels(image, spec.input_roles, channels, info.get("channel_names"))
         decode_ms = (time.perf_counter() - t) * 1000.0
         px = resolve_diameter(diameter, diameter_um, pixel_size)
-        result = asyncio.run(segment_async(image, spec, backend, diameter=px, channels=channels,
-                                           augment=augment, invert=invert))
-        if nuclei is not None:
+        # run_sync, not asyncio.run: a batch started inside a running event loop (Jupyter) works
+        result = run_sync(segment_async(image, spec, backend, diameter=px, channels=channels,
+                                        augment=augment, invert=invert))
+        skipped = nuclei_skipped(result, nuclei, nuclear_channel_auto)
+        if skipped:
+            summary["note"] = skipped
+        elif nuclei is not None:
             from .pipeline import add_nuclei
 
-            result = asyncio.run(add_nuclei(result, *_load_model(nuclei, models_dir, threads),
-                                            split_by_nuclei=split_by_nuclei))
+            result = run_sync(add_nuclei(result, *_load_model(nuclei, models_dir, threads),
+                                         split_by_nuclei=split_by_nuclei))
     except (ImageReadError, ValueError) as exc:
         summary.update(status="failed", error=str(exc))
         summary["ms"]["total"] = (time.perf_counter() - t0) * 1000.0
@@ -430,7 +434,7 @@ class _Recorder:
             self.failures.append({"path": s["path"], "error": s["error"]})
         ms = [f"{s['ms'][k]:.1f}" if k in s["ms"] else "" for k in _STAGES]
         self.csv.writerow([i, s["path"], s["name"], s["status"], s["objects"], s["height"],
-                           s["width"], s.get("diameter") or "", s["error"], s["worker"], *ms])
+                           s["width"], s.get("diameter") or "", s["error"], s.get("note", ""), s["worker"], *ms])
 
     def abort(self):
         self.file.close()

@@ -191,6 +191,18 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
 NO_NUCLEAR_CHANNEL = "no nuclear channel in this image: the cells are the cell model's alone"
 
 
+def nuclei_skipped(cells: Segmentation, nuclei: str | None, nuclear_channel_auto: bool) -> str | None:
+    """Why a whole-cell run's nuclei are not linked (:data:`NO_NUCLEAR_CHANNEL`), or None.
+
+    They are skipped when a nuclei model was asked for (``nuclei``), the nuclear channel was
+    left to the file (``nuclear_channel_auto``: no channels given, or "auto") and the file has
+    none: the cells come alone, in the API, the page and batch runs alike. A nuclear channel
+    the user left out while asking for nuclei stays an error (:func:`add_nuclei`'s)."""
+    if nuclei and nuclear_channel_auto and (cells.channels or {}).get("nuclei") is None:
+        return NO_NUCLEAR_CHANNEL
+    return None
+
+
 async def add_nuclei(cells: Segmentation, model: ModelSpec, backend: Backend, *,
                      progress: Progress = None, diameter: float | None = None,
                      split_by_nuclei: bool = True) -> Segmentation:

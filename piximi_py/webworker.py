@@ -151,7 +151,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     from . import io as pio
     from .channels import default_channels, image_channels, resolve_channels
     from .measure import nucleus_columns, regionprops_table, summarize
-    from .pipeline import NO_NUCLEAR_CHANNEL, add_nuclei, check_flag, check_invert, segment_async
+    from .pipeline import add_nuclei, check_flag, check_invert, nuclei_skipped, segment_async
 
     options = options or {}
     try:
@@ -185,10 +185,11 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         seg = await segment_async(image, spec, backend, progress=progress, filename=name,
                                   diameter=diameter, channels=channels if multi else None,
                                   augment=options.get("augment", False), invert=invert)
-        link, skipped = options.get("nuclei") if multi else None, None
-        if link and channels.get("nuclei") is None and _nuclear_channel_auto(options):
-            # the page links by default: an image without a nuclear channel still gets its cells
-            link, skipped = None, NO_NUCLEAR_CHANNEL
+        link = options.get("nuclei") if multi else None
+        # the page links by default: an image without a nuclear channel still gets its cells
+        skipped = nuclei_skipped(seg, link, _nuclear_channel_auto(options))
+        if skipped:
+            link = None
         if link:
             nuclei_spec = segmentation_spec(link)
             seg = await add_nuclei(seg, nuclei_spec, await model_backend(nuclei_spec, options.get("backend") or "auto",

@@ -61,6 +61,33 @@ def test_channels_from_names_and_nuclei_linked(two_channel):
     np.testing.assert_array_equal(single.labels, piximi_py.segment(plane, model="cells"))
 
 
+def test_batch_links_nuclei_as_the_api_does_inside_an_event_loop(two_channel, tmp_path):
+    """A batch run (run_batch, in process) started where an event loop is running (Jupyter)
+    segments, and a file without a nuclear channel gives its cells alone, with a note, as the
+    API and the page do, rather than failing."""
+    import asyncio
+    import csv
+
+    from piximi_py.distributed import run_batch
+    from piximi_py.pipeline import NO_NUCLEAR_CHANNEL
+
+    path, plane = two_channel
+    single = tmp_path / "single.tif"
+    tifffile.imwrite(single, plane)
+
+    async def in_a_loop():
+        return run_batch([path, single], tmp_path / "out", "cells", nuclei="nuclei", log=None)
+
+    report = asyncio.run(in_a_loop())
+    assert report["failures"] == [] and report["segmented"] == 2, report
+    rows = {r["name"]: r for r in csv.DictReader(open(tmp_path / "out" / "run_images.csv"))}
+    assert rows["single"]["note"] == NO_NUCLEAR_CHANNEL and rows["two_channel"]["note"] == ""
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "single_labels.tif"),
+                                  piximi_py.segment(plane, model="cells"))
+    assert (tmp_path / "out" / "two_channel_nuclei_labels.tif").exists()
+    assert not (tmp_path / "out" / "single_nuclei_labels.tif").exists()
+
+
 def test_cells_grow_from_their_nuclei(two_channel):
     path, _ = two_channel
     grown = piximi_py.segment_image(path, model="cells", nuclei="nuclei")
