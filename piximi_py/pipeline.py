@@ -146,8 +146,9 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         diameter, passes = await estimate_diameter(x, model, backend, progress)
         estimated = diameter is not None
         taught = model.image_diameter
-        if taught and keeps_taught(diameter, taught):
-            diameter, estimated = D.check_diameter(taught, image.shape), False
+        # a taught size larger than this image is not the user's to be told about: the estimate stays
+        if taught and keeps_taught(diameter, taught) and taught <= max(image.shape[:2]):
+            diameter, estimated = float(taught), False
         lap("diameter")
     scale = rescale.scale_factor(diameter, model.diameter) if diameter else 1.0
     if estimated:  # a given diameter too large to hold is refused; an estimate is only capped

@@ -199,6 +199,24 @@ def test_an_estimate_too_small_to_hold_is_capped_not_refused(sample, monkeypatch
     assert max(rescale.rescaled_shape(image.shape, result.scale)) <= rescale.MAX_RESCALED_SIDE
 
 
+def test_a_taught_diameter_larger_than_the_image_is_not_an_error(sample):
+    """A taught model's diameter replaces an estimate near it (or none), but on an image smaller
+    than that diameter it is not the user's value to refuse: the image is segmented as estimated."""
+    import dataclasses
+
+    from piximi_py.backends.onnxruntime import OnnxRuntimeBackend
+    from piximi_py.pipeline import segment_async
+
+    spec = piximi_py.find_model(piximi_py.load_models(), None)
+    backend = OnnxRuntimeBackend(piximi_py.default_models_dir() / spec.file)
+    image = sample[0]
+    taught = dataclasses.replace(spec, image_diameter=30.0)
+    tiny = piximi_py.run_sync(segment_async(np.zeros((24, 24), np.float32), taught, backend))
+    assert tiny.count == 0 and tiny.diameter != 30.0
+    used = piximi_py.run_sync(segment_async(image, taught, backend))  # its nuclei measure about 26 px
+    assert used.diameter == 30.0 and not used.diameter_estimated
+
+
 def replay_passes(monkeypatch, spec, found, side=512):
     """Run the diameter estimate on a blank ``side``² image whose pass at each scale of ``found``
     measures ``found[scale] = (diameter in px of the image, objects)``, as a real slide's passes
