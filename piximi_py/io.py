@@ -258,7 +258,9 @@ def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict,
     return _to_plane(plane, color or keep_channels)
 
 
-_UNIT_UM = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0,
+#: Units to µm, keyed in lower case (units are looked up lower-cased): ImageJ writes µ as
+#: the escape "\\u00B5" in its metadata, read here as "\\u00b5m".
+_UNIT_UM = {"um": 1.0, "µm": 1.0, "μm": 1.0, "\\u00b5m": 1.0, "micron": 1.0, "microns": 1.0,
             "micrometer": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3,
             "cm": 1e4, "m": 1e6}
 

@@ -54,6 +54,13 @@ def test_imagej_tiff(stack):
     np.testing.assert_array_equal(read_image_bytes(data, index={"Z": 1}), stack[1, 0])
 
 
+@pytest.mark.parametrize("unit", ["um", "Micron", "\\u00B5m"])
+def test_imagej_units_of_a_micron(stack, unit):
+    """Every way ImageJ files spell a micron gives the pixel size (its escaped "\\u00B5m" too)."""
+    data = tif(stack[0, 0], imagej=True, resolution=(2, 2), metadata={"unit": unit})
+    assert describe_image(data)["pixel_size"] == pytest.approx([0.5, 0.5])
+
+
 def test_plain_files(stack):
     plane = stack[0, 0]
     info = describe_image(tif(plane))                  # no unit: no pixel size
