@@ -410,7 +410,9 @@ def link_nuclei(cells: np.ndarray, nuclei: np.ndarray, inside: float = NUCLEUS_I
     if not on.any():
         return nucleus_of, count
     nuc, cell = nuclei[on].astype(np.intp), cells[on].astype(np.intp)
-    pairs, overlap = np.unique(nuc * n_cells + cell, return_counts=True)
+    # one key per (nucleus, cell) pair in int64: np.intp is 32-bit in the page (wasm32), where
+    # 50,000 nuclei times 50,000 cells would wrap round
+    pairs, overlap = np.unique(nuc.astype(np.int64) * n_cells + cell, return_counts=True)
     pair_nuc, pair_cell = pairs // n_cells, pairs % n_cells
     nuc_area = np.bincount(nuc)
     # per nucleus, its largest part (pairs sorted by overlap, the last of each nucleus wins)

@@ -112,3 +112,16 @@ def test_each_cell_gets_the_nucleus_inside_it(sample):
     assert table["nucleus_label"][row] == 0 and table["nuclei"][row] == 0
     with pytest.raises(ValueError, match="one shape"):
         link_nuclei(cells, nuclei[:-1])
+
+
+def test_links_hold_for_labels_whose_pairs_pass_two_to_the_31():
+    """Cells and nuclei numbered near 70,000 (a large field): the pair key nucleus * cells + cell
+    passes 2**31, which the page's 32-bit np.intp cannot hold; the links are still each pair's."""
+    cells = np.zeros((4, 8), np.uint32)
+    nuclei = np.zeros_like(cells)
+    cells[:, :4], cells[:, 4:] = 70_000, 69_999
+    nuclei[1:3, 1:3], nuclei[1:3, 5:7] = 68_000, 70_001
+    nucleus_of, count = link_nuclei(cells, nuclei)
+    assert 70_001 * (70_000 + 1) > 2 ** 31
+    assert nucleus_of[70_000] == 68_000 and nucleus_of[69_999] == 70_001
+    assert count[70_000] == count[69_999] == 1 and count.sum() == 2
