@@ -12,6 +12,8 @@ import numbers
 
 import numpy as np
 
+from .io import check_pixel_size
+
 __all__ = ["check_diameter", "median_diameter", "diameter_from_um", "resolve_diameter"]
 
 #: Smallest diameter accepted, in pixels: below this a nucleus is not resolved.
@@ -55,9 +57,7 @@ def diameter_from_um(diameter_um, pixel_size) -> float:
     if pixel_size is None:
         raise ValueError("diameter_um needs the pixel size: the file states none; give pixel_size "
                          "(µm per pixel) or the diameter in pixels")
-    size = float(np.mean(np.asarray(pixel_size, np.float64)))
-    if not math.isfinite(size) or size <= 0:
-        raise ValueError(f"pixel size must be a positive number of µm, got {pixel_size!r}")
+    size = float(np.mean(check_pixel_size(pixel_size)))
     um = check_diameter(diameter_um)
     return um / size
 

@@ -28,24 +28,19 @@ import zipfile
 import numpy as np
 from scipy import ndimage as ndi
 
+from .io import check_pixel_size
+
 __all__ = ["labels_tiff", "mask_tiff", "overlay_png", "measurements_csv", "rle_encode",
            "rle_to_string", "outlines", "coco_json", "roi_zip", "label_colours"]
 
 
-def _pixel_size_yx(pixel_size):
-    if pixel_size is None:
-        return None
-    if np.isscalar(pixel_size):
-        return float(pixel_size), float(pixel_size)
-    py, px = pixel_size
-    return float(py), float(px)
 
 
 def _tiff(array: np.ndarray, pixel_size, imagej: bool) -> bytes:
     import tifffile
 
     kwargs = {}
-    size = _pixel_size_yx(pixel_size)
+    size = check_pixel_size(pixel_size)
     if size:
         kwargs["resolution"] = (1.0 / size[1], 1.0 / size[0])
         kwargs["metadata"] = {"unit": "um"} if imagej else None

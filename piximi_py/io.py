@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = ["ImageReadError", "read_image", "read_image_bytes", "sniff_format",
            "validate_image", "describe_image", "MAX_PIXELS", "MAX_BYTES", "MIN_SIDE",
-           "MAX_CHANNELS"]
+           "MAX_CHANNELS", "check_pixel_size"]
 
 #: Largest plane accepted (pixels); bigger ones would exhaust a browser tab.
 MAX_PIXELS = 16384 * 16384
@@ -258,6 +258,25 @@ def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict,
     return _to_plane(plane, color or keep_channels)
 
 
+def check_pixel_size(pixel_size) -> tuple[float, float] | None:
+    """``pixel_size`` (µm per pixel: one number, or ``(y, x)``) as a ``(y, x)`` pair of positive
+    finite floats, or None; ``ValueError`` with a clear message when it is unusable."""
+    if pixel_size is None:
+        return None
+    bad = ValueError(f"pixel size must be µm per pixel, one positive number or (y, x), got {pixel_size!r}")
+    if isinstance(pixel_size, (bool, str, bytes)):
+        raise bad
+    try:
+        values = np.asarray(pixel_size, np.float64).ravel()
+    except (TypeError, ValueError):
+        raise bad from None
+    if values.size == 1:
+        values = np.repeat(values, 2)
+    if values.size != 2 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise bad
+    return float(values[0]), float(values[1])
+
+
 #: Units to µm, keyed in lower case (units are looked up lower-cased): ImageJ writes µ as
 #: the escape "\\u00B5" in its metadata, read here as "\\u00b5m".
 _UNIT_UM = {"um": 1.0, "µm": 1.0, "μm": 1.0, "\\u00b5m": 1.0, "micron": 1.0, "microns": 1.0,
@@ -304,6 +323,10 @@ def describe_image(data: bytes, filename: str | None = None) -> dict:
     except Exception as exc:  # noqa: BLE001
         raise ImageReadError(f"could not read the header of {what} as {fmt}: {exc}. "
                              "The file may be truncated or corrupt.") from None
+    try:  # a header's nonsense pixel size (0, negative, NaN) is as good as none
+        info["pixel_size"] = list(check_pixel_size(info["pixel_size"]) or ()) or None
+    except ValueError:
+        info["pixel_size"] = None
     info["format"] = fmt
     info["sizes"] = dict(zip(info["axes"], info["shape"]))
     info["height"], info["width"] = info["sizes"]["Y"], info["sizes"]["X"]

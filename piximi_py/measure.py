@@ -16,6 +16,8 @@ from math import sqrt
 
 import numpy as np
 
+from .io import check_pixel_size
+
 __all__ = ["COLUMNS", "INTENSITY_COLUMNS", "regionprops_table", "perimeter", "solidity",
            "summarize", "link_nuclei", "nucleus_columns"]
 
@@ -332,8 +334,8 @@ def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,
         "solidity": area / _convex_area(runs, n)[present],  # an object's hull holds its pixels: > 0
     }
     if pixel_size is not None:
-        py, px = (pixel_size, pixel_size) if np.isscalar(pixel_size) else pixel_size
-        table["area_um2"] = table["area"] * float(py) * float(px)
+        py, px = check_pixel_size(pixel_size)
+        table["area_um2"] = table["area"] * py * px
     if image is not None:
         # Each object's pixels in run order (by object, then row, then column), so that the
         # intensity columns are reductions over object pixels only, not over the whole image.

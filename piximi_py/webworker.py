@@ -173,7 +173,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
                                      project=project, keep_channels=multi)
         decode_ms = now_ms() - t
         suggested, why = _suggestion(image, data, name, spec, index, project, info)
-        pixel_size = options.get("pixel_size") or info.get("pixel_size")
+        pixel_size = pio.check_pixel_size(options.get("pixel_size") or info.get("pixel_size"))
         diameter = resolve_diameter(options.get("diameter"), options.get("diameter_um"), pixel_size)
         channels = options.get("channels") or None
         if multi:
@@ -207,7 +207,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
             "backend": backend.name,
             "model": spec.id,
             "info": info,
-            "pixel_size": pixel_size,
+            "pixel_size": list(pixel_size) if pixel_size else None,
             "diameter": seg.diameter,
             "diameter_estimated": seg.diameter_estimated,
             "model_diameter": spec.diameter or None,

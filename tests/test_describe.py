@@ -61,6 +61,20 @@ def test_imagej_units_of_a_micron(stack, unit):
     assert describe_image(data)["pixel_size"] == pytest.approx([0.5, 0.5])
 
 
+def test_a_nonsense_pixel_size_in_the_header_is_none(stack):
+    """An OME header stating a pixel size of 0 or a negative one gives no pixel size, not a
+    refusal of the file nor a negative area."""
+    for value in ("0", "-0.5"):
+        xml = ('<?xml version="1.0"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+               '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint16" SizeX="32" '
+               f'SizeY="32" SizeC="1" SizeZ="1" SizeT="1" PhysicalSizeX="{value}" PhysicalSizeY="0.5">'
+               '<Channel ID="Channel:0:0" SamplesPerPixel="1"/><TiffData/></Pixels></Image></OME>')
+        b = io.BytesIO()
+        tifffile.imwrite(b, stack[0, 0, :32, :32], description=xml, metadata=None)
+        info = describe_image(b.getvalue())
+        assert info["kind"] == "ome" and info["pixel_size"] is None, value
+
+
 def test_plain_files(stack):
     plane = stack[0, 0]
     info = describe_image(tif(plane))                  # no unit: no pixel size

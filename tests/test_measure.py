@@ -92,6 +92,32 @@ def test_bad_arguments():
         regionprops_table(np.zeros((4, 4), np.uint8), np.zeros((4, 5)))
 
 
+@pytest.mark.parametrize("bad", [-0.5, (-0.5, 0.5), 0, float("nan"), (0.5, 0.5, 0.5), "0.5", True, "um"])
+def test_bad_pixel_sizes_are_refused_everywhere_they_enter(bad):
+    """A pixel size is one positive number or (y, x), in the measurements, the exports and the
+    diameter in µm alike: never a negative area_um2 or numpy's own error."""
+    from piximi_py.diameter import diameter_from_um
+    from piximi_py.export import labels_tiff
+
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:5, 2:5] = 1
+    for use in (lambda: regionprops_table(labels, pixel_size=bad), lambda: labels_tiff(labels, pixel_size=bad),
+                lambda: diameter_from_um(10.0, bad)):
+        with pytest.raises(ValueError, match="pixel size must be µm per pixel"):
+            use()
+
+
+def test_pixel_size_as_one_number_a_pair_or_a_0d_array():
+    from piximi_py.io import check_pixel_size
+
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:5, 2:5] = 1
+    for size in (0.5, np.array(0.5), [0.5, 0.5], np.float32(0.5)):
+        assert check_pixel_size(size) == (0.5, 0.5)
+        assert regionprops_table(labels, pixel_size=size)["area_um2"][0] == pytest.approx(9 * 0.25)
+    assert check_pixel_size((0.25, 0.5)) == (0.25, 0.5) and check_pixel_size(None) is None
+
+
 def test_per_channel_intensity_pixel_size_and_summary():
     from skimage.measure import regionprops_table as sk_table
 
