@@ -223,10 +223,17 @@ def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict,
         unknown = (set(index) | set(project)) - set(axes)
         if unknown:
             raise ImageReadError(f"{what} has axes {axes!r}; it has no axis {sorted(unknown)}")
+        for axis in sorted(set(index) & set("YXS")):
+            raise ImageReadError(f"axis {axis} is part of the plane; it cannot be indexed")
+        channel_axis = keep_channels and "C" in axes and "C" not in index and "C" not in project
+        # each axis but the plane's: the positions read, checked before anything is decoded
+        picks = {axis: _positions(axis, size, index, what) if axis in index else
+                 (list(range(size)) if axis in project or (axis == "C" and channel_axis) else [0])
+                 for axis, size in zip(axes, shape) if axis not in "YXS"}
         page = series.pages[0] if series.pages else None
         compression = getattr(getattr(page, "compression", None), "name", "")
         try:
-            array = series.asarray()
+            array, only_picked = _decode_picked(tif, series, picks)
         except (ValueError, NotImplementedError, KeyError, ImportError) as exc:
             if compression and compression not in ("NONE",):
                 raise ImageReadError(
@@ -234,16 +241,12 @@ def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict,
                     f"({exc}); save it uncompressed, or with LZW, Deflate or Zstd") from None
             raise
     selection, kept = [], []
-    channel_axis = keep_channels and "C" in axes and "C" not in index and "C" not in project
-    for axis, size in zip(axes, shape):
+    for axis in axes:
         if axis in "YXS" or axis in project or (axis == "C" and channel_axis):
             selection.append(slice(None))
             kept.append(axis)
         else:
-            i = int(index.get(axis, 0))
-            if not -size <= i < size:
-                raise ImageReadError(f"{what}: index {i} is outside axis {axis} of length {size}")
-            selection.append(i)
+            selection.append(0 if only_picked else picks[axis][0])
     plane = array[tuple(selection)]
     for axis, how in project.items():
         i = kept.index(axis)
@@ -256,6 +259,37 @@ def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict,
         plane = np.moveaxis(plane, kept.index("C"), -1)
         return np.ascontiguousarray(plane[..., 0]) if plane.shape[-1] == 1 else plane
     return _to_plane(plane, color or keep_channels)
+
+
+def _positions(axis: str, size: int, index: dict, what: str) -> list[int]:
+    """The one position ``index`` names on ``axis`` (of length ``size``), as a list: a whole
+    number inside the axis (negative counts from the end), else a clear error."""
+    value = index[axis]
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not float(value).is_integer():
+        raise ImageReadError(f"index of axis {axis} must be a whole number, got {value!r}")
+    i = int(value)
+    if not -size <= i < size:
+        raise ImageReadError(f"{what}: index {i} is outside axis {axis} of length {size}")
+    return [i % size]
+
+
+def _decode_picked(tif, series, picks: dict) -> tuple[np.ndarray, bool]:
+    """The series' pixels, and whether only the picked positions were decoded: where each page
+    holds one plane, only the pages of ``picks`` are read (one plane of a large stack is not
+    decoded whole, which a browser tab could not hold); otherwise the whole series."""
+    import itertools
+
+    sizes = [series.shape[series.axes.index(a)] for a in picks]
+    plane = [n for a, n in zip(series.axes, series.shape) if a in "YXS"]
+    keyframe = getattr(series, "keyframe", None)
+    one_plane_pages = (picks and len(series.pages) == int(np.prod(sizes)) and keyframe is not None
+                       and int(np.prod(keyframe.shape)) == int(np.prod(plane)))
+    if not one_plane_pages or all(len(p) == n for p, n in zip(picks.values(), sizes)):
+        return series.asarray(), False
+    keys = [int(np.ravel_multi_index(c, sizes)) for c in itertools.product(*picks.values())]
+    array = tif.asarray(key=keys, series=tif.series.index(series))
+    return array.reshape([len(p) for p in picks.values()] + plane), True
 
 
 def check_pixel_size(pixel_size) -> tuple[float, float] | None:

@@ -45,6 +45,44 @@ def test_ome_tiff(stack):
         read_image_bytes(data, project={"Z": "median"})
 
 
+@pytest.mark.parametrize("index, match", [({"Z": "a"}, "whole number"), ({"Z": 1.7}, "whole number"),
+                                          ({"Z": True}, "whole number"), ({"Y": 3}, "part of the plane"),
+                                          ({"Z": 3}, "outside axis Z of length 3")])
+def test_bad_plane_indices_are_refused_before_decoding(stack, index, match, monkeypatch):
+    """A bad index is the option's fault, said so, not the file's ("truncated or corrupt"), and is
+    found before any pixel is decoded."""
+    data = tif(stack, ome=True, metadata={"axes": "ZCYX"})
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded before the index was checked")
+
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", no_decoding)
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", no_decoding)
+    with pytest.raises(ImageReadError, match=match):
+        read_image_bytes(data, index=index)
+
+
+@pytest.mark.parametrize("kind", [{"ome": True}, {"imagej": True}, {}])
+def test_one_plane_of_a_stack_decodes_only_its_pages(stack, kind, monkeypatch):
+    """Picking planes reads their pages only (a large stack is not decoded whole for one plane);
+    the pixels are the same as from the whole stack, also with the channels kept or projected."""
+    data = tif(stack, metadata={"axes": "ZCYX"}, **kind)
+    read = []
+    asarray = tifffile.TiffFile.asarray
+
+    def counted(self, key=None, **kwargs):
+        read.append(len(key) if key is not None else None)
+        return asarray(self, key=key, **kwargs)
+
+    monkeypatch.setattr(tifffile.TiffFile, "asarray", counted)
+    np.testing.assert_array_equal(read_image_bytes(data, index={"Z": 2, "C": 1}), stack[2, 1])
+    np.testing.assert_array_equal(read_image_bytes(data, index={"Z": -1}, keep_channels=True),
+                                  np.moveaxis(stack[2], 0, -1))
+    np.testing.assert_array_equal(read_image_bytes(data, index={"C": 0}, project={"Z": "max"}),
+                                  stack[:, 0].max(axis=0))
+    assert read == [1, 2, 3]
+
+
 def test_imagej_tiff(stack):
     data = tif(stack, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
                metadata={"axes": "ZCYX", "unit": "um"})
