@@ -35,9 +35,11 @@ class DownloadError(OSError):
     """A file of the site could not be fetched (offline and never cached, or a server error)."""
 
 
-#: Errors whose message is shown to the user as is (no traceback).
-USER_ERRORS = (ImageReadError, BackendUnavailable, ValueError, KeyError, LookupError, Cancelled,
-               DownloadError)
+#: Errors whose message is shown to the user as is: what they gave or asked for was refused.
+USER_ERRORS = (ImageReadError, BackendUnavailable, ValueError, LookupError, Cancelled, DownloadError)
+#: Lookups that this package never raises for the user (a dict's missing key, numpy's index out of
+#: range): internal errors, not a message to act on.
+INTERNAL_LOOKUPS = (KeyError, IndexError)
 
 
 class _State:
@@ -85,17 +87,19 @@ def now_ms() -> float:
 
 def error_result(exc: BaseException) -> dict:
     """``{"ok": False, "error": {"type", "message"}}``: the message of an error the user can act on
-    (:data:`USER_ERRORS`) as it is, any other as an internal error (traceback to the worker console)."""
-    if isinstance(exc, USER_ERRORS):
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        etype = type(exc).__name__
-    else:
-        import traceback
+    (:data:`USER_ERRORS`) as it is, any other as an internal error. Called in an ``except`` block:
+    the traceback goes to the worker console for developers, but for the errors that are always
+    the input's (a file that cannot be read, a stop, a download or backend that failed)."""
+    import traceback
 
-        traceback.print_exc()  # goes to the worker console for developers
-        msg = f"internal error ({type(exc).__name__}: {exc})"
-        etype = "InternalError"
-    return {"ok": False, "error": {"type": etype, "message": str(msg)}}
+    if isinstance(exc, USER_ERRORS) and not isinstance(exc, INTERNAL_LOOKUPS):
+        if not isinstance(exc, (ImageReadError, Cancelled, DownloadError, BackendUnavailable)):
+            traceback.print_exc()  # a ValueError may be numpy's as well as a refused option
+        msg, etype = str(exc), type(exc).__name__
+    else:
+        traceback.print_exc()
+        msg, etype = f"internal error ({type(exc).__name__}: {exc})", "InternalError"
+    return {"ok": False, "error": {"type": etype, "message": msg}}
 
 
 def typed_array(arr: np.ndarray):
