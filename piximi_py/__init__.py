@@ -102,9 +102,10 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
     channels : dict, optional
         For a whole-cell model (``model="cells"``): the image channel of
         each input, e.g. ``{"cyto": 1, "nuclei": 0}`` (channel numbers from
-        0; leave ``nuclei`` out when there is no nuclear stain). None:
-        chosen from the file's channel names, else cytoplasm green and
-        nuclei blue in an RGB image (:func:`piximi_py.channels.default_channels`).
+        0; leave ``nuclei`` out when there is no nuclear stain; ``"auto"``
+        for a role chosen as if none were given). None: chosen from the file's
+        channel names, else cytoplasm green and nuclei blue in an RGB image
+        (:func:`piximi_py.channels.default_channels`).
     nuclei : str, optional
         With a whole-cell model: also segment the nuclear channel with this
         nuclei model (e.g. ``"nuclei"``) and link each cell to its nucleus:
@@ -140,6 +141,7 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         colour or stain model.
     """
     from .modelfile import resolve_model
+    from .channels import left_to_file
     from .pipeline import check_flag, nuclei_skipped, segment_async
 
     check_flag(split_by_nuclei, "split_by_nuclei")
@@ -156,7 +158,7 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
     result = run_sync(segment_async(image, spec, backend, progress=progress,
                                     filename=filename, index=index, diameter=diameter,
                                     channels=channels, augment=augment, invert=invert))
-    skipped = nuclei_skipped(result, nuclei, channels is None)
+    skipped = nuclei_skipped(result, nuclei, left_to_file(channels, "nuclei"))
     if skipped:
         warnings.warn(skipped, stacklevel=2)
         nuclei = None

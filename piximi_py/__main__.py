@@ -68,8 +68,8 @@ def main(argv=None) -> int:
                       help="the same in µm, with each file's pixel size")
     seg.add_argument("--channels", type=_channels, default=None, metavar="ROLE=C,...",
                      help="for a whole-cell model: the image channel (from 0) of each input, e.g. "
-                          "cyto=1,nuclei=0; leave nuclei out without a nuclear stain (default: from "
-                          "the file's channel names, else cytoplasm green and nuclei blue)")
+                          "cyto=1,nuclei=0; leave nuclei out without a nuclear stain; ROLE=auto: chosen "
+                          "as by default (from the file's channel names, else cytoplasm green and nuclei blue)")
     seg.add_argument("--nuclei", default=None, metavar="MODEL",
                      help="with a whole-cell model: also segment the nuclear channel with this nuclei model "
                           "(e.g. nuclei) and link each cell to its nucleus (nucleus_label column, "

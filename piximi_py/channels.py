@@ -16,8 +16,11 @@ import numpy as np
 
 from .preprocess import normalize_percentile
 
-__all__ = ["NUCLEAR_NAME", "image_channels", "default_channels", "check_channels",
-           "resolve_channels", "stack_channels", "parse_channels"]
+__all__ = ["NUCLEAR_NAME", "AUTO", "image_channels", "default_channels", "check_channels",
+           "resolve_channels", "left_to_file", "stack_channels", "parse_channels"]
+
+#: A role's channel given as this is chosen from the file, as when no channels are given.
+AUTO = "auto"
 
 #: Channel names that mean a nuclear stain.
 NUCLEAR_NAME = re.compile(r"dapi|hoechst|nuc|dna|h2b|draq|sir-?dna|syto|propidium|\bpi\b", re.I)
@@ -81,8 +84,19 @@ def default_channels(image: np.ndarray, roles, names=None) -> dict:
     return choice
 
 
-def check_channels(channels: dict, roles, n_channels: int) -> dict:
+def _is_auto(value) -> bool:
+    return isinstance(value, str) and value.strip().lower() == AUTO
+
+
+def left_to_file(channels: dict | None, role: str) -> bool:
+    """Whether ``role``'s channel is chosen from the file: no channels given, or :data:`AUTO`."""
+    return channels is None or _is_auto(channels.get(role))
+
+
+def check_channels(channels: dict, roles, n_channels: int, *, auto: bool = False) -> dict:
     """Validate a role -> channel mapping; returns it with every role present.
+
+    With ``auto`` a role may be :data:`AUTO` (kept as it is: chosen later, from the image).
 
     Raises
     ------
@@ -104,6 +118,9 @@ def check_channels(channels: dict, roles, n_channels: int) -> dict:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
             out[role] = None
             continue
+        if auto and _is_auto(value):
+            out[role] = AUTO
+            continue
         try:
             c = int(value)
             if c != float(value):
@@ -116,7 +133,7 @@ def check_channels(channels: dict, roles, n_channels: int) -> dict:
         out[role] = c
     if out[roles[0]] is None:
         raise ValueError(f"the {roles[0]!r} channel is needed; the others are optional")
-    used = [c for c in out.values() if c is not None]
+    used = [c for c in out.values() if c is not None and c != AUTO]
     if len(set(used)) != len(used):
         raise ValueError(f"two roles read the same channel: {out}")
     return out
@@ -125,9 +142,12 @@ def check_channels(channels: dict, roles, n_channels: int) -> dict:
 def resolve_channels(image: np.ndarray, roles, channels: dict | None = None, names=None) -> dict:
     """The role -> channel mapping a model reads ``image`` with: ``channels`` checked
     (:func:`check_channels`), or when None the default (:func:`default_channels`, from
-    the file's channel ``names`` where known)."""
+    the file's channel ``names`` where known); a role given as :data:`AUTO` takes its default."""
     if channels is None:
         channels = default_channels(image, roles, names)
+    elif isinstance(channels, dict) and any(_is_auto(v) for v in channels.values()):
+        chosen = default_channels(image, roles, names)
+        channels = {r: chosen.get(r) if _is_auto(v) else v for r, v in channels.items()}
     return check_channels(channels, roles, image_channels(image))
 
 

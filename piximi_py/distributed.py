@@ -228,11 +228,10 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         (``host:pid``) and ``ms`` (milliseconds per stage).
     """
     from . import export, resolve_diameter, run_sync
-    from .channels import resolve_channels
-    from .io import ImageReadError, describe_image, read_image_bytes
+    from .channels import left_to_file
+    from .io import ImageReadError, describe_image
     from .measure import nucleus_columns, regionprops_table
-    from .models import reads_channels, reads_color
-    from .pipeline import nuclei_skipped, segment_async
+    from .pipeline import nuclei_skipped, read_for_model, segment_async
 
     t0 = time.perf_counter()
     path = Path(path)
@@ -252,13 +251,11 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
             data = path.read_bytes()
         except OSError as exc:
             raise ImageReadError(f"cannot open '{path.name}': {exc.strerror or exc}") from None
-        image = read_image_bytes(data, path.name, color=reads_color(spec), index=index,
-                                 keep_channels=reads_channels(spec))
         info = describe_image(data, path.name)
         pixel_size = info.get("pixel_size")
-        nuclear_channel_auto = channels is None
-        if reads_channels(spec):
-            channels = resolve_channels(image, spec.input_roles, channels, info.get("channel_names"))
+        nuclear_channel_auto = left_to_file(channels, "nuclei")
+        image, channels = read_for_model(data, spec, filename=path.name, index=index, channels=channels,
+                                         info=info)
         decode_ms = (time.perf_counter() - t) * 1000.0
         px = resolve_diameter(diameter, diameter_um, pixel_size)
         # run_sync, not asyncio.run: a batch started inside a running event loop (Jupyter) works

@@ -57,6 +57,38 @@ class Segmentation:
         return int(self.labels.max()) if self.labels.size else 0
 
 
+def read_for_model(data: bytes, model: ModelSpec, *, filename: str | None = None, index: dict | None = None,
+                   project: dict | None = None, channels: dict | None = None,
+                   info: dict | None = None) -> tuple[np.ndarray, dict | None]:
+    """An image file's plane as ``model`` reads it, and the channel of each of its roles.
+
+    One reading for the API, the page and batch runs: grey, colour or every channel
+    (:func:`piximi_py.models.reads_color`, :func:`~piximi_py.models.reads_channels`), the plane
+    chosen by ``index`` and ``project`` (:func:`piximi_py.io.read_image_bytes`; a multi-channel
+    model's roles choose its channels, so a ``C`` index does not apply), and for a multi-channel
+    model ``channels`` resolved (:func:`piximi_py.channels.resolve_channels`: None or "auto"
+    roles from the file's channel names in ``info``, :func:`piximi_py.io.describe_image`, read
+    when not given).
+
+    Returns
+    -------
+    image : ndarray
+        ``(H, W)``, ``(H, W, 3)`` or ``(H, W, C)``.
+    channels : dict or None
+        Role -> channel (None for a one-plane model).
+    """
+    multi = reads_channels(model)
+    index = {k: v for k, v in (index or {}).items() if not (multi and k == "C")}
+    image = io.read_image_bytes(data, filename, color=reads_color(model), index=index, project=project,
+                                keep_channels=multi)
+    if not multi:
+        return image, None
+    names = None
+    if any(C.left_to_file(channels, r) for r in model.input_roles):
+        names = (info if info is not None else io.describe_image(data, filename)).get("channel_names")
+    return image, C.resolve_channels(image, model.input_roles, channels, names)
+
+
 async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
                         progress: Progress = None, filename: str | None = None,
                         index: dict | None = None, diameter: float | None = None,
@@ -122,19 +154,16 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
     augment = check_augment(augment)
     invert = check_invert(invert, model)
     multi = reads_channels(model)
-    if multi and channels is not None:
-        C.check_channels(channels, model.input_roles, 1 << 30)  # roles and numbers, before decoding
-    names = None  # the file's channel names, for the default channels
+    if multi and channels is not None:  # roles and numbers, before decoding
+        C.check_channels(channels, model.input_roles, 1 << 30, auto=True)
     if isinstance(image_or_bytes, (bytes, bytearray, memoryview)):
-        image = io.read_image_bytes(image_or_bytes, filename, color=reads_color(model), index=index,
-                                    keep_channels=multi)
-        if multi and channels is None:
-            names = io.describe_image(image_or_bytes, filename).get("channel_names")
+        image, channels = read_for_model(bytes(image_or_bytes), model, filename=filename, index=index,
+                                         channels=channels)
     else:
         image = io.validate_image(np.asarray(image_or_bytes))
+        if multi:
+            channels = C.resolve_channels(image, model.input_roles, channels)
     diameter = D.check_diameter(diameter, image.shape)
-    if multi:
-        channels = C.resolve_channels(image, model.input_roles, channels, names)
     lap("decode")
     try:
         x = prepare_input(image, model, channels, invert)

@@ -31,7 +31,7 @@ import numpy as np
 
 from .backends.ortweb import load_ort
 from .diameter import resolve_diameter
-from .models import can_segment, find_model, load_model_index, reads_channels, reads_color
+from .models import can_segment, find_model, load_model_index, reads_channels
 from .webexport import BATCH_EXPORTS, current_batch, export_files
 from .webprompt import remember_image
 from .webstate import (S, describe_decodable, error_result, fetch_bytes, intensity, model_backend, now_ms,
@@ -120,8 +120,9 @@ def describe(data: bytes, options: dict | None = None) -> dict:
 
 def _nuclear_channel_auto(options: dict) -> bool:
     """Whether a segment request left the nuclear channel to the file (no channels, or "auto")."""
-    channels = options.get("channels")
-    return not channels or channels.get("nuclei") == "auto"
+    from .channels import left_to_file
+
+    return left_to_file(options.get("channels") or None, "nuclei")
 
 
 async def segment(data: bytes, options: dict | None = None, progress=None) -> dict:
@@ -149,9 +150,9 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     model), ``suggested_because`` says why (:func:`piximi_py.models.suggest_model`).
     """
     from . import io as pio
-    from .channels import default_channels, image_channels, resolve_channels
+    from .channels import image_channels
     from .measure import nucleus_columns, regionprops_table, summarize
-    from .pipeline import add_nuclei, check_flag, check_invert, nuclei_skipped, segment_async
+    from .pipeline import add_nuclei, check_flag, check_invert, nuclei_skipped, read_for_model, segment_async
 
     options = options or {}
     try:
@@ -167,23 +168,14 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
         info = await describe_decodable(data, name)
         t = now_ms()
         multi = reads_channels(spec)
-        if multi and index:  # the roles pick channels: a chosen C plane does not apply
-            index.pop("C", None)
-        image = pio.read_image_bytes(data, name, color=reads_color(spec), index=index,
-                                     project=project, keep_channels=multi)
+        image, channels = read_for_model(data, spec, filename=name, index=index, project=project,
+                                         channels=options.get("channels") or None, info=info)
         decode_ms = now_ms() - t
         suggested, why = _suggestion(image, data, name, spec, index, project, info)
         pixel_size = pio.check_pixel_size(options.get("pixel_size") or info.get("pixel_size"))
         diameter = resolve_diameter(options.get("diameter"), options.get("diameter_um"), pixel_size)
-        channels = options.get("channels") or None
-        if multi:
-            names = info.get("channel_names")
-            if channels:  # a role "auto" takes the file's default for it
-                auto = default_channels(image, spec.input_roles, names)
-                channels = {r: auto.get(r) if v == "auto" else v for r, v in channels.items()}
-            channels = resolve_channels(image, spec.input_roles, channels, names)
         seg = await segment_async(image, spec, backend, progress=progress, filename=name,
-                                  diameter=diameter, channels=channels if multi else None,
+                                  diameter=diameter, channels=channels,
                                   augment=options.get("augment", False), invert=invert)
         link = options.get("nuclei") if multi else None
         # the page links by default: an image without a nuclear channel still gets its cells

@@ -88,6 +88,24 @@ def test_batch_links_nuclei_as_the_api_does_inside_an_event_loop(two_channel, tm
     assert not (tmp_path / "out" / "single_nuclei_labels.tif").exists()
 
 
+def test_a_role_left_auto_is_chosen_from_the_file_everywhere(two_channel, tmp_path):
+    """A role given as "auto" takes the file's choice in the API, as in the page and the command
+    line (one reading, pipeline.read_for_model): a C index does not override the roles."""
+    path, _ = two_channel
+    named = piximi_py.segment_image(path, model="cells", nuclei="nuclei")
+    auto = piximi_py.segment_image(path, model="cells", channels={"cyto": 0, "nuclei": "auto"}, nuclei="nuclei",
+                                   index={"C": 0})
+    assert auto.channels == named.channels == {"cyto": 0, "nuclei": 1}
+    np.testing.assert_array_equal(auto.labels, named.labels)
+    run = subprocess.run([sys.executable, "-m", "piximi_py", "segment", str(path), "--model", "cells", "--out",
+                          str(tmp_path), "--channels", "cyto=auto,nuclei=auto", "--nuclei", "nuclei"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "two_channel_labels.tif"), named.labels)
+    with pytest.raises(ValueError, match="must be a channel number"):
+        piximi_py.segment_image(path, model="cells", channels={"cyto": "green"})
+
+
 def test_cells_grow_from_their_nuclei(two_channel):
     path, _ = two_channel
     grown = piximi_py.segment_image(path, model="cells", nuclei="nuclei")
