@@ -72,7 +72,8 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
                   progress=None, index: dict | None = None, diameter: float | None = None,
                   diameter_um: float | None = None, pixel_size=None,
                   channels: dict | None = None, nuclei: str | None = None,
-                  augment: bool = False, split_by_nuclei: bool = True, invert: bool = False) -> Segmentation:
+                  augment: bool = False, split_by_nuclei: bool = True, invert: bool = False,
+                  project: dict | None = None) -> Segmentation:
     """Segment one image with native onnxruntime; returns labels and timings.
 
     Parameters
@@ -89,7 +90,10 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
         onnxruntime intra-op threads.
     progress : callable(stage, done, total), optional
     index : dict, optional
-        Plane selection for multi-plane files, e.g. ``{"C": 1}``.
+        Plane selection for multi-plane files, e.g. ``{"Z": 3, "C": 1}``.
+    project : dict, optional
+        Axes of a multi-plane file projected onto the plane, e.g.
+        ``{"Z": "max"}`` (or ``"mean"``).
     diameter : float, optional
         Typical nucleus diameter in pixels; the image is rescaled so that
         its nuclei match the model's training size. None (default):
@@ -156,7 +160,7 @@ def segment_image(image, model: str | None = None, *, models_dir=None, threads: 
     diameter = resolve_diameter(diameter, diameter_um, pixel_size, image, filename)
     backend = _native_backend(str(model_path), threads)
     result = run_sync(segment_async(image, spec, backend, progress=progress,
-                                    filename=filename, index=index, diameter=diameter,
+                                    filename=filename, index=index, project=project, diameter=diameter,
                                     channels=channels, augment=augment, invert=invert))
     skipped = nuclei_skipped(result, nuclei, left_to_file(channels, "nuclei"))
     if skipped:

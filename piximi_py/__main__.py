@@ -18,7 +18,7 @@ def _segment_command(args) -> int:
                            log=sys.stderr, diameter=args.diameter, diameter_um=args.diameter_um,
                            channels=args.channels, nuclei=args.nuclei,
                            augment=args.augment, split_by_nuclei=not args.keep_model_cells,
-                           invert=args.invert)
+                           invert=args.invert, index=args.index, project=args.project)
     except KeyboardInterrupt:
         print("interrupted: complete outputs are kept; run the same command again to resume",
               file=sys.stderr)
@@ -27,6 +27,18 @@ def _segment_command(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 1 if report["failed"] else 0
+
+
+def _axes(what: str):
+    def parse(text: str) -> dict:
+        from .io import parse_axes
+
+        try:
+            return parse_axes(text, what)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def _channels(text: str) -> dict:
@@ -70,6 +82,11 @@ def main(argv=None) -> int:
                      help="for a whole-cell model: the image channel (from 0) of each input, e.g. "
                           "cyto=1,nuclei=0; leave nuclei out without a nuclear stain; ROLE=auto: chosen "
                           "as by default (from the file's channel names, else cytoplasm green and nuclei blue)")
+    seg.add_argument("--index", type=_axes("--index"), default=None, metavar="AXIS=N,...",
+                     help="for stacks (TIFF, OME-TIFF, ImageJ): the plane of each other axis, e.g. Z=3,T=0 "
+                          "(from 0; default: the first)")
+    seg.add_argument("--project", type=_axes("--project"), default=None, metavar="AXIS=max|mean,...",
+                     help="for stacks: axes projected onto the plane, e.g. Z=max")
     seg.add_argument("--nuclei", default=None, metavar="MODEL",
                      help="with a whole-cell model: also segment the nuclear channel with this nuclei model "
                           "(e.g. nuclei) and link each cell to its nucleus (nucleus_label column, "

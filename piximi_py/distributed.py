@@ -172,7 +172,7 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
                 overwrite: bool = False, diameter: float | None = None,
                 diameter_um: float | None = None, channels: dict | None = None,
                 nuclei: str | None = None, augment: bool = False, split_by_nuclei: bool = True,
-                invert: bool = False) -> dict:
+                invert: bool = False, project: dict | None = None) -> dict:
     """Segment and measure one image file and write its outputs.
 
     Writes ``NAME_rois.zip``, ``NAME_coco.json``, ``NAME_measurements.csv``
@@ -194,8 +194,9 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         :func:`piximi_py.models.default_models_dir`).
     threads : int, optional
         onnxruntime intra-op threads of this process's session.
-    index : dict, optional
-        Plane selection for multi-plane files (:func:`piximi_py.io.read_image`).
+    index, project : dict, optional
+        Plane selection and projection for multi-plane files
+        (:func:`piximi_py.io.read_image`): ``{"Z": 3}``, ``{"Z": "max"}``.
     overwrite : bool
         Recompute even when both outputs exist.
     diameter, diameter_um : float, optional
@@ -254,8 +255,8 @@ def process_one(path, out_dir, model: str | None = None, *, name: str | None = N
         info = describe_image(data, path.name)
         pixel_size = info.get("pixel_size")
         nuclear_channel_auto = left_to_file(channels, "nuclei")
-        image, channels = read_for_model(data, spec, filename=path.name, index=index, channels=channels,
-                                         info=info)
+        image, channels = read_for_model(data, spec, filename=path.name, index=index, project=project,
+                                         channels=channels, info=info)
         decode_ms = (time.perf_counter() - t) * 1000.0
         px = resolve_diameter(diameter, diameter_um, pixel_size)
         # run_sync, not asyncio.run: a batch started inside a running event loop (Jupyter) works
@@ -559,7 +560,8 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
               progress_bar: bool | None = None, objects_csv: bool = True, retries: int = 2,
               on_result=None, diameter: float | None = None, diameter_um: float | None = None,
               channels: dict | None = None, nuclei: str | None = None,
-              augment: bool = False, split_by_nuclei: bool = True, invert: bool = False) -> dict:
+              augment: bool = False, split_by_nuclei: bool = True, invert: bool = False,
+              project: dict | None = None) -> dict:
     """Segment many images and write their outputs, the run's tables and report.
 
     Parameters
@@ -584,8 +586,9 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
         resumes an interrupted run).
     models_dir : path, optional
         Must be readable at the same path by every worker.
-    index : dict, optional
-        Plane selection for multi-plane files.
+    index, project : dict, optional
+        Plane selection and projection for multi-plane files, for every image
+        (:func:`process_one`).
     diameter, diameter_um : float, optional
         Nucleus diameter for every image, in pixels or µm; None: estimated per image.
     channels : dict, optional
@@ -635,7 +638,7 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
     check_augment(augment)
     check_flag(split_by_nuclei, "split_by_nuclei")
     check_invert(invert, resolved[0])
-    kw = {"model": model, "models_dir": models_dir, "index": index, "overwrite": overwrite,
+    kw = {"model": model, "models_dir": models_dir, "index": index, "project": project, "overwrite": overwrite,
           "threads": threads if threads is not None or not use_dask else 1,
           "diameter": diameter, "diameter_um": diameter_um, "channels": channels, "nuclei": nuclei,
           "augment": augment, "split_by_nuclei": split_by_nuclei, "invert": invert}
@@ -694,7 +697,7 @@ def run_batch(inputs, out_dir, model: str | None = None, *, scheduler=None,
         "failures": recorder.failures,
         "failures_not_listed": max(0, recorder.counts["failed"] - len(recorder.failures)),
         "model": model_info,
-        "options": {"overwrite": overwrite, "threads_per_session": kw["threads"], "index": index,
+        "options": {"overwrite": overwrite, "threads_per_session": kw["threads"], "index": index, "project": project,
                     "diameter": diameter, "diameter_um": diameter_um, "channels": channels,
                     "nuclei": nuclei, "augment": augment, "split_by_nuclei": split_by_nuclei,
                     "invert": invert},

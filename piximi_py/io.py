@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = ["ImageReadError", "read_image", "read_image_bytes", "sniff_format",
            "validate_image", "describe_image", "MAX_PIXELS", "MAX_BYTES", "MIN_SIDE",
-           "MAX_CHANNELS", "check_pixel_size"]
+           "MAX_CHANNELS", "check_pixel_size", "parse_axes"]
 
 #: Largest plane accepted (pixels); bigger ones would exhaust a browser tab.
 MAX_PIXELS = 16384 * 16384
@@ -290,6 +290,18 @@ def _decode_picked(tif, series, picks: dict) -> tuple[np.ndarray, bool]:
     keys = [int(np.ravel_multi_index(c, sizes)) for c in itertools.product(*picks.values())]
     array = tif.asarray(key=keys, series=tif.series.index(series))
     return array.reshape([len(p) for p in picks.values()] + plane), True
+
+
+def parse_axes(text: str, what: str = "index") -> dict:
+    """``"Z=3,T=0"`` or ``"Z=max"`` (command line) as ``{"Z": 3, "T": 0}`` or ``{"Z": "max"}``:
+    axis letters upper-cased, whole numbers as int; checked against a file when it is read."""
+    out = {}
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        axis, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or len(axis) != 1 or not axis.isalpha() or not value:
+            raise ValueError(f"{what}: expected AXIS=VALUE pairs such as Z=3,T=0 or Z=max; got {text!r}")
+        out[axis.upper()] = int(value) if value.lstrip("-").isdigit() else value.lower()
+    return out
 
 
 def check_pixel_size(pixel_size) -> tuple[float, float] | None:

@@ -93,7 +93,7 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
                         progress: Progress = None, filename: str | None = None,
                         index: dict | None = None, diameter: float | None = None,
                         channels: dict | None = None, augment: bool = False,
-                        invert: bool = False) -> Segmentation:
+                        invert: bool = False, project: dict | None = None) -> Segmentation:
     """Segment one image (file bytes or a decoded array) into instance labels.
 
     Parameters
@@ -109,6 +109,9 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         Shown in error messages.
     index : dict, optional
         Plane selection for multi-plane files (see :func:`piximi_py.io.read_image`).
+    project : dict, optional
+        Axes of a multi-plane file projected onto the plane, ``{"Z": "max"}``
+        or ``"mean"`` (:func:`piximi_py.io.read_image`).
     diameter : float, optional
         Typical nucleus diameter in pixels. The image is rescaled so that
         it matches the model's (``model.diameter``). None: estimated
@@ -158,7 +161,7 @@ async def segment_async(image_or_bytes, model: ModelSpec, backend: Backend, *,
         C.check_channels(channels, model.input_roles, 1 << 30, auto=True)
     if isinstance(image_or_bytes, (bytes, bytearray, memoryview)):
         image, channels = read_for_model(bytes(image_or_bytes), model, filename=filename, index=index,
-                                         channels=channels)
+                                         project=project, channels=channels)
     else:
         image = io.validate_image(np.asarray(image_or_bytes))
         if multi:

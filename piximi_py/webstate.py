@@ -160,9 +160,10 @@ async def fetch_checked(file: str, sha256: str | None, progress=None) -> bytes:
 
 
 def plane_options(options: dict) -> tuple[dict | None, dict | None]:
-    """A request's plane selection: ``index`` and ``project`` (:func:`piximi_py.io.read_image`)."""
-    index = {str(k): int(v) for k, v in (options.get("index") or {}).items()}
-    project = {str(k): str(v) for k, v in (options.get("project") or {}).items()}
+    """A request's plane selection: ``index`` and ``project`` (:func:`piximi_py.io.read_image`,
+    which checks their values before decoding)."""
+    index = {str(k): v for k, v in (options.get("index") or {}).items()}
+    project = {str(k): v for k, v in (options.get("project") or {}).items()}
     return index or None, project or None
 
 

@@ -109,6 +109,28 @@ def test_arrays_that_are_not_one_plane_are_refused(shape, match):
         piximi_py.segment(np.ones(shape, np.float32), diameter=20)
 
 
+def test_stack_planes_and_projections_in_the_api_and_the_command_line(sample, tmp_path):
+    """A z-stack's plane or projection, chosen as the page chooses it, in the API and the command
+    line alike: the labels are those of that plane given as an array."""
+    image = tifffile.imread(sample[0]).astype(np.uint16)[:192, :256]
+    stack = np.stack([image // 4, image, image // 2])
+    path = tmp_path / "stack.ome.tif"
+    tifffile.imwrite(path, stack, ome=True, metadata={"axes": "ZYX"})
+    plane = piximi_py.segment(image, diameter=24)
+    np.testing.assert_array_equal(piximi_py.segment(path, index={"Z": 1}, diameter=24), plane)
+    np.testing.assert_array_equal(piximi_py.segment(path, project={"Z": "max"}, diameter=24), plane)
+    run = [sys.executable, "-m", "piximi_py", "segment", str(path), "--diameter", "24", "--out"]
+    for options, out in ((["--index", "z=1"], "a"), (["--project", "Z=max"], "b")):
+        proc = subprocess.run(run + [str(tmp_path / out), *options], capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / out / "stack_labels.tif"), plane)
+    bad = subprocess.run(run + [str(tmp_path / "c"), "--index", "Z"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "AXIS=VALUE" in bad.stderr
+    outside = subprocess.run(run + [str(tmp_path / "d"), "--index", "Z=5"], capture_output=True, text=True,
+                             cwd=ROOT)
+    assert outside.returncode == 1 and "index 5 is outside axis Z of length 3" in outside.stderr
+
+
 def test_cli_segments_folder_and_reports_bad_files(sample, tmp_path):
     image_path, truth = sample
     inputs = tmp_path / "in"
