@@ -265,10 +265,13 @@ def _positions(axis: str, size: int, index: dict, what: str) -> list[int]:
     """The one position ``index`` names on ``axis`` (of length ``size``), as a list: a whole
     number inside the axis (negative counts from the end), else a clear error."""
     value = index[axis]
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not float(value).is_integer():
+    try:  # a number, or its text ("3", from a form or a URL)
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not number.is_integer():
         raise ImageReadError(f"index of axis {axis} must be a whole number, got {value!r}")
-    i = int(value)
+    i = int(number)
     if not -size <= i < size:
         raise ImageReadError(f"{what}: index {i} is outside axis {axis} of length {size}")
     return [i % size]

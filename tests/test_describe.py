@@ -75,8 +75,8 @@ def test_one_plane_of_a_stack_decodes_only_its_pages(stack, kind, monkeypatch):
         return asarray(self, key=key, **kwargs)
 
     monkeypatch.setattr(tifffile.TiffFile, "asarray", counted)
-    np.testing.assert_array_equal(read_image_bytes(data, index={"Z": 2, "C": 1}), stack[2, 1])
-    np.testing.assert_array_equal(read_image_bytes(data, index={"Z": -1}, keep_channels=True),
+    np.testing.assert_array_equal(read_image_bytes(data, index={"Z": 2, "C": "1"}), stack[2, 1])
+    np.testing.assert_array_equal(read_image_bytes(data, index={"Z": -1.0}, keep_channels=True),
                                   np.moveaxis(stack[2], 0, -1))
     np.testing.assert_array_equal(read_image_bytes(data, index={"C": 0}, project={"Z": "max"}),
                                   stack[:, 0].max(axis=0))
