@@ -1,7 +1,8 @@
-"""The shipped H&E recipe's fold (training.he.train_one: the fluorescence parent fine-tuned on the
-hematoxylin density, ``he.FOLD_ITERATIONS``) without SOURCE, trained again at another SEED and
-scored as :mod:`.fold` scores the MobileNetV2 fold: the second seed of both, to tell their
-difference from the spread between runs (docs/research/stained.md).
+"""The shipped H&E recipe (training.he.train_one: the fluorescence parent fine-tuned on the
+hematoxylin density) trained again at another SEED and scored as :mod:`.fold` scores the
+MobileNetV2 model: the fold without SOURCE (``he.FOLD_ITERATIONS``), or with SOURCE "all" the
+model on every source (``he.ITERATIONS``, scored on the sources only ever scored). The second
+seed of both, to tell their difference from the spread between runs (docs/research/stained.md).
 usage: python -m training.experiments.he_pretrained.recipe SOURCE SEED [THREADS]"""
 import sys
 
@@ -13,11 +14,12 @@ RUNS = H.ROOT / "runs" / "exp" / "he_recipe"
 
 
 def run(source: str, seed: int, threads: int = 2) -> dict:
+    exclude = () if source == "all" else (source,)
+    iterations = H.ITERATIONS if source == "all" else H.FOLD_ITERATIONS
     out = run_dir(source, seed, RUNS)
     if not (out / "model.onnx").exists():
-        H.train_one(out, H.he_sets(), iterations=H.FOLD_ITERATIONS, exclude_sources=(source,),
-                    threads=threads, seed=seed)
-    return score_run(out, H.fold_spec(), (source,), iterations=H.FOLD_ITERATIONS, seed=seed)
+        H.train_one(out, H.he_sets(), iterations=iterations, exclude_sources=exclude, threads=threads, seed=seed)
+    return score_run(out, H.fold_spec(), exclude, iterations=iterations, seed=seed)
 
 
 if __name__ == "__main__":
