@@ -70,7 +70,7 @@ def median_diameter(labels: np.ndarray, min_objects: int = 5) -> tuple[float, in
     ``(nan, 0)`` for an image without objects.
     """
     labels = np.asarray(labels)
-    areas = np.bincount(labels.ravel())
+    areas = np.bincount(labels.ravel().astype(np.intp))  # the page's bincount refuses uint32
     present = np.flatnonzero(areas)
     present = present[present > 0]
     if present.size == 0:

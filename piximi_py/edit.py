@@ -55,10 +55,15 @@ def objects_in_box(labels: np.ndarray, box, min_fraction: float = 0.5) -> list[i
     ``(x0, y0, x1, y1)`` (first to last pixel, inclusive), for box selection."""
     labels = _check_labels(labels)
     x0, y0, x1, y1 = (int(round(v)) for v in box)
-    x0, x1 = sorted((max(x0, 0), min(x1, labels.shape[1] - 1)))
-    y0, y1 = sorted((max(y0, 0), min(y1, labels.shape[0] - 1)))
-    inside = np.bincount(labels[y0:y1 + 1, x0:x1 + 1].ravel(), minlength=int(labels.max()) + 1)
-    total = np.bincount(labels.ravel(), minlength=len(inside))
+    (x0, x1), (y0, y1) = sorted((x0, x1)), sorted((y0, y1))
+    # the box's part inside the image; a box wholly outside it selects nothing
+    x0, x1 = max(x0, 0), min(x1, labels.shape[1] - 1)
+    y0, y1 = max(y0, 0), min(y1, labels.shape[0] - 1)
+    if x0 > x1 or y0 > y1:
+        return []
+    # in intp: the page's numpy (wasm32) refuses uint32 labels in bincount
+    inside = np.bincount(labels[y0:y1 + 1, x0:x1 + 1].ravel().astype(np.intp), minlength=int(labels.max()) + 1)
+    total = np.bincount(labels.ravel().astype(np.intp), minlength=len(inside))
     ids = np.flatnonzero((inside >= min_fraction * total) & (total > 0))
     return [int(i) for i in ids if i]
 
@@ -103,7 +108,7 @@ def add_object(labels: np.ndarray, mask: np.ndarray, *, replace_fraction: float 
     hit, counts = np.unique(labels[mask], return_counts=True)
     removed = []
     if len(hit) > int(hit[0] == 0):
-        areas = np.bincount(labels.ravel())
+        areas = np.bincount(labels.ravel().astype(np.intp))  # intp: see objects_in_box
         removed = [int(k) for k, n in zip(hit, counts) if k and n >= replace_fraction * areas[k]]
     if removed:
         out[np.isin(labels, removed)] = 0

@@ -46,7 +46,7 @@ def remove_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Set objects with fewer than ``min_size`` pixels to background (``labels`` itself when none are)."""
     if min_size <= 1 or labels.max() == 0:
         return labels
-    area = np.bincount(labels.ravel())
+    area = np.bincount(labels.ravel().astype(np.intp))  # the page's bincount refuses uint32
     small = area < min_size
     small[0] = False
     if not small.any():

@@ -127,6 +127,39 @@ def test_ids_beyond_uint16_grow_the_dtype():
     assert new_id == 65536 and out.dtype == np.uint32 and out[6, 6] == 65536
 
 
+def test_uint32_labels_never_reach_bincount_as_uint32(monkeypatch):
+    """In the page (wasm32, numpy 2.0) bincount refuses uint32 labels, which a field of more than
+    65535 objects or an edit past that id has: every edit, the diameter a taught model measures and
+    the small-object filter count in intp. Here bincount is made to refuse them as the page's does."""
+    from piximi_py.diameter import median_diameter
+    from piximi_py.postprocess import remove_small_objects
+
+    bincount = np.bincount
+
+    def as_in_the_page(x, *args, **kwargs):
+        if np.asarray(x).dtype == np.uint32:
+            raise TypeError("Cannot cast array data from dtype('uint32') to dtype('int32') according to the "
+                            "rule 'safe'")
+        return bincount(x, *args, **kwargs)
+
+    monkeypatch.setattr(np, "bincount", as_in_the_page)
+    labels = np.zeros((16, 16), np.uint32)
+    labels[2:6, 2:6], labels[9:14, 9:14], labels[0, 15] = 70_000, 70_001, 70_002
+    assert edit.objects_in_box(labels, (0, 0, 7, 7)) == [70_000]
+    out, new_id, removed = edit.add_object(labels, labels == 70_001)
+    assert new_id == 70_003 and removed == [70_001]
+    assert median_diameter(labels, min_objects=1)[1] == 2
+    assert (remove_small_objects(labels, 2) == 70_002).sum() == 0
+
+
+def test_a_box_outside_the_image_selects_nothing():
+    labels = np.zeros((50, 50), np.uint16)
+    labels[49, 49], labels[0, 0] = 7, 3
+    assert edit.objects_in_box(labels, (60, 60, 80, 80)) == []
+    assert edit.objects_in_box(labels, (-20, -20, -10, -10)) == []
+    assert edit.objects_in_box(labels, (80, 80, 40, 40)) == [7]  # corners in any order, clipped
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="2-D integer"):
         edit.delete_objects(np.zeros((4, 4), np.float32), [1])
