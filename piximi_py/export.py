@@ -41,9 +41,13 @@ def _tiff(array: np.ndarray, pixel_size, imagej: bool) -> bytes:
 
     kwargs = {}
     size = check_pixel_size(pixel_size)
-    if size:
+    if size and imagej:  # pixels per unit, the unit in ImageJ's own metadata
         kwargs["resolution"] = (1.0 / size[1], 1.0 / size[0])
-        kwargs["metadata"] = {"unit": "um"} if imagej else None
+        kwargs["metadata"] = {"unit": "um"}
+    elif size:  # a plain TIFF's resolution unit: centimetres, not the default inch
+        kwargs["resolution"] = (1e4 / size[1], 1e4 / size[0])
+        kwargs["resolutionunit"] = "CENTIMETER"
+        kwargs["metadata"] = None
     buf = _io.BytesIO()
     tifffile.imwrite(buf, array, imagej=imagej, compression=None, **kwargs)
     return buf.getvalue()

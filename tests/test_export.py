@@ -48,6 +48,15 @@ def test_labels_tiff_uint32_above_65535():
     back = tifffile.imread(io.BytesIO(data))
     assert back.dtype == np.uint32
     np.testing.assert_array_equal(back, labels)
+    # its pixel size in centimetres (a plain TIFF's default unit is the inch), read back as written
+    from piximi_py.io import describe_image
+
+    sized = export.labels_tiff(labels, pixel_size=(0.5, 0.25))
+    with tifffile.TiffFile(io.BytesIO(sized)) as tif:
+        assert tif.pages[0].tags["ResolutionUnit"].value == 3
+    assert describe_image(sized)["pixel_size"] == pytest.approx([0.5, 0.25])
+    assert describe_image(export.labels_tiff(labels[:, :100] // 2, pixel_size=0.5))["pixel_size"] == \
+        pytest.approx([0.5, 0.5])
 
 
 def test_mask_and_overlay(real):
