@@ -65,6 +65,7 @@ def mark_corrected(options: dict | None = None) -> dict:
                     labels = given.reshape(shape).astype(np.int32)
                 if not int(labels.max()):
                     raise ValueError("the image has no objects: a corrected image needs at least one")
+                name = _example_key(corrected, name, S.last["image"])
                 corrected.pop(name, None)
                 corrected[name] = {"image": S.last["image"], "labels": labels.copy(),
                                    "model": S.last.get("model")}
@@ -73,6 +74,18 @@ def mark_corrected(options: dict | None = None) -> dict:
         return {"ok": True, "corrected": list(corrected), "count": len(corrected)}
     except Exception as exc:  # noqa: BLE001
         return error_result(exc)
+
+
+def _example_key(corrected: dict, name: str, image: np.ndarray) -> str:
+    """The key of ``image``'s corrected example: ``name``, whose example it replaces when it holds
+    the same image, else (another plane of a stack, another image of that name) ``name (2)``,
+    ``name (3)``... so that no example is lost to another."""
+    key, k = name, 1
+    while key in corrected and not (corrected[key]["image"].shape == image.shape
+                                    and np.array_equal(corrected[key]["image"], image)):
+        k += 1
+        key = f"{name} ({k})"
+    return key
 
 
 def _register(spec, data: bytes, extra: dict) -> dict:

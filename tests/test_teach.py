@@ -144,3 +144,25 @@ def test_a_taught_file_keeps_its_starting_models_outline_and_size_rules(models_d
     old = {k: v for k, v in described.items() if k not in ("outline_contrast", "min_relative_size")}
     back = T.spec_from_metadata(spec, {T.METADATA_KEY: json.dumps(old)})
     assert (back.outline_contrast, back.min_relative_size) == (0.0, 0.0)
+
+
+def test_corrected_planes_of_one_file_are_kept_apart():
+    """Two planes of one stack (or two images of one name) corrected in turn are two examples;
+    the same image corrected again replaces its own."""
+    from piximi_py import webteach
+    from piximi_py.webstate import S
+
+    image = np.zeros((8, 8), np.uint16)
+    a, b = np.zeros_like(image), np.zeros_like(image)
+    a[1:3, 1:3], b[4:7, 4:7] = 1, 1
+    saved_last, saved_corrected = S.last, S.corrected
+    try:
+        S.last, S.corrected = {"labels": a, "image": image, "name": "stack.tif", "model": "m"}, {}
+        webteach.mark_corrected()
+        S.last = {"labels": b, "image": image + 1, "name": "stack.tif", "model": "m"}
+        assert webteach.mark_corrected()["corrected"] == ["stack.tif", "stack.tif (2)"]
+        S.last = {"labels": a + b, "image": image + 1, "name": "stack.tif", "model": "m"}
+        assert webteach.mark_corrected()["corrected"] == ["stack.tif", "stack.tif (2)"]
+        np.testing.assert_array_equal(S.corrected["stack.tif (2)"]["labels"], a + b)
+    finally:
+        S.last, S.corrected = saved_last, saved_corrected
