@@ -138,8 +138,6 @@ async def collect_example(x: np.ndarray, labels: np.ndarray, model: ModelSpec, h
     block = head.block
     multiple = max(model.input_multiple, block)
     padded, crop = preprocess.pad_to_multiple(x, multiple)
-    lab = np.zeros(padded.shape[-2:], labels.dtype)
-    lab[crop] = labels
     # tiles on the feature grid, so that every tile starts on a whole feature position
     grid = (padded.shape[-2] // block, padded.shape[-1] // block)
     tile = max(multiple, model.tile_size - model.tile_size % multiple) // block
@@ -154,11 +152,12 @@ async def collect_example(x: np.ndarray, labels: np.ndarray, model: ModelSpec, h
         features[(slice(None),) + t.core] = f[(slice(None),) + t.inner]
         core, inner = ([slice(s.start * block, s.stop * block) for s in ss] for ss in (t.core, t.inner))
         probabilities[(slice(None),) + tuple(core)] = p[(slice(None),) + tuple(inner)]
-    target = class_targets(lab)
-    weight = np.asarray(CLASS_WEIGHT, np.float32)[target] + TOUCHING_WEIGHT * touching_mask(lab)
-    known = np.zeros(lab.shape, bool)  # reflected padding has no truth
-    known[crop] = True
-    weight[~known] = 0
+    # the targets of the image as it is, then padded: an object at the padded bottom or right edge
+    # gets no rim there, as none at the top or left (the padding is not an annotated background)
+    target = np.zeros(padded.shape[-2:], np.uint8)
+    weight = np.zeros(padded.shape[-2:], np.float32)  # reflected padding has no truth: weight 0
+    target[crop] = class_targets(labels)
+    weight[crop] = np.asarray(CLASS_WEIGHT, np.float32)[target[crop]] + TOUCHING_WEIGHT * touching_mask(labels)
     return Example(features, _positions(target, block).astype(np.int8), _positions(weight, block),
                    probabilities[(slice(None),) + crop], labels, crop, float(diameter))
 

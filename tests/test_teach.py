@@ -166,3 +166,26 @@ def test_corrected_planes_of_one_file_are_kept_apart():
         np.testing.assert_array_equal(S.corrected["stack.tif (2)"]["labels"], a + b)
     finally:
         S.last, S.corrected = saved_last, saved_corrected
+
+
+def test_objects_at_every_edge_get_the_same_targets(models_dir):
+    """An object cut by the image's bottom or right edge, where the image is padded to the model's
+    grid, has no rim along that edge, as one cut by the top or left edge has none."""
+    spec = piximi_py.find_model(piximi_py.load_models(models_dir), "nuclei_unet")
+    data = (models_dir / spec.file).read_bytes()
+    head = onnxfile.find_head(data)
+    backend = OnnxRuntimeBackend(onnxfile.with_outputs(data, [head.features]))
+    side = 61  # not a multiple of the model's input: padded at the bottom and right
+    labels = np.zeros((side, side), np.int32)
+    labels[:10, :10], labels[-10:, -10:] = 1, 2
+    image = np.where(labels > 0, 200, 20).astype(np.uint8)
+    example = piximi_py.run_sync(T.collect_example(prepare_input(image, spec), labels, spec, head, backend,
+                                                   diameter=spec.diameter))
+    block = int(round(np.sqrt(example.targets.shape[1])))
+    grid = int(round(np.sqrt(example.targets.shape[0])))  # a square image: a square grid of positions
+    full = example.targets.reshape(grid, grid, block, block).transpose(0, 2, 1, 3).reshape(grid * block, -1)
+    assert grid * block > side and tuple(s.stop for s in example.crop) == (side, side)
+    full = full[:side, :side]
+    top_left, bottom_right = full[:10, :10], full[-10:, -10:]
+    np.testing.assert_array_equal(bottom_right, top_left[::-1, ::-1])
+    assert (full[0, :8] == 1).all() and (full[-1, -8:] == 1).all()
