@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 
 import numpy as np
 
@@ -178,7 +179,7 @@ def _rdf(spec, stem: str, described: dict) -> str:
         "  - type: batch", f"  - {{type: channel, channel_names: {channels}}}",
         f"  - {{type: space, id: y, size: {{min: {step}, step: {step}}}}}",
         f"  - {{type: space, id: x, size: {{min: {step}, step: {step}}}}}",
-        f"  test_tensor: {{source: {stem}.test_input.npy}}",
+        f"  test_tensor: {{source: {q(stem + '.test_input.npy')}}}",
         "  data: {type: float32}",
         "  preprocessing:",
         f"  - {{id: scale_range, kwargs: {{axes: [y, x], min_percentile: {spec.normalize.get('low', 1.0)}, "
@@ -188,17 +189,27 @@ def _rdf(spec, stem: str, described: dict) -> str:
         "  axes:", "  - type: batch", "  - {type: channel, channel_names: [background, interior, boundary]}",
         "  - {type: space, id: y, size: {tensor_id: image, axis_id: y}}",
         "  - {type: space, id: x, size: {tensor_id: image, axis_id: x}}",
-        f"  test_tensor: {{source: {stem}.test_output.npy}}",
-        "weights:", f"  onnx: {{source: {stem}.onnx, opset_version: 17}}",
+        f"  test_tensor: {{source: {q(stem + '.test_output.npy')}}}",
+        "weights:", f"  onnx: {{source: {q(stem + '.onnx')}, opset_version: 17}}",
         "config:", f"  piximi: {q(described)}", ""])
 
 
-def _card(spec, described: dict) -> str:
+def download_stem(spec) -> str:
+    """The name a model's downloaded files share: its file's name without ``.onnx``, with
+    characters that file systems or archives refuse (``:`` of a loaded file's id, ``/``, ...) as
+    ``_``."""
+    name = spec.file.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = name[:-5] if name.endswith(".onnx") else name
+    return re.sub(r"[^\w.+-]", "_", stem.removeprefix("file:")).strip("._") or "model"
+
+
+def _card(spec, described: dict, stem: str | None = None) -> str:
     if "report" not in described:  # a shipped or loaded model, not taught here
         return "\n".join([f"# {spec.name}", "", spec.description, "",
                           f"Thresholds (foreground / seed): {spec.postprocess.get('foreground_threshold')} / "
                           f"{spec.postprocess.get('seed_threshold')}; model diameter {spec.diameter or 'none'} px.", ""])
     report = described.get("report", {})
+    file = f"{stem or download_stem(spec)}.onnx"  # as the download names it
     lines = [f"# {spec.name}", "",
              f"Adapted in the page (piximi-py \"Teach\") from `{described.get('adapted_from')}` on "
              f"{len(described.get('images', []))} corrected image(s): "
@@ -212,8 +223,8 @@ def _card(spec, described: dict) -> str:
     lines += ["", "AP@0.5 figures are on the corrected images themselves (\"held out\": each scored by what "
               "the others taught), not on other images.", "",
               "Run it again: in the page, 'Load model…'; in Python, "
-              "`piximi_py.segment(image, model=\"" + spec.file + "\")`; "
-              "on the command line, `python -m piximi_py IMAGE --model " + spec.file + "`.", ""]
+              "`piximi_py.segment(image, model=\"" + file + "\")`; "
+              "on the command line, `python -m piximi_py segment IMAGE --out RESULTS --model " + file + "`.", ""]
     return "\n".join(lines)
 
 
@@ -227,7 +238,7 @@ async def download_model(model_id: str | None = None) -> dict:
     try:
         spec = segmentation_spec(model_id)
         data = await model_bytes(spec)
-        stem = spec.file[:-5] if spec.file.endswith(".onnx") else spec.file
+        stem = download_stem(spec)
         described = S.raw.get(spec.id, {}).get("taught") or {"adapted_from": spec.id, "images": []}
         side = max(TEST_SIDE, spec.input_multiple)
         source = next(iter(S.corrected.values()), None)
@@ -244,7 +255,7 @@ async def download_model(model_id: str | None = None) -> dict:
         finally:
             await backend.close()
         files = {f"{stem}.onnx": data, "rdf.yaml": _rdf(spec, stem, described).encode(),
-                 "README.md": _card(spec, described).encode(),
+                 "README.md": _card(spec, described, stem).encode(),
                  f"{stem}.test_input.npy": _npy(x), f"{stem}.test_output.npy": _npy(y)}
         return {"ok": True, "data": typed_array(np.frombuffer(zip_files(files), np.uint8)), "filename": f"{stem}.zip"}
     except Exception as exc:  # noqa: BLE001

@@ -127,6 +127,14 @@ def test_a_taught_models_description_and_card(models_dir):
     assert rdf["inputs"][0]["test_tensor"]["source"] == "nuclei_taught.test_input.npy"
     assert "a.tif" in webteach._card(spec, described) and "31.0 px" in webteach._card(spec, described)
     assert "Adapted" not in webteach._card(spec, {"adapted_from": "nuclei", "images": []})
+    # a loaded file's taught model: its id has "file:", its name what the user called the file
+    loaded = dataclasses.replace(spec, file="file:scan, v2 #1+taught1.onnx")
+    stem = webteach.download_stem(loaded)
+    assert stem == "scan__v2__1+taught1"
+    rdf = yaml.safe_load(webteach._rdf(loaded, "odd: name, #1", described))
+    assert rdf["weights"]["onnx"]["source"] == "odd: name, #1.onnx"  # quoted: still one value
+    card = webteach._card(loaded, described, stem)
+    assert f"python -m piximi_py segment IMAGE --out RESULTS --model {stem}.onnx" in card
 
 
 def test_a_taught_file_keeps_its_starting_models_outline_and_size_rules(models_dir):
