@@ -303,8 +303,7 @@ def outlines(mask: np.ndarray) -> list[np.ndarray]:
         d_out = np.roll(pts, -1, axis=0) - pts
         corner = np.any(d_in != d_out, axis=1)
         loops.append(pts[corner])
-    area = [0.5 * float(np.sum(p[:, 0] * np.roll(p[:, 1], -1) - np.roll(p[:, 0], -1) * p[:, 1]))
-            for p in loops]
+    area = [_signed_area(p) for p in loops]
     order = sorted(range(len(loops)), key=lambda i: (area[i] < 0, -abs(area[i])))
     return [loops[i] for i in order]
 
@@ -416,9 +415,11 @@ def roi_zip(labels: np.ndarray, nuclei: np.ndarray | None = None,
             nucleus_of: np.ndarray | None = None) -> bytes:
     """ImageJ/Fiji ROI set: one traced polygon ROI per object, named by label.
 
-    Each ROI is the outer pixel-edge outline of the object's largest part
-    (:func:`outlines`); ImageJ fills it back to the object's pixels (holes
-    filled). Open with *Analyze › Tools › ROI Manager › More › Open*, or
+    Each ROI is the outer pixel-edge outline of the object (:func:`outlines`);
+    ImageJ fills it back to the object's pixels (holes filled). An object of
+    several separate parts (one merged from two, say) gives one ROI per part,
+    the largest named as the object and the others ``NAME-part2``, ... so that
+    none is lost. Open with *Analyze › Tools › ROI Manager › More › Open*, or
     ``roifile.roiread``. With ``nuclei`` (the cells' nuclei), cells are named
     ``cell-00001`` (``cell-00001-nucleus-00007`` when ``nucleus_of`` links
     it to nucleus 7) and nuclei ``nucleus-00007``.
@@ -438,11 +439,12 @@ def roi_zip(labels: np.ndarray, nuclei: np.ndarray | None = None,
                 continue
             for i, box, mask in _objects(objects):
                 loops = outlines(mask)
-                outer = max((p for p in loops if _signed_area(p) > 0), key=_signed_area,
-                            default=loops[0])
-                pts = outer + [box[1].start, box[0].start]
-                name = name_of(kind, i)
-                roi = ImagejRoi.frompoints(pts.astype(np.int32), name=name)
-                roi.roitype = ROI_TYPE.TRACED
-                zf.writestr(name + ".roi", roi.tobytes())
+                # every separate part (an object merged from two, say): one ROI each, largest first
+                parts = sorted((p for p in loops if _signed_area(p) > 0), key=_signed_area, reverse=True)
+                for k, outer in enumerate(parts or loops[:1], 1):
+                    pts = outer + [box[1].start, box[0].start]
+                    name = name_of(kind, i) + (f"-part{k}" if k > 1 else "")
+                    roi = ImagejRoi.frompoints(pts.astype(np.int32), name=name)
+                    roi.roitype = ROI_TYPE.TRACED
+                    zf.writestr(name + ".roi", roi.tobytes())
     return buf.getvalue()

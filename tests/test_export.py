@@ -127,16 +127,26 @@ def ndi_fill(obj):
 def test_roi_zip_reopens_with_roifile(real, tmp_path):
     roifile = pytest.importorskip("roifile")
     _, labels = real
-    data = export.roi_zip(labels)
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        names = zf.namelist()
-    ids = np.unique(labels)[1:]
-    assert len(names) == len(ids)
+    merged = labels.copy()
+    a, b = np.unique(labels)[1:3]
+    merged[merged == b] = a                   # an object of two separate parts, as a merge makes
+    data = export.roi_zip(merged)
+    ids = np.unique(merged)[1:]
     rois = _read_rois(data)
-    for roi, i in zip(rois, ids):
-        assert roi.name == f"{i:05d}" and roi.roitype == roifile.ROI_TYPE.TRACED
-        filled = fill_polygon(roi.coordinates(), labels.shape)
-        np.testing.assert_array_equal(filled, ndi_fill(largest_part(labels == i)))
+    by_object = {}
+    for roi in rois:
+        assert roi.roitype == roifile.ROI_TYPE.TRACED
+        by_object.setdefault(int(roi.name.split("-")[0]), []).append(roi)
+    assert sorted(by_object) == ids.tolist()
+    assert [r.name for r in by_object[a]] == [f"{a:05d}", f"{a:05d}-part2"]
+    for i in ids:
+        # the object's ROIs, filled, give back its pixels (holes filled); the first is its largest part
+        filled = np.zeros(labels.shape, bool)
+        for roi in by_object[i]:
+            filled |= fill_polygon(roi.coordinates(), labels.shape)
+        np.testing.assert_array_equal(filled, ndi_fill(merged == i))
+        first = fill_polygon(by_object[i][0].coordinates(), labels.shape)
+        np.testing.assert_array_equal(first, ndi_fill(largest_part(merged == i)))
     # roifile's own zip reader agrees
     path = tmp_path / "rois.zip"
     path.write_bytes(data)
