@@ -379,8 +379,9 @@ def coco_json(labels: np.ndarray, *, file_name: str = "image.tif", encoding: str
     -------
     dict
         ``{"images", "annotations", "categories"}``; each annotation has
-        ``id`` (= the label), ``image_id``, ``category_id`` 1,
-        ``segmentation``, ``area`` (pixels), ``bbox`` ``[x, y, w, h]`` and ``iscrowd`` 0.
+        ``id`` (the label; a nucleus's: its label plus the largest cell label), ``image_id``,
+        ``category_id`` (1; 2 for the nuclei), ``segmentation``, ``area`` (pixels),
+        ``bbox`` ``[x, y, w, h]`` and ``iscrowd`` 0.
     """
     labels = np.asarray(labels)
     if encoding not in ("rle", "polygon"):
