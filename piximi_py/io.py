@@ -223,8 +223,9 @@ def _read_tiff(data: bytes, what: str, color: bool, index: dict, project: dict,
         unknown = (set(index) | set(project)) - set(axes)
         if unknown:
             raise ImageReadError(f"{what} has axes {axes!r}; it has no axis {sorted(unknown)}")
-        for axis in sorted(set(index) & set("YXS")):
-            raise ImageReadError(f"axis {axis} is part of the plane; it cannot be indexed")
+        in_plane = sorted(set(index) & set("YXS"))
+        if in_plane:
+            raise ImageReadError(f"axis {in_plane[0]} is part of the plane; it cannot be indexed")
         channel_axis = keep_channels and "C" in axes and "C" not in index and "C" not in project
         # each axis but the plane's: the positions read, checked before anything is decoded
         picks = {axis: _positions(axis, size, index, what) if axis in index else
