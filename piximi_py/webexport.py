@@ -129,21 +129,22 @@ class Batch:
         self.names = set()
 
     def _unique(self, name: str) -> str:
+        # compared without case: names that differ only in case are one file on macOS and Windows
         stem, k = file_stem(name), 1
-        while stem in self.names:
+        while stem.lower() in self.names:
             k += 1
             stem = f"{file_stem(name)}_{k}"
-        self.names.add(stem)
+        self.names.add(stem.lower())
         return stem
 
     def add(self, name: str, exports: dict) -> None:
         stem = self._unique(name)
         for kind, data in exports.items():
             self.zf.writestr(stem + EXPORTS[kind][0], data)
-        self.rows.append((name, "segmented", ""))
+        self.rows.append((name, stem, "segmented", ""))
 
     def fail(self, name: str, message: str) -> None:
-        self.rows.append((name, "failed", message))
+        self.rows.append((name, "", "failed", message))
 
     def close(self) -> bytes:
         import csv
@@ -151,7 +152,7 @@ class Batch:
 
         text = _io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["image", "status", "error"])
+        writer.writerow(["image", "outputs", "status", "error"])  # outputs: the stem of its files here
         writer.writerows(self.rows)
         self.zf.writestr("batch_report.csv", text.getvalue())
         self.zf.close()

@@ -369,6 +369,7 @@ def test_batch_with_failure_and_zip(app, files, models_dir):
         assert {f"{stem}_labels.tif", f"{stem}_measurements.csv", f"{stem}_rois.zip",
                 f"{stem}_coco.json"} <= names
     assert [r["status"] for r in report] == ["segmented", "segmented", "failed", "segmented", "segmented"]
+    assert [r["outputs"] for r in report] == ["crop0", "crop1", "", "crop2", "crop3"]
     ref = cpython_labels(tifffile.imread(files["batch"][0]), models_dir)
     assert int(crop0.max()) == int(ref.max())
 

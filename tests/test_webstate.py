@@ -36,3 +36,24 @@ def test_user_errors_read_as_they_are_and_internal_lookups_do_not(fail, etype, m
     logged = capsys.readouterr().err
     # a traceback for developers on the console, but not for a file that cannot be read
     assert ("Traceback" in logged) == (etype != "ImageReadError"), logged
+
+
+def test_a_batch_zip_names_each_images_files_and_says_which():
+    """Two images of one stem, or of stems differing only in case (one file on macOS and Windows),
+    get files of their own, and batch_report.csv says which stem each image's files have."""
+    import csv
+    import io
+    import zipfile
+
+    from piximi_py.webexport import Batch
+
+    batch = Batch()
+    for name in ("a.tif", "A.png", "a.jpg"):
+        batch.add(name, {"csv": b"label\n"})
+    batch.fail("b.tif", "b.tif is empty (0 bytes)")
+    with zipfile.ZipFile(io.BytesIO(batch.close())) as zf:
+        names = zf.namelist()
+        report = list(csv.DictReader(io.StringIO(zf.read("batch_report.csv").decode())))
+    assert [r["outputs"] for r in report] == ["a", "A_2", "a_3", ""]
+    assert {"a_measurements.csv", "A_2_measurements.csv", "a_3_measurements.csv"} <= set(names)
+    assert [r["status"] for r in report] == ["segmented"] * 3 + ["failed"]
