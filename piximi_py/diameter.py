@@ -13,6 +13,7 @@ import numbers
 import numpy as np
 
 from .io import check_pixel_size
+from .measure import object_areas
 
 __all__ = ["check_diameter", "median_diameter", "diameter_from_um", "resolve_diameter"]
 
@@ -70,7 +71,7 @@ def median_diameter(labels: np.ndarray, min_objects: int = 5) -> tuple[float, in
     ``(nan, 0)`` for an image without objects.
     """
     labels = np.asarray(labels)
-    areas = np.bincount(labels.ravel().astype(np.intp))  # the page's bincount refuses uint32
+    areas = object_areas(labels)
     present = np.flatnonzero(areas)
     present = present[present > 0]
     if present.size == 0:

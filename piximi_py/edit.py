@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .measure import object_areas
+
 __all__ = ["label_at", "objects_in_box", "delete_objects", "add_object", "polygon_mask", "paint",
            "split_object", "merge_objects", "REPLACE_FRACTION"]
 
@@ -61,9 +63,8 @@ def objects_in_box(labels: np.ndarray, box, min_fraction: float = 0.5) -> list[i
     y0, y1 = max(y0, 0), min(y1, labels.shape[0] - 1)
     if x0 > x1 or y0 > y1:
         return []
-    # in intp: the page's numpy (wasm32) refuses uint32 labels in bincount
-    inside = np.bincount(labels[y0:y1 + 1, x0:x1 + 1].ravel().astype(np.intp), minlength=int(labels.max()) + 1)
-    total = np.bincount(labels.ravel().astype(np.intp), minlength=len(inside))
+    inside = object_areas(labels[y0:y1 + 1, x0:x1 + 1], minlength=int(labels.max()) + 1)
+    total = object_areas(labels, minlength=len(inside))
     ids = np.flatnonzero((inside >= min_fraction * total) & (total > 0))
     return [int(i) for i in ids if i]
 
@@ -108,7 +109,7 @@ def add_object(labels: np.ndarray, mask: np.ndarray, *, replace_fraction: float 
     hit, counts = np.unique(labels[mask], return_counts=True)
     removed = []
     if len(hit) > int(hit[0] == 0):
-        areas = np.bincount(labels.ravel().astype(np.intp))  # intp: see objects_in_box
+        areas = object_areas(labels)
         removed = [int(k) for k, n in zip(hit, counts) if k and n >= replace_fraction * areas[k]]
     if removed:
         out[np.isin(labels, removed)] = 0

@@ -19,7 +19,7 @@ import numpy as np
 from .io import check_pixel_size
 
 __all__ = ["COLUMNS", "INTENSITY_COLUMNS", "regionprops_table", "perimeter", "solidity",
-           "summarize", "link_nuclei", "nucleus_columns"]
+           "summarize", "link_nuclei", "nucleus_columns", "object_areas"]
 
 #: Columns of :func:`regionprops_table`, in order, without an intensity image.
 COLUMNS = ("label", "area", "centroid_y", "centroid_x",
@@ -235,6 +235,14 @@ def _convex_area(runs: tuple, n: int) -> np.ndarray:
     lo = _first_column_inside(group, y + 1, left, queries_group, 2 * queries_row + 1, key_scale)
     hi = -_first_column_inside(group, y + 1, right, queries_group, 2 * queries_row + 1, key_scale)
     return np.bincount(queries_group.astype(np.intp), np.maximum(hi - lo + 1, 0), minlength=n)
+
+
+def object_areas(labels: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """Pixels of each label (index: the label, 0 the background), at least ``minlength`` of them.
+
+    Counted in ``np.intp``: the page's numpy (wasm32, 2.0) refuses uint32 labels in ``bincount``,
+    which a field of more than 65535 objects has."""
+    return np.bincount(np.asarray(labels).ravel().astype(np.intp), minlength=minlength)
 
 
 def regionprops_table(labels: np.ndarray, image: np.ndarray | None = None, *,

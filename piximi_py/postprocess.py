@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .measure import object_areas
+
 __all__ = ["probabilities_to_labels", "threshold_probabilities", "masks_to_labels", "flows_to_labels",
            "flow_errors", "drop_inconsistent_flows", "trim_to_contrast",
            "separated_seeds", "remove_small_objects", "fill_holes", "finish_labels",
@@ -46,7 +48,7 @@ def remove_small_objects(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Set objects with fewer than ``min_size`` pixels to background (``labels`` itself when none are)."""
     if min_size <= 1 or labels.max() == 0:
         return labels
-    area = np.bincount(labels.ravel().astype(np.intp))  # the page's bincount refuses uint32
+    area = object_areas(labels)
     small = area < min_size
     small[0] = False
     if not small.any():
@@ -413,7 +415,7 @@ def remove_relatively_small(labels: np.ndarray, fraction: float, min_objects: in
     labels = np.asarray(labels)
     if not fraction or labels.size == 0 or labels.max() == 0:
         return labels
-    area = np.bincount(labels.ravel().astype(np.intp))  # intp: the page's bincount refuses uint32
+    area = object_areas(labels)
     present = area[1:][area[1:] > 0]
     if present.size < min_objects:
         return labels
