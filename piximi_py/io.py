@@ -374,9 +374,10 @@ def describe_image(data: bytes, filename: str | None = None) -> dict:
         raise ImageReadError(f"could not read the header of {what} as {fmt}: {exc}. "
                              "The file may be truncated or corrupt.") from None
     try:  # a header's nonsense pixel size (0, negative, NaN) is as good as none
-        info["pixel_size"] = list(check_pixel_size(info["pixel_size"]) or ()) or None
+        stated = check_pixel_size(info["pixel_size"])
     except ValueError:
-        info["pixel_size"] = None
+        stated = None
+    info["pixel_size"] = list(stated) if stated else None
     info["format"] = fmt
     info["sizes"] = dict(zip(info["axes"], info["shape"]))
     info["height"], info["width"] = info["sizes"]["Y"], info["sizes"]["X"]

@@ -118,13 +118,6 @@ def describe(data: bytes, options: dict | None = None) -> dict:
         return error_result(exc)
 
 
-def _nuclear_channel_auto(options: dict) -> bool:
-    """Whether a segment request left the nuclear channel to the file (no channels, or "auto")."""
-    from .channels import left_to_file
-
-    return left_to_file(options.get("channels") or None, "nuclei")
-
-
 async def segment(data: bytes, options: dict | None = None, progress=None) -> dict:
     """Segment one image file.
 
@@ -150,7 +143,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
     model), ``suggested_because`` says why (:func:`piximi_py.models.suggest_model`).
     """
     from . import io as pio
-    from .channels import image_channels
+    from .channels import image_channels, left_to_file
     from .measure import nucleus_columns, regionprops_table, summarize
     from .pipeline import add_nuclei, check_flag, check_invert, nuclei_skipped, read_for_model, segment_async
 
@@ -179,7 +172,7 @@ async def segment(data: bytes, options: dict | None = None, progress=None) -> di
                                   augment=options.get("augment", False), invert=invert)
         link = options.get("nuclei") if multi else None
         # the page links by default: an image without a nuclear channel still gets its cells
-        skipped = nuclei_skipped(seg, link, _nuclear_channel_auto(options))
+        skipped = nuclei_skipped(seg, link, left_to_file(options.get("channels") or None, "nuclei"))
         if skipped:
             link = None
         if link:
